@@ -1,0 +1,413 @@
+//! berth's configuration: the `berth.toml` schema with its built-in defaults,
+//! loading with errors that name the key and the line, and validation.
+//!
+//! This crate does no syscalls and knows nothing of Slurm internals: the launcher
+//! and the SPANK plugin both read their settings through it.
+
+mod size;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use size::{parse_size, SizeError};
+
+/// Where berth looks for its configuration when no path is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/berth.toml";
+
+/// The capabilities a `--remap-root` container keeps inside its user namespace:
+/// the least-privilege list from the project's seeds.
+pub const DEFAULT_REMAP_ROOT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "AUDIT_WRITE",
+];
+
+/// Every capability name Linux knows, without the `CAP_` prefix.
+pub const KNOWN_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// A configuration error: says which file, which line and which key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// What the parser said, naming the key.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key, e.g. `security.remap_root_capabilities`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// The whole of `berth.toml`. Every field has a default, so an empty file (or
+/// no file at the default path) is a valid configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The node-local image and layer store.
+    pub store: StoreConfig,
+    /// What containers may do.
+    pub security: SecurityConfig,
+    /// Host paths users may bind into containers.
+    pub mounts: MountsConfig,
+    /// Container defaults.
+    pub container: ContainerConfig,
+}
+
+/// `[store]`: where images and layers live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The root-owned store used when berth runs as root. Users who run berth
+    /// unprivileged get a store of their own under `$XDG_DATA_HOME/berth`.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/berth"),
+        }
+    }
+}
+
+/// `[security]`: the privilege policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Capabilities kept (inside the container's user namespace only) when the
+    /// user asks for `--remap-root`, names without `CAP_`.
+    pub remap_root_capabilities: Vec<String>,
+    /// Keep setuid/setgid bits from image layers (default: stripped).
+    pub allow_setuid: bool,
+    /// Apply the seccomp allow-list (default: true). Turning it off is for
+    /// debugging only.
+    pub seccomp: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            remap_root_capabilities: DEFAULT_REMAP_ROOT_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            allow_setuid: false,
+            seccomp: true,
+        }
+    }
+}
+
+/// `[mounts]`: which host paths may be bound into a container.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MountsConfig {
+    /// Host path prefixes a user may mount from. A source must also be readable
+    /// by the user who asks.
+    pub allowed_prefixes: Vec<PathBuf>,
+    /// Host paths (and everything below them) that may never be mounted.
+    pub denied_prefixes: Vec<PathBuf>,
+}
+
+impl Default for MountsConfig {
+    fn default() -> Self {
+        MountsConfig {
+            allowed_prefixes: vec![PathBuf::from("/")],
+            denied_prefixes: ["/proc", "/sys", "/dev", "/run/docker.sock", "/var/run/docker.sock"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        }
+    }
+}
+
+/// `[container]`: defaults for every container.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerConfig {
+    /// The hostname inside the container when none is asked for.
+    pub hostname: String,
+    /// Size limit of the tmpfs that holds a container's writable layer, e.g. "50%" or "4G".
+    pub upper_size: String,
+}
+
+impl Default for ContainerConfig {
+    fn default() -> Self {
+        ContainerConfig {
+            hostname: "berth".to_string(),
+            upper_size: "50%".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`. When `path` is the default path and the file does not exist,
+    /// the built-in defaults are returned; a path the caller named must exist.
+    pub fn load(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok(Config::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| line_of(text, span.start))
+                .unwrap_or(1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        for cap in &self.security.remap_root_capabilities {
+            let name = cap.strip_prefix("CAP_").unwrap_or(cap);
+            if !KNOWN_CAPABILITIES.contains(&name) {
+                return Err(invalid(
+                    "security.remap_root_capabilities",
+                    format!("unknown capability {cap:?} (use names like \"CHOWN\" or \"CAP_CHOWN\")"),
+                ));
+            }
+        }
+        if !self.store.path.is_absolute() {
+            return Err(invalid(
+                "store.path",
+                format!("{:?} is not an absolute path", self.store.path),
+            ));
+        }
+        for (key, list) in [
+            ("mounts.allowed_prefixes", &self.mounts.allowed_prefixes),
+            ("mounts.denied_prefixes", &self.mounts.denied_prefixes),
+        ] {
+            if let Some(p) = list.iter().find(|p| !p.is_absolute()) {
+                return Err(invalid(key, format!("{p:?} is not an absolute path")));
+            }
+        }
+        validate_hostname(&self.container.hostname)
+            .map_err(|m| invalid("container.hostname", m))?;
+        if !self.container.upper_size.ends_with('%') {
+            parse_size(&self.container.upper_size)
+                .map_err(|e| invalid("container.upper_size", e.to_string()))?;
+        } else {
+            let pct = &self.container.upper_size[..self.container.upper_size.len() - 1];
+            match pct.parse::<u32>() {
+                Ok(1..=100) => {}
+                _ => {
+                    return Err(invalid(
+                        "container.upper_size",
+                        format!(
+                            "{:?} is not a size like \"4G\" or a percentage from 1% to 100%",
+                            self.container.upper_size
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The capability names for remap-root containers, without `CAP_` prefixes.
+    pub fn remap_root_capabilities(&self) -> Vec<&str> {
+        self.security
+            .remap_root_capabilities
+            .iter()
+            .map(|c| c.strip_prefix("CAP_").unwrap_or(c))
+            .collect()
+    }
+}
+
+/// Checks a hostname: 1 to 64 characters of letters, digits, `-` and `.`.
+pub fn validate_hostname(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid hostname (1-64 letters, digits, '-' or '.')"
+        ))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/berth/berth.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(Config::default().store.path, PathBuf::from("/var/lib/berth"));
+        assert!(Config::default().security.seccomp);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[store]\npath = \"/x\"\n\n[security]\nallow_setuidd = true\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("/etc/berth/berth.toml:5:"), "{msg}");
+        assert!(msg.contains("allow_setuidd"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_type_names_line() {
+        let err = parse("[security]\nseccomp = \"yes\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("/etc/berth/berth.toml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_capability_is_refused() {
+        let err = parse("[security]\nremap_root_capabilities = [\"CHOWN\", \"FLY\"]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("security.remap_root_capabilities"), "{msg}");
+        assert!(msg.contains("FLY"), "{msg}");
+    }
+
+    #[test]
+    fn cap_prefix_is_accepted() {
+        let c = parse("[security]\nremap_root_capabilities = [\"CAP_KILL\"]\n").unwrap();
+        assert_eq!(c.remap_root_capabilities(), vec!["KILL"]);
+    }
+
+    #[test]
+    fn relative_store_path_is_refused() {
+        let msg = parse("[store]\npath = \"var/lib\"\n").unwrap_err().to_string();
+        assert!(msg.contains("store.path"), "{msg}");
+    }
+
+    #[test]
+    fn bad_upper_size_is_refused() {
+        for bad in ["0%", "101%", "lots", "5Q"] {
+            let text = format!("[container]\nupper_size = \"{bad}\"\n");
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains("container.upper_size"), "{bad}: {msg}");
+        }
+        for good in ["1%", "100%", "4G", "512M", "1024"] {
+            let text = format!("[container]\nupper_size = \"{good}\"\n");
+            parse(&text).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_hostname_is_refused() {
+        let msg = parse("[container]\nhostname = \"a b\"\n").unwrap_err().to_string();
+        assert!(msg.contains("container.hostname"), "{msg}");
+    }
+
+    #[test]
+    fn missing_default_file_gives_defaults_but_named_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("berth.toml");
+        assert_eq!(Config::load(&missing, false).unwrap(), Config::default());
+        let msg = Config::load(&missing, true).unwrap_err().to_string();
+        assert!(msg.contains("cannot read config file"), "{msg}");
+    }
+}
