@@ -1,0 +1,18 @@
+//! berth's launcher: everything that builds and runs a job container.
+//!
+//! The flow is one-way: an image source is resolved into layer directories
+//! ([`image`]), the caller builds a [`spec::ContainerSpec`], and
+//! [`process::run`] starts it: namespaces ([`idmap`]), root filesystem
+//! ([`rootfs`]), capabilities ([`caps`]), seccomp ([`seccomp`]).
+//! All `unsafe` code is in [`sys`].
+
+pub mod caps;
+pub mod idmap;
+pub mod image;
+pub mod mounts;
+pub mod process;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spec;
+pub mod sys;
+pub mod syscall;

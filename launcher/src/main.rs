@@ -1,1 +1,10 @@
-fn main(){}
+//! The `berth` command.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let code = cli::main();
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,395 @@
+//! Safe extraction of one layer tar into a directory in overlay format.
+//!
+//! The policy, for hostile input:
+//! - **refused** (the whole layer fails, nothing is kept): an entry path with a
+//!   `..` component; an entry whose parent path passes through a symlink of the
+//!   layer (the classic "symlink then write through it" escape); a hardlink whose
+//!   target has `..`, passes through a symlink, or is not in the layer; an
+//!   entry that would replace a directory with a non-directory.
+//! - **neutralised**: a leading `/` is dropped (the path is taken relative to the
+//!   layer root); device nodes are skipped (the container's /dev comes from
+//!   berth); setuid/setgid bits are cleared unless the admin allows them;
+//!   extended attributes are not copied (file capabilities cannot come in).
+//! - Symlinks are kept as they are, whatever they point at: they are resolved
+//!   inside the container's root at run time, never during extraction.
+//!
+//! Whiteouts (`.wh.NAME`) become 0/0 character devices and opaque markers
+//! (`.wh..wh..opq`) become the `overlay.opaque` xattr on the directory, as
+//! overlayfs expects. Extraction never follows a symlink: every directory is
+//! opened component by component with `O_NOFOLLOW`.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fchmod, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::fcntl::AtFlags;
+use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+
+use crate::sys;
+
+/// Why a layer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// An entry path tries to leave the layer.
+    #[error("entry {path:?} escapes the layer (`..` component): refused")]
+    PathEscape {
+        /// The entry's path as written in the tar.
+        path: String,
+    },
+    /// An entry is written through a symlink.
+    #[error("entry {path:?} passes through the symlink {symlink:?}: refused")]
+    ThroughSymlink {
+        /// The entry's path.
+        path: String,
+        /// The symlink component.
+        symlink: String,
+    },
+    /// A hardlink points outside the layer or at nothing.
+    #[error("hardlink {path:?} -> {target:?} does not point at a file in this layer: refused")]
+    BadHardlink {
+        /// The link's path.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A non-directory would replace a directory.
+    #[error("entry {path:?} would replace a directory: refused")]
+    ReplacesDirectory {
+        /// The entry's path.
+        path: String,
+    },
+    /// The tar stream is damaged.
+    #[error("layer is not a valid tar archive: {0}")]
+    Tar(io::Error),
+    /// Writing the extracted tree failed.
+    #[error("cannot write {path:?} while unpacking: {source}")]
+    Write {
+        /// The path inside the layer.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// What the extractor may do on this host.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackOptions {
+    /// Running as root: ownership is kept and the opaque marker is a
+    /// `trusted.` xattr. Otherwise files belong to the caller and the marker is
+    /// `user.overlay.opaque` (overlay mounted with `userxattr`).
+    pub privileged: bool,
+    /// Keep setuid/setgid bits.
+    pub allow_setuid: bool,
+}
+
+/// Counts of what extraction did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// Entries written.
+    pub entries: u64,
+    /// Device nodes skipped.
+    pub devices_skipped: u64,
+    /// Entries whose setuid/setgid bits were cleared.
+    pub setid_cleared: u64,
+    /// Whiteouts written.
+    pub whiteouts: u64,
+}
+
+/// The xattr that marks an opaque directory.
+pub fn opaque_xattr(privileged: bool) -> &'static str {
+    if privileged {
+        "trusted.overlay.opaque"
+    } else {
+        "user.overlay.opaque"
+    }
+}
+
+struct DeferredDir {
+    components: Vec<OsString>,
+    mode: u32,
+    mtime: i64,
+}
+
+/// Extracts the tar stream `tar` into the existing empty directory `dest`.
+pub fn unpack_layer<R: Read>(
+    tar: R,
+    dest: &Path,
+    options: UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let root = sys::openat_owned(
+        None,
+        dest.as_os_str(),
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| write_err("/", e))?;
+    let mut archive = tar::Archive::new(tar);
+    let mut report = UnpackReport::default();
+    let mut dirs: Vec<DeferredDir> = Vec::new();
+    for entry in archive.entries().map_err(UnpackError::Tar)? {
+        let mut entry = entry.map_err(UnpackError::Tar)?;
+        let raw_path = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let components = clean_components(&raw_path).ok_or_else(|| UnpackError::PathEscape {
+            path: shown.clone(),
+        })?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mut mode = header.mode().map_err(UnpackError::Tar)? & 0o7777;
+        let uid = header.uid().map_err(UnpackError::Tar)?;
+        let gid = header.gid().map_err(UnpackError::Tar)?;
+        let mtime = header.mtime().map_err(UnpackError::Tar)? as i64;
+        if mode & 0o6000 != 0 && !options.allow_setuid && !kind.is_dir() {
+            mode &= !0o6000;
+            report.setid_cleared += 1;
+        }
+        let Some((name, parents)) = components.split_last() else {
+            // The layer root itself ("./"): keep its mode for the end.
+            if kind.is_dir() {
+                dirs.push(DeferredDir { components: vec![], mode, mtime });
+            }
+            continue;
+        };
+        let parent = open_beneath(&root, parents, true, &shown)?;
+        let name_bytes = name.as_bytes();
+
+        if name_bytes == b".wh..wh..opq" {
+            sys::set_xattr(parent.as_fd(), opaque_xattr(options.privileged), b"y")
+                .map_err(|e| write_err(&shown, e))?;
+            continue;
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
+            let hidden = OsStr::from_bytes(hidden);
+            remove_existing(&parent, hidden, &shown, true)?;
+            mknodat(
+                Some(parent.as_raw_fd()),
+                hidden,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o000),
+                0,
+            )
+            .map_err(|e| write_err(&shown, e))?;
+            report.whiteouts += 1;
+            continue;
+        }
+
+        use tar::EntryType;
+        match kind {
+            EntryType::Directory => {
+                match mkdirat(Some(parent.as_raw_fd()), name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        // A directory again (fine) or something else (replace it).
+                        if open_beneath(&parent, std::slice::from_ref(name), false, &shown).is_err() {
+                            remove_existing(&parent, name, &shown, false)?;
+                            mkdirat(Some(parent.as_raw_fd()), name.as_os_str(), Mode::from_bits_truncate(0o700))
+                                .map_err(|e| write_err(&shown, e))?;
+                        }
+                    }
+                    Err(e) => return Err(write_err(&shown, e)),
+                }
+                set_owner(&parent, name, uid, gid, options, &shown)?;
+                dirs.push(DeferredDir { components: components.clone(), mode, mtime });
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                remove_existing(&parent, name, &shown, false)?;
+                let fd = sys::openat_owned(
+                    Some(parent.as_raw_fd()),
+                    name.as_os_str(),
+                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| write_err(&shown, e))?;
+                let mut file = File::from(fd);
+                io::copy(&mut entry, &mut file).map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => UnpackError::Tar(e),
+                    _ => UnpackError::Write { path: shown.clone(), source: e },
+                })?;
+                set_owner(&parent, name, uid, gid, options, &shown)?;
+                fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode)).map_err(|e| write_err(&shown, e))?;
+                set_mtime(&parent, name, mtime, &shown)?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| UnpackError::Tar(io::Error::other(format!("symlink {shown:?} has no target"))))?
+                    .into_owned();
+                remove_existing(&parent, name, &shown, false)?;
+                symlinkat(OsStr::from_bytes(&target), Some(parent.as_raw_fd()), name.as_os_str())
+                    .map_err(|e| write_err(&shown, e))?;
+                set_owner(&parent, name, uid, gid, options, &shown)?;
+                set_mtime(&parent, name, mtime, &shown)?;
+            }
+            EntryType::Link => {
+                let target_raw = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| UnpackError::Tar(io::Error::other(format!("hardlink {shown:?} has no target"))))?
+                    .into_owned();
+                let target_shown = String::from_utf8_lossy(&target_raw).into_owned();
+                let bad = || UnpackError::BadHardlink { path: shown.clone(), target: target_shown.clone() };
+                let target = clean_components(&target_raw).ok_or_else(bad)?;
+                let (target_name, target_parents) = target.split_last().ok_or_else(bad)?;
+                let target_parent = open_beneath(&root, target_parents, false, &target_shown).map_err(|_| bad())?;
+                remove_existing(&parent, name, &shown, false)?;
+                linkat(
+                    Some(target_parent.as_raw_fd()),
+                    target_name.as_os_str(),
+                    Some(parent.as_raw_fd()),
+                    name.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(|_| bad())?;
+            }
+            EntryType::Fifo => {
+                remove_existing(&parent, name, &shown, false)?;
+                mknodat(Some(parent.as_raw_fd()), name.as_os_str(), SFlag::S_IFIFO, Mode::from_bits_truncate(mode), 0)
+                    .map_err(|e| write_err(&shown, e))?;
+                set_owner(&parent, name, uid, gid, options, &shown)?;
+            }
+            EntryType::Char | EntryType::Block => {
+                tracing::warn!(entry = %shown, "skipping device node in image layer");
+                report.devices_skipped += 1;
+                continue;
+            }
+            _ => continue,
+        }
+        report.entries += 1;
+    }
+    // Directory modes last, deepest first, so a read-only directory does not
+    // stop its own contents from being written.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components.len()));
+    for dir in dirs {
+        let shown = PathBuf::from_iter(&dir.components).display().to_string();
+        let fd = open_beneath(&root, &dir.components, false, &shown)?;
+        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(dir.mode)).map_err(|e| write_err(&shown, e))?;
+        let t = TimeSpec::new(dir.mtime, 0);
+        nix::sys::stat::futimens(fd.as_raw_fd(), &t, &t).map_err(|e| write_err(&shown, e))?;
+    }
+    Ok(report)
+}
+
+/// Splits a tar path into clean components: `.` and empty parts dropped, a
+/// leading `/` neutralised, `..` refused (None).
+pub fn clean_components(raw: &[u8]) -> Option<Vec<OsString>> {
+    let mut out = Vec::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return None,
+            p => out.push(OsStr::from_bytes(p).to_os_string()),
+        }
+    }
+    Some(out)
+}
+
+/// Opens the directory `components` below `root` without following any
+/// symlink, creating missing directories when `create` is set.
+fn open_beneath(
+    root: &OwnedFd,
+    components: &[OsString],
+    create: bool,
+    shown: &str,
+) -> Result<OwnedFd, UnpackError> {
+    let mut current = root.try_clone().map_err(|e| UnpackError::Write { path: shown.into(), source: e })?;
+    for (i, part) in components.iter().enumerate() {
+        let open = |fd: &OwnedFd| {
+            sys::openat_owned(
+                Some(fd.as_raw_fd()),
+                part.as_os_str(),
+                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let next = match open(&current) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) if create => {
+                match mkdirat(Some(current.as_raw_fd()), part.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(write_err(shown, e)),
+                }
+                open(&current).map_err(|e| write_err(shown, e))?
+            }
+            Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+                return Err(UnpackError::ThroughSymlink {
+                    path: shown.to_string(),
+                    symlink: PathBuf::from_iter(&components[..=i]).display().to_string(),
+                })
+            }
+            Err(e) => return Err(write_err(shown, e)),
+        };
+        current = next;
+    }
+    Ok(current)
+}
+
+/// Removes what an earlier entry of this layer left at `name`, so a later
+/// entry wins as tar semantics ask. A directory is only removed for a whiteout.
+fn remove_existing(parent: &OwnedFd, name: &OsStr, shown: &str, is_whiteout: bool) -> Result<(), UnpackError> {
+    match unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EISDIR) if is_whiteout => {
+            // A directory this layer made and then whites out: remove it
+            // (std's remove_dir_all never follows symlinks).
+            let path = Path::new(&format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+            std::fs::remove_dir_all(&path).map_err(|e| UnpackError::Write { path: shown.to_string(), source: e })
+        }
+        Err(Errno::EISDIR) => Err(UnpackError::ReplacesDirectory { path: shown.to_string() }),
+        Err(e) => Err(write_err(shown, e)),
+    }
+}
+
+fn set_owner(
+    parent: &OwnedFd,
+    name: &OsStr,
+    uid: u64,
+    gid: u64,
+    options: UnpackOptions,
+    shown: &str,
+) -> Result<(), UnpackError> {
+    if !options.privileged {
+        return Ok(());
+    }
+    fchownat(
+        Some(parent.as_raw_fd()),
+        name,
+        Some(Uid::from_raw(uid as u32)),
+        Some(Gid::from_raw(gid as u32)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| write_err(shown, e))
+}
+
+fn set_mtime(parent: &OwnedFd, name: &OsStr, mtime: i64, shown: &str) -> Result<(), UnpackError> {
+    let t = TimeSpec::new(mtime, 0);
+    utimensat(Some(parent.as_raw_fd()), name, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| write_err(shown, e))
+}
+
+fn write_err(path: &str, errno: Errno) -> UnpackError {
+    UnpackError::Write {
+        path: path.to_string(),
+        source: io::Error::from(errno),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotdot_is_refused_and_leading_slash_neutralised() {
+        assert!(clean_components(b"a/../../etc/passwd").is_none());
+        assert_eq!(
+            clean_components(b"/etc//./passwd").unwrap(),
+            vec![OsString::from("etc"), OsString::from("passwd")]
+        );
+        assert!(clean_components(b"./").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,103 @@
+//! User-requested bind mounts: parsing `SRC:DST[:ro|rw]` and the admin's policy.
+
+use std::path::{Component, Path, PathBuf};
+
+use slurm_conf::MountsConfig;
+
+use crate::spec::BindMount;
+
+/// A refused mount request.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MountError {
+    /// The text is not `SRC:DST[:ro|rw]`.
+    #[error("bad mount {spec:?}: {why} (expected SRC:DST[:ro|rw] with an absolute DST)")]
+    Syntax {
+        /// The request as written.
+        spec: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The source does not exist.
+    #[error("mount source {0} does not exist")]
+    Missing(PathBuf),
+    /// The admin's policy refuses the source.
+    #[error("mount source {0} is not allowed by the berth configuration (mounts.allowed_prefixes / mounts.denied_prefixes)")]
+    NotAllowed(PathBuf),
+    /// The user may not read the source.
+    #[error("mount source {path}: permission denied for uid {uid}")]
+    PermissionDenied {
+        /// The source.
+        path: PathBuf,
+        /// The user.
+        uid: u32,
+    },
+}
+
+/// Parses one `--mount` value. Relative sources are taken from `cwd`.
+pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
+    let syntax = |why: &str| MountError::Syntax { spec: spec.to_string(), why: why.to_string() };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, read_only) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        [_, _, flag] => return Err(syntax(&format!("unknown flag {flag:?}"))),
+        _ => return Err(syntax("wrong number of ':' separated fields")),
+    };
+    if src.is_empty() {
+        return Err(syntax("empty source"));
+    }
+    let dst = Path::new(dst);
+    if !dst.is_absolute() {
+        return Err(syntax("destination is not an absolute path"));
+    }
+    if dst.components().any(|c| c == Component::ParentDir) {
+        return Err(syntax("destination contains '..'"));
+    }
+    if dst == Path::new("/") {
+        return Err(syntax("cannot mount over the container's root"));
+    }
+    let source = cwd.join(src);
+    let source = source.canonicalize().map_err(|_| MountError::Missing(source.clone()))?;
+    Ok(BindMount { source, destination: dst.to_path_buf(), read_only })
+}
+
+/// Checks a (canonical) source against the admin's prefixes.
+pub fn check_policy(mount: &BindMount, policy: &MountsConfig) -> Result<(), MountError> {
+    let allowed = policy.allowed_prefixes.iter().any(|p| mount.source.starts_with(p));
+    let denied = policy.denied_prefixes.iter().any(|p| mount.source.starts_with(p));
+    if allowed && !denied {
+        Ok(())
+    } else {
+        Err(MountError::NotAllowed(mount.source.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_flags_and_refuses_bad_specs() {
+        let cwd = Path::new("/");
+        let m = parse_mount("/tmp:/data:ro", cwd).unwrap();
+        assert_eq!((m.source.as_path(), m.destination.as_path(), m.read_only), (Path::new("/tmp"), Path::new("/data"), true));
+        assert!(!parse_mount("/tmp:/data", cwd).unwrap().read_only);
+        for bad in ["/tmp", "/tmp:data", "/tmp:/a:rx", "/tmp:/a/../b", ":/a", "/tmp:/", "a:b:c:d"] {
+            assert!(matches!(parse_mount(bad, cwd), Err(MountError::Syntax { .. })), "{bad}");
+        }
+        assert_eq!(parse_mount("/no/such/dir:/a", cwd), Err(MountError::Missing(PathBuf::from("/no/such/dir"))));
+    }
+
+    #[test]
+    fn policy_prefixes() {
+        let policy = MountsConfig::default();
+        let m = |s: &str| BindMount { source: PathBuf::from(s), destination: PathBuf::from("/x"), read_only: false };
+        assert!(check_policy(&m("/home/alice"), &policy).is_ok());
+        assert!(check_policy(&m("/proc/1"), &policy).is_err());
+        assert!(check_policy(&m("/run/docker.sock"), &policy).is_err());
+        let only_data = MountsConfig { allowed_prefixes: vec![PathBuf::from("/data")], ..MountsConfig::default() };
+        assert!(check_policy(&m("/data/x"), &only_data).is_ok());
+        assert!(check_policy(&m("/database"), &only_data).is_err());
+    }
+}

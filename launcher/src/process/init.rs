@@ -1,0 +1,166 @@
+//! The container's init (pid 1): builds the root filesystem, enters the
+//! container's user namespace, starts the command, then reaps and forwards
+//! until the command exits. It dies with berth: a parent-death signal and a
+//! pipe from berth that reads EOF when berth is gone.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+use super::signals::{forwarded_set, should_forward};
+use super::{encode_error, exec, exit_code_of, EXIT_BERTH_ERROR};
+use crate::idmap::{MapPlan, UserNsMaps};
+use crate::rootfs;
+use crate::spec::ContainerSpec;
+use crate::syscall::LinuxSyscall;
+
+/// A setup failure inside the container: exit code and message.
+pub(crate) struct Failure(pub i32, pub String);
+
+impl Failure {
+    pub(crate) fn setup(message: impl std::fmt::Display) -> Failure {
+        Failure(EXIT_BERTH_ERROR, message.to_string())
+    }
+}
+
+/// Entry point of the cloned child. Never returns.
+pub fn container_init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd) -> ! {
+    let code = match init(spec, plan, status_w, sync_r) {
+        Ok(code) => code,
+        Err((Failure(code, message), Some(status_w))) => {
+            let _ = nix::unistd::write(&status_w, &encode_error(code, &message));
+            code
+        }
+        Err((Failure(code, _), None)) => code,
+    };
+    std::process::exit(code)
+}
+
+type InitResult = Result<i32, (Failure, Option<OwnedFd>)>;
+
+fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd) -> InitResult {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let mut sync = std::fs::File::from(sync_r);
+    macro_rules! fail {
+        ($e:expr) => {
+            return Err(($e, Some(status_w)))
+        };
+    }
+    if let Err(f) = wait_go(&mut sync) {
+        return Err((f, None)); // berth is gone: nobody to tell
+    }
+    let is_dir = |p: &Path| std::fs::metadata(p).ok().map(|m| m.is_dir());
+    if let Err(e) = rootfs::prepare(&LinuxSyscall, spec, &is_dir) {
+        fail!(Failure::setup(e));
+    }
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        fail!(Failure::setup(format!("cannot create the container's user namespace: {e}")));
+    }
+    if plan.inner_written_by_parent {
+        if let Err(e) = nix::unistd::write(&status_w, b"M") {
+            fail!(Failure::setup(format!("cannot ask for id maps: {e}")));
+        }
+        if let Err(f) = wait_go(&mut sync) {
+            return Err((f, None));
+        }
+    } else if let Err(e) = write_own_maps(&plan.inner) {
+        fail!(Failure::setup(e));
+    }
+
+    let command = match crate::sys::fork() {
+        Ok(ForkResult::Child) => exec::exec_command(spec, status_w),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => fail!(Failure::setup(format!("cannot fork the command: {e}"))),
+    };
+    drop(status_w);
+    if let Err(e) = lock_down_init(spec) {
+        tracing::debug!(error = %e, "init could not drop its privileges");
+        let _ = kill(command, Signal::SIGKILL);
+        return Err((Failure::setup(e), None));
+    }
+    Ok(reap_and_forward(command, sync))
+}
+
+/// Waits for berth's go-ahead; EOF means berth died.
+fn wait_go(sync: &mut std::fs::File) -> Result<(), Failure> {
+    let mut byte = [0u8; 1];
+    match sync.read(&mut byte) {
+        Ok(1) if byte[0] == b'G' => Ok(()),
+        _ => Err(Failure(137, "berth exited during start-up".into())),
+    }
+}
+
+/// Writes this process's own single-id maps, as an unprivileged user may.
+fn write_own_maps(maps: &UserNsMaps) -> Result<(), String> {
+    let write = |file: &str, text: &str| {
+        std::fs::write(format!("/proc/self/{file}"), text)
+            .map_err(|e| format!("cannot write the container's {file} {:?}: {e}", text.trim()))
+    };
+    write("setgroups", "deny")?;
+    write("uid_map", &maps.uid_map_text())?;
+    write("gid_map", &maps.gid_map_text())
+}
+
+/// Init keeps nothing it does not need: the command's uid, no capabilities,
+/// no_new_privs, the same seccomp filter.
+fn lock_down_init(spec: &ContainerSpec) -> Result<(), String> {
+    let id = &spec.identity;
+    let (uid, gid) = (Uid::from_raw(id.container_uid()), Gid::from_raw(id.container_gid()));
+    if id.privileged {
+        nix::unistd::setgroups(&[]).map_err(|e| format!("init setgroups: {e}"))?;
+    }
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("init setresgid: {e}"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("init setresuid: {e}"))?;
+    let none = caps::CapsHashSet::new();
+    let _ = crate::caps::limit_bounding_set(&none);
+    crate::caps::set_process_capabilities(&none).map_err(|e| e.to_string())?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("init no_new_privs: {e}"))?;
+    if let Some(program) = &spec.seccomp_program {
+        crate::sys::load_seccomp_program(program).map_err(|e| format!("init seccomp: {e}"))?;
+    }
+    Ok(())
+}
+
+/// pid 1's loop: reap every child, pass signals to the command, and exit with
+/// the command's status once it is gone (the kernel then kills the rest).
+fn reap_and_forward(command: Pid, sync: std::fs::File) -> i32 {
+    let Ok(sfd) = SignalFd::with_flags(&forwarded_set(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) else {
+        return EXIT_BERTH_ERROR;
+    };
+    loop {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(status) if status.pid() == Some(command) => {
+                    return exit_code_of(status).unwrap_or(EXIT_BERTH_ERROR);
+                }
+                Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue, // an orphan reaped
+            }
+        }
+        let mut fds = [
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sync.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return EXIT_BERTH_ERROR,
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            // berth is gone: take everything down with us.
+            return 137;
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            if let Some(sig) = should_forward(info.ssi_signo, info.ssi_code) {
+                let _ = kill(command, sig);
+            }
+        }
+    }
+}

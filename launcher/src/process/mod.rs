@@ -1,0 +1,204 @@
+//! Starting a container and waiting for it.
+//!
+//! Three processes take part:
+//! - **berth** (outside) clones the container's init into new namespaces,
+//!   writes its user namespace maps, forwards signals to it and exits with
+//!   the command's status;
+//! - **init** (pid 1 inside, [`init`]) builds the root filesystem, enters the
+//!   container's user namespace, forks the command, reaps zombies, forwards
+//!   signals, and exits with the command's status; it dies with berth;
+//! - **the command** ([`exec`]) takes the container identity, capabilities,
+//!   no_new_privs and seccomp, and execs.
+//!
+//! A status pipe carries setup errors from inside to berth: it reaches EOF
+//! with no message exactly when the command was exec'd.
+
+pub mod exec;
+pub mod init;
+mod signals;
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{pipe2, Pid};
+
+use crate::idmap::{self, UserNsMaps};
+use crate::spec::ContainerSpec;
+use crate::sys;
+
+/// Exit code for berth's own failures (as docker and runc use it).
+pub const EXIT_BERTH_ERROR: i32 = 125;
+/// Exit code when the command exists but cannot be executed.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// Exit code when the command is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Why a container did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Setup inside the container failed, or the command could not be executed.
+    #[error("{message}")]
+    Start {
+        /// The exit code berth should use.
+        code: i32,
+        /// What went wrong, for the user.
+        message: String,
+    },
+    /// Something failed on the outside.
+    #[error("{0}")]
+    Host(String),
+}
+
+impl RunError {
+    /// The exit code berth should use.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Start { code, .. } => *code,
+            RunError::Host(_) => EXIT_BERTH_ERROR,
+        }
+    }
+}
+
+fn host_err(what: &str) -> impl FnOnce(nix::Error) -> RunError + '_ {
+    move |e| RunError::Host(format!("{what}: {e}"))
+}
+
+/// Runs the container described by `spec` to completion and returns the
+/// command's exit code (128+N when a signal N killed it).
+///
+/// Must be called while the process is single-threaded.
+pub fn run(spec: &ContainerSpec) -> Result<i32, RunError> {
+    let plan = idmap::plan(&spec.identity);
+    let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(host_err("cannot create a pipe"))?;
+    let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(host_err("cannot create a pipe"))?;
+    let old_mask = signals::block_forwarded().map_err(host_err("cannot block signals"))?;
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP;
+    if plan.outer.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    let child = match sys::clone_into_namespaces(flags) {
+        Ok(None) => {
+            drop(status_r);
+            drop(sync_w);
+            init::container_init(spec, &plan, status_w, sync_r)
+        }
+        Ok(Some(pid)) => pid,
+        Err(e) => {
+            let _ = old_mask.restore();
+            return Err(RunError::Host(format!("cannot create the container's namespaces: {e}")));
+        }
+    };
+    drop(status_w);
+    drop(sync_r);
+    let result = start(child, &plan, status_r, &sync_w).and_then(|()| signals::wait_forwarding(child));
+    if result.is_err() {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+    }
+    drop(sync_w);
+    let _ = old_mask.restore();
+    result
+}
+
+/// The outside half of start-up: write maps when asked, until the status pipe
+/// closes (the command runs) or carries an error.
+fn start(child: Pid, plan: &idmap::MapPlan, status_r: OwnedFd, sync_w: &OwnedFd) -> Result<(), RunError> {
+    if let Some(outer) = &plan.outer {
+        write_maps(child, outer)?;
+    }
+    nix::unistd::write(sync_w, b"G").map_err(host_err("cannot signal the container"))?;
+    let mut status = std::fs::File::from(status_r);
+    let mut byte = [0u8; 1];
+    loop {
+        let n = status.read(&mut byte).map_err(|e| RunError::Host(format!("cannot read the container's status: {e}")))?;
+        match (n, byte[0]) {
+            (0, _) => return Ok(()),
+            (_, b'M') => {
+                write_maps(child, &plan.inner)?;
+                nix::unistd::write(sync_w, b"G").map_err(host_err("cannot signal the container"))?;
+            }
+            (_, b'E') => {
+                let mut rest = Vec::new();
+                let _ = status.read_to_end(&mut rest);
+                let (code, message) = decode_error(&rest);
+                let _ = waitpid(child, None);
+                return Err(RunError::Start { code, message });
+            }
+            (_, other) => return Err(RunError::Host(format!("unexpected status byte {other:#x} from the container"))),
+        }
+    }
+}
+
+/// Writes a user namespace's maps for process `pid` (from its parent namespace).
+fn write_maps(pid: Pid, maps: &UserNsMaps) -> Result<(), RunError> {
+    let proc = format!("/proc/{pid}");
+    let write = |file: &str, text: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("{proc}/{file}"))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| RunError::Host(format!("cannot write {file} {:?} for the container: {e}", text.trim())))
+    };
+    if !maps.allow_setgroups {
+        write("setgroups", "deny")?;
+    }
+    write("uid_map", &maps.uid_map_text())?;
+    write("gid_map", &maps.gid_map_text())
+}
+
+/// Encodes an error for the status pipe: `E`, the exit code, the message.
+pub(crate) fn encode_error(code: i32, message: &str) -> Vec<u8> {
+    let mut out = vec![b'E', code.clamp(0, 255) as u8];
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+fn decode_error(rest: &[u8]) -> (i32, String) {
+    match rest.split_first() {
+        Some((code, message)) => (*code as i32, String::from_utf8_lossy(message).into_owned()),
+        None => (EXIT_BERTH_ERROR, "the container failed to start".to_string()),
+    }
+}
+
+/// The exit code for a wait status: the exit code, or 128+N for signal N.
+pub fn exit_code_of(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Reaps `pid` if it has exited, without blocking.
+pub(crate) fn try_reap(pid: Pid) -> nix::Result<Option<i32>> {
+    Ok(exit_code_of(waitpid(pid, Some(WaitPidFlag::WNOHANG))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_round_trip() {
+        let encoded = encode_error(127, "sh: not found");
+        assert_eq!(encoded[0], b'E');
+        assert_eq!(decode_error(&encoded[1..]), (127, "sh: not found".to_string()));
+        assert_eq!(decode_error(&[]).0, EXIT_BERTH_ERROR);
+    }
+
+    #[test]
+    fn exit_codes() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(exit_code_of(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(exit_code_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some(137));
+    }
+}

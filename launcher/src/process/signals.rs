@@ -1,0 +1,76 @@
+//! Signal forwarding: berth to init, init to the command.
+
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+
+use super::{try_reap, RunError};
+
+/// Signals passed on to the command.
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// si_code of signals the kernel generates (a terminal's ^C goes to the whole
+/// foreground process group, so the command already has it).
+const SI_KERNEL: i32 = 0x80;
+
+/// The forwarded signals plus SIGCHLD.
+pub fn forwarded_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// A signal mask to put back.
+pub struct SavedMask(SigSet);
+
+impl SavedMask {
+    /// Restores the mask.
+    pub fn restore(self) -> nix::Result<()> {
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None)
+    }
+}
+
+/// Blocks the forwarded signals and SIGCHLD (they are read from a signalfd).
+pub fn block_forwarded() -> nix::Result<SavedMask> {
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded_set()), Some(&mut old))?;
+    Ok(SavedMask(old))
+}
+
+/// Whether a received signal should be passed on (not one a terminal sent).
+pub fn should_forward(signo: u32, code: i32) -> Option<Signal> {
+    let sig = Signal::try_from(signo as i32).ok()?;
+    (FORWARDED.contains(&sig) && code != SI_KERNEL).then_some(sig)
+}
+
+/// berth's side: waits for init to exit, forwarding signals to it.
+pub fn wait_forwarding(child: Pid) -> Result<i32, RunError> {
+    let sfd = SignalFd::with_flags(&forwarded_set(), SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| RunError::Host(format!("cannot create a signalfd: {e}")))?;
+    loop {
+        if let Some(code) = try_reap(child).map_err(|e| RunError::Host(format!("cannot wait for the container: {e}")))? {
+            return Ok(code);
+        }
+        match sfd.read_signal() {
+            Ok(Some(info)) => {
+                if let Some(sig) = should_forward(info.ssi_signo, info.ssi_code) {
+                    let _ = kill(child, sig);
+                }
+            }
+            Ok(None) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(RunError::Host(format!("cannot read signals: {e}"))),
+        }
+    }
+}
+

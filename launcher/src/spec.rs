@@ -1,0 +1,81 @@
+//! [`ContainerSpec`]: the one value that fully describes a container. The CLI
+//! (and later the SPANK plugin) only build this value; `process::run` acts on it.
+
+use std::path::PathBuf;
+
+/// Everything needed to start one container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Image layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// An empty directory to mount the container's tmpfs on, inside its own
+    /// mount namespace (the host never sees the mount).
+    pub mount_point: PathBuf,
+    /// Size option of the tmpfs holding the writable layer ("50%", "4G").
+    pub upper_size: String,
+    /// Root filesystem read-only, with a tmpfs /tmp.
+    pub read_only: bool,
+    /// Hostname in the container's UTS namespace.
+    pub hostname: String,
+    /// Host paths bound into the container.
+    pub mounts: Vec<BindMount>,
+    /// Who the command runs as, and how ids are mapped.
+    pub identity: Identity,
+    /// The command.
+    pub process: ProcessSpec,
+    /// Capabilities the command keeps when it runs as uid 0 in the container.
+    pub root_capabilities: Vec<caps::Capability>,
+    /// The host terminal to show as /dev/console, when stdin is one.
+    pub console: Option<PathBuf>,
+    /// Compiled seccomp program (`sock_filter` array), or None to run unconfined.
+    pub seccomp_program: Option<Vec<u8>>,
+}
+
+/// A bind mount from the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindMount {
+    /// Host path (absolute, canonical).
+    pub source: PathBuf,
+    /// Path in the container (absolute).
+    pub destination: PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Identity of the container's processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The host uid whose rights the container has.
+    pub host_uid: u32,
+    /// The host gid.
+    pub host_gid: u32,
+    /// Supplementary host groups (mapped and kept when berth runs as root).
+    pub host_groups: Vec<u32>,
+    /// Show the user as root (uid 0) inside the container.
+    pub remap_root: bool,
+    /// berth itself runs as root (decides how namespaces are set up).
+    pub privileged: bool,
+}
+
+impl Identity {
+    /// The uid the command has inside the container.
+    pub fn container_uid(&self) -> u32 {
+        if self.remap_root { 0 } else { self.host_uid }
+    }
+
+    /// The gid the command has inside the container.
+    pub fn container_gid(&self) -> u32 {
+        if self.remap_root { 0 } else { self.host_gid }
+    }
+}
+
+/// The command and its environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// argv; `args[0]` is looked up in the container's PATH when it has no `/`.
+    pub args: Vec<String>,
+    /// `KEY=VALUE`, final (HOME is filled in from the image's passwd when absent).
+    pub env: Vec<String>,
+    /// Working directory (created when missing).
+    pub cwd: PathBuf,
+}

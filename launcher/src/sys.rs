@@ -1,0 +1,205 @@
+//! The few raw system calls nix does not wrap. Every `unsafe` block of the
+//! launcher lives in this file.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+fn path_cstring(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Forks into new namespaces (`clone(2)` without a new stack, like `fork`).
+/// Returns `None` in the child.
+///
+/// The caller must be single-threaded: the child is a copy of this thread only.
+pub fn clone_into_namespaces(flags: CloneFlags) -> nix::Result<Option<Pid>> {
+    let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone with a NULL stack behaves like fork(2): the child continues
+    // on a copy of the caller's stack. No pointer arguments are passed. berth
+    // calls this while single-threaded, so no lock held by another thread is
+    // copied into the child.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Makes the mount at `path` and every mount below it read-only
+/// (`mount_setattr(2)` with `AT_RECURSIVE`), keeping their other flags, which
+/// a `MS_REMOUNT` would have to repeat (and cannot, for locked mounts).
+pub fn make_readonly_recursive(path: &Path) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let c_path = path_cstring(path)?;
+    // SAFETY: c_path is a valid NUL-terminated string and attr a valid
+    // mount_attr of the size passed; the kernel only reads both.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets an extended attribute on an open file (`fsetxattr(2)`).
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> nix::Result<()> {
+    let c_name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: fd is a live descriptor, c_name is NUL-terminated and value a
+    // valid slice whose length is passed; the kernel only reads them.
+    let ret = unsafe {
+        libc::fsetxattr(fd.as_raw_fd(), c_name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Loads a compiled seccomp BPF program (an array of `sock_filter`) for this
+/// thread. no_new_privs must already be set.
+pub fn load_seccomp_program(program: &[u8]) -> io::Result<()> {
+    const FILTER_SIZE: usize = std::mem::size_of::<libc::sock_filter>();
+    if program.is_empty() || program.len() % FILTER_SIZE != 0 || program.len() / FILTER_SIZE > u16::MAX as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed seccomp program"));
+    }
+    // Copy into properly aligned storage.
+    let filters: Vec<libc::sock_filter> = program
+        .chunks_exact(FILTER_SIZE)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog { len: filters.len() as u16, filter: filters.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: prog points at `filters`, which outlives the call; the kernel
+    // copies the program before returning.
+    let ret = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec, so nothing of
+/// the host leaks into the container's command.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range takes plain integers; with CLOSE_RANGE_CLOEXEC it
+    // closes nothing, it only sets FD_CLOEXEC.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Restores the default disposition of every catchable signal.
+pub fn reset_signal_dispositions() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition; invalid signal
+        // numbers only make signal() fail, which is ignored.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// `fork(2)`. The caller must be single-threaded, and the child must only make
+/// system calls and exit (or exec).
+pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: berth forks only while single-threaded, so the child cannot
+    // inherit a lock held by another thread.
+    unsafe { nix::unistd::fork() }
+}
+
+/// `openat(2)` returning an owned descriptor.
+pub fn openat_owned(
+    dir: Option<std::os::fd::RawFd>,
+    path: &std::ffi::OsStr,
+    flags: nix::fcntl::OFlag,
+    mode: nix::sys::stat::Mode,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = nix::fcntl::openat(dir, path, flags, mode)?;
+    // SAFETY: openat just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Clones the mount tree at `path` into a detached mount (`open_tree(2)` with
+/// `OPEN_TREE_CLONE`), recursively when asked. The descriptor can be attached
+/// anywhere later with [`move_mount_to`], even after pivot_root.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    let c_path = path_cstring(path)?;
+    // SAFETY: c_path is a valid NUL-terminated string; open_tree returns a new
+    // descriptor or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// Attaches a detached mount from [`open_tree_clone`] at `target` (`move_mount(2)`).
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let c_target = path_cstring(target)?;
+    // SAFETY: tree is a live descriptor, both strings are NUL-terminated.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Takes ownership of a raw descriptor that this process opened and whose
+/// ownership was handed around as an integer (see `syscall::Syscall::clone_tree`).
+pub fn take_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: callers pass descriptors from `clone_tree`, each exactly once,
+    // so no other owner exists.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

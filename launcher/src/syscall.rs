@@ -1,0 +1,183 @@
+//! The system calls that build a container's root filesystem, behind a trait so
+//! the order of mounts can be unit-tested without root: [`LinuxSyscall`] does
+//! them, [`RecordingSyscall`] writes them down.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags};
+
+/// Root filesystem operations.
+pub trait Syscall {
+    /// `mount(2)`.
+    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()>;
+    /// Makes a mount and its submounts read-only.
+    fn make_readonly(&self, target: &Path) -> io::Result<()>;
+    /// `umount2(2)`.
+    fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    /// Switches the root to the current directory (`pivot_root(".", ".")`) and detaches the old one.
+    fn pivot_to_cwd(&self) -> io::Result<()>;
+    /// `chdir(2)`.
+    fn chdir(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and its parents.
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Creates an empty file to mount over, if nothing is there.
+    fn touch(&self, path: &Path) -> io::Result<()>;
+    /// Creates a symlink, replacing nothing.
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    /// `sethostname(2)`.
+    fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Clones the host mount at `path` (recursively when asked) into a
+    /// detached mount, to attach after pivot_root; returns its descriptor.
+    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32>;
+    /// Attaches a detached mount from `clone_tree` at `target` and closes it.
+    fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()>;
+    /// Closes a descriptor from `clone_tree` that was not attached.
+    fn close(&self, fd: i32);
+}
+
+fn nix_io(e: nix::Error) -> io::Error {
+    io::Error::from(e)
+}
+
+/// The real thing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSyscall;
+
+impl Syscall for LinuxSyscall {
+    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data).map_err(nix_io)
+    }
+
+    fn make_readonly(&self, target: &Path) -> io::Result<()> {
+        crate::sys::make_readonly_recursive(target)
+    }
+
+    fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
+        nix::mount::umount2(target, flags).map_err(nix_io)
+    }
+
+    fn pivot_to_cwd(&self) -> io::Result<()> {
+        nix::unistd::pivot_root(".", ".").map_err(nix_io)?;
+        nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(nix_io)?;
+        nix::unistd::chdir("/").map_err(nix_io)
+    }
+
+    fn chdir(&self, path: &Path) -> io::Result<()> {
+        nix::unistd::chdir(path).map_err(nix_io)
+    }
+
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
+        std::fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+    }
+
+    fn touch(&self, path: &Path) -> io::Result<()> {
+        if path.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent() {
+            self.mkdir_all(parent, 0o755)?;
+        }
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(path).map(drop)
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        }
+    }
+
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        nix::unistd::sethostname(name).map_err(nix_io)
+    }
+
+    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32> {
+        use std::os::fd::IntoRawFd;
+        Ok(crate::sys::open_tree_clone(path, recursive)?.into_raw_fd())
+    }
+
+    fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()> {
+        let owned = crate::sys::take_fd(tree);
+        crate::sys::move_mount_to(std::os::fd::AsFd::as_fd(&owned), target)
+    }
+
+    fn close(&self, fd: i32) {
+        drop(crate::sys::take_fd(fd));
+    }
+}
+
+/// Records every call as a line of text; every call succeeds.
+#[derive(Debug, Default)]
+pub struct RecordingSyscall {
+    calls: RefCell<Vec<String>>,
+    next_fd: RefCell<i32>,
+}
+
+impl RecordingSyscall {
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+
+    fn record(&self, line: String) -> io::Result<()> {
+        self.calls.borrow_mut().push(line);
+        Ok(())
+    }
+}
+
+fn show(p: Option<&Path>) -> String {
+    p.map(|p| p.display().to_string()).unwrap_or_else(|| "-".into())
+}
+
+impl Syscall for RecordingSyscall {
+    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
+        self.record(format!(
+            "mount {} {} {} {:?} {}",
+            show(source),
+            target.display(),
+            fstype.unwrap_or("-"),
+            flags,
+            data.unwrap_or("-")
+        ))
+    }
+    fn make_readonly(&self, target: &Path) -> io::Result<()> {
+        self.record(format!("readonly {}", target.display()))
+    }
+    fn umount(&self, target: &Path, _flags: MntFlags) -> io::Result<()> {
+        self.record(format!("umount {}", target.display()))
+    }
+    fn pivot_to_cwd(&self) -> io::Result<()> {
+        self.record("pivot_root".into())
+    }
+    fn chdir(&self, path: &Path) -> io::Result<()> {
+        self.record(format!("chdir {}", path.display()))
+    }
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.record(format!("mkdir {} {mode:o}", path.display()))
+    }
+    fn touch(&self, path: &Path) -> io::Result<()> {
+        self.record(format!("touch {}", path.display()))
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        self.record(format!("symlink {} -> {}", link.display(), target.display()))
+    }
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        self.record(format!("sethostname {name}"))
+    }
+    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32> {
+        let fd = 100 + *self.next_fd.borrow();
+        *self.next_fd.borrow_mut() += 1;
+        let how = if recursive { "clone_tree -r" } else { "clone_tree" };
+        self.record(format!("{how} {} = {fd}", path.display()))?;
+        Ok(fd)
+    }
+    fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()> {
+        self.record(format!("attach {tree} {}", target.display()))
+    }
+    fn close(&self, fd: i32) {
+        let _ = self.record(format!("close {fd}"));
+    }
+}
