@@ -34,6 +34,8 @@ pub trait Syscall {
     fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32>;
     /// Attaches a detached mount from `clone_tree` at `target` and closes it.
     fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()>;
+    /// Whether `path` is a symlink (not followed).
+    fn is_symlink(&self, path: &Path) -> bool;
     /// Closes a descriptor from `clone_tree` that was not attached.
     fn close(&self, fd: i32);
 }
@@ -102,6 +104,10 @@ impl Syscall for LinuxSyscall {
     fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()> {
         let owned = crate::sys::take_fd(tree);
         crate::sys::move_mount_to(std::os::fd::AsFd::as_fd(&owned), target)
+    }
+
+    fn is_symlink(&self, path: &Path) -> bool {
+        path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())
     }
 
     fn close(&self, fd: i32) {
@@ -176,6 +182,9 @@ impl Syscall for RecordingSyscall {
     }
     fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()> {
         self.record(format!("attach {tree} {}", target.display()))
+    }
+    fn is_symlink(&self, _path: &Path) -> bool {
+        false
     }
     fn close(&self, fd: i32) {
         let _ = self.record(format!("close {fd}"));

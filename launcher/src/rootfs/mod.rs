@@ -62,10 +62,12 @@ pub fn prepare(sys: &dyn Syscall, spec: &ContainerSpec, is_dir: &dyn Fn(&Path) -
         mount_fds.push(sys.clone_tree(&m.source, true).map_err(at("cannot open mount source", &m.source))?);
     }
 
+    let new_proc = root.join("proc");
+    proc::mount_proc(sys, &new_proc).map_err(at("cannot mount", &new_proc))?;
+
     sys.chdir(&root).map_err(at("cannot enter", &root))?;
     sys.pivot_to_cwd().map_err(at("cannot pivot_root into", &root))?;
 
-    proc::mount_proc(sys).map_err(at("cannot mount", Path::new("/proc")))?;
     dev::setup_dev(sys, &device_fds, spec.identity.privileged).map_err(at("cannot set up", Path::new("/dev")))?;
     proc::mount_sys(sys, sys_fd).map_err(at("cannot mount", Path::new("/sys")))?;
     proc::protect_kernel_files(sys, is_dir).map_err(at("cannot mask kernel files under", Path::new("/proc")))?;
@@ -136,7 +138,8 @@ mod tests {
         assert!(position(&calls, "mount overlay /store/mnt/root overlay") < pivot);
         assert!(position(&calls, "clone_tree -r /data") < pivot);
         assert!(position(&calls, "clone_tree /dev/null") < pivot);
-        assert!(position(&calls, "mount proc /proc proc") > pivot);
+        assert!(position(&calls, "mount proc /store/mnt/root/proc proc") < pivot);
+        assert!(position(&calls, "mount tmpfs /dev tmpfs") > pivot);
         // The user's mount is bound from the descriptor, then made read-only.
         let bind = position(&calls, "attach 108 /mnt/data");
         assert!(position(&calls, "readonly /mnt/data") > bind);

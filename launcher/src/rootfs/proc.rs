@@ -32,11 +32,16 @@ pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/pr
 
 const PROC_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
 
-/// Mounts the container's /proc (after pivot_root, inside its pid namespace).
-pub fn mount_proc(sys: &dyn Syscall) -> io::Result<()> {
-    let proc = Path::new("/proc");
-    sys.mkdir_all(proc, 0o555)?;
-    sys.mount(Some(Path::new("proc")), proc, Some("proc"), PROC_FLAGS, None)
+/// Mounts the container's /proc at `target` (the new root's /proc, before
+/// pivot_root: the kernel lets a user namespace mount proc only while another
+/// proc is fully visible in the mount namespace). Refuses an image whose
+/// /proc is a symlink, which would point the mount outside the new root.
+pub fn mount_proc(sys: &dyn Syscall, target: &Path) -> io::Result<()> {
+    if sys.is_symlink(target) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the image's /proc is a symlink"));
+    }
+    sys.mkdir_all(target, 0o555)?;
+    sys.mount(Some(Path::new("proc")), target, Some("proc"), PROC_FLAGS, None)
 }
 
 /// Mounts a read-only /sys: a fresh sysfs where the namespace may, else the
