@@ -8,12 +8,19 @@ use caps::{CapSet, Capability, CapsHashSet};
 pub struct CapsError(String);
 
 /// Parses capability names (with or without `CAP_`) as the config holds them.
-pub fn parse_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Capability>, CapsError> {
+pub fn parse_names<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Capability>, CapsError> {
     names
         .into_iter()
         .map(|n| {
-            let full = if n.starts_with("CAP_") { n.to_string() } else { format!("CAP_{n}") };
-            full.parse::<Capability>().map_err(|_| CapsError(format!("unknown capability {n:?}")))
+            let full = if n.starts_with("CAP_") {
+                n.to_string()
+            } else {
+                format!("CAP_{n}")
+            };
+            full.parse::<Capability>()
+                .map_err(|_| CapsError(format!("unknown capability {n:?}")))
         })
         .collect()
 }
@@ -23,7 +30,8 @@ pub fn parse_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<C
 pub fn limit_bounding_set(keep: &CapsHashSet) -> Result<(), CapsError> {
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| CapsError(format!("dropping {cap} from the bounding set: {e}")))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| CapsError(format!("dropping {cap} from the bounding set: {e}")))?;
         }
     }
     Ok(())
@@ -33,7 +41,8 @@ pub fn limit_bounding_set(keep: &CapsHashSet) -> Result<(), CapsError> {
 /// clears the ambient set.
 pub fn set_process_capabilities(keep: &CapsHashSet) -> Result<(), CapsError> {
     caps::clear(None, CapSet::Ambient).map_err(|e| CapsError(e.to_string()))?;
-    caps::set(None, CapSet::Inheritable, keep).map_err(|e| CapsError(format!("inheritable: {e}")))?;
+    caps::set(None, CapSet::Inheritable, keep)
+        .map_err(|e| CapsError(format!("inheritable: {e}")))?;
     caps::set(None, CapSet::Effective, keep).map_err(|e| CapsError(format!("effective: {e}")))?;
     caps::set(None, CapSet::Permitted, keep).map_err(|e| CapsError(format!("permitted: {e}")))?;
     Ok(())

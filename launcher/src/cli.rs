@@ -75,7 +75,10 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let code = e.downcast_ref::<RunError>().map(RunError::exit_code).unwrap_or(EXIT_BERTH_ERROR);
+            let code = e
+                .downcast_ref::<RunError>()
+                .map(RunError::exit_code)
+                .unwrap_or(EXIT_BERTH_ERROR);
             eprintln!("berth: {}", one_line(&e));
             code
         }
@@ -83,7 +86,10 @@ pub fn main() -> i32 {
 }
 
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn init_logging(quiet: bool, verbose: u8) {
@@ -93,8 +99,14 @@ fn init_logging(quiet: bool, verbose: u8) {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
@@ -115,14 +127,19 @@ fn store_root(config: &Config, privileged: bool) -> Result<PathBuf> {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| Path::new(d).is_absolute()) {
         return Ok(Path::new(&data).join("berth"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set: cannot place the image store")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set: cannot place the image store")?;
     Ok(Path::new(&home).join(".local/share/berth"))
 }
 
 fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let config = load_config(cli)?;
     let privileged = nix::unistd::geteuid().is_root();
-    let store = Store::open(&store_root(&config, privileged)?, privileged, config.security.allow_setuid)?;
+    let store = Store::open(
+        &store_root(&config, privileged)?,
+        privileged,
+        config.security.allow_setuid,
+    )?;
     let image = ImageSource::parse(&args.image)?.resolve(&store)?;
     let identity = identity(args, &image, privileged)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -133,12 +150,22 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         check_user_can_read(&mount.source, &identity)?;
         mounts.push(mount);
     }
-    let hostname = args.hostname.clone().unwrap_or_else(|| config.container.hostname.clone());
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| config.container.hostname.clone());
     slurm_conf::validate_hostname(&hostname).map_err(|m| anyhow::anyhow!("--hostname: {m}"))?;
     let process = process_spec(args, &image)?;
     let root_capabilities = berth::caps::parse_names(config.remap_root_capabilities())?;
-    let seccomp_program = if config.security.seccomp { Some(berth::seccomp::default_program(&store.seccomp_dir())?) } else { None };
-    let console = std::io::stdin().is_terminal().then(|| nix::unistd::ttyname(std::io::stdin()).ok()).flatten();
+    let seccomp_program = if config.security.seccomp {
+        Some(berth::seccomp::default_program(&store.seccomp_dir())?)
+    } else {
+        None
+    };
+    let console = std::io::stdin()
+        .is_terminal()
+        .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
+        .flatten();
     let spec = ContainerSpec {
         layers: image.layers,
         mount_point: store.mount_point(),
@@ -158,8 +185,16 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
 
 fn parse_ids(text: &str) -> Result<(u32, Option<u32>)> {
     let mut parts = text.splitn(2, ':');
-    let uid = parts.next().unwrap_or("").parse().with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
-    let gid = parts.next().map(str::parse).transpose().with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
+    let uid = parts
+        .next()
+        .unwrap_or("")
+        .parse()
+        .with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
+    let gid = parts
+        .next()
+        .map(str::parse)
+        .transpose()
+        .with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
     Ok((uid, gid))
 }
 
@@ -176,31 +211,64 @@ fn identity(args: &RunArgs, image: &ResolvedImage, privileged: bool) -> Result<I
         if args.user.is_some() {
             bail!("--user: only root may choose the user a container runs as");
         }
-        (nix::unistd::getuid().as_raw(), Some(nix::unistd::getgid().as_raw()))
+        (
+            nix::unistd::getuid().as_raw(),
+            Some(nix::unistd::getgid().as_raw()),
+        )
     };
     let host_user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
-    let gid = gid.or(host_user.as_ref().map(|u| u.gid.as_raw())).unwrap_or(uid);
+    let gid = gid
+        .or(host_user.as_ref().map(|u| u.gid.as_raw()))
+        .unwrap_or(uid);
     let host_groups = match (&host_user, privileged) {
         (Some(u), true) => {
             let name = std::ffi::CString::new(u.name.as_str()).context("user name")?;
-            nix::unistd::getgrouplist(&name, gid.into()).map(|g| g.iter().map(|g| g.as_raw()).collect()).unwrap_or_default()
+            nix::unistd::getgrouplist(&name, gid.into())
+                .map(|g| g.iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_default()
         }
         _ => vec![gid],
     };
-    Ok(Identity { host_uid: uid, host_gid: gid, host_groups, remap_root: args.remap_root, privileged })
+    Ok(Identity {
+        host_uid: uid,
+        host_gid: gid,
+        host_groups,
+        remap_root: args.remap_root,
+        privileged,
+    })
 }
 
 /// Resolves an image's `User` (numeric or a name in the image's /etc/passwd).
 fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
-    let (name, group) = user.split_once(':').map_or((user, None), |(u, g)| (u, Some(g)));
-    let passwd = image.layers.iter().rev().find_map(|l| std::fs::read_to_string(l.join("etc/passwd")).ok()).unwrap_or_default();
+    let (name, group) = user
+        .split_once(':')
+        .map_or((user, None), |(u, g)| (u, Some(g)));
+    let passwd = image
+        .layers
+        .iter()
+        .rev()
+        .find_map(|l| std::fs::read_to_string(l.join("etc/passwd")).ok())
+        .unwrap_or_default();
     let uid = name.parse().ok().or_else(|| {
-        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && f[0] == name).and_then(|f| f[2].parse().ok())
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[0] == name)
+            .and_then(|f| f[2].parse().ok())
     });
-    let Some(uid) = uid else { bail!("the image's User {user:?} is not in its /etc/passwd") };
+    let Some(uid) = uid else {
+        bail!("the image's User {user:?} is not in its /etc/passwd")
+    };
     let gid = match group {
-        Some(g) => Some(g.parse().with_context(|| format!("the image's User {user:?}: group must be numeric"))?),
-        None => passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && f[2].parse() == Ok(uid)).and_then(|f| f[3].parse().ok()),
+        Some(g) => Some(
+            g.parse()
+                .with_context(|| format!("the image's User {user:?}: group must be numeric"))?,
+        ),
+        None => passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[2].parse() == Ok(uid))
+            .and_then(|f| f[3].parse().ok()),
     };
     Ok((uid, gid))
 }
@@ -209,7 +277,10 @@ fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
 /// mounting for someone else must not open paths that user cannot reach.
 fn check_user_can_read(path: &Path, id: &Identity) -> Result<()> {
     use nix::unistd::{AccessFlags, ForkResult, Gid, Uid};
-    let denied = || berth::mounts::MountError::PermissionDenied { path: path.to_path_buf(), uid: id.host_uid };
+    let denied = || berth::mounts::MountError::PermissionDenied {
+        path: path.to_path_buf(),
+        uid: id.host_uid,
+    };
     if !id.privileged {
         return nix::unistd::access(path, AccessFlags::R_OK).map_err(|_| denied().into());
     }
@@ -220,8 +291,18 @@ fn check_user_can_read(path: &Path, id: &Identity) -> Result<()> {
         ForkResult::Child => {
             let groups: Vec<Gid> = id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect();
             let ok = nix::unistd::setgroups(&groups).is_ok()
-                && nix::unistd::setresgid(Gid::from_raw(id.host_gid), Gid::from_raw(id.host_gid), Gid::from_raw(id.host_gid)).is_ok()
-                && nix::unistd::setresuid(Uid::from_raw(id.host_uid), Uid::from_raw(id.host_uid), Uid::from_raw(id.host_uid)).is_ok()
+                && nix::unistd::setresgid(
+                    Gid::from_raw(id.host_gid),
+                    Gid::from_raw(id.host_gid),
+                    Gid::from_raw(id.host_gid),
+                )
+                .is_ok()
+                && nix::unistd::setresuid(
+                    Uid::from_raw(id.host_uid),
+                    Uid::from_raw(id.host_uid),
+                    Uid::from_raw(id.host_uid),
+                )
+                .is_ok()
                 && nix::unistd::access(path, AccessFlags::R_OK).is_ok();
             std::process::exit(if ok { 0 } else { 1 })
         }
@@ -235,7 +316,13 @@ fn check_user_can_read(path: &Path, id: &Identity) -> Result<()> {
 fn process_spec(args: &RunArgs, image: &ResolvedImage) -> Result<ProcessSpec> {
     let config = &image.config;
     let argv: Vec<String> = if args.command.is_empty() {
-        config.entrypoint.iter().flatten().chain(config.cmd.iter().flatten()).cloned().collect()
+        config
+            .entrypoint
+            .iter()
+            .flatten()
+            .chain(config.cmd.iter().flatten())
+            .cloned()
+            .collect()
     } else {
         args.command.clone()
     };
@@ -262,11 +349,20 @@ fn process_spec(args: &RunArgs, image: &ResolvedImage) -> Result<ProcessSpec> {
             _ => bail!("--env {e:?}: expected K=V or K"),
         }
     }
-    let cwd = PathBuf::from(args.workdir.clone().or_else(|| config.working_dir.clone().filter(|w| !w.is_empty())).unwrap_or_else(|| "/".into()));
+    let cwd = PathBuf::from(
+        args.workdir
+            .clone()
+            .or_else(|| config.working_dir.clone().filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into()),
+    );
     if !cwd.is_absolute() {
         bail!("--workdir {}: must be an absolute path", cwd.display());
     }
-    Ok(ProcessSpec { args: argv, env, cwd })
+    Ok(ProcessSpec {
+        args: argv,
+        env,
+        cwd,
+    })
 }
 
 fn set_env(env: &mut Vec<String>, entry: &str) {

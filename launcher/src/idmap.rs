@@ -41,8 +41,16 @@ pub struct UserNsMaps {
 impl UserNsMaps {
     fn single(uid_in: u32, uid_out: u32, gid_in: u32, gid_out: u32) -> UserNsMaps {
         UserNsMaps {
-            uids: vec![IdRange { inside: uid_in, outside: uid_out, count: 1 }],
-            gids: vec![IdRange { inside: gid_in, outside: gid_out, count: 1 }],
+            uids: vec![IdRange {
+                inside: uid_in,
+                outside: uid_out,
+                count: 1,
+            }],
+            gids: vec![IdRange {
+                inside: gid_in,
+                outside: gid_out,
+                count: 1,
+            }],
             allow_setgroups: false,
         }
     }
@@ -59,7 +67,10 @@ impl UserNsMaps {
 }
 
 fn map_text(ranges: &[IdRange]) -> String {
-    ranges.iter().map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count)).collect()
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
+        .collect()
 }
 
 /// The whole plan: an optional outer namespace (rootless only), written by
@@ -79,17 +90,36 @@ pub fn plan(identity: &Identity) -> MapPlan {
     let (uid, gid) = (identity.host_uid, identity.host_gid);
     if identity.privileged {
         let inner = if identity.remap_root {
-            UserNsMaps { allow_setgroups: true, ..UserNsMaps::single(0, uid, 0, gid) }
+            UserNsMaps {
+                allow_setgroups: true,
+                ..UserNsMaps::single(0, uid, 0, gid)
+            }
         } else {
-            let all = IdRange { inside: 0, outside: 0, count: u32::MAX };
-            UserNsMaps { uids: vec![all], gids: vec![all], allow_setgroups: true }
+            let all = IdRange {
+                inside: 0,
+                outside: 0,
+                count: u32::MAX,
+            };
+            UserNsMaps {
+                uids: vec![all],
+                gids: vec![all],
+                allow_setgroups: true,
+            }
         };
-        MapPlan { outer: None, inner, inner_written_by_parent: true }
+        MapPlan {
+            outer: None,
+            inner,
+            inner_written_by_parent: true,
+        }
     } else {
         let outer = UserNsMaps::single(0, uid, 0, gid);
         // Inside the outer namespace the user is 0.
         let inner = UserNsMaps::single(identity.container_uid(), 0, identity.container_gid(), 0);
-        MapPlan { outer: Some(outer), inner, inner_written_by_parent: false }
+        MapPlan {
+            outer: Some(outer),
+            inner,
+            inner_written_by_parent: false,
+        }
     }
 }
 
@@ -98,7 +128,13 @@ mod tests {
     use super::*;
 
     fn id(privileged: bool, remap_root: bool) -> Identity {
-        Identity { host_uid: 1000, host_gid: 100, host_groups: vec![27], remap_root, privileged }
+        Identity {
+            host_uid: 1000,
+            host_gid: 100,
+            host_groups: vec![27],
+            remap_root,
+            privileged,
+        }
     }
 
     #[test]

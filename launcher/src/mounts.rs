@@ -35,7 +35,10 @@ pub enum MountError {
 
 /// Parses one `--mount` value. Relative sources are taken from `cwd`.
 pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
-    let syntax = |why: &str| MountError::Syntax { spec: spec.to_string(), why: why.to_string() };
+    let syntax = |why: &str| MountError::Syntax {
+        spec: spec.to_string(),
+        why: why.to_string(),
+    };
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, read_only) = match parts.as_slice() {
         [src, dst] => (*src, *dst, false),
@@ -58,14 +61,26 @@ pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
         return Err(syntax("cannot mount over the container's root"));
     }
     let source = cwd.join(src);
-    let source = source.canonicalize().map_err(|_| MountError::Missing(source.clone()))?;
-    Ok(BindMount { source, destination: dst.to_path_buf(), read_only })
+    let source = source
+        .canonicalize()
+        .map_err(|_| MountError::Missing(source.clone()))?;
+    Ok(BindMount {
+        source,
+        destination: dst.to_path_buf(),
+        read_only,
+    })
 }
 
 /// Checks a (canonical) source against the admin's prefixes.
 pub fn check_policy(mount: &BindMount, policy: &MountsConfig) -> Result<(), MountError> {
-    let allowed = policy.allowed_prefixes.iter().any(|p| mount.source.starts_with(p));
-    let denied = policy.denied_prefixes.iter().any(|p| mount.source.starts_with(p));
+    let allowed = policy
+        .allowed_prefixes
+        .iter()
+        .any(|p| mount.source.starts_with(p));
+    let denied = policy
+        .denied_prefixes
+        .iter()
+        .any(|p| mount.source.starts_with(p));
     if allowed && !denied {
         Ok(())
     } else {
@@ -81,22 +96,46 @@ mod tests {
     fn parses_flags_and_refuses_bad_specs() {
         let cwd = Path::new("/");
         let m = parse_mount("/tmp:/data:ro", cwd).unwrap();
-        assert_eq!((m.source.as_path(), m.destination.as_path(), m.read_only), (Path::new("/tmp"), Path::new("/data"), true));
+        assert_eq!(
+            (m.source.as_path(), m.destination.as_path(), m.read_only),
+            (Path::new("/tmp"), Path::new("/data"), true)
+        );
         assert!(!parse_mount("/tmp:/data", cwd).unwrap().read_only);
-        for bad in ["/tmp", "/tmp:data", "/tmp:/a:rx", "/tmp:/a/../b", ":/a", "/tmp:/", "a:b:c:d"] {
-            assert!(matches!(parse_mount(bad, cwd), Err(MountError::Syntax { .. })), "{bad}");
+        for bad in [
+            "/tmp",
+            "/tmp:data",
+            "/tmp:/a:rx",
+            "/tmp:/a/../b",
+            ":/a",
+            "/tmp:/",
+            "a:b:c:d",
+        ] {
+            assert!(
+                matches!(parse_mount(bad, cwd), Err(MountError::Syntax { .. })),
+                "{bad}"
+            );
         }
-        assert_eq!(parse_mount("/no/such/dir:/a", cwd), Err(MountError::Missing(PathBuf::from("/no/such/dir"))));
+        assert_eq!(
+            parse_mount("/no/such/dir:/a", cwd),
+            Err(MountError::Missing(PathBuf::from("/no/such/dir")))
+        );
     }
 
     #[test]
     fn policy_prefixes() {
         let policy = MountsConfig::default();
-        let m = |s: &str| BindMount { source: PathBuf::from(s), destination: PathBuf::from("/x"), read_only: false };
+        let m = |s: &str| BindMount {
+            source: PathBuf::from(s),
+            destination: PathBuf::from("/x"),
+            read_only: false,
+        };
         assert!(check_policy(&m("/home/alice"), &policy).is_ok());
         assert!(check_policy(&m("/proc/1"), &policy).is_err());
         assert!(check_policy(&m("/run/docker.sock"), &policy).is_err());
-        let only_data = MountsConfig { allowed_prefixes: vec![PathBuf::from("/data")], ..MountsConfig::default() };
+        let only_data = MountsConfig {
+            allowed_prefixes: vec![PathBuf::from("/data")],
+            ..MountsConfig::default()
+        };
         assert!(check_policy(&m("/data/x"), &only_data).is_ok());
         assert!(check_policy(&m("/database"), &only_data).is_err());
     }

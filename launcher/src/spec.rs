@@ -60,12 +60,20 @@ pub struct Identity {
 impl Identity {
     /// The uid the command has inside the container.
     pub fn container_uid(&self) -> u32 {
-        if self.remap_root { 0 } else { self.host_uid }
+        if self.remap_root {
+            0
+        } else {
+            self.host_uid
+        }
     }
 
     /// The gid the command has inside the container.
     pub fn container_gid(&self) -> u32 {
-        if self.remap_root { 0 } else { self.host_gid }
+        if self.remap_root {
+            0
+        } else {
+            self.host_gid
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use nix::unistd::Pid;
 
 fn path_cstring(path: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Forks into new namespaces (`clone(2)` without a new stack, like `fork`).
@@ -45,7 +46,12 @@ pub fn make_readonly_recursive(path: &Path) -> io::Result<()> {
         userns_fd: u64,
     }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     let c_path = path_cstring(path)?;
     // SAFETY: c_path is a valid NUL-terminated string and attr a valid
     // mount_attr of the size passed; the kernel only reads both.
@@ -72,7 +78,13 @@ pub fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> nix::Result<()
     // SAFETY: fd is a live descriptor, c_name is NUL-terminated and value a
     // valid slice whose length is passed; the kernel only reads them.
     let ret = unsafe {
-        libc::fsetxattr(fd.as_raw_fd(), c_name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
     };
     Errno::result(ret).map(drop)
 }
@@ -81,8 +93,14 @@ pub fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> nix::Result<()
 /// thread. no_new_privs must already be set.
 pub fn load_seccomp_program(program: &[u8]) -> io::Result<()> {
     const FILTER_SIZE: usize = std::mem::size_of::<libc::sock_filter>();
-    if program.is_empty() || program.len() % FILTER_SIZE != 0 || program.len() / FILTER_SIZE > u16::MAX as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed seccomp program"));
+    if program.is_empty()
+        || program.len() % FILTER_SIZE != 0
+        || program.len() / FILTER_SIZE > u16::MAX as usize
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed seccomp program",
+        ));
     }
     // Copy into properly aligned storage.
     let filters: Vec<libc::sock_filter> = program
@@ -94,10 +112,19 @@ pub fn load_seccomp_program(program: &[u8]) -> io::Result<()> {
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
         .collect();
-    let prog = libc::sock_fprog { len: filters.len() as u16, filter: filters.as_ptr() as *mut libc::sock_filter };
+    let prog = libc::sock_fprog {
+        len: filters.len() as u16,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
     // SAFETY: prog points at `filters`, which outlives the call; the kernel
     // copies the program before returning.
-    let ret = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) };
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {

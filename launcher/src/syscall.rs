@@ -12,7 +12,14 @@ use nix::mount::{MntFlags, MsFlags};
 /// Root filesystem operations.
 pub trait Syscall {
     /// `mount(2)`.
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()>;
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()>;
     /// Makes a mount and its submounts read-only.
     fn make_readonly(&self, target: &Path) -> io::Result<()>;
     /// `umount2(2)`.
@@ -49,7 +56,14 @@ fn nix_io(e: nix::Error) -> io::Error {
 pub struct LinuxSyscall;
 
 impl Syscall for LinuxSyscall {
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
         nix::mount::mount(source, target, fstype, flags, data).map_err(nix_io)
     }
 
@@ -72,7 +86,10 @@ impl Syscall for LinuxSyscall {
     }
 
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
-        std::fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
     }
 
     fn touch(&self, path: &Path) -> io::Result<()> {
@@ -82,7 +99,13 @@ impl Syscall for LinuxSyscall {
         if let Some(parent) = path.parent() {
             self.mkdir_all(parent, 0o755)?;
         }
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(path).map(drop)
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(path)
+            .map(drop)
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
@@ -107,7 +130,8 @@ impl Syscall for LinuxSyscall {
     }
 
     fn is_symlink(&self, path: &Path) -> bool {
-        path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())
+        path.symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
     }
 
     fn close(&self, fd: i32) {
@@ -135,11 +159,19 @@ impl RecordingSyscall {
 }
 
 fn show(p: Option<&Path>) -> String {
-    p.map(|p| p.display().to_string()).unwrap_or_else(|| "-".into())
+    p.map(|p| p.display().to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 impl Syscall for RecordingSyscall {
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
         self.record(format!(
             "mount {} {} {} {:?} {}",
             show(source),
@@ -168,7 +200,11 @@ impl Syscall for RecordingSyscall {
         self.record(format!("touch {}", path.display()))
     }
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
-        self.record(format!("symlink {} -> {}", link.display(), target.display()))
+        self.record(format!(
+            "symlink {} -> {}",
+            link.display(),
+            target.display()
+        ))
     }
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.record(format!("sethostname {name}"))
@@ -176,7 +212,11 @@ impl Syscall for RecordingSyscall {
     fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32> {
         let fd = 100 + *self.next_fd.borrow();
         *self.next_fd.borrow_mut() += 1;
-        let how = if recursive { "clone_tree -r" } else { "clone_tree" };
+        let how = if recursive {
+            "clone_tree -r"
+        } else {
+            "clone_tree"
+        };
         self.record(format!("{how} {} = {fd}", path.display()))?;
         Ok(fd)
     }

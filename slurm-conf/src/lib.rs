@@ -183,10 +183,16 @@ impl Default for MountsConfig {
     fn default() -> Self {
         MountsConfig {
             allowed_prefixes: vec![PathBuf::from("/")],
-            denied_prefixes: ["/proc", "/sys", "/dev", "/run/docker.sock", "/var/run/docker.sock"]
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
+            denied_prefixes: [
+                "/proc",
+                "/sys",
+                "/dev",
+                "/run/docker.sock",
+                "/var/run/docker.sock",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
         }
     }
 }
@@ -232,10 +238,7 @@ impl Config {
     /// Parses and validates TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| line_of(text, span.start))
-                .unwrap_or(1);
+            let line = e.span().map(|span| line_of(text, span.start)).unwrap_or(1);
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,
@@ -257,7 +260,9 @@ impl Config {
             if !KNOWN_CAPABILITIES.contains(&name) {
                 return Err(invalid(
                     "security.remap_root_capabilities",
-                    format!("unknown capability {cap:?} (use names like \"CHOWN\" or \"CAP_CHOWN\")"),
+                    format!(
+                        "unknown capability {cap:?} (use names like \"CHOWN\" or \"CAP_CHOWN\")"
+                    ),
                 ));
             }
         }
@@ -344,13 +349,17 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
-        assert_eq!(Config::default().store.path, PathBuf::from("/var/lib/berth"));
+        assert_eq!(
+            Config::default().store.path,
+            PathBuf::from("/var/lib/berth")
+        );
         assert!(Config::default().security.seccomp);
     }
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("[store]\npath = \"/x\"\n\n[security]\nallow_setuidd = true\n").unwrap_err();
+        let err =
+            parse("[store]\npath = \"/x\"\n\n[security]\nallow_setuidd = true\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("/etc/berth/berth.toml:5:"), "{msg}");
         assert!(msg.contains("allow_setuidd"), "{msg}");
@@ -365,7 +374,8 @@ mod tests {
 
     #[test]
     fn unknown_capability_is_refused() {
-        let err = parse("[security]\nremap_root_capabilities = [\"CHOWN\", \"FLY\"]\n").unwrap_err();
+        let err =
+            parse("[security]\nremap_root_capabilities = [\"CHOWN\", \"FLY\"]\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("security.remap_root_capabilities"), "{msg}");
         assert!(msg.contains("FLY"), "{msg}");
@@ -379,7 +389,9 @@ mod tests {
 
     #[test]
     fn relative_store_path_is_refused() {
-        let msg = parse("[store]\npath = \"var/lib\"\n").unwrap_err().to_string();
+        let msg = parse("[store]\npath = \"var/lib\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("store.path"), "{msg}");
     }
 
@@ -398,7 +410,9 @@ mod tests {
 
     #[test]
     fn bad_hostname_is_refused() {
-        let msg = parse("[container]\nhostname = \"a b\"\n").unwrap_err().to_string();
+        let msg = parse("[container]\nhostname = \"a b\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("container.hostname"), "{msg}");
     }
 

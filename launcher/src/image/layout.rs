@@ -22,27 +22,41 @@ pub struct Layout {
 impl Layout {
     /// Wraps the layout at `dir`.
     pub fn new(dir: &Path) -> Layout {
-        Layout { dir: dir.to_path_buf() }
+        Layout {
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
-        let hex = oci::sha256_hex(digest).ok_or_else(|| self.bad(format!("malformed digest {digest:?}")))?;
+        let hex = oci::sha256_hex(digest)
+            .ok_or_else(|| self.bad(format!("malformed digest {digest:?}")))?;
         Ok(self.dir.join("blobs/sha256").join(hex))
     }
 
     fn bad(&self, message: String) -> ImageError {
-        ImageError::Invalid { image: self.dir.display().to_string(), message }
+        ImageError::Invalid {
+            image: self.dir.display().to_string(),
+            message,
+        }
     }
 
     /// Reads a small JSON blob, checking its digest.
-    fn read_json<T: serde::de::DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, ImageError> {
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        desc: &Descriptor,
+    ) -> Result<T, ImageError> {
         let path = self.blob_path(&desc.digest)?;
-        let bytes = fs::read(&path).map_err(|e| self.bad(format!("cannot read blob {}: {e}", desc.digest)))?;
+        let bytes = fs::read(&path)
+            .map_err(|e| self.bad(format!("cannot read blob {}: {e}", desc.digest)))?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if Some(actual.as_str()) != oci::sha256_hex(&desc.digest) {
-            return Err(self.bad(format!("blob {} is corrupt: its content hashes to sha256:{actual}", desc.digest)));
+            return Err(self.bad(format!(
+                "blob {} is corrupt: its content hashes to sha256:{actual}",
+                desc.digest
+            )));
         }
-        serde_json::from_slice(&bytes).map_err(|e| self.bad(format!("blob {} is not valid JSON: {e}", desc.digest)))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.bad(format!("blob {} is not valid JSON: {e}", desc.digest)))
     }
 
     /// Picks the manifest for this machine from an index, following nested indexes.
@@ -51,7 +65,11 @@ impl Layout {
         let candidates: Vec<&Descriptor> = index
             .manifests
             .iter()
-            .filter(|d| d.platform.as_ref().is_none_or(|p| p.os == "linux" && p.architecture == arch))
+            .filter(|d| {
+                d.platform
+                    .as_ref()
+                    .is_none_or(|p| p.os == "linux" && p.architecture == arch)
+            })
             .collect();
         let desc = match candidates.as_slice() {
             [one] => *one,
@@ -67,15 +85,20 @@ impl Layout {
             return self.select_manifest(&nested);
         }
         if !oci::MANIFEST_TYPES.contains(&desc.media_type.as_str()) {
-            return Err(self.bad(format!("unsupported manifest media type {:?}", desc.media_type)));
+            return Err(self.bad(format!(
+                "unsupported manifest media type {:?}",
+                desc.media_type
+            )));
         }
         self.read_json(desc)
     }
 
     /// Puts every layer into the store and returns the runnable image.
     pub fn resolve(&self, store: &Store) -> Result<ResolvedImage, ImageError> {
-        let text = fs::read(self.dir.join("index.json")).map_err(|e| self.bad(format!("cannot read index.json: {e}")))?;
-        let index: Index = serde_json::from_slice(&text).map_err(|e| self.bad(format!("index.json: {e}")))?;
+        let text = fs::read(self.dir.join("index.json"))
+            .map_err(|e| self.bad(format!("cannot read index.json: {e}")))?;
+        let index: Index =
+            serde_json::from_slice(&text).map_err(|e| self.bad(format!("index.json: {e}")))?;
         let manifest = self.select_manifest(&index)?;
         let config: ImageConfigFile = self.read_json(&manifest.config)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -87,10 +110,15 @@ impl Layout {
         }
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            let compression = Compression::of_media_type(&desc.media_type)
-                .ok_or_else(|| self.bad(format!("layer {} has unsupported media type {:?}", desc.digest, desc.media_type)))?;
+            let compression = Compression::of_media_type(&desc.media_type).ok_or_else(|| {
+                self.bad(format!(
+                    "layer {} has unsupported media type {:?}",
+                    desc.digest, desc.media_type
+                ))
+            })?;
             let blob = self.blob_path(&desc.digest)?;
-            let (path, _) = store.ensure_layer(diff_id, &desc.digest, compression, || File::open(&blob))?;
+            let (path, _) =
+                store.ensure_layer(diff_id, &desc.digest, compression, || File::open(&blob))?;
             layers.push(path);
         }
         Ok(ResolvedImage {

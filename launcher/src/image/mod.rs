@@ -16,7 +16,9 @@ pub use store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// Nothing at the given path.
-    #[error("image {0:?} not found (give a root filesystem directory or an OCI image layout directory)")]
+    #[error(
+        "image {0:?} not found (give a root filesystem directory or an OCI image layout directory)"
+    )]
     NotFound(String),
     /// The image is malformed.
     #[error("image {image}: {message}")]
@@ -58,11 +60,14 @@ impl ImageSource {
         if !path.exists() {
             return Err(ImageError::NotFound(name.to_string()));
         }
-        let path = path.canonicalize().map_err(|_| ImageError::NotFound(name.to_string()))?;
+        let path = path
+            .canonicalize()
+            .map_err(|_| ImageError::NotFound(name.to_string()))?;
         if !path.is_dir() {
             return Err(ImageError::Invalid {
                 image: name.to_string(),
-                message: "not a directory (registry references and archives are not supported yet)".into(),
+                message: "not a directory (registry references and archives are not supported yet)"
+                    .into(),
             });
         }
         if layout::is_layout(&path) {

@@ -79,7 +79,10 @@ impl Store {
                     .recursive(true)
                     .mode(0o755)
                     .create(&path)
-                    .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+                    .map_err(|source| StoreError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
             }
         }
         Ok(store)
@@ -126,21 +129,32 @@ impl Store {
             return Ok((final_path, None));
         }
         let hex = sha256_hex(diff_id).ok_or_else(|| StoreError::BadDigest(diff_id.to_string()))?;
-        let digest_hex = sha256_hex(digest).ok_or_else(|| StoreError::BadDigest(digest.to_string()))?;
+        let digest_hex =
+            sha256_hex(digest).ok_or_else(|| StoreError::BadDigest(digest.to_string()))?;
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
         };
         let lock_path = self.root.join("locks").join(format!("{hex}.lock"));
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| StoreError::Io { path: lock_path.clone(), source: e.into() })?;
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, e)| StoreError::Io {
+                path: lock_path.clone(),
+                source: e.into(),
+            },
+        )?;
         if final_path.is_dir() {
             return Ok((final_path, None)); // someone else finished it while we waited
         }
         self.remove_stale_tmp(hex);
-        let tmp = self.root.join("tmp").join(format!("{hex}.{}", std::process::id()));
-        fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(io_err(&tmp))?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{hex}.{}", std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(io_err(&tmp))?;
         let result = (|| {
             let blob = open_blob().map_err(io_err(&tmp))?;
             let mut compressed = HashingReader::new(blob);
@@ -148,12 +162,14 @@ impl Store {
                 let decompressed: Box<dyn Read> = match compression {
                     Compression::None => Box::new(&mut compressed),
                     Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
-                    Compression::Zstd => Box::new(
-                        zstd::stream::read::Decoder::new(&mut compressed).map_err(|e| StoreError::Unpack {
-                            digest: digest.to_string(),
-                            source: UnpackError::Tar(e),
-                        })?,
-                    ),
+                    Compression::Zstd => {
+                        Box::new(zstd::stream::read::Decoder::new(&mut compressed).map_err(
+                            |e| StoreError::Unpack {
+                                digest: digest.to_string(),
+                                source: UnpackError::Tar(e),
+                            },
+                        )?)
+                    }
                 };
                 let mut uncompressed = HashingReader::new(decompressed);
                 let options = UnpackOptions {
@@ -161,7 +177,10 @@ impl Store {
                     allow_setuid: self.allow_setuid,
                 };
                 let report = unpack_layer(&mut uncompressed, &tmp, options).map_err(|source| {
-                    StoreError::Unpack { digest: digest.to_string(), source }
+                    StoreError::Unpack {
+                        digest: digest.to_string(),
+                        source,
+                    }
                 })?;
                 io::copy(&mut uncompressed, &mut io::sink()).map_err(|e| StoreError::Unpack {
                     digest: digest.to_string(),
@@ -169,20 +188,33 @@ impl Store {
                 })?;
                 let actual = uncompressed.finish();
                 if actual != hex {
-                    return Err(StoreError::DigestMismatch { digest: digest.to_string(), which: "uncompressed", actual });
+                    return Err(StoreError::DigestMismatch {
+                        digest: digest.to_string(),
+                        which: "uncompressed",
+                        actual,
+                    });
                 }
                 report
             };
             io::copy(&mut compressed, &mut io::sink()).map_err(io_err(&tmp))?;
             let actual = compressed.finish();
             if actual != digest_hex {
-                return Err(StoreError::DigestMismatch { digest: digest.to_string(), which: "compressed", actual });
+                return Err(StoreError::DigestMismatch {
+                    digest: digest.to_string(),
+                    which: "compressed",
+                    actual,
+                });
             }
             // The layer root must be searchable by every user of the node.
             let mode = if self.privileged { 0o755 } else { 0o700 };
-            let root_mode = fs::metadata(&tmp).map_err(io_err(&tmp))?.permissions().mode() & 0o7777;
+            let root_mode = fs::metadata(&tmp)
+                .map_err(io_err(&tmp))?
+                .permissions()
+                .mode()
+                & 0o7777;
             if root_mode == 0o700 {
-                fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+                    .map_err(io_err(&tmp))?;
             }
             fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
             Ok(report)
@@ -202,9 +234,15 @@ impl Store {
     /// Removes extractions of layer `hex` that a killed process left in tmp/.
     /// Only called with the layer's lock held, so none of them is live.
     fn remove_stale_tmp(&self, hex: &str) {
-        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return };
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&format!("{hex}.")) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{hex}."))
+            {
                 remove_tree(&entry.path());
             }
         }
@@ -242,7 +280,10 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new() }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
     }
 
     /// The hex sha256 of everything read.

@@ -26,10 +26,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fchmod, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use nix::fcntl::AtFlags;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use crate::sys;
@@ -153,7 +153,11 @@ pub fn unpack_layer<R: Read>(
         let Some((name, parents)) = components.split_last() else {
             // The layer root itself ("./"): keep its mode for the end.
             if kind.is_dir() {
-                dirs.push(DeferredDir { components: vec![], mode, mtime });
+                dirs.push(DeferredDir {
+                    components: vec![],
+                    mode,
+                    mtime,
+                });
             }
             continue;
         };
@@ -183,60 +187,99 @@ pub fn unpack_layer<R: Read>(
         use tar::EntryType;
         match kind {
             EntryType::Directory => {
-                match mkdirat(Some(parent.as_raw_fd()), name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+                match mkdirat(
+                    Some(parent.as_raw_fd()),
+                    name.as_os_str(),
+                    Mode::from_bits_truncate(0o700),
+                ) {
                     Ok(()) => {}
                     Err(Errno::EEXIST) => {
                         // A directory again (fine) or something else (replace it).
-                        if open_beneath(&parent, std::slice::from_ref(name), false, &shown).is_err() {
+                        if open_beneath(&parent, std::slice::from_ref(name), false, &shown).is_err()
+                        {
                             remove_existing(&parent, name, &shown, false)?;
-                            mkdirat(Some(parent.as_raw_fd()), name.as_os_str(), Mode::from_bits_truncate(0o700))
-                                .map_err(|e| write_err(&shown, e))?;
+                            mkdirat(
+                                Some(parent.as_raw_fd()),
+                                name.as_os_str(),
+                                Mode::from_bits_truncate(0o700),
+                            )
+                            .map_err(|e| write_err(&shown, e))?;
                         }
                     }
                     Err(e) => return Err(write_err(&shown, e)),
                 }
                 set_owner(&parent, name, uid, gid, options, &shown)?;
-                dirs.push(DeferredDir { components: components.clone(), mode, mtime });
+                dirs.push(DeferredDir {
+                    components: components.clone(),
+                    mode,
+                    mtime,
+                });
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 remove_existing(&parent, name, &shown, false)?;
                 let fd = sys::openat_owned(
                     Some(parent.as_raw_fd()),
                     name.as_os_str(),
-                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(|e| write_err(&shown, e))?;
                 let mut file = File::from(fd);
                 io::copy(&mut entry, &mut file).map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => UnpackError::Tar(e),
-                    _ => UnpackError::Write { path: shown.clone(), source: e },
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
+                        UnpackError::Tar(e)
+                    }
+                    _ => UnpackError::Write {
+                        path: shown.clone(),
+                        source: e,
+                    },
                 })?;
                 set_owner(&parent, name, uid, gid, options, &shown)?;
-                fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode)).map_err(|e| write_err(&shown, e))?;
+                fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
+                    .map_err(|e| write_err(&shown, e))?;
                 set_mtime(&parent, name, mtime, &shown)?;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| UnpackError::Tar(io::Error::other(format!("symlink {shown:?} has no target"))))?
+                    .ok_or_else(|| {
+                        UnpackError::Tar(io::Error::other(format!(
+                            "symlink {shown:?} has no target"
+                        )))
+                    })?
                     .into_owned();
                 remove_existing(&parent, name, &shown, false)?;
-                symlinkat(OsStr::from_bytes(&target), Some(parent.as_raw_fd()), name.as_os_str())
-                    .map_err(|e| write_err(&shown, e))?;
+                symlinkat(
+                    OsStr::from_bytes(&target),
+                    Some(parent.as_raw_fd()),
+                    name.as_os_str(),
+                )
+                .map_err(|e| write_err(&shown, e))?;
                 set_owner(&parent, name, uid, gid, options, &shown)?;
                 set_mtime(&parent, name, mtime, &shown)?;
             }
             EntryType::Link => {
                 let target_raw = entry
                     .link_name_bytes()
-                    .ok_or_else(|| UnpackError::Tar(io::Error::other(format!("hardlink {shown:?} has no target"))))?
+                    .ok_or_else(|| {
+                        UnpackError::Tar(io::Error::other(format!(
+                            "hardlink {shown:?} has no target"
+                        )))
+                    })?
                     .into_owned();
                 let target_shown = String::from_utf8_lossy(&target_raw).into_owned();
-                let bad = || UnpackError::BadHardlink { path: shown.clone(), target: target_shown.clone() };
+                let bad = || UnpackError::BadHardlink {
+                    path: shown.clone(),
+                    target: target_shown.clone(),
+                };
                 let target = clean_components(&target_raw).ok_or_else(bad)?;
                 let (target_name, target_parents) = target.split_last().ok_or_else(bad)?;
-                let target_parent = open_beneath(&root, target_parents, false, &target_shown).map_err(|_| bad())?;
+                let target_parent =
+                    open_beneath(&root, target_parents, false, &target_shown).map_err(|_| bad())?;
                 remove_existing(&parent, name, &shown, false)?;
                 linkat(
                     Some(target_parent.as_raw_fd()),
@@ -249,8 +292,14 @@ pub fn unpack_layer<R: Read>(
             }
             EntryType::Fifo => {
                 remove_existing(&parent, name, &shown, false)?;
-                mknodat(Some(parent.as_raw_fd()), name.as_os_str(), SFlag::S_IFIFO, Mode::from_bits_truncate(mode), 0)
-                    .map_err(|e| write_err(&shown, e))?;
+                mknodat(
+                    Some(parent.as_raw_fd()),
+                    name.as_os_str(),
+                    SFlag::S_IFIFO,
+                    Mode::from_bits_truncate(mode),
+                    0,
+                )
+                .map_err(|e| write_err(&shown, e))?;
                 set_owner(&parent, name, uid, gid, options, &shown)?;
             }
             EntryType::Char | EntryType::Block => {
@@ -268,7 +317,8 @@ pub fn unpack_layer<R: Read>(
     for dir in dirs {
         let shown = PathBuf::from_iter(&dir.components).display().to_string();
         let fd = open_beneath(&root, &dir.components, false, &shown)?;
-        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(dir.mode)).map_err(|e| write_err(&shown, e))?;
+        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(dir.mode))
+            .map_err(|e| write_err(&shown, e))?;
         let t = TimeSpec::new(dir.mtime, 0);
         nix::sys::stat::futimens(fd.as_raw_fd(), &t, &t).map_err(|e| write_err(&shown, e))?;
     }
@@ -297,7 +347,10 @@ fn open_beneath(
     create: bool,
     shown: &str,
 ) -> Result<OwnedFd, UnpackError> {
-    let mut current = root.try_clone().map_err(|e| UnpackError::Write { path: shown.into(), source: e })?;
+    let mut current = root.try_clone().map_err(|e| UnpackError::Write {
+        path: shown.into(),
+        source: e,
+    })?;
     for (i, part) in components.iter().enumerate() {
         let open = |fd: &OwnedFd| {
             sys::openat_owned(
@@ -310,7 +363,11 @@ fn open_beneath(
         let next = match open(&current) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) if create => {
-                match mkdirat(Some(current.as_raw_fd()), part.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                match mkdirat(
+                    Some(current.as_raw_fd()),
+                    part.as_os_str(),
+                    Mode::from_bits_truncate(0o755),
+                ) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => return Err(write_err(shown, e)),
                 }
@@ -331,16 +388,26 @@ fn open_beneath(
 
 /// Removes what an earlier entry of this layer left at `name`, so a later
 /// entry wins as tar semantics ask. A directory is only removed for a whiteout.
-fn remove_existing(parent: &OwnedFd, name: &OsStr, shown: &str, is_whiteout: bool) -> Result<(), UnpackError> {
+fn remove_existing(
+    parent: &OwnedFd,
+    name: &OsStr,
+    shown: &str,
+    is_whiteout: bool,
+) -> Result<(), UnpackError> {
     match unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(Errno::EISDIR) if is_whiteout => {
             // A directory this layer made and then whites out: remove it
             // (std's remove_dir_all never follows symlinks).
             let path = Path::new(&format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
-            std::fs::remove_dir_all(&path).map_err(|e| UnpackError::Write { path: shown.to_string(), source: e })
+            std::fs::remove_dir_all(&path).map_err(|e| UnpackError::Write {
+                path: shown.to_string(),
+                source: e,
+            })
         }
-        Err(Errno::EISDIR) => Err(UnpackError::ReplacesDirectory { path: shown.to_string() }),
+        Err(Errno::EISDIR) => Err(UnpackError::ReplacesDirectory {
+            path: shown.to_string(),
+        }),
         Err(e) => Err(write_err(shown, e)),
     }
 }
@@ -368,8 +435,14 @@ fn set_owner(
 
 fn set_mtime(parent: &OwnedFd, name: &OsStr, mtime: i64, shown: &str) -> Result<(), UnpackError> {
     let t = TimeSpec::new(mtime, 0);
-    utimensat(Some(parent.as_raw_fd()), name, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| write_err(shown, e))
+    utimensat(
+        Some(parent.as_raw_fd()),
+        name,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| write_err(shown, e))
 }
 
 fn write_err(path: &str, errno: Errno) -> UnpackError {

@@ -33,31 +33,59 @@ fn prepare_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Fa
         env.push(format!("HOME={}", home_of(uid)));
     }
     if id.privileged {
-        let groups: Vec<Gid> = if id.remap_root { vec![] } else { id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect() };
-        nix::unistd::setgroups(&groups).map_err(|e| setup(format!("cannot set supplementary groups: {e}")))?;
+        let groups: Vec<Gid> = if id.remap_root {
+            vec![]
+        } else {
+            id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect()
+        };
+        nix::unistd::setgroups(&groups)
+            .map_err(|e| setup(format!("cannot set supplementary groups: {e}")))?;
     }
-    let keep: CapsHashSet = if uid == 0 { spec.root_capabilities.iter().copied().collect() } else { CapsHashSet::new() };
+    let keep: CapsHashSet = if uid == 0 {
+        spec.root_capabilities.iter().copied().collect()
+    } else {
+        CapsHashSet::new()
+    };
     crate::caps::limit_bounding_set(&keep).map_err(|e| setup(e.to_string()))?;
     nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
         .map_err(|e| setup(format!("cannot become gid {gid}: {e}")))?;
     nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
         .map_err(|e| setup(format!("cannot become uid {uid}: {e}")))?;
     crate::caps::set_process_capabilities(&keep).map_err(|e| setup(e.to_string()))?;
-    nix::unistd::chdir(&spec.process.cwd)
-        .map_err(|e| setup(format!("cannot enter working directory {}: {e}", spec.process.cwd.display())))?;
+    nix::unistd::chdir(&spec.process.cwd).map_err(|e| {
+        setup(format!(
+            "cannot enter working directory {}: {e}",
+            spec.process.cwd.display()
+        ))
+    })?;
 
     let program = resolve_command(&spec.process.args[0], &env)?;
     let c_program = cstring(program.as_os_str().as_encoded_bytes())?;
-    let c_args = spec.process.args.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
-    let c_env = env.iter().map(|e| cstring(e.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let c_args = spec
+        .process
+        .args
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_env = env
+        .iter()
+        .map(|e| cstring(e.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
 
-    nix::sys::prctl::set_no_new_privs().map_err(|e| setup(format!("cannot set no_new_privs: {e}")))?;
-    crate::sys::cloexec_from(3).map_err(|e| setup(format!("cannot close inherited descriptors: {e}")))?;
+    nix::sys::prctl::set_no_new_privs()
+        .map_err(|e| setup(format!("cannot set no_new_privs: {e}")))?;
+    crate::sys::cloexec_from(3)
+        .map_err(|e| setup(format!("cannot close inherited descriptors: {e}")))?;
     if let Some(program) = &spec.seccomp_program {
-        crate::sys::load_seccomp_program(program).map_err(|e| setup(format!("cannot load the seccomp filter: {e}")))?;
+        crate::sys::load_seccomp_program(program)
+            .map_err(|e| setup(format!("cannot load the seccomp filter: {e}")))?;
     }
     crate::sys::reset_signal_dispositions();
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&nix::sys::signal::SigSet::empty()), None);
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     let err = nix::unistd::execve(&c_program, &c_args, &c_env).unwrap_err();
     Err(exec_failure(&spec.process.args[0], err))
 }
@@ -68,8 +96,14 @@ fn cstring(bytes: &[u8]) -> Result<CString, Failure> {
 
 fn exec_failure(command: &str, err: Errno) -> Failure {
     match err {
-        Errno::ENOENT => Failure(EXIT_NOT_FOUND, format!("{command}: no such file or directory in the image")),
-        _ => Failure(EXIT_NOT_EXECUTABLE, format!("{command}: cannot execute: {}", err.desc())),
+        Errno::ENOENT => Failure(
+            EXIT_NOT_FOUND,
+            format!("{command}: no such file or directory in the image"),
+        ),
+        _ => Failure(
+            EXIT_NOT_EXECUTABLE,
+            format!("{command}: cannot execute: {}", err.desc()),
+        ),
     }
 }
 
@@ -89,7 +123,9 @@ fn resolve_command(command: &str, env: &[String]) -> Result<PathBuf, Failure> {
     let mut not_executable = None;
     for dir in path_var.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(command);
-        let Ok(meta) = std::fs::metadata(&candidate) else { continue };
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
         if !meta.is_file() {
             continue;
         }
@@ -101,9 +137,16 @@ fn resolve_command(command: &str, env: &[String]) -> Result<PathBuf, Failure> {
     match not_executable {
         Some((path, mode)) => Err(Failure(
             EXIT_NOT_EXECUTABLE,
-            format!("{command}: {} is not executable (mode {:o})", path.display(), mode & 0o7777),
+            format!(
+                "{command}: {} is not executable (mode {:o})",
+                path.display(),
+                mode & 0o7777
+            ),
         )),
-        None => Err(Failure(EXIT_NOT_FOUND, format!("{command}: command not found in the image (PATH={path_var})"))),
+        None => Err(Failure(
+            EXIT_NOT_FOUND,
+            format!("{command}: command not found in the image (PATH={path_var})"),
+        )),
     }
 }
 

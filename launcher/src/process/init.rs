@@ -31,7 +31,12 @@ impl Failure {
 }
 
 /// Entry point of the cloned child. Never returns.
-pub fn container_init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd) -> ! {
+pub fn container_init(
+    spec: &ContainerSpec,
+    plan: &MapPlan,
+    status_w: OwnedFd,
+    sync_r: OwnedFd,
+) -> ! {
     let code = match init(spec, plan, status_w, sync_r) {
         Ok(code) => code,
         Err((Failure(code, message), Some(status_w))) => {
@@ -61,7 +66,9 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
         fail!(Failure::setup(e));
     }
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
-        fail!(Failure::setup(format!("cannot create the container's user namespace: {e}")));
+        fail!(Failure::setup(format!(
+            "cannot create the container's user namespace: {e}"
+        )));
     }
     if plan.inner_written_by_parent {
         if let Err(e) = nix::unistd::write(&status_w, b"M") {
@@ -112,7 +119,10 @@ fn write_own_maps(maps: &UserNsMaps) -> Result<(), String> {
 /// no_new_privs, the same seccomp filter.
 fn lock_down_init(spec: &ContainerSpec) -> Result<(), String> {
     let id = &spec.identity;
-    let (uid, gid) = (Uid::from_raw(id.container_uid()), Gid::from_raw(id.container_gid()));
+    let (uid, gid) = (
+        Uid::from_raw(id.container_uid()),
+        Gid::from_raw(id.container_gid()),
+    );
     if id.privileged {
         nix::unistd::setgroups(&[]).map_err(|e| format!("init setgroups: {e}"))?;
     }
@@ -131,7 +141,10 @@ fn lock_down_init(spec: &ContainerSpec) -> Result<(), String> {
 /// pid 1's loop: reap every child, pass signals to the command, and exit with
 /// the command's status once it is gone (the kernel then kills the rest).
 fn reap_and_forward(command: Pid, sync: std::fs::File) -> i32 {
-    let Ok(sfd) = SignalFd::with_flags(&forwarded_set(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) else {
+    let Ok(sfd) = SignalFd::with_flags(
+        &forwarded_set(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    ) else {
         return EXIT_BERTH_ERROR;
     };
     loop {

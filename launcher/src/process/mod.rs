@@ -94,12 +94,15 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, RunError> {
         Ok(Some(pid)) => pid,
         Err(e) => {
             let _ = old_mask.restore();
-            return Err(RunError::Host(format!("cannot create the container's namespaces: {e}")));
+            return Err(RunError::Host(format!(
+                "cannot create the container's namespaces: {e}"
+            )));
         }
     };
     drop(status_w);
     drop(sync_r);
-    let result = start(child, &plan, status_r, &sync_w).and_then(|()| signals::wait_forwarding(child));
+    let result =
+        start(child, &plan, status_r, &sync_w).and_then(|()| signals::wait_forwarding(child));
     if result.is_err() {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
@@ -111,7 +114,12 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, RunError> {
 
 /// The outside half of start-up: write maps when asked, until the status pipe
 /// closes (the command runs) or carries an error.
-fn start(child: Pid, plan: &idmap::MapPlan, status_r: OwnedFd, sync_w: &OwnedFd) -> Result<(), RunError> {
+fn start(
+    child: Pid,
+    plan: &idmap::MapPlan,
+    status_r: OwnedFd,
+    sync_w: &OwnedFd,
+) -> Result<(), RunError> {
     if let Some(outer) = &plan.outer {
         write_maps(child, outer)?;
     }
@@ -119,12 +127,15 @@ fn start(child: Pid, plan: &idmap::MapPlan, status_r: OwnedFd, sync_w: &OwnedFd)
     let mut status = std::fs::File::from(status_r);
     let mut byte = [0u8; 1];
     loop {
-        let n = status.read(&mut byte).map_err(|e| RunError::Host(format!("cannot read the container's status: {e}")))?;
+        let n = status
+            .read(&mut byte)
+            .map_err(|e| RunError::Host(format!("cannot read the container's status: {e}")))?;
         match (n, byte[0]) {
             (0, _) => return Ok(()),
             (_, b'M') => {
                 write_maps(child, &plan.inner)?;
-                nix::unistd::write(sync_w, b"G").map_err(host_err("cannot signal the container"))?;
+                nix::unistd::write(sync_w, b"G")
+                    .map_err(host_err("cannot signal the container"))?;
             }
             (_, b'E') => {
                 let mut rest = Vec::new();
@@ -133,7 +144,11 @@ fn start(child: Pid, plan: &idmap::MapPlan, status_r: OwnedFd, sync_w: &OwnedFd)
                 let _ = waitpid(child, None);
                 return Err(RunError::Start { code, message });
             }
-            (_, other) => return Err(RunError::Host(format!("unexpected status byte {other:#x} from the container"))),
+            (_, other) => {
+                return Err(RunError::Host(format!(
+                    "unexpected status byte {other:#x} from the container"
+                )))
+            }
         }
     }
 }
@@ -146,7 +161,12 @@ fn write_maps(pid: Pid, maps: &UserNsMaps) -> Result<(), RunError> {
             .write(true)
             .open(format!("{proc}/{file}"))
             .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(|e| RunError::Host(format!("cannot write {file} {:?} for the container: {e}", text.trim())))
+            .map_err(|e| {
+                RunError::Host(format!(
+                    "cannot write {file} {:?} for the container: {e}",
+                    text.trim()
+                ))
+            })
     };
     if !maps.allow_setgroups {
         write("setgroups", "deny")?;
@@ -165,7 +185,10 @@ pub(crate) fn encode_error(code: i32, message: &str) -> Vec<u8> {
 fn decode_error(rest: &[u8]) -> (i32, String) {
     match rest.split_first() {
         Some((code, message)) => (*code as i32, String::from_utf8_lossy(message).into_owned()),
-        None => (EXIT_BERTH_ERROR, "the container failed to start".to_string()),
+        None => (
+            EXIT_BERTH_ERROR,
+            "the container failed to start".to_string(),
+        ),
     }
 }
 
@@ -191,7 +214,10 @@ mod tests {
     fn error_round_trip() {
         let encoded = encode_error(127, "sh: not found");
         assert_eq!(encoded[0], b'E');
-        assert_eq!(decode_error(&encoded[1..]), (127, "sh: not found".to_string()));
+        assert_eq!(
+            decode_error(&encoded[1..]),
+            (127, "sh: not found".to_string())
+        );
         assert_eq!(decode_error(&[]).0, EXIT_BERTH_ERROR);
     }
 
@@ -199,6 +225,9 @@ mod tests {
     fn exit_codes() {
         let pid = Pid::from_raw(1);
         assert_eq!(exit_code_of(WaitStatus::Exited(pid, 3)), Some(3));
-        assert_eq!(exit_code_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some(137));
+        assert_eq!(
+            exit_code_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
     }
 }

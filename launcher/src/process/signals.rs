@@ -43,7 +43,11 @@ impl SavedMask {
 /// Blocks the forwarded signals and SIGCHLD (they are read from a signalfd).
 pub fn block_forwarded() -> nix::Result<SavedMask> {
     let mut old = SigSet::empty();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded_set()), Some(&mut old))?;
+    nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&forwarded_set()),
+        Some(&mut old),
+    )?;
     Ok(SavedMask(old))
 }
 
@@ -58,7 +62,9 @@ pub fn wait_forwarding(child: Pid) -> Result<i32, RunError> {
     let sfd = SignalFd::with_flags(&forwarded_set(), SfdFlags::SFD_CLOEXEC)
         .map_err(|e| RunError::Host(format!("cannot create a signalfd: {e}")))?;
     loop {
-        if let Some(code) = try_reap(child).map_err(|e| RunError::Host(format!("cannot wait for the container: {e}")))? {
+        if let Some(code) = try_reap(child)
+            .map_err(|e| RunError::Host(format!("cannot wait for the container: {e}")))?
+        {
             return Ok(code);
         }
         match sfd.read_signal() {
@@ -73,4 +79,3 @@ pub fn wait_forwarding(child: Pid) -> Result<i32, RunError> {
         }
     }
 }
-

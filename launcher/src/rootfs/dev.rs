@@ -30,7 +30,13 @@ pub fn clone_host_devices(sys: &dyn Syscall, console: Option<&Path>) -> io::Resu
 pub fn setup_dev(sys: &dyn Syscall, fds: &[i32], privileged: bool) -> io::Result<()> {
     let dev = Path::new("/dev");
     sys.mkdir_all(dev, 0o755)?;
-    sys.mount(Some(Path::new("tmpfs")), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )?;
     for (i, name) in DEVICES.iter().enumerate() {
         bind_fd(sys, fds[i], &dev.join(name))?;
     }
@@ -39,16 +45,43 @@ pub fn setup_dev(sys: &dyn Syscall, fds: &[i32], privileged: bool) -> io::Result
     }
     let pts = dev.join("pts");
     sys.mkdir_all(&pts, 0o755)?;
-    let pts_options = if privileged { "newinstance,ptmxmode=0666,mode=0620,gid=5" } else { "newinstance,ptmxmode=0666,mode=0620" };
-    sys.mount(Some(Path::new("devpts")), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(pts_options))?;
+    let pts_options = if privileged {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620"
+    };
+    sys.mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(pts_options),
+    )?;
     sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))?;
     let shm = dev.join("shm");
     sys.mkdir_all(&shm, 0o1777)?;
-    sys.mount(Some(Path::new("shm")), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"))?;
+    sys.mount(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )?;
     let mqueue = dev.join("mqueue");
     sys.mkdir_all(&mqueue, 0o755)?;
-    sys.mount(Some(Path::new("mqueue")), &mqueue, Some("mqueue"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    sys.mount(
+        Some(Path::new("mqueue")),
+        &mqueue,
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         sys.symlink(Path::new(target), &dev.join(link))?;
     }
     Ok(())

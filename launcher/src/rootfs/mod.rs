@@ -32,68 +32,122 @@ pub struct RootfsError {
 }
 
 fn at<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
-    move |source| RootfsError { step, path: path.display().to_string(), source }
+    move |source| RootfsError {
+        step,
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Builds the root filesystem and pivots into it. Runs in the container's
 /// init, in its new mount and pid namespaces, with the privileges to mount.
-pub fn prepare(sys: &dyn Syscall, spec: &ContainerSpec, is_dir: &dyn Fn(&Path) -> Option<bool>) -> Result<(), RootfsError> {
+pub fn prepare(
+    sys: &dyn Syscall,
+    spec: &ContainerSpec,
+    is_dir: &dyn Fn(&Path) -> Option<bool>,
+) -> Result<(), RootfsError> {
     let slash = Path::new("/");
     // Nothing we mount may propagate back to the host.
-    sys.mount(None, slash, None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None).map_err(at("cannot make mounts private at", slash))?;
+    sys.mount(
+        None,
+        slash,
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(at("cannot make mounts private at", slash))?;
 
     let base = &spec.mount_point;
     let tmpfs_options = format!("mode=755,size={}", spec.upper_size);
-    sys.mount(Some(Path::new("tmpfs")), base, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&tmpfs_options))
-        .map_err(at("cannot mount the writable layer's tmpfs on", base))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        base,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&tmpfs_options),
+    )
+    .map_err(at("cannot mount the writable layer's tmpfs on", base))?;
     let (upper, work, root) = (base.join("upper"), base.join("work"), base.join("root"));
     for dir in [&upper, &work, &root] {
-        sys.mkdir_all(dir, 0o755).map_err(at("cannot create", dir))?;
+        sys.mkdir_all(dir, 0o755)
+            .map_err(at("cannot create", dir))?;
     }
     let options = overlay::overlay_options(&spec.layers, &upper, &work, !spec.identity.privileged);
-    sys.mount(Some(Path::new("overlay")), &root, Some("overlay"), MsFlags::empty(), Some(&options))
-        .map_err(at("cannot mount the image overlay on", &root))?;
+    sys.mount(
+        Some(Path::new("overlay")),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&options),
+    )
+    .map_err(at("cannot mount the image overlay on", &root))?;
 
     // Host things the container gets, opened while the host is still visible.
-    let device_fds = dev::clone_host_devices(sys, spec.console.as_deref()).map_err(at("cannot clone host device under", Path::new("/dev")))?;
-    let sys_fd = sys.clone_tree(Path::new("/sys"), true).map_err(at("cannot clone", Path::new("/sys")))?;
+    let device_fds = dev::clone_host_devices(sys, spec.console.as_deref())
+        .map_err(at("cannot clone host device under", Path::new("/dev")))?;
+    let sys_fd = sys
+        .clone_tree(Path::new("/sys"), true)
+        .map_err(at("cannot clone", Path::new("/sys")))?;
     let mut mount_fds = Vec::with_capacity(spec.mounts.len());
     for m in &spec.mounts {
-        mount_fds.push(sys.clone_tree(&m.source, true).map_err(at("cannot open mount source", &m.source))?);
+        let fd = sys
+            .clone_tree(&m.source, true)
+            .map_err(at("cannot open mount source", &m.source))?;
+        mount_fds.push((fd, is_dir(&m.source) == Some(true)));
     }
 
     let new_proc = root.join("proc");
     proc::mount_proc(sys, &new_proc).map_err(at("cannot mount", &new_proc))?;
 
     sys.chdir(&root).map_err(at("cannot enter", &root))?;
-    sys.pivot_to_cwd().map_err(at("cannot pivot_root into", &root))?;
+    sys.pivot_to_cwd()
+        .map_err(at("cannot pivot_root into", &root))?;
 
-    dev::setup_dev(sys, &device_fds, spec.identity.privileged).map_err(at("cannot set up", Path::new("/dev")))?;
+    dev::setup_dev(sys, &device_fds, spec.identity.privileged)
+        .map_err(at("cannot set up", Path::new("/dev")))?;
     proc::mount_sys(sys, sys_fd).map_err(at("cannot mount", Path::new("/sys")))?;
-    proc::protect_kernel_files(sys, is_dir).map_err(at("cannot mask kernel files under", Path::new("/proc")))?;
+    proc::protect_kernel_files(sys, is_dir)
+        .map_err(at("cannot mask kernel files under", Path::new("/proc")))?;
 
-    for (m, fd) in spec.mounts.iter().zip(&mount_fds) {
+    for (m, &(fd, source_is_dir)) in spec.mounts.iter().zip(&mount_fds) {
         let target = &m.destination;
-        match is_dir(&m.source) {
-            Some(true) => sys.mkdir_all(target, 0o755),
-            _ => sys.touch(target),
+        match source_is_dir {
+            true => sys.mkdir_all(target, 0o755),
+            false => sys.touch(target),
         }
         .map_err(at("cannot create mount point", target))?;
-        sys.attach_tree(*fd, target).map_err(at("cannot bind-mount onto", target))?;
+        sys.attach_tree(fd, target)
+            .map_err(at("cannot bind-mount onto", target))?;
         if m.read_only {
-            sys.make_readonly(target).map_err(at("cannot make read-only", target))?;
+            sys.make_readonly(target)
+                .map_err(at("cannot make read-only", target))?;
         }
     }
-    sys.mkdir_all(&spec.process.cwd, 0o755).map_err(at("cannot create working directory", &spec.process.cwd))?;
+    sys.mkdir_all(&spec.process.cwd, 0o755)
+        .map_err(at("cannot create working directory", &spec.process.cwd))?;
     if spec.read_only {
         let tmp = Path::new("/tmp");
-        sys.mkdir_all(tmp, 0o1777).map_err(at("cannot create", tmp))?;
-        sys.mount(None, slash, None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None)
-            .map_err(at("cannot make read-only", slash))?;
-        sys.mount(Some(Path::new("tmpfs")), tmp, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
-            .map_err(at("cannot mount", tmp))?;
+        sys.mkdir_all(tmp, 0o1777)
+            .map_err(at("cannot create", tmp))?;
+        sys.mount(
+            None,
+            slash,
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None,
+        )
+        .map_err(at("cannot make read-only", slash))?;
+        sys.mount(
+            Some(Path::new("tmpfs")),
+            tmp,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )
+        .map_err(at("cannot mount", tmp))?;
     }
-    sys.sethostname(&spec.hostname).map_err(at("cannot set hostname, at", slash))?;
+    sys.sethostname(&spec.hostname)
+        .map_err(at("cannot set hostname, at", slash))?;
     Ok(())
 }
 
@@ -111,9 +165,23 @@ mod tests {
             upper_size: "50%".into(),
             read_only,
             hostname: "box".into(),
-            mounts: vec![BindMount { source: PathBuf::from("/data"), destination: PathBuf::from("/mnt/data"), read_only: true }],
-            identity: Identity { host_uid: 1000, host_gid: 1000, host_groups: vec![], remap_root: false, privileged: true },
-            process: ProcessSpec { args: vec!["true".into()], env: vec![], cwd: PathBuf::from("/work") },
+            mounts: vec![BindMount {
+                source: PathBuf::from("/data"),
+                destination: PathBuf::from("/mnt/data"),
+                read_only: true,
+            }],
+            identity: Identity {
+                host_uid: 1000,
+                host_gid: 1000,
+                host_groups: vec![],
+                remap_root: false,
+                privileged: true,
+            },
+            process: ProcessSpec {
+                args: vec!["true".into()],
+                env: vec![],
+                cwd: PathBuf::from("/work"),
+            },
             root_capabilities: vec![],
             console: None,
             seccomp_program: None,
@@ -122,18 +190,28 @@ mod tests {
 
     fn record(spec: &ContainerSpec) -> Vec<String> {
         let sys = RecordingSyscall::default();
-        prepare(&sys, spec, &|p: &Path| Some(p.starts_with("/data") || p.extension().is_none() && !p.ends_with("kcore"))).unwrap();
+        prepare(&sys, spec, &|p: &Path| {
+            Some(p.starts_with("/data") || p.extension().is_none() && !p.ends_with("kcore"))
+        })
+        .unwrap();
         sys.calls()
     }
 
     fn position(calls: &[String], prefix: &str) -> usize {
-        calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no call {prefix:?} in {calls:#?}"))
+        calls
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no call {prefix:?} in {calls:#?}"))
     }
 
     #[test]
     fn mounts_are_private_first_and_host_sources_open_before_pivot() {
         let calls = record(&spec(false));
-        assert!(calls[0].starts_with("mount - / - MsFlags(MS_REC | MS_PRIVATE)"), "{}", calls[0]);
+        assert!(
+            calls[0].starts_with("mount - / - MsFlags(MS_REC | MS_PRIVATE)"),
+            "{}",
+            calls[0]
+        );
         let pivot = position(&calls, "pivot_root");
         assert!(position(&calls, "mount overlay /store/mnt/root overlay") < pivot);
         assert!(position(&calls, "clone_tree -r /data") < pivot);
@@ -141,10 +219,15 @@ mod tests {
         assert!(position(&calls, "mount proc /store/mnt/root/proc proc") < pivot);
         assert!(position(&calls, "mount tmpfs /dev tmpfs") > pivot);
         // The user's mount is bound from the descriptor, then made read-only.
-        let bind = position(&calls, "attach 108 /mnt/data");
+        let bind = position(&calls, "attach 107 /mnt/data");
         assert!(position(&calls, "readonly /mnt/data") > bind);
         assert!(calls.contains(&"sethostname box".to_string()));
-        assert!(calls.iter().any(|c| c.starts_with("mount /dev/null /proc/kcore")), "{calls:#?}");
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("mount /dev/null /proc/kcore")),
+            "{calls:#?}"
+        );
     }
 
     #[test]
@@ -154,13 +237,18 @@ mod tests {
         let mut rootless = spec(false);
         rootless.identity.privileged = false;
         let calls = record(&rootless);
-        assert!(calls.iter().any(|c| c.contains("lowerdir=/store/l2:/store/l1") && c.ends_with(",userxattr")));
+        assert!(calls
+            .iter()
+            .any(|c| c.contains("lowerdir=/store/l2:/store/l1") && c.ends_with(",userxattr")));
     }
 
     #[test]
     fn read_only_root_gets_tmpfs_tmp_after_remount() {
         let calls = record(&spec(true));
-        let remount = position(&calls, "mount - / - MsFlags(MS_RDONLY | MS_REMOUNT | MS_BIND)");
+        let remount = position(
+            &calls,
+            "mount - / - MsFlags(MS_RDONLY | MS_REMOUNT | MS_BIND)",
+        );
         assert!(position(&calls, "mount tmpfs /tmp tmpfs") > remount);
         assert!(position(&calls, "mkdir /work") < remount);
         let calls = record(&spec(false));

@@ -30,7 +30,9 @@ pub const MASKED_PATHS: &[&str] = &[
 /// Paths made read-only.
 pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"];
 
-const PROC_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const PROC_FLAGS: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
 
 /// Mounts the container's /proc at `target` (the new root's /proc, before
 /// pivot_root: the kernel lets a user namespace mount proc only while another
@@ -38,10 +40,19 @@ const PROC_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(Ms
 /// /proc is a symlink, which would point the mount outside the new root.
 pub fn mount_proc(sys: &dyn Syscall, target: &Path) -> io::Result<()> {
     if sys.is_symlink(target) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "the image's /proc is a symlink"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the image's /proc is a symlink",
+        ));
     }
     sys.mkdir_all(target, 0o555)?;
-    sys.mount(Some(Path::new("proc")), target, Some("proc"), PROC_FLAGS, None)
+    sys.mount(
+        Some(Path::new("proc")),
+        target,
+        Some("proc"),
+        PROC_FLAGS,
+        None,
+    )
 }
 
 /// Mounts a read-only /sys: a fresh sysfs where the namespace may, else the
@@ -50,7 +61,13 @@ pub fn mount_proc(sys: &dyn Syscall, target: &Path) -> io::Result<()> {
 pub fn mount_sys(sys: &dyn Syscall, host_sys: i32) -> io::Result<()> {
     let target = Path::new("/sys");
     sys.mkdir_all(target, 0o555)?;
-    let fresh = sys.mount(Some(Path::new("sysfs")), target, Some("sysfs"), PROC_FLAGS | MsFlags::MS_RDONLY, None);
+    let fresh = sys.mount(
+        Some(Path::new("sysfs")),
+        target,
+        Some("sysfs"),
+        PROC_FLAGS | MsFlags::MS_RDONLY,
+        None,
+    );
     if fresh.is_ok() {
         sys.close(host_sys);
     } else {
@@ -60,19 +77,40 @@ pub fn mount_sys(sys: &dyn Syscall, host_sys: i32) -> io::Result<()> {
 }
 
 /// Masks and write-protects the sensitive parts of /proc and /sys.
-pub fn protect_kernel_files(sys: &dyn Syscall, is_dir: &dyn Fn(&Path) -> Option<bool>) -> io::Result<()> {
+pub fn protect_kernel_files(
+    sys: &dyn Syscall,
+    is_dir: &dyn Fn(&Path) -> Option<bool>,
+) -> io::Result<()> {
     for path in MASKED_PATHS.iter().map(Path::new) {
         match is_dir(path) {
             None => continue,
-            Some(true) => sys.mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), PROC_FLAGS | MsFlags::MS_RDONLY, Some("size=0"))?,
-            Some(false) => sys.mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)?,
+            Some(true) => sys.mount(
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                PROC_FLAGS | MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )?,
+            Some(false) => sys.mount(
+                Some(Path::new("/dev/null")),
+                path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?,
         }
     }
     for path in READONLY_PATHS.iter().map(Path::new) {
         if is_dir(path).is_none() {
             continue;
         }
-        sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        sys.mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
         sys.make_readonly(path)?;
     }
     Ok(())

@@ -33,7 +33,9 @@ fn compile_err(e: impl std::fmt::Display) -> SeccompError {
 
 /// A text that changes whenever the compiled program would.
 fn profile_fingerprint() -> String {
-    let version = libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
+    let version = libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default();
     format!(
         "berth-seccomp-v1 arch={} libseccomp={version} allowed={:?} personalities={:?} clone={:#x}",
         std::env::consts::ARCH,
@@ -50,7 +52,9 @@ pub fn compile_default_profile() -> Result<Vec<u8>, SeccompError> {
     filter.set_ctl_nnp(false).map_err(compile_err)?;
     for name in profile::ALLOWED {
         match ScmpSyscall::from_name(name) {
-            Ok(syscall) => filter.add_rule(ScmpAction::Allow, syscall).map_err(compile_err)?,
+            Ok(syscall) => filter
+                .add_rule(ScmpAction::Allow, syscall)
+                .map_err(compile_err)?,
             Err(_) => tracing::debug!(syscall = name, "not known to this libseccomp, left out"),
         }
     }
@@ -67,25 +71,42 @@ pub fn compile_default_profile() -> Result<Vec<u8>, SeccompError> {
         .add_rule_conditional(
             ScmpAction::Allow,
             ScmpSyscall::from_name("clone").map_err(compile_err)?,
-            &[ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(profile::CLONE_NAMESPACE_FLAGS), 0)],
+            &[ScmpArgCompare::new(
+                0,
+                ScmpCompareOp::MaskedEqual(profile::CLONE_NAMESPACE_FLAGS),
+                0,
+            )],
         )
         .map_err(compile_err)?;
     // clone3's flags are behind a pointer seccomp cannot read: answer ENOSYS so
     // libc falls back to clone, which is checked above.
     if let Ok(clone3) = ScmpSyscall::from_name("clone3") {
-        filter.add_rule(ScmpAction::Errno(libc::ENOSYS), clone3).map_err(compile_err)?;
+        filter
+            .add_rule(ScmpAction::Errno(libc::ENOSYS), clone3)
+            .map_err(compile_err)?;
     }
     let mut file = tempfile_in_memory()?;
     filter.export_bpf(&mut file).map_err(compile_err)?;
     let mut program = Vec::new();
-    file.rewind().and_then(|_| file.read_to_end(&mut program)).map_err(|source| SeccompError::Cache { path: PathBuf::from("memfd"), source })?;
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut program))
+        .map_err(|source| SeccompError::Cache {
+            path: PathBuf::from("memfd"),
+            source,
+        })?;
     Ok(program)
 }
 
 fn tempfile_in_memory() -> Result<fs::File, SeccompError> {
-    nix::sys::memfd::memfd_create(c"berth-seccomp", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
-        .map(fs::File::from)
-        .map_err(|e| SeccompError::Cache { path: PathBuf::from("memfd"), source: e.into() })
+    nix::sys::memfd::memfd_create(
+        c"berth-seccomp",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map(fs::File::from)
+    .map_err(|e| SeccompError::Cache {
+        path: PathBuf::from("memfd"),
+        source: e.into(),
+    })
 }
 
 /// Returns the compiled default program, from `cache_dir` when it is there,
@@ -125,8 +146,27 @@ mod tests {
 
     #[test]
     fn dangerous_syscalls_are_not_allowed() {
-        for name in ["mount", "umount2", "pivot_root", "unshare", "setns", "keyctl", "add_key", "bpf", "kexec_load", "open_by_handle_at", "init_module", "finit_module", "reboot", "userfaultfd", "perf_event_open"] {
-            assert!(!profile::ALLOWED.contains(&name), "{name} must not be allowed");
+        for name in [
+            "mount",
+            "umount2",
+            "pivot_root",
+            "unshare",
+            "setns",
+            "keyctl",
+            "add_key",
+            "bpf",
+            "kexec_load",
+            "open_by_handle_at",
+            "init_module",
+            "finit_module",
+            "reboot",
+            "userfaultfd",
+            "perf_event_open",
+        ] {
+            assert!(
+                !profile::ALLOWED.contains(&name),
+                "{name} must not be allowed"
+            );
         }
     }
 }

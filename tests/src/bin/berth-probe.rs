@@ -1,0 +1,111 @@
+#![allow(clippy::undocumented_unsafe_blocks)] // a test probe: each unsafe block is one raw syscall whose outcome is the point
+//! A tiny program copied into test images: it tries one privileged operation
+//! and prints `OK` or the errno name, so tests can check what the container
+//! may do.
+
+use std::ffi::CString;
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::EPERM => "EPERM".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::ENOSYS => "ENOSYS".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::ENOENT => "ENOENT".into(),
+        libc::EFAULT => "EFAULT".into(),
+        libc::EBADF => "EBADF".into(),
+        libc::ENOKEY => "ENOKEY".into(),
+        libc::EEXIST => "EEXIST".into(),
+        libc::EROFS => "EROFS".into(),
+        other => format!("errno {other}"),
+    }
+}
+
+fn result(ret: libc::c_long) -> String {
+    if ret == -1 {
+        errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        "OK".into()
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let out = match arg(0).as_str() {
+        // SAFETY (all below): plain syscalls with valid or null arguments; the
+        // point is only to see whether the kernel lets them through.
+        "keyctl" => result(unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                0,  /* KEYCTL_GET_KEYRING_ID */
+                -3, /* session */
+                0,
+            )
+        }),
+        "add_key" => {
+            let t = CString::new("user").unwrap();
+            let d = CString::new("berth").unwrap();
+            result(unsafe {
+                libc::syscall(
+                    libc::SYS_add_key,
+                    t.as_ptr(),
+                    d.as_ptr(),
+                    d.as_ptr(),
+                    5usize,
+                    -3,
+                )
+            })
+        }
+        "kexec_load" => result(unsafe { libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0) }),
+        "open_by_handle_at" => {
+            result(unsafe { libc::syscall(libc::SYS_open_by_handle_at, libc::AT_FDCWD, 0, 0) })
+        }
+        "init_module" => result(unsafe { libc::syscall(libc::SYS_init_module, 0, 0, 0) }),
+        "finit_module" => result(unsafe { libc::syscall(libc::SYS_finit_module, -1, 0, 0) }),
+        "unshare_user" => result(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as libc::c_long),
+        "unshare_mount" => result(unsafe { libc::unshare(libc::CLONE_NEWNS) } as libc::c_long),
+        "mount_tmpfs" => {
+            let (s, t, f) = (
+                CString::new("none").unwrap(),
+                CString::new(arg(1)).unwrap(),
+                CString::new("tmpfs").unwrap(),
+            );
+            result(
+                unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) }
+                    as libc::c_long,
+            )
+        }
+        "umount" => {
+            let t = CString::new(arg(1)).unwrap();
+            result(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } as libc::c_long)
+        }
+        "sethostname" => result(unsafe { libc::sethostname(c"evil".as_ptr(), 4) } as libc::c_long),
+        "mknod" => {
+            let p = CString::new(arg(1)).unwrap();
+            result(
+                unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 1)) }
+                    as libc::c_long,
+            )
+        }
+        "setuid0" => result(unsafe { libc::setuid(0) } as libc::c_long),
+        "chroot" => result(unsafe { libc::chroot(c"/tmp".as_ptr()) } as libc::c_long),
+        "ids" => {
+            let (mut r, mut e, mut s) = (0, 0, 0);
+            unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+            let (mut gr, mut ge, mut gs) = (0, 0, 0);
+            unsafe { libc::getresgid(&mut gr, &mut ge, &mut gs) };
+            format!("uid={r},{e},{s} gid={gr},{ge},{gs}")
+        }
+        "sleep" => {
+            println!("ready");
+            std::thread::sleep(std::time::Duration::from_secs(arg(1).parse().unwrap_or(60)));
+            "done".into()
+        }
+        other => {
+            eprintln!("berth-probe: unknown probe {other:?}");
+            std::process::exit(2);
+        }
+    };
+    println!("{out}");
+}

@@ -1,0 +1,528 @@
+//! Test kit for berth's end-to-end tests: builds OCI image layouts (busybox,
+//! the probe, hostile layers), finds the binaries, runs berth as root or as an
+//! unprivileged test user, and checks for leftovers.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+/// The unprivileged user the tests run rootless berth as.
+pub const TEST_USER: &str = "berth-test";
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug)]
+pub enum Compression {
+    /// Plain tar.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// Builds one layer tar, entry by entry, including entries no honest tool writes.
+pub struct Layer {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer {
+    /// An empty layer.
+    pub fn new() -> Layer {
+        Layer {
+            builder: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    }
+
+    /// Appends an entry with a raw name (no validation: hostile names allowed).
+    fn raw(&mut self, mut h: tar::Header, name: &str, link: Option<&str>, data: &[u8]) {
+        let bytes = name.as_bytes();
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..bytes.len()].copy_from_slice(bytes);
+        if let Some(link) = link {
+            gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_cksum();
+        self.builder.append(&h, data).unwrap();
+    }
+
+    /// A directory.
+    pub fn dir(mut self, path: &str, mode: u32) -> Self {
+        self.raw(
+            Self::header(tar::EntryType::Directory, mode, 0),
+            path,
+            None,
+            &[],
+        );
+        self
+    }
+
+    /// A regular file.
+    pub fn file(mut self, path: &str, data: &[u8], mode: u32) -> Self {
+        self.raw(
+            Self::header(tar::EntryType::Regular, mode, data.len() as u64),
+            path,
+            None,
+            data,
+        );
+        self
+    }
+
+    /// A regular file owned by `uid`.
+    pub fn file_owned(mut self, path: &str, data: &[u8], mode: u32, uid: u64) -> Self {
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        h.set_uid(uid);
+        self.raw(h, path, None, data);
+        self
+    }
+
+    /// A symlink.
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        self.raw(
+            Self::header(tar::EntryType::Symlink, 0o777, 0),
+            path,
+            Some(target),
+            &[],
+        );
+        self
+    }
+
+    /// A hardlink.
+    pub fn hardlink(mut self, path: &str, target: &str) -> Self {
+        self.raw(
+            Self::header(tar::EntryType::Link, 0o644, 0),
+            path,
+            Some(target),
+            &[],
+        );
+        self
+    }
+
+    /// A character device node.
+    pub fn char_device(mut self, path: &str, major: u32, minor: u32) -> Self {
+        let mut h = Self::header(tar::EntryType::Char, 0o666, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.raw(h, path, None, &[]);
+        self
+    }
+
+    /// An OCI whiteout hiding `dir/name` of lower layers.
+    pub fn whiteout(self, dir: &str, name: &str) -> Self {
+        let path = format!("{dir}/.wh.{name}");
+        self.file(&path, b"", 0o644)
+    }
+
+    /// An opaque marker: `dir` hides everything of lower layers.
+    pub fn opaque(self, dir: &str) -> Self {
+        let path = format!("{dir}/.wh..wh..opq");
+        self.file(&path, b"", 0o644)
+    }
+
+    /// A host file copied in at the same path (and mode).
+    pub fn host_file(self, host: &Path) -> Self {
+        let data = std::fs::read(host).unwrap_or_else(|e| panic!("read {}: {e}", host.display()));
+        let mode = std::fs::metadata(host).unwrap().permissions().mode() & 0o7777;
+        let path = host.to_str().unwrap().trim_start_matches('/').to_string();
+        self.file(&path, &data, mode)
+    }
+
+    /// The tar bytes.
+    pub fn finish(self) -> Vec<u8> {
+        self.builder.into_inner().unwrap()
+    }
+}
+
+/// An image's runtime config (`config` of the image config blob).
+#[derive(Default, Clone)]
+pub struct RunConfig {
+    /// Env.
+    pub env: Vec<String>,
+    /// Entrypoint.
+    pub entrypoint: Vec<String>,
+    /// Cmd.
+    pub cmd: Vec<String>,
+    /// WorkingDir.
+    pub working_dir: Option<String>,
+    /// User.
+    pub user: Option<String>,
+}
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn compress(data: &[u8], c: Compression) -> (Vec<u8>, &'static str) {
+    match c {
+        Compression::None => (data.to_vec(), "application/vnd.oci.image.layer.v1.tar"),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            (
+                e.finish().unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        }
+        Compression::Zstd => (
+            zstd::encode_all(data, 1).unwrap(),
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+    }
+}
+
+/// Writes an OCI image layout at `dir` from layers (bottom first).
+pub fn write_layout(dir: &Path, layers: Vec<(Vec<u8>, Compression)>, run: &RunConfig) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> String {
+        let hex = sha256(data);
+        std::fs::write(blobs.join(&hex), data).unwrap();
+        format!("sha256:{hex}")
+    };
+    let mut diff_ids = Vec::new();
+    let mut layer_descs = Vec::new();
+    for (tar, c) in &layers {
+        diff_ids.push(format!("sha256:{}", sha256(tar)));
+        let (blob, media_type) = compress(tar, *c);
+        let digest = put(&blob);
+        layer_descs.push(
+            serde_json::json!({"mediaType": media_type, "digest": digest, "size": blob.len()}),
+        );
+    }
+    let mut cfg = serde_json::json!({"Env": run.env});
+    if !run.entrypoint.is_empty() {
+        cfg["Entrypoint"] = serde_json::json!(run.entrypoint);
+    }
+    if !run.cmd.is_empty() {
+        cfg["Cmd"] = serde_json::json!(run.cmd);
+    }
+    if let Some(w) = &run.working_dir {
+        cfg["WorkingDir"] = serde_json::json!(w);
+    }
+    if let Some(u) = &run.user {
+        cfg["User"] = serde_json::json!(u);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = put(&config_bytes);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_bytes.len()},
+        "layers": layer_descs,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = put(&manifest_bytes);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Busybox applets linked in the base layer.
+const APPLETS: &[&str] = &[
+    "sh", "ls", "id", "cat", "ps", "hostname", "mount", "echo", "sleep", "true", "false", "touch",
+    "mknod", "umount", "kill", "env", "pwd", "stat", "test", "grep", "mkdir", "rm", "wc", "head",
+    "insmod", "chmod", "readlink", "find",
+];
+
+/// The busybox-static base layer: /bin with busybox applets, /etc/passwd and
+/// /etc/group, the probe binary with the shared libraries it needs, and a
+/// setuid-root copy of the probe at /bin/suid-probe.
+pub fn base_layer() -> Layer {
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("/bin/busybox missing: apt-get install busybox-static");
+    let mut layer = Layer::new()
+        .dir("bin", 0o755)
+        .dir("etc", 0o755)
+        .dir("tmp", 0o1777)
+        .dir("root", 0o700)
+        .file("bin/busybox", &busybox, 0o755);
+    for applet in APPLETS {
+        layer = layer.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    layer = layer
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+            0o644,
+        )
+        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644);
+    let probe = probe_path();
+    let probe_data = std::fs::read(&probe).unwrap();
+    layer = layer.file("bin/berth-probe", &probe_data, 0o755).file(
+        "bin/suid-probe",
+        &probe_data,
+        0o4755,
+    );
+    for lib in shared_libraries(&probe) {
+        layer = layer.host_file(&lib);
+    }
+    layer
+}
+
+/// The shared libraries `binary` needs, from ldd.
+fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd").arg(binary).output().expect("ldd");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from)
+        })
+        .collect()
+}
+
+/// The target directory the tests were built into (target/debug).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf() // target/debug/deps/<test> -> target/debug
+}
+
+/// The probe binary built beside the tests.
+pub fn probe_path() -> PathBuf {
+    let p = target_dir().join("berth-probe");
+    assert!(
+        p.exists(),
+        "{} missing: cargo builds it with the tests",
+        p.display()
+    );
+    p
+}
+
+/// The berth binary (built into the same target directory).
+pub fn berth_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = target_dir().join("berth");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build -p berth-launcher` first (the test script does)",
+        p.display()
+    );
+    p
+}
+
+/// A scratch area for one test: a store, a config and images, readable by the test user.
+pub struct Sandbox {
+    /// The temporary directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A new sandbox with a config pointing the root store inside it.
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = Sandbox { dir };
+        s.write_config("");
+        s
+    }
+
+    /// The sandbox path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The root store of this sandbox.
+    pub fn store(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    /// The test user's home (rootless store under it).
+    pub fn user_home(&self) -> PathBuf {
+        let home = self.path().join("home");
+        if !home.exists() {
+            std::fs::create_dir(&home).unwrap();
+            let (uid, gid) = test_user();
+            std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+        }
+        home
+    }
+
+    /// Writes berth.toml: `[store] path` plus `extra` TOML.
+    pub fn write_config(&self, extra: &str) {
+        let text = format!("[store]\npath = \"{}\"\n{extra}\n", self.store().display());
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.path().join("berth.toml")
+    }
+
+    /// Writes the standard test image (three layers, three compressions, a
+    /// whiteout and an opaque dir) and returns its path.
+    pub fn standard_image(&self) -> PathBuf {
+        let dir = self.path().join("image");
+        let layer1 = base_layer()
+            .dir("data", 0o755)
+            .file("data/old", b"old\n", 0o644)
+            .file("etc/gone", b"gone\n", 0o644)
+            .file("etc/motd", b"layer1\n", 0o644);
+        let layer2 = Layer::new()
+            .whiteout("etc", "gone")
+            .file("etc/motd", b"layer2\n", 0o644)
+            .dir("work", 0o755);
+        let layer3 = Layer::new()
+            .dir("data", 0o755)
+            .opaque("data")
+            .file("data/new", b"new\n", 0o644);
+        let run = RunConfig {
+            env: vec!["PATH=/bin".into(), "FROM_IMAGE=yes".into()],
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo default-cmd $FROM_IMAGE; pwd".into(),
+            ],
+            working_dir: Some("/work".into()),
+            ..RunConfig::default()
+        };
+        write_layout(
+            &dir,
+            vec![
+                (layer1.finish(), Compression::Gzip),
+                (layer2.finish(), Compression::Zstd),
+                (layer3.finish(), Compression::None),
+            ],
+            &run,
+        );
+        dir
+    }
+
+    /// Runs berth as root with this sandbox's config.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.berth_command(args).output().unwrap()
+    }
+
+    /// A berth command as root with this sandbox's config.
+    pub fn berth_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(berth_path());
+        c.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("BERTH_CONFIG");
+        c
+    }
+
+    /// Runs berth as the unprivileged test user (rootless), store under its home.
+    pub fn berth_as_user(&self, args: &[&str]) -> Output {
+        self.berth_user_command(args).output().unwrap()
+    }
+
+    /// A berth command as the unprivileged test user.
+    pub fn berth_user_command(&self, args: &[&str]) -> Command {
+        let (uid, gid) = test_user();
+        let home = self.user_home();
+        let mut c = self.berth_command(args);
+        c.uid(uid)
+            .gid(gid)
+            .env("HOME", &home)
+            .env_remove("XDG_DATA_HOME")
+            .current_dir(&home);
+        c
+    }
+}
+
+/// The uid and gid of the test user, creating the user when missing.
+pub fn test_user() -> (u32, u32) {
+    let lookup = || {
+        let out = Command::new("id").args(["-u", TEST_USER]).output().ok()?;
+        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let out = Command::new("id").args(["-g", TEST_USER]).output().ok()?;
+        let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        Some((uid, gid))
+    };
+    if let Some(ids) = lookup() {
+        return ids;
+    }
+    let _ = Command::new("useradd")
+        .args(["--create-home", "--shell", "/bin/sh", TEST_USER])
+        .status();
+    lookup().expect("cannot create the test user (useradd)")
+}
+
+/// Whether this process is root (the tests need it to run berth both ways).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (returns early from) a test that needs root, saying so.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!(
+                "SKIPPED: this test needs root (it runs berth as root and as an unprivileged user)"
+            );
+            return;
+        }
+    };
+}
+
+/// stdout as a string.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as a string.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "berth failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Lines of the host's mount table mentioning `needle`.
+pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
