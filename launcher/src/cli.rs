@@ -216,18 +216,26 @@ fn identity(args: &RunArgs, image: &ResolvedImage, privileged: bool) -> Result<I
             Some(nix::unistd::getgid().as_raw()),
         )
     };
-    let host_user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
-    let gid = gid
-        .or(host_user.as_ref().map(|u| u.gid.as_raw()))
-        .unwrap_or(uid);
-    let host_groups = match (&host_user, privileged) {
-        (Some(u), true) => {
-            let name = std::ffi::CString::new(u.name.as_str()).context("user name")?;
-            nix::unistd::getgrouplist(&name, gid.into())
-                .map(|g| g.iter().map(|g| g.as_raw()).collect())
-                .unwrap_or_default()
-        }
-        _ => vec![gid],
+    // The name service (maybe LDAP) is asked only for another user's group
+    // list; it costs more than the rest of start-up together.
+    let (gid, host_groups) = if !privileged {
+        (gid.unwrap_or(uid), vec![])
+    } else if uid == 0 && gid.is_none_or(|g| g == 0) {
+        let groups = nix::unistd::getgroups().unwrap_or_default();
+        (0, groups.iter().map(|g| g.as_raw()).collect())
+    } else {
+        let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+        let gid = gid.or(user.as_ref().map(|u| u.gid.as_raw())).unwrap_or(uid);
+        let groups = match user {
+            Some(u) => {
+                let name = std::ffi::CString::new(u.name.as_str()).context("user name")?;
+                nix::unistd::getgrouplist(&name, gid.into())
+                    .map(|g| g.iter().map(|g| g.as_raw()).collect())
+                    .unwrap_or_else(|_| vec![gid])
+            }
+            None => vec![gid],
+        };
+        (gid, groups)
     };
     Ok(Identity {
         host_uid: uid,

@@ -72,14 +72,9 @@ fn prepare_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Fa
         .map(|e| cstring(e.as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
 
-    nix::sys::prctl::set_no_new_privs()
-        .map_err(|e| setup(format!("cannot set no_new_privs: {e}")))?;
+    // no_new_privs and the seccomp filter were set by init and are inherited.
     crate::sys::cloexec_from(3)
         .map_err(|e| setup(format!("cannot close inherited descriptors: {e}")))?;
-    if let Some(program) = &spec.seccomp_program {
-        crate::sys::load_seccomp_program(program)
-            .map_err(|e| setup(format!("cannot load the seccomp filter: {e}")))?;
-    }
     crate::sys::reset_signal_dispositions();
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,

@@ -80,6 +80,20 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
     } else if let Err(e) = write_own_maps(&plan.inner) {
         fail!(Failure::setup(e));
     }
+    // no_new_privs and the seccomp filter are set once here and inherited by
+    // the command: init is confined too (an unconfined init of the same uid
+    // could be ptraced into making syscalls for the command), and the filter
+    // is loaded only once.
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        fail!(Failure::setup(format!("cannot set no_new_privs: {e}")));
+    }
+    if let Some(program) = &spec.seccomp_program {
+        if let Err(e) = crate::sys::load_seccomp_program(program) {
+            fail!(Failure::setup(format!(
+                "cannot load the seccomp filter: {e}"
+            )));
+        }
+    }
 
     let command = match crate::sys::fork() {
         Ok(ForkResult::Child) => exec::exec_command(spec, status_w),
@@ -115,8 +129,8 @@ fn write_own_maps(maps: &UserNsMaps) -> Result<(), String> {
     write("gid_map", &maps.gid_map_text())
 }
 
-/// Init keeps nothing it does not need: the command's uid, no capabilities,
-/// no_new_privs, the same seccomp filter.
+/// Init keeps nothing it does not need: the command's uid and no
+/// capabilities (no_new_privs and seccomp are already in place).
 fn lock_down_init(spec: &ContainerSpec) -> Result<(), String> {
     let id = &spec.identity;
     let (uid, gid) = (
@@ -130,12 +144,7 @@ fn lock_down_init(spec: &ContainerSpec) -> Result<(), String> {
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("init setresuid: {e}"))?;
     let none = caps::CapsHashSet::new();
     let _ = crate::caps::limit_bounding_set(&none);
-    crate::caps::set_process_capabilities(&none).map_err(|e| e.to_string())?;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("init no_new_privs: {e}"))?;
-    if let Some(program) = &spec.seccomp_program {
-        crate::sys::load_seccomp_program(program).map_err(|e| format!("init seccomp: {e}"))?;
-    }
-    Ok(())
+    crate::caps::set_process_capabilities(&none).map_err(|e| e.to_string())
 }
 
 /// pid 1's loop: reap every child, pass signals to the command, and exit with

@@ -37,7 +37,7 @@ fn profile_fingerprint() -> String {
         .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
         .unwrap_or_default();
     format!(
-        "berth-seccomp-v1 arch={} libseccomp={version} allowed={:?} personalities={:?} clone={:#x}",
+        "berth-seccomp-v2 optimize=2 arch={} libseccomp={version} allowed={:?} personalities={:?} clone={:#x}",
         std::env::consts::ARCH,
         profile::ALLOWED,
         profile::ALLOWED_PERSONALITIES,
@@ -50,6 +50,9 @@ pub fn compile_default_profile() -> Result<Vec<u8>, SeccompError> {
     let eperm = ScmpAction::Errno(libc::EPERM);
     let mut filter = ScmpFilterContext::new_filter(eperm).map_err(compile_err)?;
     filter.set_ctl_nnp(false).map_err(compile_err)?;
+    // A binary tree by syscall number: a shorter walk per syscall than the
+    // default linear chain.
+    filter.set_ctl_optimize(2).map_err(compile_err)?;
     for name in profile::ALLOWED {
         match ScmpSyscall::from_name(name) {
             Ok(syscall) => filter
