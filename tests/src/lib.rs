@@ -297,10 +297,12 @@ fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The target directory the tests were built into (target/debug).
+/// The target directory the tests (or the kit's binaries) were built into,
+/// e.g. target/debug: tests run from target/debug/deps/.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf() // target/debug/deps/<test> -> target/debug
+    let dir = exe.parent().unwrap();
+    if dir.ends_with("deps") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
 }
 
 /// The probe binary built beside the tests.
@@ -389,38 +391,7 @@ impl Sandbox {
     /// whiteout and an opaque dir) and returns its path.
     pub fn standard_image(&self) -> PathBuf {
         let dir = self.path().join("image");
-        let layer1 = base_layer()
-            .dir("data", 0o755)
-            .file("data/old", b"old\n", 0o644)
-            .file("etc/gone", b"gone\n", 0o644)
-            .file("etc/motd", b"layer1\n", 0o644);
-        let layer2 = Layer::new()
-            .whiteout("etc", "gone")
-            .file("etc/motd", b"layer2\n", 0o644)
-            .dir("work", 0o755);
-        let layer3 = Layer::new()
-            .dir("data", 0o755)
-            .opaque("data")
-            .file("data/new", b"new\n", 0o644);
-        let run = RunConfig {
-            env: vec!["PATH=/bin".into(), "FROM_IMAGE=yes".into()],
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "echo default-cmd $FROM_IMAGE; pwd".into(),
-            ],
-            working_dir: Some("/work".into()),
-            ..RunConfig::default()
-        };
-        write_layout(
-            &dir,
-            vec![
-                (layer1.finish(), Compression::Gzip),
-                (layer2.finish(), Compression::Zstd),
-                (layer3.finish(), Compression::None),
-            ],
-            &run,
-        );
+        write_standard_image(&dir);
         dir
     }
 
@@ -525,4 +496,42 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(String::from)
         .collect()
+}
+
+/// Writes the standard test image at `dir`: busybox and the probe in a gzip
+/// layer, a zstd layer with a whiteout, an uncompressed layer with an opaque
+/// directory; Env, WorkingDir and Cmd set.
+pub fn write_standard_image(dir: &Path) {
+    let layer1 = base_layer()
+        .dir("data", 0o755)
+        .file("data/old", b"old\n", 0o644)
+        .file("etc/gone", b"gone\n", 0o644)
+        .file("etc/motd", b"layer1\n", 0o644);
+    let layer2 = Layer::new()
+        .whiteout("etc", "gone")
+        .file("etc/motd", b"layer2\n", 0o644)
+        .dir("work", 0o755);
+    let layer3 = Layer::new()
+        .dir("data", 0o755)
+        .opaque("data")
+        .file("data/new", b"new\n", 0o644);
+    let run = RunConfig {
+        env: vec!["PATH=/bin".into(), "FROM_IMAGE=yes".into()],
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo default-cmd $FROM_IMAGE; pwd".into(),
+        ],
+        working_dir: Some("/work".into()),
+        ..RunConfig::default()
+    };
+    write_layout(
+        dir,
+        vec![
+            (layer1.finish(), Compression::Gzip),
+            (layer2.finish(), Compression::Zstd),
+            (layer3.finish(), Compression::None),
+        ],
+        &run,
+    );
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Start-time benchmark: /bin/true in the same cached busybox image, side by
+# side in one run: berth (OCI image of 3 layers, and a plain rootfs dir),
+# runc (same namespaces: user, mount, pid, ipc, uts, cgroup; without and with
+# a seccomp profile of berth's allow-list), bwrap (same namespaces, no
+# overlay), bare exec. Prints medians and ratios. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh runc bubblewrap hyperfine jq python3
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+cargo build --locked --release -p berth-launcher -p berth-e2e --bins 2>&1 | tail -1
+
+runs=${RUNS:-300}
+work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+berth=$PWD/target/release/berth
+target/release/berth-mkimage "$work/image" >/dev/null
+printf '[store]\npath = "%s/store"\n' "$work" > "$work/berth.toml"
+printf '[store]\npath = "%s/store"\n[security]\nseccomp = false\n' "$work" > "$work/noseccomp.toml"
+
+# A plain rootfs with the same busybox, for the peers (and berth on a dir).
+rootfs=$work/bundle/rootfs
+mkdir -p "$rootfs"/{bin,proc,dev,sys,tmp,etc}
+cp /bin/busybox "$rootfs/bin/"
+for a in sh true; do ln -s busybox "$rootfs/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' > "$rootfs/etc/passwd"
+
+# runc bundle: berth's namespaces, no network namespace, root mapped to root;
+# /sys bound read-only (sysfs needs a network namespace of its own).
+(cd "$work/bundle" && runc spec)
+jq '.process.args = ["/bin/true"] | .process.terminal = false
+    | .linux.namespaces = [{"type":"pid"},{"type":"ipc"},{"type":"uts"},{"type":"mount"},{"type":"cgroup"},{"type":"user"}]
+    | .linux.uidMappings = [{"containerID":0,"hostID":0,"size":65536}]
+    | .linux.gidMappings = [{"containerID":0,"hostID":0,"size":65536}]
+    | .mounts |= map(if .destination == "/sys" then
+        {"destination":"/sys","type":"none","source":"/sys","options":["rbind","nosuid","noexec","nodev","ro"]} else . end)' \
+    "$work/bundle/config.json" > "$work/bundle/config.tmp" && mv "$work/bundle/config.tmp" "$work/bundle/config.json"
+mkdir -p "$work/bundle-seccomp"
+syscalls=$(sed -n '/^pub const ALLOWED: &\[&str\] = &\[/,/^\];/p' launcher/src/seccomp/profile.rs | grep -o '"[a-z0-9_]*"' | paste -sd, -)
+jq --arg root "$rootfs" --argjson names "[$syscalls]" '.root.path = $root | .linux.seccomp = {"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+    "syscalls":[{"names":$names,"action":"SCMP_ACT_ALLOW"}]}' "$work/bundle/config.json" > "$work/bundle-seccomp/config.json"
+
+"$berth" --config "$work/berth.toml" run "$work/image" true   # fill the layer store and seccomp cache
+"$berth" --config "$work/berth.toml" run "$rootfs" /bin/true
+
+hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/result.json" \
+    -n "bare exec" "$rootfs/bin/true" \
+    -n "berth (OCI image, 3 layers)" "$berth --config $work/berth.toml run $work/image /bin/true" \
+    -n "berth (rootfs dir)" "$berth --config $work/berth.toml run $rootfs /bin/true" \
+    -n "berth, seccomp off" "$berth --config $work/noseccomp.toml run $work/image /bin/true" \
+    -n "bwrap" "bwrap --unshare-user --uid 0 --gid 0 --unshare-ipc --unshare-pid --unshare-uts --unshare-cgroup --bind $rootfs / --proc /proc --dev /dev /bin/true" \
+    -n "runc" "runc run --bundle $work/bundle berth-bench" \
+    -n "runc + seccomp" "runc run --bundle $work/bundle-seccomp berth-bench-s" >/dev/null
+
+python3 - "$work/result.json" <<'PY'
+import json, statistics, sys
+results = json.load(open(sys.argv[1]))["results"]
+med = {r["command"]: statistics.median(r["times"]) * 1000 for r in results}
+base = med["berth (OCI image, 3 layers)"]
+print(f"| start of /bin/true | median ms | vs berth |")
+print(f"| --- | ---: | ---: |")
+for name, ms in med.items():
+    print(f"| {name} | {ms:.2f} | {ms / base:.2f}x |")
+PY

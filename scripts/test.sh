@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests and end-to-end tests against the real
+# kernel (namespaces, overlayfs, seccomp, capabilities), run as root and as an
+# unprivileged user the tests create. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+if [ "$(id -u)" != 0 ]; then
+    echo "note: not root: the end-to-end tests will be SKIPPED (they run berth as root and as a user)" >&2
+fi
+cargo build --locked -p berth-launcher --bins
+cargo test --locked --workspace "$@"
