@@ -94,7 +94,7 @@ pub fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> nix::Result<()
 pub fn load_seccomp_program(program: &[u8]) -> io::Result<()> {
     const FILTER_SIZE: usize = std::mem::size_of::<libc::sock_filter>();
     if program.is_empty()
-        || program.len() % FILTER_SIZE != 0
+        || !program.len().is_multiple_of(FILTER_SIZE)
         || program.len() / FILTER_SIZE > u16::MAX as usize
     {
         return Err(io::Error::new(

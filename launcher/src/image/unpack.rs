@@ -455,6 +455,173 @@ fn write_err(path: &str, errno: Errno) -> UnpackError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    const USER: UnpackOptions = UnpackOptions {
+        privileged: false,
+        allow_setuid: false,
+    };
+
+    /// A tar with raw entries: (type, name, link target, data, mode).
+    fn tar_of(entries: &[(tar::EntryType, &str, &str, &[u8], u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (kind, name, link, data, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            h.set_size(data.len() as u64);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+            gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack(
+        entries: &[(tar::EntryType, &str, &str, &[u8], u32)],
+    ) -> (tempfile::TempDir, Result<UnpackReport, UnpackError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let result = unpack_layer(&tar_of(entries)[..], dir.path(), USER);
+        (dir, result)
+    }
+
+    use tar::EntryType::{Char, Directory as Dir, Link, Regular as File, Symlink};
+
+    #[test]
+    fn whiteouts_and_opaque_markers_become_overlay_format() {
+        let (dir, r) = unpack(&[
+            (Dir, "etc", "", b"", 0o755),
+            (File, "etc/.wh.passwd", "", b"", 0o644),
+            (Dir, "data", "", b"", 0o755),
+            (File, "data/.wh..wh..opq", "", b"", 0o644),
+        ]);
+        assert_eq!(r.unwrap().whiteouts, 1);
+        let meta = std::fs::symlink_metadata(dir.path().join("etc/passwd")).unwrap();
+        assert!(meta.file_type().is_char_device() && meta.rdev() == 0);
+        let value = std::fs::read_dir(dir.path().join("data")).unwrap().count();
+        assert_eq!(value, 0, "the marker itself is not written");
+        let mut buf = [0u8; 4];
+        let path = std::ffi::CString::new(dir.path().join("data").to_str().unwrap()).unwrap();
+        // SAFETY: valid path and buffer; only reads the xattr.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.overlay.opaque".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert_eq!(&buf[..n as usize], b"y");
+    }
+
+    #[test]
+    fn dotdot_refused_leading_slash_kept_inside() {
+        let (_, r) = unpack(&[(File, "../escape", "", b"x", 0o644)]);
+        assert!(matches!(r, Err(UnpackError::PathEscape { .. })));
+        let (dir, r) = unpack(&[(File, "/abs/file", "", b"x", 0o644)]);
+        r.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("abs/file")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn writing_through_a_symlink_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let (_, r) = unpack(&[
+            (
+                Symlink,
+                "evil",
+                outside.path().to_str().unwrap(),
+                b"",
+                0o777,
+            ),
+            (File, "evil/pwned", "", b"x", 0o644),
+        ]);
+        assert!(
+            matches!(r, Err(UnpackError::ThroughSymlink { .. })),
+            "{r:?}"
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn hardlinks_stay_inside_the_layer() {
+        let (dir, r) = unpack(&[
+            (File, "a", "", b"data", 0o644),
+            (Link, "b", "a", b"", 0o644),
+        ]);
+        r.unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("b")).unwrap().ino(),
+            std::fs::metadata(dir.path().join("a")).unwrap().ino()
+        );
+        for target in ["../../etc/passwd", "/etc/passwd", "missing"] {
+            let (_, r) = unpack(&[(Link, "b", target, b"", 0o644)]);
+            assert!(
+                matches!(r, Err(UnpackError::BadHardlink { .. })),
+                "{target}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn devices_skipped_and_setuid_cleared() {
+        let (dir, r) = unpack(&[
+            (Char, "mem", "", b"", 0o666),
+            (File, "suid", "", b"#!", 0o4755),
+        ]);
+        let report = r.unwrap();
+        assert_eq!((report.devices_skipped, report.setid_cleared), (1, 1));
+        assert!(!dir.path().join("mem").exists());
+        assert_eq!(
+            std::fs::metadata(dir.path().join("suid"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o755
+        );
+    }
+
+    #[test]
+    fn read_only_directories_get_their_mode_after_their_contents() {
+        let (dir, r) = unpack(&[(Dir, "ro", "", b"", 0o555), (File, "ro/f", "", b"x", 0o444)]);
+        r.unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("ro"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o555
+        );
+        std::fs::set_permissions(
+            dir.path().join("ro"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_file_may_not_replace_a_directory() {
+        let (_, r) = unpack(&[(Dir, "d", "", b"", 0o755), (File, "d", "", b"x", 0o644)]);
+        assert!(matches!(r, Err(UnpackError::ReplacesDirectory { .. })));
+    }
+
+    #[test]
+    fn truncated_tar_is_an_error() {
+        let mut data = tar_of(&[(File, "big", "", &[7u8; 4096], 0o644)]);
+        data.truncate(1024);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            unpack_layer(&data[..], dir.path(), USER),
+            Err(UnpackError::Tar(_))
+        ));
+    }
 
     #[test]
     fn dotdot_is_refused_and_leading_slash_neutralised() {

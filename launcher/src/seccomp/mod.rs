@@ -119,7 +119,7 @@ pub fn default_program(cache_dir: &Path) -> Result<Vec<u8>, SeccompError> {
     let key = hex::encode(Sha256::digest(profile_fingerprint().as_bytes()));
     let path = cache_dir.join(format!("{key}.bpf"));
     if let Ok(program) = fs::read(&path) {
-        if !program.is_empty() && program.len() % 8 == 0 {
+        if !program.is_empty() && program.len().is_multiple_of(8) {
             return Ok(program);
         }
     }
