@@ -182,17 +182,57 @@ pub fn openat_owned(
 /// Clones the mount tree at `path` into a detached mount (`open_tree(2)` with
 /// `OPEN_TREE_CLONE`), recursively when asked. The descriptor can be attached
 /// anywhere later with [`move_mount_to`], even after pivot_root.
+///
+/// `path` must be canonical: it is resolved with `RESOLVE_NO_SYMLINKS`, so a
+/// component swapped for a symlink after berth checked the path (to aim a
+/// root-made bind mount at something the user may not read) is refused.
 pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
     const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_SYMLINKS,
+    };
+    let c_path = path_cstring(path)?;
+    // SAFETY: c_path is NUL-terminated and `how` a valid open_how of the size
+    // passed; openat2 returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    let path_fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let mut flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
-    let c_path = path_cstring(path)?;
-    // SAFETY: c_path is a valid NUL-terminated string; open_tree returns a new
-    // descriptor or -1.
-    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    // SAFETY: path_fd is live and the empty path is NUL-terminated; open_tree
+    // returns a new descriptor or -1.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            path_fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -190,3 +190,97 @@ fn plain_rootfs_directory_runs() {
     ]));
     assert_eq!(out, "from-dir\n");
 }
+
+#[test]
+fn fifty_layers_mount_in_one_overlay() {
+    require_root!();
+    let s = Sandbox::new();
+    let dir = s.path().join("many");
+    let mut layers = vec![(base_layer().finish(), Compression::Gzip)];
+    for i in 0..50 {
+        layers.push((
+            Layer::new()
+                .file(&format!("layer-{i:02}"), format!("{i}\n").as_bytes(), 0o644)
+                .finish(),
+            Compression::None,
+        ));
+    }
+    write_layout(&dir, layers, &RunConfig::default());
+    let image = dir.to_str().unwrap();
+    let out = ok(s.berth(&[
+        "run",
+        image,
+        "sh",
+        "-c",
+        "ls / | grep -c layer-; cat /layer-49",
+    ]));
+    assert_eq!(out, "50\n49\n");
+    let out = ok(s.berth_as_user(&["run", image, "sh", "-c", "ls / | grep -c layer-"]));
+    assert_eq!(out, "50\n");
+}
+
+#[test]
+fn image_with_proc_symlink_is_refused() {
+    require_root!();
+    let s = Sandbox::new();
+    let image = image_with_top_layer(&s, "proc-link", Layer::new().symlink("proc", "/etc"));
+    let out = s.berth(&["run", &image, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("/proc is a symlink"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn kill_9_during_unpack_leaves_no_trusted_layer_and_next_run_finishes() {
+    require_root!();
+    let s = Sandbox::new();
+    // A layer big enough that extraction takes a while: 1500 files of 64 KiB.
+    let mut big = Layer::new().dir("big", 0o755);
+    for i in 0..1500u32 {
+        let data: Vec<u8> = (0..65536u32)
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect();
+        big = big.file(&format!("big/f{i}"), &data, 0o644);
+    }
+    let image = image_with_top_layer(&s, "big", big);
+    let mut child = s.berth_command(&["run", &image, "true"]).spawn().unwrap();
+    let tmp = s.store().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Wait until the big layer is half-way extracted.
+    loop {
+        let partial = std::fs::read_dir(&tmp)
+            .map(|d| {
+                d.flatten().any(|e| {
+                    std::fs::read_dir(e.path().join("big"))
+                        .map(|b| b.count() > 200)
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false);
+        if partial {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "extraction never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "berth finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Only the base layer is trusted; the half-written one stays in tmp/.
+    assert_eq!(store_entries(&s, "layers/sha256"), 1);
+    assert_eq!(store_entries(&s, "tmp"), 1);
+    // The next run removes the leftover and finishes the work.
+    let out = ok(s.berth(&["run", &image, "sh", "-c", "ls /big | wc -l"]));
+    assert_eq!(out.trim(), "1500");
+    assert_eq!(store_entries(&s, "layers/sha256"), 2);
+    assert_eq!(store_entries(&s, "tmp"), 0);
+}

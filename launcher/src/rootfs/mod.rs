@@ -72,13 +72,22 @@ pub fn prepare(
         sys.mkdir_all(dir, 0o755)
             .map_err(at("cannot create", dir))?;
     }
-    let options = overlay::overlay_options(&spec.layers, &upper, &work, !spec.identity.privileged);
+    let overlay = overlay::overlay_mount(&spec.layers, &upper, &work, !spec.identity.privileged)
+        .map_err(|e| RootfsError {
+            step: "cannot mount the image overlay on",
+            path: root.display().to_string(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+    if let Some(dir) = &overlay.layer_dir {
+        sys.chdir(dir)
+            .map_err(at("cannot enter the layer store", dir))?;
+    }
     sys.mount(
         Some(Path::new("overlay")),
         &root,
         Some("overlay"),
         MsFlags::empty(),
-        Some(&options),
+        Some(&overlay.options),
     )
     .map_err(at("cannot mount the image overlay on", &root))?;
 
@@ -239,7 +248,8 @@ mod tests {
         let calls = record(&rootless);
         assert!(calls
             .iter()
-            .any(|c| c.contains("lowerdir=/store/l2:/store/l1") && c.ends_with(",userxattr")));
+            .any(|c| c.contains("lowerdir=l2:l1") && c.ends_with(",userxattr")));
+        assert!(calls.contains(&"chdir /store".to_string()), "{calls:#?}");
     }
 
     #[test]
