@@ -173,22 +173,15 @@ fn plain_rootfs_directory_runs() {
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    let out = ok(s.berth(&[
+    let args = [
         "run",
         rootfs.to_str().unwrap(),
         "/bin/sh",
         "-c",
         "echo from-dir",
-    ]));
-    assert_eq!(out, "from-dir\n");
-    let out = ok(s.berth_as_user(&[
-        "run",
-        rootfs.to_str().unwrap(),
-        "/bin/sh",
-        "-c",
-        "echo from-dir",
-    ]));
-    assert_eq!(out, "from-dir\n");
+    ];
+    assert_eq!(ok(s.berth(&args)), "from-dir\n");
+    assert_eq!(ok(s.berth_as_user(&args)), "from-dir\n");
 }
 
 #[test]

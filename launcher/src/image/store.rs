@@ -186,25 +186,11 @@ impl Store {
                     digest: digest.to_string(),
                     source: UnpackError::Tar(e),
                 })?;
-                let actual = uncompressed.finish();
-                if actual != hex {
-                    return Err(StoreError::DigestMismatch {
-                        digest: digest.to_string(),
-                        which: "uncompressed",
-                        actual,
-                    });
-                }
+                check_digest(uncompressed.finish(), hex, digest, "uncompressed")?;
                 report
             };
             io::copy(&mut compressed, &mut io::sink()).map_err(io_err(&tmp))?;
-            let actual = compressed.finish();
-            if actual != digest_hex {
-                return Err(StoreError::DigestMismatch {
-                    digest: digest.to_string(),
-                    which: "compressed",
-                    actual,
-                });
-            }
+            check_digest(compressed.finish(), digest_hex, digest, "compressed")?;
             // The layer root must be searchable by every user of the node.
             let mode = if self.privileged { 0o755 } else { 0o700 };
             let root_mode = fs::metadata(&tmp)
@@ -246,6 +232,24 @@ impl Store {
                 remove_tree(&entry.path());
             }
         }
+    }
+}
+
+/// Compares a computed hex digest with the expected one.
+fn check_digest(
+    actual: String,
+    expected_hex: &str,
+    digest: &str,
+    which: &'static str,
+) -> Result<(), StoreError> {
+    if actual == expected_hex {
+        Ok(())
+    } else {
+        Err(StoreError::DigestMismatch {
+            digest: digest.to_string(),
+            which,
+            actual,
+        })
     }
 }
 

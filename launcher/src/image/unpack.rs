@@ -244,14 +244,7 @@ pub fn unpack_layer<R: Read>(
                 set_mtime(&parent, name, mtime, &shown)?;
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        UnpackError::Tar(io::Error::other(format!(
-                            "symlink {shown:?} has no target"
-                        )))
-                    })?
-                    .into_owned();
+                let target = link_target(&entry, &shown)?;
                 remove_existing(&parent, name, &shown, false)?;
                 symlinkat(
                     OsStr::from_bytes(&target),
@@ -263,14 +256,7 @@ pub fn unpack_layer<R: Read>(
                 set_mtime(&parent, name, mtime, &shown)?;
             }
             EntryType::Link => {
-                let target_raw = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        UnpackError::Tar(io::Error::other(format!(
-                            "hardlink {shown:?} has no target"
-                        )))
-                    })?
-                    .into_owned();
+                let target_raw = link_target(&entry, &shown)?;
                 let target_shown = String::from_utf8_lossy(&target_raw).into_owned();
                 let bad = || UnpackError::BadHardlink {
                     path: shown.clone(),
@@ -323,6 +309,14 @@ pub fn unpack_layer<R: Read>(
         nix::sys::stat::futimens(fd.as_raw_fd(), &t, &t).map_err(|e| write_err(&shown, e))?;
     }
     Ok(report)
+}
+
+/// The target of a symlink or hardlink entry.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8>, UnpackError> {
+    entry
+        .link_name_bytes()
+        .map(|t| t.into_owned())
+        .ok_or_else(|| UnpackError::Tar(io::Error::other(format!("link {shown:?} has no target"))))
 }
 
 /// Splits a tar path into clean components: `.` and empty parts dropped, a
