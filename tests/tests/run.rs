@@ -585,3 +585,42 @@ fn nothing_stays_mounted_on_the_host_after_runs() {
         .iter()
         .all(|l| !l.contains("berth")));
 }
+
+#[test]
+fn image_user_is_honoured_for_root_and_ignored_for_users() {
+    require_root!();
+    let s = Sandbox::new();
+    let dir = s.path().join("user-image");
+    let run = RunConfig {
+        user: Some("nobody".into()),
+        ..RunConfig::default()
+    };
+    write_layout(&dir, vec![(base_layer().finish(), Compression::Gzip)], &run);
+    let image = dir.to_str().unwrap();
+    assert_eq!(
+        ok(s.berth(&["run", image, "berth-probe", "ids"])).trim(),
+        "uid=65534,65534,65534 gid=65534,65534,65534"
+    );
+    // An unprivileged caller always runs as itself.
+    let (uid, _) = test_user();
+    assert!(ok(s.berth_as_user(&["run", image, "berth-probe", "ids"]))
+        .starts_with(&format!("uid={uid},")));
+    // --user wins over the image's User.
+    assert_eq!(
+        ok(s.berth(&["run", "--user", "123:456", image, "berth-probe", "ids"])).trim(),
+        "uid=123,123,123 gid=456,456,456"
+    );
+    let numeric = s.path().join("numeric-user");
+    write_layout(
+        &numeric,
+        vec![(base_layer().finish(), Compression::Gzip)],
+        &RunConfig {
+            user: Some("4242:4343".into()),
+            ..RunConfig::default()
+        },
+    );
+    assert_eq!(
+        ok(s.berth(&["run", numeric.to_str().unwrap(), "berth-probe", "ids"])).trim(),
+        "uid=4242,4242,4242 gid=4343,4343,4343"
+    );
+}
