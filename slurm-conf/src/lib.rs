@@ -122,6 +122,33 @@ pub struct Config {
     pub mounts: MountsConfig,
     /// Container defaults.
     pub container: ContainerConfig,
+    /// Registries: credentials, insecure hosts, download parallelism.
+    pub registry: RegistryConfig,
+}
+
+/// `[registry]`: how images are pulled.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Credential files (netrc-style `machine HOST login USER password SECRET`,
+    /// or docker `config.json`), searched in order after the user's own
+    /// (`~/.config/enroot/.credentials`, `~/.docker/config.json`).
+    pub credentials: Vec<PathBuf>,
+    /// Registries (`host:port`) that may be reached over plain HTTP. Loopback
+    /// registries always may; everything else is HTTPS.
+    pub insecure: Vec<String>,
+    /// Layers downloaded and extracted at the same time.
+    pub parallel_downloads: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            credentials: vec![],
+            insecure: vec![],
+            parallel_downloads: 4,
+        }
+    }
 }
 
 /// `[store]`: where images and layers live.
@@ -131,12 +158,15 @@ pub struct StoreConfig {
     /// The root-owned store used when berth runs as root. Users who run berth
     /// unprivileged get a store of their own under `$XDG_DATA_HOME/berth`.
     pub path: PathBuf,
+    /// The size `berth gc` shrinks the store to when no `--max-size` is given.
+    pub max_size: String,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("/var/lib/berth"),
+            max_size: "100G".to_string(),
         }
     }
 }
@@ -280,6 +310,22 @@ impl Config {
                 return Err(invalid(key, format!("{p:?} is not an absolute path")));
             }
         }
+        parse_size(&self.store.max_size).map_err(|e| invalid("store.max_size", e.to_string()))?;
+        if self.registry.parallel_downloads == 0 || self.registry.parallel_downloads > 64 {
+            return Err(invalid(
+                "registry.parallel_downloads",
+                format!(
+                    "{} is not between 1 and 64",
+                    self.registry.parallel_downloads
+                ),
+            ));
+        }
+        if let Some(p) = self.registry.credentials.iter().find(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "registry.credentials",
+                format!("{p:?} is not an absolute path"),
+            ));
+        }
         validate_hostname(&self.container.hostname)
             .map_err(|m| invalid("container.hostname", m))?;
         if !self.container.upper_size.ends_with('%') {
@@ -406,6 +452,21 @@ mod tests {
             let text = format!("[container]\nupper_size = \"{good}\"\n");
             parse(&text).unwrap();
         }
+    }
+
+    #[test]
+    fn registry_section() {
+        let c =
+            parse("[registry]\ninsecure = [\"reg.local:5000\"]\nparallel_downloads = 2\n").unwrap();
+        assert_eq!(c.registry.insecure, vec!["reg.local:5000".to_string()]);
+        let msg = parse("[registry]\nparallel_downloads = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("registry.parallel_downloads"), "{msg}");
+        let msg = parse("[store]\nmax_size = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("store.max_size"), "{msg}");
     }
 
     #[test]

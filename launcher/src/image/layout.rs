@@ -117,14 +117,36 @@ impl Layout {
                 ))
             })?;
             let blob = self.blob_path(&desc.digest)?;
-            let (path, _) =
-                store.ensure_layer(diff_id, &desc.digest, compression, || File::open(&blob))?;
+            let (path, _) = store.ensure_layer(diff_id, Some(&desc.digest), compression, || {
+                File::open(&blob).map(|f| Box::new(f) as Box<dyn std::io::Read>)
+            })?;
             layers.push(path);
         }
         Ok(ResolvedImage {
             layers,
+            layer_digests: config.rootfs.diff_ids.clone(),
             config: config.config.unwrap_or_default(),
             id: manifest.config.digest.clone(),
         })
+    }
+
+    /// Imports the layout into the store and records it as `name`.
+    pub fn import(
+        &self,
+        store: &Store,
+        name: &str,
+    ) -> Result<super::records::ImageRecord, ImageError> {
+        let image = self.resolve(store)?;
+        let record = super::records::ImageRecord {
+            name: name.to_string(),
+            source: "oci-layout".into(),
+            id: image.id,
+            manifest_digest: None,
+            layers: image.layer_digests,
+            config: image.config,
+            created: super::records::now(),
+        };
+        super::records::save(store, &record)?;
+        Ok(record)
     }
 }

@@ -1,21 +1,27 @@
-//! The content-addressed layer store.
+//! The content-addressed layer store, shared by every user of the node.
 //!
 //! ```text
-//! <root>/layers/sha256/<diff_id>/   one extracted layer (overlay format), never changed once there
-//! <root>/tmp/<diff_id>.<pid>/        an extraction in progress; renamed into layers/ when verified
-//! <root>/locks/<diff_id>.lock        flock held while a layer is extracted
-//! <root>/seccomp/<sha256>.bpf        compiled seccomp filters
-//! <root>/mnt/                        mount point used inside each container's private mount namespace
+//! <root>/layers/sha256/<hex>/    one extracted layer (overlay format), never changed once there
+//! <root>/layers/meta/<hex>.json  its size, for `berth images` and `berth gc`
+//! <root>/images/<hex>.json       image records: a name and its layers (see records.rs)
+//! <root>/tmp/                    extractions and downloads in progress; renamed into place when verified
+//! <root>/locks/<hex>.lock        flock held while a layer is fetched or extracted (one download per layer)
+//! <root>/locks/<hex>.use         shared flock held by every running container using the layer
+//! <root>/seccomp/<sha256>.bpf    compiled seccomp filters
+//! <root>/mnt/                    mount point used inside each container's private mount namespace
 //! ```
-//! A layer directory exists only when its content was verified against both
-//! digests: extraction happens in `tmp/` and ends with an atomic rename, so a
-//! crash or a refused layer leaves nothing a later run would trust.
+//! A layer directory exists only when its content was verified: extraction
+//! happens in `tmp/` and ends with an atomic rename, so a crash, a full disk
+//! or a refused layer leaves nothing a later run would trust. `<hex>` of a
+//! layer is its diff_id (uncompressed digest), or for a squashfs image the
+//! digest of the file.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
 use super::oci::{sha256_hex, Compression};
@@ -24,7 +30,7 @@ use super::unpack::{unpack_layer, UnpackError, UnpackOptions, UnpackReport};
 /// A store error, naming the path or the layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A store directory could not be made or read.
+    /// A store path could not be made, read or written.
     #[error("image store {path}: {source}")]
     Io {
         /// The path.
@@ -53,6 +59,16 @@ pub enum StoreError {
         /// What the content hashed to.
         actual: String,
     },
+    /// A layer disappeared (removed by `berth gc`) between lookup and use.
+    #[error("layer {0} was removed from the store while starting; run again")]
+    LayerGone(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// An open layer store.
@@ -61,6 +77,27 @@ pub struct Store {
     root: PathBuf,
     privileged: bool,
     allow_setuid: bool,
+}
+
+/// The exclusive lock on one layer, held while it is fetched or extracted.
+pub struct LayerLock {
+    _flock: Flock<File>,
+    hex: String,
+}
+
+/// Shared locks on the layers of a running container; `berth gc` never
+/// removes a layer while one is held.
+pub struct LayersInUse {
+    _locks: Vec<Flock<File>>,
+}
+
+/// Size information kept beside each layer.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LayerMeta {
+    /// Bytes of file content (apparent size).
+    pub bytes: u64,
+    /// Number of entries.
+    pub entries: u64,
 }
 
 impl Store {
@@ -72,17 +109,22 @@ impl Store {
             privileged,
             allow_setuid,
         };
-        for dir in ["layers/sha256", "tmp", "locks", "seccomp", "mnt"] {
+        for dir in [
+            "layers/sha256",
+            "layers/meta",
+            "images",
+            "tmp",
+            "locks",
+            "seccomp",
+            "mnt",
+        ] {
             let path = root.join(dir);
             if !path.is_dir() {
                 fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o755)
                     .create(&path)
-                    .map_err(|source| StoreError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    .map_err(io_err(&path))?;
             }
         }
         Ok(store)
@@ -103,124 +145,273 @@ impl Store {
         self.root.join("mnt")
     }
 
+    /// The directory for in-progress work.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
     /// Whether the store keeps ownership and uses trusted xattrs.
     pub fn privileged(&self) -> bool {
         self.privileged
     }
 
-    /// Where the layer with uncompressed digest `diff_id` lives, whether or not it exists yet.
-    pub fn layer_path(&self, diff_id: &str) -> Result<PathBuf, StoreError> {
-        let hex = sha256_hex(diff_id).ok_or_else(|| StoreError::BadDigest(diff_id.to_string()))?;
-        Ok(self.root.join("layers/sha256").join(hex))
+    /// Where the layer `digest` (`sha256:<hex>`) lives, whether or not it exists yet.
+    pub fn layer_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("layers/sha256").join(hex_of(digest)?))
     }
 
-    /// Makes sure the layer `diff_id` is in the store, extracting `blob` (whose
-    /// compressed digest is `digest`) when it is not. Returns the layer path and,
-    /// when it extracted, what extraction did.
+    /// Whether the layer is in the store.
+    pub fn has_layer(&self, digest: &str) -> bool {
+        self.layer_path(digest).is_ok_and(|p| p.is_dir())
+    }
+
+    /// Takes the exclusive lock of layer `digest` (waits for another process
+    /// fetching or extracting it).
+    pub fn lock_layer(&self, digest: &str) -> Result<LayerLock, StoreError> {
+        let hex = hex_of(digest)?.to_string();
+        let path = self.root.join("locks").join(format!("{hex}.lock"));
+        let file = File::create(&path).map_err(io_err(&path))?;
+        let flock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
+                path,
+                source: e.into(),
+            })?;
+        self.remove_stale_tmp(&hex);
+        Ok(LayerLock { _flock: flock, hex })
+    }
+
+    /// Takes shared "in use" locks on the layers (by digest) and checks they
+    /// are still there, for the lifetime of a container. Touches each lock so
+    /// `berth gc` knows what was used last.
+    pub fn hold_layers(&self, digests: &[String]) -> Result<LayersInUse, StoreError> {
+        let mut locks = Vec::with_capacity(digests.len());
+        for digest in digests {
+            let path = self
+                .root
+                .join("locks")
+                .join(format!("{}.use", hex_of(digest)?));
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let now = nix::sys::time::TimeSpec::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            );
+            let _ = nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(&file), &now, &now);
+            let flock =
+                Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| StoreError::Io {
+                    path,
+                    source: e.into(),
+                })?;
+            if !self.has_layer(digest) {
+                return Err(StoreError::LayerGone(digest.clone()));
+            }
+            locks.push(flock);
+        }
+        Ok(LayersInUse { _locks: locks })
+    }
+
+    /// Makes sure layer `diff_id` is in the store, extracting the blob from
+    /// `open_blob` when it is not. `blob_digest` (the compressed digest) is
+    /// checked when given. Returns the layer path and, when it extracted,
+    /// what extraction did.
     pub fn ensure_layer(
         &self,
         diff_id: &str,
-        digest: &str,
+        blob_digest: Option<&str>,
         compression: Compression,
-        open_blob: impl FnOnce() -> io::Result<File>,
+        open_blob: impl FnOnce() -> io::Result<Box<dyn Read>>,
     ) -> Result<(PathBuf, Option<UnpackReport>), StoreError> {
         let final_path = self.layer_path(diff_id)?;
         if final_path.is_dir() {
             return Ok((final_path, None));
         }
-        let hex = sha256_hex(diff_id).ok_or_else(|| StoreError::BadDigest(diff_id.to_string()))?;
-        let digest_hex =
-            sha256_hex(digest).ok_or_else(|| StoreError::BadDigest(digest.to_string()))?;
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        let lock_path = self.root.join("locks").join(format!("{hex}.lock"));
-        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(
-            |(_, e)| StoreError::Io {
-                path: lock_path.clone(),
-                source: e.into(),
-            },
-        )?;
+        let lock = self.lock_layer(diff_id)?;
         if final_path.is_dir() {
             return Ok((final_path, None)); // someone else finished it while we waited
         }
-        self.remove_stale_tmp(hex);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{hex}.{}", std::process::id()));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&tmp)
-            .map_err(io_err(&tmp))?;
-        let result = (|| {
-            let blob = open_blob().map_err(io_err(&tmp))?;
+        let blob = open_blob().map_err(io_err(&final_path))?;
+        let report = self.extract_layer(&lock, diff_id, blob_digest, compression, blob)?;
+        Ok((final_path, Some(report)))
+    }
+
+    /// Extracts a layer blob under its lock: to tmp/, verified, renamed into place.
+    pub fn extract_layer(
+        &self,
+        lock: &LayerLock,
+        diff_id: &str,
+        blob_digest: Option<&str>,
+        compression: Compression,
+        blob: Box<dyn Read>,
+    ) -> Result<UnpackReport, StoreError> {
+        let shown = blob_digest.unwrap_or(diff_id).to_string();
+        let unpack_err = |source| StoreError::Unpack {
+            digest: shown.clone(),
+            source,
+        };
+        let options = UnpackOptions {
+            privileged: self.privileged,
+            allow_setuid: self.allow_setuid,
+        };
+        self.populate_layer(lock, diff_id, |tmp| {
             let mut compressed = HashingReader::new(blob);
             let report = {
                 let decompressed: Box<dyn Read> = match compression {
                     Compression::None => Box::new(&mut compressed),
                     Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
-                    Compression::Zstd => {
-                        Box::new(zstd::stream::read::Decoder::new(&mut compressed).map_err(
-                            |e| StoreError::Unpack {
-                                digest: digest.to_string(),
-                                source: UnpackError::Tar(e),
-                            },
-                        )?)
-                    }
+                    Compression::Zstd => Box::new(
+                        zstd::stream::read::Decoder::new(&mut compressed)
+                            .map_err(|e| unpack_err(UnpackError::Tar(e)))?,
+                    ),
                 };
                 let mut uncompressed = HashingReader::new(decompressed);
-                let options = UnpackOptions {
-                    privileged: self.privileged,
-                    allow_setuid: self.allow_setuid,
-                };
-                let report = unpack_layer(&mut uncompressed, &tmp, options).map_err(|source| {
-                    StoreError::Unpack {
-                        digest: digest.to_string(),
-                        source,
-                    }
-                })?;
-                io::copy(&mut uncompressed, &mut io::sink()).map_err(|e| StoreError::Unpack {
-                    digest: digest.to_string(),
-                    source: UnpackError::Tar(e),
-                })?;
-                check_digest(uncompressed.finish(), hex, digest, "uncompressed")?;
+                let report = unpack_layer(&mut uncompressed, tmp, options).map_err(unpack_err)?;
+                io::copy(&mut uncompressed, &mut io::sink())
+                    .map_err(|e| unpack_err(UnpackError::Tar(e)))?;
+                check_digest(uncompressed.finish(), &lock.hex, &shown, "uncompressed")?;
                 report
             };
-            io::copy(&mut compressed, &mut io::sink()).map_err(io_err(&tmp))?;
-            check_digest(compressed.finish(), digest_hex, digest, "compressed")?;
+            if let Some(digest) = blob_digest {
+                io::copy(&mut compressed, &mut io::sink()).map_err(io_err(tmp))?;
+                check_digest(compressed.finish(), hex_of(digest)?, digest, "compressed")?;
+            }
+            Ok(report)
+        })
+    }
+
+    /// Fills a new layer directory with `fill` (given an empty temporary
+    /// directory) and renames it into place when `fill` succeeds; on failure
+    /// nothing is left. Records the layer's size.
+    pub fn populate_layer<T>(
+        &self,
+        lock: &LayerLock,
+        digest: &str,
+        fill: impl FnOnce(&Path) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let hex = hex_of(digest)?;
+        debug_assert_eq!(hex, lock.hex);
+        let final_path = self.layer_path(digest)?;
+        let tmp = self.tmp_dir().join(format!("{hex}.{}", std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(io_err(&tmp))?;
+        let result = fill(&tmp).and_then(|value| {
             // The layer root must be searchable by every user of the node.
-            let mode = if self.privileged { 0o755 } else { 0o700 };
             let root_mode = fs::metadata(&tmp)
                 .map_err(io_err(&tmp))?
                 .permissions()
                 .mode()
                 & 0o7777;
-            if root_mode == 0o700 {
-                fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            if root_mode == 0o700 && self.privileged {
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                     .map_err(io_err(&tmp))?;
             }
+            let meta = measure(&tmp);
+            let meta_path = self.meta_path(hex);
+            let meta_tmp = self
+                .tmp_dir()
+                .join(format!("{hex}.{}.meta", std::process::id()));
+            fs::write(&meta_tmp, serde_json::to_vec(&meta).unwrap_or_default())
+                .and_then(|_| fs::rename(&meta_tmp, &meta_path))
+                .map_err(io_err(&meta_path))?;
             fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
-            Ok(report)
-        })();
-        match result {
-            Ok(report) => {
-                tracing::debug!(layer = diff_id, ?report, "layer extracted");
-                Ok((final_path, Some(report)))
-            }
-            Err(e) => {
-                remove_tree(&tmp);
-                Err(e)
-            }
+            tracing::debug!(layer = digest, bytes = meta.bytes, "layer extracted");
+            Ok(value)
+        });
+        if result.is_err() {
+            remove_tree(&tmp);
         }
+        result
     }
 
-    /// Removes extractions of layer `hex` that a killed process left in tmp/.
-    /// Only called with the layer's lock held, so none of them is live.
+    fn meta_path(&self, hex: &str) -> PathBuf {
+        self.root.join("layers/meta").join(format!("{hex}.json"))
+    }
+
+    /// The recorded size of a layer (measured now when the record is missing).
+    pub fn layer_meta(&self, digest: &str) -> LayerMeta {
+        let Ok(hex) = hex_of(digest) else {
+            return LayerMeta::default();
+        };
+        fs::read(self.meta_path(hex))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| {
+                self.layer_path(digest)
+                    .map(|p| measure(&p))
+                    .unwrap_or_default()
+            })
+    }
+
+    /// Every layer in the store, as `sha256:<hex>`.
+    pub fn layers(&self) -> Vec<String> {
+        let dir = self.root.join("layers/sha256");
+        let mut out: Vec<String> = fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(|n| format!("sha256:{n}")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.retain(|d| sha256_hex(d).is_some());
+        out.sort();
+        out
+    }
+
+    /// Removes a layer unless a container uses it or it is being fetched:
+    /// renamed out of place first, so no one ever sees half of it. Returns
+    /// whether it was removed.
+    pub fn remove_layer(&self, digest: &str) -> Result<bool, StoreError> {
+        let hex = hex_of(digest)?;
+        let try_exclusive = |name: String| -> Result<Option<Flock<File>>, StoreError> {
+            let path = self.root.join("locks").join(name);
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok())
+        };
+        let Some(_fetch) = try_exclusive(format!("{hex}.lock"))? else {
+            return Ok(false);
+        };
+        let Some(_use) = try_exclusive(format!("{hex}.use"))? else {
+            return Ok(false);
+        };
+        let path = self.layer_path(digest)?;
+        let doomed = self
+            .tmp_dir()
+            .join(format!("{hex}.removing.{}", std::process::id()));
+        match fs::rename(&path, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        }
+        let _ = fs::remove_file(self.meta_path(hex));
+        remove_tree(&doomed);
+        Ok(true)
+    }
+
+    /// The last time a container used the layer (or when it was extracted).
+    pub fn layer_last_used(&self, digest: &str) -> i64 {
+        let Ok(hex) = hex_of(digest) else { return 0 };
+        let used = fs::metadata(self.root.join("locks").join(format!("{hex}.use")))
+            .map(|m| m.mtime())
+            .ok();
+        let made = fs::metadata(self.meta_path(hex)).map(|m| m.mtime()).ok();
+        used.or(made).unwrap_or(0)
+    }
+
+    /// Removes work of layer `hex` that a killed process left in tmp/.
+    /// Only called with the layer's lock held, so none of it is live.
     fn remove_stale_tmp(&self, hex: &str) {
-        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
             return;
         };
         for entry in entries.flatten() {
@@ -229,10 +420,20 @@ impl Store {
                 .to_string_lossy()
                 .starts_with(&format!("{hex}."))
             {
-                remove_tree(&entry.path());
+                let path = entry.path();
+                if path.is_dir() {
+                    remove_tree(&path);
+                } else {
+                    let _ = fs::remove_file(&path);
+                }
             }
         }
     }
+}
+
+/// The hex part of a `sha256:` digest.
+pub fn hex_of(digest: &str) -> Result<&str, StoreError> {
+    sha256_hex(digest).ok_or_else(|| StoreError::BadDigest(digest.to_string()))
 }
 
 /// Compares a computed hex digest with the expected one.
@@ -251,6 +452,42 @@ fn check_digest(
             actual,
         })
     }
+}
+
+/// Sizes a directory tree (file bytes and entries), without following symlinks.
+pub fn measure(path: &Path) -> LayerMeta {
+    let mut meta = LayerMeta::default();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(m) = entry.metadata() else { continue };
+            meta.entries += 1;
+            if m.is_dir() {
+                stack.push(entry.path());
+            } else {
+                meta.bytes += m.len();
+            }
+        }
+    }
+    meta
+}
+
+/// Guesses a layer blob's compression from its first bytes (docker-archive
+/// layers carry no media type).
+pub fn sniff_compression<R: Read>(reader: R) -> io::Result<(Compression, BufReader<R>)> {
+    let mut buffered = BufReader::with_capacity(64 * 1024, reader);
+    let head = buffered.fill_buf()?;
+    let compression = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    Ok((compression, buffered))
 }
 
 /// Removes a directory tree that may hold read-only directories.
@@ -302,4 +539,11 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
+}
+
+/// The sha256 of a whole file, streamed.
+pub fn file_digest(path: &Path) -> io::Result<String> {
+    let mut reader = HashingReader::new(File::open(path)?);
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(format!("sha256:{}", reader.finish()))
 }

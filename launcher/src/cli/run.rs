@@ -1,42 +1,19 @@
-//! Command-line parsing and the `run` verb: turns options, config and image
-//! into a ContainerSpec and hands it to `berth::process::run`.
+//! `berth run`: turns options, config and image into a ContainerSpec and
+//! hands it to `berth::process::run`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context as _, Result};
 
-use berth::image::{ImageSource, ResolvedImage, Store};
-use berth::process::{self, RunError, EXIT_BERTH_ERROR};
+use berth::image::{ImageSource, ResolvedImage};
+use berth::process;
 use berth::spec::{ContainerSpec, Identity, ProcessSpec};
-use slurm_conf::Config;
 
-/// berth: secure job containers for Slurm clusters and GPU servers.
-#[derive(Parser, Debug)]
-#[command(name = "berth", version, about)]
-struct Cli {
-    /// Configuration file [default: /etc/berth/berth.toml, or $BERTH_CONFIG].
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Only print errors.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    /// Print what berth does (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run a command in a new container.
-    Run(RunArgs),
-}
+use super::Context;
 
 #[derive(clap::Args, Debug)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// Bind a host path: SRC:DST[:ro|rw] (repeatable).
     #[arg(short, long = "mount", value_name = "SRC:DST[:ro]")]
     mounts: Vec<String>,
@@ -58,89 +35,27 @@ struct RunArgs {
     /// Run as this user (UID[:GID]); only root may ask.
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
-    /// The image: a root filesystem directory or an OCI image layout directory.
+    /// The image: a registry reference, a name in the store, an OCI layout, a
+    /// docker-archive tar, a squashfs file or a root filesystem directory.
     image: String,
     /// The command and its arguments [default: the image's Entrypoint and Cmd].
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
-/// Runs the CLI and returns the exit code.
-pub fn main() -> i32 {
-    let cli = Cli::parse();
-    init_logging(cli.quiet, cli.verbose);
-    let result = match &cli.command {
-        Command::Run(args) => run(&cli, args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            let code = e
-                .downcast_ref::<RunError>()
-                .map(RunError::exit_code)
-                .unwrap_or(EXIT_BERTH_ERROR);
-            eprintln!("berth: {}", one_line(&e));
-            code
+pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
+    let (config, store, privileged) = (&ctx.config, &ctx.store, ctx.privileged);
+    let source = ImageSource::parse(&args.image)?;
+    let mut image = super::images::resolve(ctx, &source)?;
+    // Held until berth exits: `berth gc` leaves these layers alone meanwhile.
+    let _in_use = match store.hold_layers(&image.layer_digests) {
+        Ok(held) => held,
+        Err(berth::image::StoreError::LayerGone(_)) => {
+            image = super::images::resolve(ctx, &source)?;
+            store.hold_layers(&image.layer_digests)?
         }
-    }
-}
-
-fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
-fn init_logging(quiet: bool, verbose: u8) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, _) => "debug",
+        Err(e) => return Err(e.into()),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
-}
-
-fn load_config(cli: &Cli) -> Result<Config> {
-    let (path, named) = match (&cli.config, std::env::var_os("BERTH_CONFIG")) {
-        (Some(p), _) => (p.clone(), true),
-        (None, Some(p)) => (PathBuf::from(p), true),
-        (None, None) => (PathBuf::from(slurm_conf::DEFAULT_CONFIG_PATH), false),
-    };
-    Ok(Config::load(&path, named)?)
-}
-
-/// The store this invocation uses: the node's shared one for root, a private
-/// one under $XDG_DATA_HOME for everyone else.
-fn store_root(config: &Config, privileged: bool) -> Result<PathBuf> {
-    if privileged {
-        return Ok(config.store.path.clone());
-    }
-    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| Path::new(d).is_absolute()) {
-        return Ok(Path::new(&data).join("berth"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("neither XDG_DATA_HOME nor HOME is set: cannot place the image store")?;
-    Ok(Path::new(&home).join(".local/share/berth"))
-}
-
-fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
-    let config = load_config(cli)?;
-    let privileged = nix::unistd::geteuid().is_root();
-    let store = Store::open(
-        &store_root(&config, privileged)?,
-        privileged,
-        config.security.allow_setuid,
-    )?;
-    let image = ImageSource::parse(&args.image)?.resolve(&store)?;
     let identity = identity(args, &image, privileged)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut mounts = Vec::new();

@@ -1,0 +1,184 @@
+//! The store verbs: `pull`, `import`, `images`, `rm`, `gc`, and image
+//! resolution for `run` (pull or import on first use).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use berth::image::records::{self, ImageRecord};
+use berth::image::registry::{self, PullOptions};
+use berth::image::{archive, layout, squashfs, ImageRef, ImageSource, ResolvedImage};
+
+use super::progress::PullReporter;
+use super::Context;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct PullArgs {
+    /// `[REGISTRY/]REPO[:TAG][@DIGEST]` or pyxis's `[USER@][REGISTRY#]IMAGE[:TAG]`.
+    image: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// An OCI layout directory, a docker-archive tar or a squashfs file.
+    path: PathBuf,
+    /// The name to run it by [default: the archive's tag, or the path].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RmArgs {
+    /// Image names as `berth images` shows them (or as given to pull).
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct GcArgs {
+    /// Shrink the store to this size (e.g. 50G) [default: store.max_size].
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<String>,
+}
+
+fn pull_options(ctx: &Context) -> PullOptions {
+    let mut files = Vec::new();
+    if let Some(home) = std::env::var_os("HOME") {
+        let home = PathBuf::from(home);
+        files.push(home.join(".config/enroot/.credentials"));
+        files.push(home.join(".docker/config.json"));
+    }
+    files.extend(ctx.config.registry.credentials.iter().cloned());
+    PullOptions {
+        insecure: ctx.config.registry.insecure.clone(),
+        credential_files: files,
+        parallel: ctx.config.registry.parallel_downloads,
+    }
+}
+
+fn pull_reference(
+    ctx: &Context,
+    reference: &ImageRef,
+) -> Result<ImageRecord, berth::image::ImageError> {
+    let reporter = PullReporter::new(reference.to_string(), ctx.quiet);
+    let record = registry::pull(&ctx.store, reference, &pull_options(ctx), &reporter)?;
+    reporter.finish(&record);
+    Ok(record)
+}
+
+/// Resolves an image for `run`, pulling or importing it when needed.
+pub(crate) fn resolve(ctx: &Context, source: &ImageSource) -> Result<ResolvedImage> {
+    Ok(
+        source.resolve(&ctx.store, ctx.config.security.allow_setuid, &|r| {
+            pull_reference(ctx, r)
+        })?,
+    )
+}
+
+pub(crate) fn pull(ctx: &Context, args: &PullArgs) -> Result<i32> {
+    let reference = ImageRef::parse(&args.image)?;
+    pull_reference(ctx, &reference)?;
+    Ok(0)
+}
+
+pub(crate) fn import(ctx: &Context, args: &ImportArgs) -> Result<i32> {
+    let shown = args.path.display().to_string();
+    let record = match ImageSource::parse(&shown)? {
+        ImageSource::OciLayout(dir) => layout::Layout::new(&dir).import(&ctx.store, args.name.as_deref().unwrap_or(&shown))?,
+        ImageSource::DockerArchive(file) => archive::import(&ctx.store, &file, args.name.as_deref())?,
+        ImageSource::Squashfs(file) => squashfs::import(&ctx.store, &file, args.name.as_deref(), ctx.config.security.allow_setuid)?,
+        ImageSource::RootfsDir(_) => bail!("{shown}: a root filesystem directory is run in place (`berth run {shown}`), not imported"),
+        ImageSource::Named(_) => bail!("{shown}: no such file or directory (use `berth pull` for registry images)"),
+    };
+    if !ctx.quiet {
+        println!("{}", record.name);
+    }
+    Ok(0)
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+pub(crate) fn list(ctx: &Context) -> Result<i32> {
+    println!(
+        "{:<60} {:<14} {:>6} {:>10}  SOURCE",
+        "NAME", "ID", "LAYERS", "SIZE"
+    );
+    for record in records::list(&ctx.store) {
+        let size: u64 = record
+            .layers
+            .iter()
+            .map(|d| ctx.store.layer_meta(d).bytes)
+            .sum();
+        let id = record.id.strip_prefix("sha256:").unwrap_or(&record.id);
+        println!(
+            "{:<60} {:<14} {:>6} {:>10}  {}",
+            record.name,
+            &id[..12.min(id.len())],
+            record.layers.len(),
+            human(size),
+            record.source
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) fn rm(ctx: &Context, args: &RmArgs) -> Result<i32> {
+    let mut missing = Vec::new();
+    for name in &args.images {
+        let removed = ImageSource::record_names(name)
+            .iter()
+            .map(|n| records::remove(&ctx.store, n))
+            .collect::<Result<Vec<bool>, _>>()?;
+        if !removed.contains(&true) {
+            missing.push(name.as_str());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "no such image in the store: {} (see `berth images`)",
+            missing.join(", ")
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) fn gc(ctx: &Context, args: &GcArgs) -> Result<i32> {
+    let limit_text = args
+        .max_size
+        .as_deref()
+        .unwrap_or(&ctx.config.store.max_size);
+    let limit =
+        slurm_conf::parse_size(limit_text).map_err(|e| anyhow::anyhow!("--max-size: {e}"))?;
+    let report = berth::image::gc::collect(&ctx.store, limit)?;
+    if !ctx.quiet {
+        println!(
+            "removed {} layers and {} images, freed {}; {} left{}",
+            report.layers_removed,
+            report.images_removed.len(),
+            human(report.bytes_freed),
+            human(report.bytes_left),
+            if report.layers_in_use > 0 {
+                format!(
+                    " ({} layers kept: in use by running containers)",
+                    report.layers_in_use
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,146 @@
+//! The `berth` command line: parsing, logging, config and store, and the
+//! dispatch to each verb (`run.rs`, `images.rs`).
+
+mod images;
+mod progress;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use berth::image::Store;
+use berth::process::{RunError, EXIT_BERTH_ERROR};
+use slurm_conf::Config;
+
+/// berth: secure job containers for Slurm clusters and GPU servers.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    /// Configuration file [default: /etc/berth/berth.toml, or $BERTH_CONFIG].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Only print errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print what berth does (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a command in a new container (pulls or imports the image on first use).
+    Run(run::RunArgs),
+    /// Fetch an image from a registry into the store.
+    Pull(images::PullArgs),
+    /// Import an OCI layout, docker-archive tar or squashfs file into the store.
+    Import(images::ImportArgs),
+    /// List the images in the store.
+    Images,
+    /// Remove an image from the store (its layers go at the next gc).
+    Rm(images::RmArgs),
+    /// Remove unused layers, then least recently used images, down to a size.
+    Gc(images::GcArgs),
+}
+
+/// What every verb needs: the config, the store, whether berth runs as root.
+pub(crate) struct Context {
+    config: Config,
+    store: Store,
+    privileged: bool,
+    quiet: bool,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> Result<Context> {
+        let config = load_config(cli)?;
+        let privileged = nix::unistd::geteuid().is_root();
+        let store = Store::open(
+            &store_root(&config, privileged)?,
+            privileged,
+            config.security.allow_setuid,
+        )?;
+        Ok(Context {
+            config,
+            store,
+            privileged,
+            quiet: cli.quiet,
+        })
+    }
+}
+
+/// Runs the CLI and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let result = Context::new(&cli).and_then(|ctx| match &cli.command {
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Pull(args) => images::pull(&ctx, args),
+        Command::Import(args) => images::import(&ctx, args),
+        Command::Images => images::list(&ctx),
+        Command::Rm(args) => images::rm(&ctx, args),
+        Command::Gc(args) => images::gc(&ctx, args),
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<RunError>()
+                .map(RunError::exit_code)
+                .unwrap_or(EXIT_BERTH_ERROR);
+            eprintln!("berth: {}", one_line(&e));
+            code
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let (path, named) = match (&cli.config, std::env::var_os("BERTH_CONFIG")) {
+        (Some(p), _) => (p.clone(), true),
+        (None, Some(p)) => (PathBuf::from(p), true),
+        (None, None) => (PathBuf::from(slurm_conf::DEFAULT_CONFIG_PATH), false),
+    };
+    Ok(Config::load(&path, named)?)
+}
+
+/// The store this invocation uses: the node's shared one for root, a private
+/// one under $XDG_DATA_HOME for everyone else.
+fn store_root(config: &Config, privileged: bool) -> Result<PathBuf> {
+    if privileged {
+        return Ok(config.store.path.clone());
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| Path::new(d).is_absolute()) {
+        return Ok(Path::new(&data).join("berth"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set: cannot place the image store")?;
+    Ok(Path::new(&home).join(".local/share/berth"))
+}

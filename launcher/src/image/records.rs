@@ -1,0 +1,119 @@
+//! Image records: which layers (and runtime config) a name stands for.
+//! One small JSON file per name under `<store>/images/`, written atomically.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::oci::RuntimeConfig;
+use super::store::{Store, StoreError};
+use super::ResolvedImage;
+
+/// What a name in the store stands for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    /// The canonical name: a registry reference, or the name given at import.
+    pub name: String,
+    /// Where it came from: `registry`, `oci-layout`, `docker-archive`, `squashfs`.
+    pub source: String,
+    /// The image id: the config digest (or the squashfs file digest).
+    pub id: String,
+    /// The manifest digest, for registry images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// Layer digests in the store, bottom first.
+    pub layers: Vec<String>,
+    /// Env, Cmd, Entrypoint, WorkingDir, User.
+    pub config: RuntimeConfig,
+    /// Seconds since the epoch when it was pulled or imported.
+    pub created: u64,
+}
+
+impl ImageRecord {
+    /// The image ready to run, if all its layers are still in the store.
+    pub fn resolve(&self, store: &Store) -> Option<ResolvedImage> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|d| store.layer_path(d).ok().filter(|p| p.is_dir()))
+            .collect::<Option<Vec<_>>>()?;
+        Some(ResolvedImage {
+            layers,
+            layer_digests: self.layers.clone(),
+            config: self.config.clone(),
+            id: self.id.clone(),
+        })
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn record_path(store: &Store, name: &str) -> PathBuf {
+    store.root().join("images").join(format!(
+        "{}.json",
+        hex::encode(Sha256::digest(name.as_bytes()))
+    ))
+}
+
+fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes (or replaces) the record of `record.name`.
+pub fn save(store: &Store, record: &ImageRecord) -> Result<(), StoreError> {
+    let path = record_path(store, &record.name);
+    let tmp = store
+        .tmp_dir()
+        .join(format!("record.{}.{}", std::process::id(), now()));
+    let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+    fs::write(&tmp, bytes)
+        .and_then(|_| fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::Io {
+                path: path.clone(),
+                source: e,
+            }
+        })
+}
+
+/// The record of `name`, if there is one.
+pub fn load(store: &Store, name: &str) -> Option<ImageRecord> {
+    let bytes = fs::read(record_path(store, name)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Every record, by name.
+pub fn list(store: &Store) -> Vec<ImageRecord> {
+    let dir = store.root().join("images");
+    let mut out: Vec<ImageRecord> = fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| serde_json::from_slice(&fs::read(e.path()).ok()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Removes the record of `name`; false when there was none.
+pub fn remove(store: &Store, name: &str) -> Result<bool, StoreError> {
+    let path = record_path(store, name);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}

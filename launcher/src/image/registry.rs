@@ -1,0 +1,303 @@
+//! Registry pulls (Docker Registry HTTP API v2, bearer-token and basic auth)
+//! with oci-client. Blobs stream to disk (never whole layers in memory), are
+//! digest-verified, and each layer is extracted as soon as its blob is there,
+//! while others still download. Two processes pulling the same image fetch
+//! each layer once: the layer lock is held from download to extraction.
+//!
+//! Only the berth binary has this module (feature `registry`): it starts a
+//! tokio runtime and threads, which the SPANK plugin must not.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::credentials;
+use super::oci::{Compression, ImageConfigFile};
+use super::records::{self, ImageRecord};
+use super::reference::ImageRef;
+use super::store::{hex_of, Store, StoreError};
+use super::ImageError;
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Registries (`host:port`) allowed over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Credential files, searched in order.
+    pub credential_files: Vec<PathBuf>,
+    /// Layers fetched at once.
+    pub parallel: usize,
+}
+
+/// Progress of a pull, for a terminal or a log line.
+pub trait PullProgress: Sync {
+    /// The manifest is resolved: these layers (digest, size) will be fetched
+    /// unless `cached`.
+    fn layers(&self, layers: &[(String, u64, bool)]);
+    /// `n` more bytes of layer `index` arrived.
+    fn downloaded(&self, index: usize, n: u64);
+    /// Layer `index` is downloaded and being extracted.
+    fn extracting(&self, index: usize);
+    /// Layer `index` is in the store.
+    fn done(&self, index: usize);
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+
+impl PullProgress for NoProgress {
+    fn layers(&self, _: &[(String, u64, bool)]) {}
+    fn downloaded(&self, _: usize, _: u64) {}
+    fn extracting(&self, _: usize) {}
+    fn done(&self, _: usize) {}
+}
+
+fn registry_err(reference: &ImageRef, e: oci_client::errors::OciDistributionError) -> ImageError {
+    use oci_client::errors::OciDistributionError as E;
+    let message = match &e {
+        E::AuthenticationFailure(m) => format!(
+            "authentication failed ({m}); check the credentials for {}",
+            reference.registry
+        ),
+        E::UnauthorizedError { .. } => format!(
+            "not authorized; add credentials for {} (netrc or docker config.json)",
+            reference.registry
+        ),
+        E::ImageManifestNotFoundError(_) => {
+            "image not found in the registry (check the name and tag)".to_string()
+        }
+        E::RequestError(re) if re.is_connect() || re.is_timeout() => {
+            format!("cannot reach registry {}: {re}", reference.registry)
+        }
+        other => {
+            let text = other.to_string();
+            if text.contains("MANIFEST_UNKNOWN")
+                || text.contains("NAME_UNKNOWN")
+                || text.contains("404")
+            {
+                "image not found in the registry (check the name and tag)".to_string()
+            } else {
+                text
+            }
+        }
+    };
+    ImageError::Invalid {
+        image: reference.to_string(),
+        message,
+    }
+}
+
+/// The oci-client reference for ours.
+fn client_reference(r: &ImageRef) -> Reference {
+    match (&r.tag, &r.digest) {
+        (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
+            r.registry.clone(),
+            r.repository.clone(),
+            tag.clone(),
+            digest.clone(),
+        ),
+        (_, Some(digest)) => {
+            Reference::with_digest(r.registry.clone(), r.repository.clone(), digest.clone())
+        }
+        (Some(tag), None) => {
+            Reference::with_tag(r.registry.clone(), r.repository.clone(), tag.clone())
+        }
+        (None, None) => {
+            Reference::with_tag(r.registry.clone(), r.repository.clone(), "latest".into())
+        }
+    }
+}
+
+/// Pulls `reference` into the store, records it under its canonical name and
+/// returns the record.
+pub fn pull(
+    store: &Store,
+    reference: &ImageRef,
+    options: &PullOptions,
+    progress: &dyn PullProgress,
+) -> Result<ImageRecord, ImageError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ImageError::Invalid {
+            image: reference.to_string(),
+            message: format!("cannot start the download runtime: {e}"),
+        })?;
+    let mut plain_http = options.insecure.clone();
+    if reference.is_loopback() {
+        plain_http.push(reference.registry.clone());
+    }
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(plain_http),
+        connect_timeout: Some(std::time::Duration::from_secs(30)),
+        read_timeout: Some(std::time::Duration::from_secs(120)),
+        ..ClientConfig::default()
+    });
+    let files: Vec<&std::path::Path> = options
+        .credential_files
+        .iter()
+        .map(PathBuf::as_path)
+        .collect();
+    let auth = match credentials::lookup(&files, &reference.registry, reference.user.as_deref()) {
+        Some(c) => RegistryAuth::Basic(c.login, c.password),
+        None => RegistryAuth::Anonymous,
+    };
+    let oci_ref = client_reference(reference);
+    let (manifest, manifest_digest, config_text) = runtime
+        .block_on(client.pull_manifest_and_config(&oci_ref, &auth))
+        .map_err(|e| registry_err(reference, e))?;
+    let config: ImageConfigFile =
+        serde_json::from_str(&config_text).map_err(|e| ImageError::Invalid {
+            image: reference.to_string(),
+            message: format!("image config is not valid: {e}"),
+        })?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(ImageError::Invalid {
+            image: reference.to_string(),
+            message: format!(
+                "manifest lists {} layers but the config has {} diff_ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        });
+    }
+    let jobs: Vec<(usize, &OciDescriptor, &String)> = manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .enumerate()
+        .map(|(i, (d, id))| (i, d, id))
+        .collect();
+    progress.layers(
+        &jobs
+            .iter()
+            .map(|(_, d, id)| (d.digest.clone(), d.size.max(0) as u64, store.has_layer(id)))
+            .collect::<Vec<_>>(),
+    );
+
+    let queue = Mutex::new(jobs.into_iter());
+    let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..options.parallel.max(1) {
+            scope.spawn(|| loop {
+                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let Some((index, desc, diff_id)) = queue.lock().ok().and_then(|mut q| q.next())
+                else {
+                    return;
+                };
+                let fetched = fetch_layer(
+                    store, &runtime, &client, &oci_ref, reference, desc, diff_id, index, progress,
+                );
+                match fetched {
+                    Ok(()) => progress.done(index),
+                    Err(e) => {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let record = ImageRecord {
+        name: reference.to_string(),
+        source: "registry".into(),
+        id: manifest.config.digest.clone(),
+        manifest_digest: Some(manifest_digest),
+        layers: config.rootfs.diff_ids.clone(),
+        config: config.config.unwrap_or_default(),
+        created: records::now(),
+    };
+    records::save(store, &record)?;
+    Ok(record)
+}
+
+/// Downloads one layer blob to tmp/ and extracts it, under the layer's lock.
+#[allow(clippy::too_many_arguments)]
+fn fetch_layer(
+    store: &Store,
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    oci_ref: &Reference,
+    reference: &ImageRef,
+    desc: &OciDescriptor,
+    diff_id: &str,
+    index: usize,
+    progress: &dyn PullProgress,
+) -> Result<(), ImageError> {
+    if store.has_layer(diff_id) {
+        return Ok(());
+    }
+    let lock = store.lock_layer(diff_id)?;
+    if store.has_layer(diff_id) {
+        return Ok(()); // another pull fetched it while we waited
+    }
+    let compression =
+        Compression::of_media_type(&desc.media_type).ok_or_else(|| ImageError::Invalid {
+            image: reference.to_string(),
+            message: format!(
+                "layer {} has unsupported media type {:?}",
+                desc.digest, desc.media_type
+            ),
+        })?;
+    let blob_hex = hex_of(&desc.digest)?;
+    let blob_path =
+        store
+            .tmp_dir()
+            .join(format!("{}.{}.blob", hex_of(diff_id)?, std::process::id()));
+    let io_err = |source: std::io::Error| StoreError::Io {
+        path: blob_path.clone(),
+        source,
+    };
+    let result = (|| {
+        let mut file = std::fs::File::create(&blob_path).map_err(io_err)?;
+        runtime
+            .block_on(async {
+                let mut stream = client.pull_blob_stream(oci_ref, desc).await?;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    file.write_all(&chunk)
+                        .map_err(oci_client::errors::OciDistributionError::from)?;
+                    progress.downloaded(index, chunk.len() as u64);
+                }
+                Ok::<(), oci_client::errors::OciDistributionError>(())
+            })
+            .map_err(|e| match e {
+                oci_client::errors::OciDistributionError::IoError(source) => {
+                    ImageError::Store(io_err(source))
+                }
+                other => ImageError::Invalid {
+                    image: reference.to_string(),
+                    message: format!("layer {}: {}", desc.digest, registry_err(reference, other)),
+                },
+            })?;
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        progress.extracting(index);
+        let blob = std::fs::File::open(&blob_path).map_err(io_err)?;
+        store.extract_layer(
+            &lock,
+            diff_id,
+            Some(&desc.digest),
+            compression,
+            Box::new(blob),
+        )?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&blob_path);
+    tracing::debug!(blob = blob_hex, ok = result.is_ok(), "layer fetched");
+    result
+}
