@@ -3,7 +3,8 @@
 # Extra packages can be named as arguments (the bench script adds its peers).
 set -euo pipefail
 
-packages=(build-essential pkg-config libseccomp-dev libclang-dev busybox-static ca-certificates curl "$@")
+packages=(build-essential pkg-config libseccomp-dev libclang-dev busybox-static ca-certificates curl
+          docker-registry skopeo squashfs-tools python3 "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,6 +2,8 @@
 //! the probe, hostile layers), finds the binaries, runs berth as root or as an
 //! unprivileged test user, and checks for leftovers.
 
+pub mod registry;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -190,8 +192,17 @@ fn compress(data: &[u8], c: Compression) -> (Vec<u8>, &'static str) {
     }
 }
 
-/// Writes an OCI image layout at `dir` from layers (bottom first).
-pub fn write_layout(dir: &Path, layers: Vec<(Vec<u8>, Compression)>, run: &RunConfig) {
+/// Layer tars and how to compress each, bottom first.
+pub type LayerBlobs = Vec<(Vec<u8>, Compression)>;
+
+/// Writes blobs, config and manifest of one image into `dir`'s blob store
+/// and returns the manifest descriptor.
+fn write_image_blobs(
+    dir: &Path,
+    layers: LayerBlobs,
+    run: &RunConfig,
+    arch: &str,
+) -> serde_json::Value {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| -> String {
@@ -223,7 +234,7 @@ pub fn write_layout(dir: &Path, layers: Vec<(Vec<u8>, Compression)>, run: &RunCo
         cfg["User"] = serde_json::json!(u);
     }
     let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "config": cfg,
+        "architecture": arch, "os": "linux", "config": cfg,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config_bytes = serde_json::to_vec(&config).unwrap();
@@ -235,11 +246,42 @@ pub fn write_layout(dir: &Path, layers: Vec<(Vec<u8>, Compression)>, run: &RunCo
     });
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
     let manifest_digest = put(&manifest_bytes);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+    serde_json::json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_bytes.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+        "platform": {"architecture": arch, "os": "linux"}
+    })
+}
+
+fn write_index(dir: &Path, entry: serde_json::Value) {
+    let mut entry = entry;
+    entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry]});
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Writes an OCI image layout at `dir` from layers (bottom first).
+pub fn write_layout(dir: &Path, layers: LayerBlobs, run: &RunConfig) {
+    let mut desc = write_image_blobs(dir, layers, run, "amd64");
+    desc.as_object_mut().unwrap().remove("platform");
+    write_index(dir, desc);
+}
+
+/// Writes a multi-platform OCI layout: an image index with one image per
+/// (architecture, layers).
+pub fn write_multiarch_layout(dir: &Path, images: Vec<(&str, LayerBlobs)>, run: &RunConfig) {
+    let manifests: Vec<serde_json::Value> = images
+        .into_iter()
+        .map(|(arch, layers)| write_image_blobs(dir, layers, run, arch))
+        .collect();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let hex = sha256(&bytes);
+    std::fs::write(dir.join("blobs/sha256").join(&hex), &bytes).unwrap();
+    write_index(
+        dir,
+        serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{hex}"), "size": bytes.len()}),
+    );
 }
 
 /// Busybox applets linked in the base layer.
@@ -538,4 +580,26 @@ pub fn write_standard_image(dir: &Path) {
         ],
         &run,
     );
+}
+
+/// The layer blob digests of a single-image OCI layout written by this kit.
+pub fn layout_layer_digests(dir: &Path) -> Vec<String> {
+    let read = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Entries in a directory (0 when it does not exist).
+pub fn count_entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }

@@ -60,15 +60,18 @@ impl PullProgress for NoProgress {
 
 fn registry_err(reference: &ImageRef, e: oci_client::errors::OciDistributionError) -> ImageError {
     use oci_client::errors::OciDistributionError as E;
+    let not_authorized = || {
+        format!(
+            "not authorized; add credentials for {} (netrc or docker config.json)",
+            reference.registry
+        )
+    };
     let message = match &e {
         E::AuthenticationFailure(m) => format!(
             "authentication failed ({m}); check the credentials for {}",
             reference.registry
         ),
-        E::UnauthorizedError { .. } => format!(
-            "not authorized; add credentials for {} (netrc or docker config.json)",
-            reference.registry
-        ),
+        E::UnauthorizedError { .. } => not_authorized(),
         E::ImageManifestNotFoundError(_) => {
             "image not found in the registry (check the name and tag)".to_string()
         }
@@ -76,12 +79,19 @@ fn registry_err(reference: &ImageRef, e: oci_client::errors::OciDistributionErro
             format!("cannot reach registry {}: {re}", reference.registry)
         }
         other => {
-            let text = other.to_string();
-            if text.contains("MANIFEST_UNKNOWN")
-                || text.contains("NAME_UNKNOWN")
-                || text.contains("404")
+            let text = other
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let lower = text.to_lowercase();
+            if ["manifest unknown", "name unknown", "not found"]
+                .iter()
+                .any(|m| lower.contains(m))
             {
                 "image not found in the registry (check the name and tag)".to_string()
+            } else if lower.contains("unauthorized") || lower.contains("denied") {
+                not_authorized()
             } else {
                 text
             }

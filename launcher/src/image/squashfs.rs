@@ -37,65 +37,7 @@ pub fn import(
     if !store.has_layer(&digest) {
         let lock = store.lock_layer(&digest)?;
         if !store.has_layer(&digest) {
-            store.populate_layer(&lock, &digest, |tmp| {
-                let root = tmp.join("root");
-                let out = Command::new("unsquashfs")
-                    .args(["-no-progress", "-quiet", "-no-xattrs", "-d"])
-                    .arg(&root)
-                    .arg(path)
-                    .output()
-                    .map_err(|e| StoreError::Io {
-                        path: path.to_path_buf(),
-                        source: std::io::Error::new(
-                            e.kind(),
-                            format!("cannot run unsquashfs (apt-get install squashfs-tools): {e}"),
-                        ),
-                    })?;
-                if !out.status.success() {
-                    let why = String::from_utf8_lossy(&out.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("failed")
-                        .to_string();
-                    return Err(StoreError::Io {
-                        path: path.to_path_buf(),
-                        source: std::io::Error::other(format!("unsquashfs: {why}")),
-                    });
-                }
-                neutralise(&root, allow_setuid).map_err(|source| StoreError::Io {
-                    path: root.clone(),
-                    source,
-                })?;
-                // The extracted root becomes the layer directory itself.
-                for entry in fs::read_dir(&root)
-                    .map_err(|source| StoreError::Io {
-                        path: root.clone(),
-                        source,
-                    })?
-                    .flatten()
-                {
-                    fs::rename(entry.path(), tmp.join(entry.file_name())).map_err(|source| {
-                        StoreError::Io {
-                            path: entry.path(),
-                            source,
-                        }
-                    })?;
-                }
-                let mode = fs::metadata(&root)
-                    .map(|m| m.permissions().mode())
-                    .unwrap_or(0o755);
-                fs::remove_dir(&root).map_err(|source| StoreError::Io {
-                    path: root.clone(),
-                    source,
-                })?;
-                fs::set_permissions(tmp, fs::Permissions::from_mode(mode & 0o7777)).map_err(
-                    |source| StoreError::Io {
-                        path: tmp.to_path_buf(),
-                        source,
-                    },
-                )?;
-                Ok(())
-            })?;
+            store.populate_layer(&lock, &digest, |tmp| extract(path, tmp, allow_setuid))?;
         }
     }
     let record = ImageRecord {
@@ -109,6 +51,53 @@ pub fn import(
     };
     records::save(store, &record)?;
     Ok(record)
+}
+
+/// Unpacks the squashfs file into `dest` (which becomes the layer) and
+/// neutralises what an image may not bring.
+fn extract(path: &Path, dest: &Path, allow_setuid: bool) -> Result<(), StoreError> {
+    let failed = |message: String| StoreError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(message),
+    };
+    let out = Command::new("unsquashfs")
+        .args([
+            "-no-progress",
+            "-quiet",
+            "-no-xattrs",
+            "-ignore-errors",
+            "-f",
+            "-d",
+        ])
+        .arg(dest)
+        .arg(path)
+        .output()
+        .map_err(|e| {
+            failed(format!(
+                "cannot run unsquashfs (apt-get install squashfs-tools): {e}"
+            ))
+        })?;
+    // Without root, device nodes cannot be created: that is the one error
+    // accepted (they would be removed anyway). Anything else fails the import.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let other_errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            !(l.contains("could not create character device")
+                || l.contains("could not create block device"))
+        })
+        .collect();
+    if !out.status.success() && !other_errors.is_empty() {
+        return Err(failed(format!(
+            "unsquashfs: {}",
+            other_errors.last().unwrap_or(&"failed")
+        )));
+    }
+    neutralise(dest, allow_setuid).map_err(|source| StoreError::Io {
+        path: dest.to_path_buf(),
+        source,
+    })
 }
 
 /// Removes device nodes and (unless allowed) setuid/setgid bits below `root`.

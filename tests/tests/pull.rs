@@ -1,0 +1,533 @@
+//! Registry pulls and imports against a real registry (Debian's
+//! docker-registry on loopback, images pushed with skopeo), a bearer-token
+//! gate, squashfs and docker-archive files, and `berth gc`.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use berth_e2e::registry::{Registry, TokenGate};
+use berth_e2e::*;
+
+fn pushed(s: &Sandbox, registry: &Registry, repo_tag: &str) -> std::path::PathBuf {
+    let layout = s.standard_image();
+    registry.push(&layout, repo_tag);
+    layout
+}
+
+#[test]
+fn pull_by_tag_digest_and_pyxis_form_then_run() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    pushed(&s, &registry, "test/img:v1");
+    let reference = format!("{}/test/img:v1", registry.host());
+    let out = s.berth(&["pull", &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!("pulled {reference}: 3 layers (0 cached)")),
+        "{}",
+        stderr(&out)
+    );
+    let images = ok(s.berth(&["images"]));
+    assert!(
+        images.contains(&reference) && images.contains("registry"),
+        "{images}"
+    );
+    assert_eq!(
+        ok(s.berth(&["run", &reference])),
+        "default-cmd yes\n/work\n"
+    );
+    // A second pull fetches nothing.
+    let again = s.berth(&["pull", &reference]);
+    assert!(
+        stderr(&again).contains("3 layers (3 cached), 0.0 MiB"),
+        "{}",
+        stderr(&again)
+    );
+    // By digest, and in pyxis's REGISTRY#IMAGE form.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read_dir(s.store().join("images"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let digest = record["manifest_digest"].as_str().unwrap();
+    let by_digest = format!("{}/test/img@{digest}", registry.host());
+    assert_eq!(
+        ok(s.berth(&["run", &by_digest, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    let pyxis = format!("{}#test/img:v1", registry.host());
+    assert_eq!(ok(s.berth(&["run", &pyxis, "cat", "/data/new"])), "new\n");
+    // Pull on first use, as an unprivileged user into their own store.
+    let out = ok(s.berth_as_user(&["run", &reference, "berth-probe", "ids"]));
+    assert!(out.starts_with("uid="), "{out}");
+    assert_eq!(
+        count_entries(&s.user_home().join(".local/share/berth/layers/sha256")),
+        3
+    );
+}
+
+#[test]
+fn token_auth_with_credentials_from_a_netrc_file() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    pushed(&s, &registry, "private/img:v1");
+    let gate = TokenGate::start(&registry, "alice", "s3cret");
+    let reference = format!("{}/private/img:v1", gate.host());
+    // No credentials: refused with a clear line.
+    let out = s.berth(&["pull", &reference]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("berth: image {reference}:"))
+            && (err.contains("authoriz") || err.contains("authentication")),
+        "{err}"
+    );
+    // A wrong password is refused too.
+    let creds = s.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("machine {} login alice password wrong\n", gate.host()),
+    )
+    .unwrap();
+    s.write_config(&format!(
+        "[registry]\ncredentials = [\"{}\"]\n",
+        creds.display()
+    ));
+    assert_eq!(s.berth(&["pull", &reference]).status.code(), Some(125));
+    // The right one works, through the bearer-token flow.
+    std::fs::write(
+        &creds,
+        format!("machine {} login alice password s3cret\n", gate.host()),
+    )
+    .unwrap();
+    let out = s.berth(&["pull", &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        ok(s.berth(&["run", &reference, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    // enroot's USER@REGISTRY#IMAGE picks the login.
+    let s2 = Sandbox::new();
+    let docker_config = s2.path().join("config.json");
+    std::fs::write(
+        &docker_config,
+        r#"{"auths": {"HOST": {"auth": "YWxpY2U6czNjcmV0"}}}"#.replace("HOST", &gate.host()),
+    )
+    .unwrap();
+    s2.write_config(&format!(
+        "[registry]\ncredentials = [\"{}\"]\n",
+        docker_config.display()
+    ));
+    let enroot_form = format!("alice@{}#private/img:v1", gate.host());
+    assert_eq!(
+        ok(s2.berth(&["run", &enroot_form, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+}
+
+#[test]
+fn multi_arch_index_resolves_to_this_machine() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    let layout = s.path().join("multi");
+    let image = |arch: &str| {
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (
+                Layer::new()
+                    .file("arch", format!("{arch}\n").as_bytes(), 0o644)
+                    .finish(),
+                Compression::Gzip,
+            ),
+        ]
+    };
+    write_multiarch_layout(
+        &layout,
+        vec![
+            ("arm64", image("arm64")),
+            ("amd64", image("amd64")),
+            ("ppc64le", image("ppc64le")),
+        ],
+        &RunConfig::default(),
+    );
+    registry.push(&layout, "multi/img:v1");
+    let reference = format!("{}/multi/img:v1", registry.host());
+    assert_eq!(ok(s.berth(&["run", &reference, "cat", "/arch"])), "amd64\n");
+    // The same layout runs from disk too.
+    assert_eq!(
+        ok(s.berth(&["run", layout.to_str().unwrap(), "cat", "/arch"])),
+        "amd64\n"
+    );
+}
+
+#[test]
+fn concurrent_pulls_download_each_blob_once() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    let layout = pushed(&s, &registry, "shared/img:v1");
+    let gate = TokenGate::start(&registry, "alice", "pw");
+    let creds = s.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("machine {} login alice password pw\n", gate.host()),
+    )
+    .unwrap();
+    s.write_config(&format!(
+        "[registry]\ncredentials = [\"{}\"]\n",
+        creds.display()
+    ));
+    gate.set_rate(4 << 20); // slow enough that the two pulls overlap
+    let reference = format!("{}/shared/img:v1", gate.host());
+    let pulls: Vec<_> = (0..3)
+        .map(|_| {
+            s.berth_command(&["pull", &reference])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for pull in pulls {
+        let out = pull.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let gets = gate.blob_gets();
+    for digest in layout_layer_digests(&layout) {
+        assert_eq!(
+            gets.get(&digest),
+            Some(&1),
+            "layer {digest} downloaded {:?} times",
+            gets.get(&digest)
+        );
+    }
+    assert_eq!(
+        ok(s.berth(&["run", &reference, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+}
+
+#[test]
+fn kill_9_mid_pull_then_pull_again_finishes() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    pushed(&s, &registry, "slow/img:v1");
+    let gate = TokenGate::start(&registry, "alice", "pw");
+    let creds = s.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("machine {} login alice password pw\n", gate.host()),
+    )
+    .unwrap();
+    s.write_config(&format!(
+        "[registry]\ncredentials = [\"{}\"]\n",
+        creds.display()
+    ));
+    gate.set_rate(1 << 20);
+    let reference = format!("{}/slow/img:v1", gate.host());
+    let mut pull = s
+        .berth_command(&["pull", &reference])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = s.store().join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let downloading = std::fs::read_dir(&tmp)
+            .map(|d| {
+                d.flatten().any(|e| {
+                    e.file_name().to_string_lossy().ends_with(".blob")
+                        && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
+                })
+            })
+            .unwrap_or(false);
+        if downloading {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the download never started");
+        assert!(
+            pull.try_wait().unwrap().is_none(),
+            "the pull ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pull.kill().unwrap();
+    pull.wait().unwrap();
+    // Nothing a later run would trust: no record, and the run pulls again.
+    assert_eq!(count_entries(&s.store().join("images")), 0);
+    gate.set_rate(0);
+    assert_eq!(
+        ok(s.berth(&["run", &reference, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    assert_eq!(count_entries(&s.store().join("layers/sha256")), 3);
+    assert_eq!(
+        count_entries(&tmp),
+        0,
+        "leftovers of the killed pull were cleaned"
+    );
+}
+
+#[test]
+fn corrupt_blob_in_the_registry_is_refused_naming_the_layer() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    let layout = pushed(&s, &registry, "bad/img:v1");
+    let digests = layout_layer_digests(&layout);
+    let target = &digests[2]; // the uncompressed top layer
+    let blob = registry.blob_path(target);
+    let mut data = std::fs::read(&blob).unwrap();
+    let last = data.len() - 600;
+    data[last] ^= 0x55;
+    std::fs::write(&blob, data).unwrap();
+    let out = s.berth(&["pull", &format!("{}/bad/img:v1", registry.host())]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains(target.as_str()),
+        "the error names the layer: {}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert_eq!(count_entries(&s.store().join("images")), 0);
+    assert_eq!(count_entries(&s.store().join("tmp")), 0);
+}
+
+#[test]
+fn hostile_layer_from_a_registry_is_refused() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    let layout = s.path().join("hostile");
+    let hostile = Layer::new()
+        .symlink("evil", "/etc")
+        .file("evil/pwned", b"x", 0o644);
+    write_layout(
+        &layout,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (hostile.finish(), Compression::Gzip),
+        ],
+        &RunConfig::default(),
+    );
+    registry.push(&layout, "hostile/img:v1");
+    let out = s.berth(&[
+        "run",
+        &format!("{}/hostile/img:v1", registry.host()),
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("passes through the symlink"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!std::path::Path::new("/etc/pwned").exists());
+    assert_eq!(count_entries(&s.store().join("images")), 0);
+    assert_eq!(count_entries(&s.store().join("tmp")), 0);
+}
+
+#[test]
+fn registry_errors_are_one_clear_line() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    let missing = s.berth(&["pull", &format!("{}/no/such:v1", registry.host())]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(
+        stderr(&missing).contains("not found"),
+        "{}",
+        stderr(&missing)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = s.berth(&["run", &format!("127.0.0.1:{port}/x/y:z"), "true"]);
+    assert_eq!(down.status.code(), Some(125));
+    assert!(
+        stderr(&down).contains("cannot reach registry"),
+        "{}",
+        stderr(&down)
+    );
+    let bad = s.berth(&["pull", "Not/A:valid:ref"]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(
+        stderr(&bad).contains("invalid image reference"),
+        "{}",
+        stderr(&bad)
+    );
+    for o in [missing, down, bad] {
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn docker_archive_and_squashfs_imports() {
+    require_root!();
+    let s = Sandbox::new();
+    // docker-archive via skopeo (docker images have no zstd layers).
+    let layout = s.path().join("gzip-image");
+    let top = Layer::new().file("etc/motd", b"layer2\n", 0o644);
+    let run = RunConfig {
+        cmd: vec!["sh".into(), "-c".into(), "echo default-cmd; pwd".into()],
+        working_dir: Some("/work".into()),
+        ..RunConfig::default()
+    };
+    write_layout(
+        &layout,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (top.finish(), Compression::None),
+        ],
+        &run,
+    );
+    let archive = s.path().join("image.tar");
+    let status = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!(
+            "docker-archive:{}:test/archived:v1",
+            archive.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        ok(s.berth(&["import", archive.to_str().unwrap(), "--name", "archived"])).trim(),
+        "archived"
+    );
+    assert_eq!(
+        ok(s.berth(&["run", "archived", "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    assert_eq!(
+        ok(s.berth(&["run", archive.to_str().unwrap()])),
+        "default-cmd\n/work\n"
+    );
+    // squashfs from a root filesystem directory (with a device node and a setuid file to neutralise).
+    let rootfs = s.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    let tar_path = s.path().join("base.tar");
+    std::fs::write(
+        &tar_path,
+        base_layer()
+            .file("etc/motd", b"from squashfs\n", 0o644)
+            .file("bin/suid", b"#!/bin/sh\n", 0o4755)
+            .finish(),
+    )
+    .unwrap();
+    assert!(std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(&rootfs)
+        .status()
+        .unwrap()
+        .success());
+    assert!(std::process::Command::new("mknod")
+        .arg(rootfs.join("kmem"))
+        .args(["c", "1", "2"])
+        .status()
+        .unwrap()
+        .success());
+    let sqsh = s.path().join("image.sqsh");
+    let status = std::process::Command::new("mksquashfs")
+        .arg(&rootfs)
+        .arg(&sqsh)
+        .args(["-noappend", "-quiet", "-no-progress"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        ok(s.berth(&["import", sqsh.to_str().unwrap(), "--name", "squashed"])).trim(),
+        "squashed"
+    );
+    let out = ok(s.berth(&[
+        "run",
+        "squashed",
+        "sh",
+        "-c",
+        "cat /etc/motd; test -e /kmem && echo KMEM; stat -c %a /bin/suid",
+    ]));
+    assert_eq!(out, "from squashfs\n755\n");
+    let out = ok(s.berth_as_user(&["run", sqsh.to_str().unwrap(), "cat", "/etc/motd"]));
+    assert_eq!(out, "from squashfs\n");
+    let images = ok(s.berth(&["images"]));
+    assert!(
+        images.contains("archived") && images.contains("squashed") && images.contains("squashfs"),
+        "{images}"
+    );
+}
+
+#[test]
+fn gc_removes_least_recently_used_but_never_a_running_containers_layers() {
+    require_root!();
+    let s = Sandbox::new();
+    let layout_a = s.standard_image();
+    ok(s.berth(&["import", layout_a.to_str().unwrap(), "--name", "a"]));
+    let layout_b = s.path().join("b");
+    write_layout(
+        &layout_b,
+        vec![(
+            Layer::new().file("only-b", b"b", 0o644).finish(),
+            Compression::Gzip,
+        )],
+        &RunConfig::default(),
+    );
+    ok(s.berth(&["import", layout_b.to_str().unwrap(), "--name", "b"]));
+    // A layer no image refers to (a layout run from disk).
+    let layout_c = s.path().join("c");
+    write_layout(
+        &layout_c,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (
+                Layer::new().file("only-c", b"c", 0o644).finish(),
+                Compression::None,
+            ),
+        ],
+        &RunConfig::default(),
+    );
+    ok(s.berth(&["run", layout_c.to_str().unwrap(), "true"]));
+    assert_eq!(count_entries(&s.store().join("layers/sha256")), 6);
+    // A generous limit removes only the layers no image refers to.
+    let out = ok(s.berth(&["gc", "--max-size", "10G"]));
+    assert!(out.starts_with("removed 2 layers and 0 images"), "{out}");
+    assert_eq!(count_entries(&s.store().join("layers/sha256")), 4);
+    // With a container of `a` running, --max-size 0 removes `b` only.
+    let mut running = s
+        .berth_command(&["run", "a", "berth-probe", "sleep", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    std::io::Read::read_exact(running.stdout.as_mut().unwrap(), &mut ready).unwrap();
+    let out = ok(s.berth(&["gc", "--max-size", "0"]));
+    assert!(out.contains("1 images"), "{out}");
+    let images = ok(s.berth(&["images"]));
+    assert!(
+        images.contains("\na ") && !images.contains("\nb "),
+        "{images}"
+    );
+    assert_eq!(count_entries(&s.store().join("layers/sha256")), 3);
+    running.kill().unwrap();
+    running.wait().unwrap();
+    // Once it is gone, everything can go.
+    let out = ok(s.berth(&["gc", "--max-size", "0"]));
+    assert!(out.contains("removed 3 layers and 1 images"), "{out}");
+    assert_eq!(count_entries(&s.store().join("layers/sha256")), 0);
+    assert_eq!(count_entries(&s.store().join("tmp")), 0);
+    // rm of an unknown name is an error.
+    let o = s.berth(&["rm", "nothing-here"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("no such image"), "{}", stderr(&o));
+}
