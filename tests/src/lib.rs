@@ -603,3 +603,48 @@ pub fn layout_layer_digests(dir: &Path) -> Vec<String> {
 pub fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
+
+/// Writes a big image of a realistic shape for benchmarks: `layers` gzip
+/// layers holding `files` files in all, about `megabytes` MiB uncompressed,
+/// half incompressible (so gzip halves it, as with real images).
+pub fn write_big_image(dir: &Path, layers: usize, files: usize, megabytes: usize) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let per_file = megabytes * 1024 * 1024 / files;
+    let per_layer = files.div_ceil(layers);
+    let text = b"the quick brown fox jumps over the lazy dog; berth benchmark data line\n";
+    let mut blobs = vec![(base_layer().finish(), Compression::Gzip)];
+    for l in 0..layers {
+        let mut layer = Layer::new().dir(&format!("opt/layer{l:02}"), 0o755);
+        for f in 0..per_layer.min(files - l * per_layer) {
+            let size = per_file / 2 + (random() as usize % per_file.max(1));
+            let mut data = Vec::with_capacity(size);
+            while data.len() < size / 2 {
+                data.extend_from_slice(&random().to_le_bytes());
+            }
+            while data.len() < size {
+                data.extend_from_slice(text);
+            }
+            data.truncate(size);
+            let dir = format!("opt/layer{l:02}/d{:02}", f % 50);
+            if f < 50 {
+                layer = layer.dir(&dir, 0o755);
+            }
+            layer = layer.file(&format!("{dir}/f{f:05}"), &data, 0o644);
+        }
+        blobs.push((layer.finish(), Compression::Gzip));
+    }
+    write_layout(
+        dir,
+        blobs,
+        &RunConfig {
+            env: vec!["PATH=/bin".into()],
+            ..RunConfig::default()
+        },
+    );
+}

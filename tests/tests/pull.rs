@@ -538,7 +538,11 @@ struct SmallDisk(std::path::PathBuf);
 impl SmallDisk {
     fn mount(path: std::path::PathBuf, size: &str) -> SmallDisk {
         std::fs::create_dir_all(&path).unwrap();
-        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "berth-test"]).arg(&path).status().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "berth-test"])
+            .arg(&path)
+            .status()
+            .unwrap();
         assert!(status.success(), "cannot mount a test tmpfs");
         SmallDisk(path)
     }
@@ -546,7 +550,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -561,12 +568,23 @@ fn full_disk_fails_cleanly_and_a_bigger_disk_finishes() {
     let reference = format!("{}/big/img:v1", registry.host());
     let out = s.berth(&["pull", &reference]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("No space left on device"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(count_entries(&s.store().join("images")), 0);
-    assert_eq!(count_entries(&s.store().join("tmp")), 0, "nothing half-written stays");
+    assert_eq!(
+        count_entries(&s.store().join("tmp")),
+        0,
+        "nothing half-written stays"
+    );
     let kept = count_entries(&s.store().join("layers/sha256"));
     assert!(kept < 3, "only whole layers that fit are kept ({kept})");
     drop(disk);
     let _disk = SmallDisk::mount(s.store(), "64m");
-    assert_eq!(ok(s.berth(&["run", &reference, "cat", "/etc/motd"])), "layer2\n");
+    assert_eq!(
+        ok(s.berth(&["run", &reference, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
 }
