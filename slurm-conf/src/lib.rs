@@ -455,6 +455,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_config_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml example") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let config = parse(&readme[start..end]).unwrap();
+        assert_eq!(config, Config::default(), "the README shows the defaults");
+    }
+
+    #[test]
     fn registry_section() {
         let c =
             parse("[registry]\ninsecure = [\"reg.local:5000\"]\nparallel_downloads = 2\n").unwrap();
