@@ -2,6 +2,7 @@
 //! docker-registry on loopback, images pushed with skopeo), a bearer-token
 //! gate, squashfs and docker-archive files, and `berth gc`.
 
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -499,10 +500,44 @@ fn gc_removes_least_recently_used_but_never_a_running_containers_layers() {
     );
     ok(s.berth(&["run", layout_c.to_str().unwrap(), "true"]));
     assert_eq!(count_entries(&s.store().join("layers/sha256")), 6);
-    // A generous limit removes only the layers no image refers to.
+    // Under the limit nothing goes: the store is a cache.
     let out = ok(s.berth(&["gc", "--max-size", "10G"]));
+    assert!(out.starts_with("removed 0 layers and 0 images"), "{out}");
+    // Just over it, the layers no image refers to go first: a limit of what
+    // the images use removes exactly c's layers.
+    let layer_bytes = |digest: &str| -> u64 {
+        let meta = s
+            .store()
+            .join("layers/meta")
+            .join(format!("{}.json", digest.trim_start_matches("sha256:")));
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(meta).unwrap()).unwrap()["bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let referenced: std::collections::BTreeSet<String> =
+        std::fs::read_dir(s.store().join("images"))
+            .unwrap()
+            .flatten()
+            .flat_map(|e| {
+                let record: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                record["layers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    let limit: u64 = referenced.iter().map(|d| layer_bytes(d)).sum();
+    let out = ok(s.berth(&["gc", "--max-size", &limit.to_string()]));
     assert!(out.starts_with("removed 2 layers and 0 images"), "{out}");
     assert_eq!(count_entries(&s.store().join("layers/sha256")), 4);
+    let images = ok(s.berth(&["images"]));
+    assert!(
+        images.contains("\na ") && images.contains("\nb "),
+        "{images}"
+    );
     // With a container of `a` running, --max-size 0 removes `b` only.
     let mut running = s
         .berth_command(&["run", "a", "berth-probe", "sleep", "30"])

@@ -1,7 +1,7 @@
-//! `berth gc`: removes layers no image record refers to, then whole images,
-//! least recently used first, until the store fits a size limit. A layer used
-//! by a running container (shared "in use" lock) or being fetched is never
-//! removed.
+//! `berth gc`: shrinks the store to a size limit by removing, least recently
+//! used first, layers no image record refers to, then whole images. Under
+//! the limit it removes nothing: the store is a cache. A layer used by a
+//! running container (shared "in use" lock) or being fetched is never removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,6 +53,9 @@ pub fn collect(store: &Store, max_bytes: u64) -> Result<GcReport, StoreError> {
     orphans.sort_by_key(|d| store.layer_last_used(d));
     let mut in_use = BTreeSet::new();
     for digest in orphans {
+        if total <= max_bytes {
+            break;
+        }
         remove(
             store,
             &digest,
