@@ -34,6 +34,26 @@ fn pull_by_tag_digest_and_pyxis_form_then_run() {
         images.contains(&reference) && images.contains("registry"),
         "{images}"
     );
+    // Users cannot write the shared store.
+    let (uid, gid) = test_user();
+    for dir in ["layers/sha256", "images", "tmp", "locks"] {
+        let probe = s.store().join(dir).join("user-was-here");
+        let status = std::process::Command::new("touch")
+            .arg(&probe)
+            .uid(uid)
+            .gid(gid)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the test user could write {dir}");
+    }
+    // --quiet says nothing.
+    let quiet = s.berth(&["-q", "pull", &reference]);
+    assert!(
+        quiet.status.success() && quiet.stderr.is_empty(),
+        "{}",
+        stderr(&quiet)
+    );
     assert_eq!(
         ok(s.berth(&["run", &reference])),
         "default-cmd yes\n/work\n"
