@@ -356,6 +356,54 @@ fn hostile_layer_from_a_registry_is_refused() {
 }
 
 #[test]
+fn path_escape_devices_and_setuid_from_a_registry() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    let escape = s.path().join("escape");
+    let layer = Layer::new().file("../../../../tmp/berth-registry-escape", b"x", 0o644);
+    write_layout(
+        &escape,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (layer.finish(), Compression::Gzip),
+        ],
+        &RunConfig::default(),
+    );
+    registry.push(&escape, "hostile/escape:v1");
+    let out = s.berth(&["pull", &format!("{}/hostile/escape:v1", registry.host())]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("escapes the layer"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!std::path::Path::new("/tmp/berth-registry-escape").exists());
+    let neutral = s.path().join("neutral");
+    let layer = Layer::new()
+        .char_device("mem", 1, 1)
+        .file("bin/suid-tool", b"#!/bin/sh\n", 0o4755);
+    write_layout(
+        &neutral,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (layer.finish(), Compression::Gzip),
+        ],
+        &RunConfig::default(),
+    );
+    registry.push(&neutral, "hostile/neutral:v1");
+    let out = ok(s.berth(&[
+        "run",
+        &format!("{}/hostile/neutral:v1", registry.host()),
+        "sh",
+        "-c",
+        "test -e /mem && echo MEM; stat -c %a /bin/suid-tool",
+    ]));
+    assert_eq!(out, "755\n");
+    assert_eq!(count_entries(&s.store().join("tmp")), 0);
+}
+
+#[test]
 fn registry_errors_are_one_clear_line() {
     require_root!();
     let s = Sandbox::new();
