@@ -25,6 +25,10 @@ pub struct ContainerSpec {
     pub process: ProcessSpec,
     /// Capabilities the command keeps when it runs as uid 0 in the container.
     pub root_capabilities: Vec<caps::Capability>,
+    /// The container shares the host's pid namespace (a Slurm step's keeper):
+    /// its /proc is mounted with `hidepid=invisible`, so users see only their
+    /// own processes.
+    pub proc_hidepid: bool,
     /// The host terminal to show as /dev/console, when stdin is one.
     pub console: Option<PathBuf>,
     /// Compiled seccomp program (`sock_filter` array), or None to run unconfined.

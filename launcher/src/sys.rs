@@ -270,3 +270,16 @@ pub fn take_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     // so no other owner exists.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits, and
+/// that `setns(2)` accepts to join all of its namespaces at once.
+pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
+}

@@ -4,6 +4,7 @@
 //! This crate does no syscalls and knows nothing of Slurm internals: the launcher
 //! and the SPANK plugin both read their settings through it.
 
+pub mod plugstack;
 mod size;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 mod images;
 mod progress;
 mod run;
+mod slurm;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,9 @@ enum Command {
     Rm(images::RmArgs),
     /// Remove unused layers, then least recently used images, down to a size.
     Gc(images::GcArgs),
+    /// Start a Slurm step's container keeper (used by the SPANK plugin).
+    #[command(hide = true)]
+    SlurmStart(slurm::SlurmStartArgs),
 }
 
 /// What every verb needs: the config, the store, whether berth runs as root.
@@ -84,6 +88,7 @@ pub fn main() -> i32 {
         Command::Images => images::list(&ctx),
         Command::Rm(args) => images::rm(&ctx, args),
         Command::Gc(args) => images::gc(&ctx, args),
+        Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
     });
     match result {
         Ok(code) => code,

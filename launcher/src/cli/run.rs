@@ -43,12 +43,34 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
-pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
+impl RunArgs {
+    /// Whether no `--user` was given.
+    pub(crate) fn user_is_unset(&self) -> bool {
+        self.user.is_none()
+    }
+}
+
+/// What `run` and `slurm-start` differ in.
+pub(crate) struct Purpose {
+    /// A command must be known (from the arguments or the image).
+    pub(crate) needs_command: bool,
+    /// Hostname when none is asked for.
+    pub(crate) default_hostname: Option<String>,
+    /// The container shares the host's pid namespace.
+    pub(crate) proc_hidepid: bool,
+}
+
+/// Resolves the image, holds its layers, and builds the ContainerSpec.
+pub(crate) fn build_spec(
+    ctx: &Context,
+    args: &RunArgs,
+    purpose: &Purpose,
+) -> Result<(ContainerSpec, ResolvedImage, berth::image::store::LayersInUse)> {
     let (config, store, privileged) = (&ctx.config, &ctx.store, ctx.privileged);
     let source = ImageSource::parse(&args.image)?;
     let mut image = super::images::resolve(ctx, &source)?;
     // Held until berth exits: `berth gc` leaves these layers alone meanwhile.
-    let _in_use = match store.hold_layers(&image.layer_digests) {
+    let in_use = match store.hold_layers(&image.layer_digests) {
         Ok(held) => held,
         Err(berth::image::StoreError::LayerGone(_)) => {
             image = super::images::resolve(ctx, &source)?;
@@ -68,9 +90,10 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
     let hostname = args
         .hostname
         .clone()
+        .or_else(|| purpose.default_hostname.clone())
         .unwrap_or_else(|| config.container.hostname.clone());
     slurm_conf::validate_hostname(&hostname).map_err(|m| anyhow::anyhow!("--hostname: {m}"))?;
-    let process = process_spec(args, &image)?;
+    let process = process_spec(args, &image, purpose.needs_command)?;
     let root_capabilities = berth::caps::parse_names(config.remap_root_capabilities())?;
     let seccomp_program = if config.security.seccomp {
         Some(berth::seccomp::default_program(&store.seccomp_dir())?)
@@ -82,7 +105,7 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
         .flatten();
     let spec = ContainerSpec {
-        layers: image.layers,
+        layers: image.layers.clone(),
         mount_point: store.mount_point(),
         upper_size: config.container.upper_size.clone(),
         read_only: args.read_only,
@@ -92,8 +115,15 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         process,
         root_capabilities,
         console,
+        proc_hidepid: purpose.proc_hidepid,
         seccomp_program,
     };
+    Ok((spec, image, in_use))
+}
+
+pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
+    let purpose = Purpose { needs_command: true, default_hostname: None, proc_hidepid: false };
+    let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");
     Ok(process::run(&spec)?)
 }
@@ -236,7 +266,7 @@ fn check_user_can_read(path: &Path, id: &Identity) -> Result<()> {
     }
 }
 
-fn process_spec(args: &RunArgs, image: &ResolvedImage) -> Result<ProcessSpec> {
+fn process_spec(args: &RunArgs, image: &ResolvedImage, needs_command: bool) -> Result<ProcessSpec> {
     let config = &image.config;
     let argv: Vec<String> = if args.command.is_empty() {
         config
@@ -249,7 +279,7 @@ fn process_spec(args: &RunArgs, image: &ResolvedImage) -> Result<ProcessSpec> {
     } else {
         args.command.clone()
     };
-    if argv.is_empty() {
+    if argv.is_empty() && needs_command {
         bail!("no command given and the image has no Entrypoint or Cmd");
     }
     let mut env: Vec<String> = config.env.clone().unwrap_or_default();

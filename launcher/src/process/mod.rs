@@ -14,6 +14,7 @@
 //! with no message exactly when the command was exec'd.
 
 pub mod exec;
+pub mod keeper;
 pub mod init;
 mod signals;
 
@@ -182,7 +183,7 @@ pub(crate) fn encode_error(code: i32, message: &str) -> Vec<u8> {
     out
 }
 
-fn decode_error(rest: &[u8]) -> (i32, String) {
+pub(crate) fn decode_error(rest: &[u8]) -> (i32, String) {
     match rest.split_first() {
         Some((code, message)) => (*code as i32, String::from_utf8_lossy(message).into_owned()),
         None => (

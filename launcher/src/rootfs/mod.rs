@@ -106,7 +106,7 @@ pub fn prepare(
     }
 
     let new_proc = root.join("proc");
-    proc::mount_proc(sys, &new_proc).map_err(at("cannot mount", &new_proc))?;
+    proc::mount_proc(sys, &new_proc, spec.proc_hidepid).map_err(at("cannot mount", &new_proc))?;
 
     sys.chdir(&root).map_err(at("cannot enter", &root))?;
     sys.pivot_to_cwd()
@@ -193,6 +193,7 @@ mod tests {
             },
             root_capabilities: vec![],
             console: None,
+            proc_hidepid: false,
             seccomp_program: None,
         }
     }

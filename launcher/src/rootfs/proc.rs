@@ -38,7 +38,7 @@ const PROC_FLAGS: MsFlags = MsFlags::MS_NOSUID
 /// pivot_root: the kernel lets a user namespace mount proc only while another
 /// proc is fully visible in the mount namespace). Refuses an image whose
 /// /proc is a symlink, which would point the mount outside the new root.
-pub fn mount_proc(sys: &dyn Syscall, target: &Path) -> io::Result<()> {
+pub fn mount_proc(sys: &dyn Syscall, target: &Path, hidepid: bool) -> io::Result<()> {
     if sys.is_symlink(target) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -51,7 +51,7 @@ pub fn mount_proc(sys: &dyn Syscall, target: &Path) -> io::Result<()> {
         target,
         Some("proc"),
         PROC_FLAGS,
-        None,
+        hidepid.then_some("hidepid=invisible"),
     )
 }
 

@@ -1,0 +1,80 @@
+//! The keeper of a Slurm step's container: a small process that owns the
+//! container's mount, ipc, uts and cgroup namespaces (with the root
+//! filesystem built inside) so that every task of the step can join them with
+//! `setns`. It stays in the host's pid namespace (tasks cannot enter a pid
+//! namespace themselves), its /proc hides other users' processes, and it exits
+//! when the process it watches (the step's slurmstepd) is gone or when it is
+//! sent SIGTERM/SIGKILL at the end of the step.
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::unistd::{pipe2, Pid};
+
+use super::{decode_error, encode_error, RunError, EXIT_BERTH_ERROR};
+use crate::rootfs;
+use crate::spec::ContainerSpec;
+use crate::syscall::LinuxSyscall;
+use crate::sys;
+
+/// Starts a keeper for `spec` that lives as long as process `watch` does, and
+/// returns its pid once the container is ready. Must be called while
+/// single-threaded, by root.
+pub fn start_keeper(spec: &ContainerSpec, watch: Pid) -> Result<Pid, RunError> {
+    let watch_fd = sys::pidfd_open(watch).map_err(|e| RunError::Host(format!("cannot watch process {watch}: {e}")))?;
+    let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWCGROUP;
+    match sys::clone_into_namespaces(flags) {
+        Ok(None) => {
+            drop(status_r);
+            keeper_main(spec, status_w, watch_fd)
+        }
+        Ok(Some(pid)) => {
+            drop(status_w);
+            let mut status = std::fs::File::from(status_r);
+            let mut reply = Vec::new();
+            let _ = status.read_to_end(&mut reply);
+            match reply.split_first() {
+                Some((b'R', _)) => Ok(pid),
+                Some((b'E', rest)) => {
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                    let (code, message) = decode_error(rest);
+                    Err(RunError::Start { code, message })
+                }
+                _ => {
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                    Err(RunError::Host("the container keeper died while starting".into()))
+                }
+            }
+        }
+        Err(e) => Err(RunError::Host(format!("cannot create the container's namespaces: {e}"))),
+    }
+}
+
+fn keeper_main(spec: &ContainerSpec, status_w: OwnedFd, watch: OwnedFd) -> ! {
+    let _ = nix::unistd::setsid();
+    let is_dir = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.is_dir());
+    if let Err(e) = rootfs::prepare(&LinuxSyscall, spec, &is_dir) {
+        let _ = nix::unistd::write(&status_w, &encode_error(EXIT_BERTH_ERROR, &e.to_string()));
+        std::process::exit(EXIT_BERTH_ERROR);
+    }
+    // Nothing of the helper's stdio may stay open: whoever reads its output
+    // waits for EOF.
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+    let _ = nix::unistd::write(&status_w, b"R");
+    drop(status_w);
+    loop {
+        let mut fds = [PollFd::new(watch.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => std::process::exit(0), // the watched process exited (or poll failed)
+        }
+    }
+}

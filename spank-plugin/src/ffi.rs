@@ -1,0 +1,155 @@
+//! The SPANK C interface: generated bindings and the safe wrappers the rest
+//! of the plugin uses. Every `unsafe` block of the plugin is in this file.
+//! The `spank_*` and `slurm_*` symbols come from the host process (srun,
+//! sbatch or slurmstepd): the plugin does not link libslurm.
+
+#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+#[allow(clippy::all, clippy::undocumented_unsafe_blocks)]
+mod bindings {
+    include!(concat!(env!("OUT_DIR"), "/spank_bindings.rs"));
+}
+
+use std::ffi::{c_char, c_int, CStr, CString};
+
+pub use bindings::{spank_context as Context, spank_t, SLURM_VERSION_NUMBER};
+
+/// A SPANK option callback.
+pub type OptionCallback = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
+
+/// The context the plugin runs in.
+pub fn context() -> Context {
+    // SAFETY: spank_context takes no arguments and only reads host state.
+    unsafe { bindings::spank_context() }
+}
+
+fn cstring(text: &str) -> CString {
+    CString::new(text.replace('\0', " ")).unwrap_or_default()
+}
+
+/// Logs through Slurm at info level (shown in slurmd logs, and by srun with -v).
+pub fn info(message: &str) {
+    let m = cstring(message);
+    // SAFETY: a constant "%s" format with one valid NUL-terminated argument.
+    unsafe { bindings::slurm_info(c"%s".as_ptr(), m.as_ptr()) }
+}
+
+/// Logs an error through Slurm (srun prints it to the user).
+pub fn error(message: &str) {
+    let m = cstring(message);
+    // SAFETY: a constant "%s" format with one valid NUL-terminated argument.
+    unsafe { bindings::slurm_error(c"%s".as_ptr(), m.as_ptr()) }
+}
+
+/// Registers one option. The strings are leaked: Slurm keeps the pointers.
+pub fn register_option(sp: spank_t, name: &str, arginfo: Option<&str>, usage: &str, val: i32, cb: OptionCallback) -> bool {
+    let leak = |s: &str| cstring(s).into_raw();
+    let mut option = bindings::spank_option {
+        name: leak(name),
+        arginfo: arginfo.map(leak).unwrap_or(std::ptr::null_mut()),
+        usage: leak(usage),
+        has_arg: arginfo.is_some() as c_int,
+        val,
+        cb: Some(cb),
+    };
+    // SAFETY: sp is the handle Slurm gave this hook; `option` is a valid
+    // spank_option whose strings live forever (leaked); Slurm copies the struct.
+    unsafe { bindings::spank_option_register(sp, &mut option) == bindings::ESPANK_SUCCESS as bindings::spank_err_t }
+}
+
+/// Reads a numeric item (uid, gid, job id, step id, task counts).
+fn get_u32(sp: spank_t, item: bindings::spank_item_t) -> Option<u32> {
+    let mut value: u32 = 0;
+    // SAFETY: for these items spank_get_item takes one pointer to a 32-bit
+    // integer (uid_t, gid_t, uint32_t and int all are), which is valid.
+    let rc = unsafe { bindings::spank_get_item(sp, item, &mut value as *mut u32) };
+    (rc == bindings::ESPANK_SUCCESS as bindings::spank_err_t).then_some(value)
+}
+
+/// The job's uid.
+pub fn job_uid(sp: spank_t) -> Option<u32> {
+    get_u32(sp, bindings::spank_item_S_JOB_UID)
+}
+
+/// The job's gid.
+pub fn job_gid(sp: spank_t) -> Option<u32> {
+    get_u32(sp, bindings::spank_item_S_JOB_GID)
+}
+
+/// The job id.
+pub fn job_id(sp: spank_t) -> Option<u32> {
+    get_u32(sp, bindings::spank_item_S_JOB_ID)
+}
+
+/// The step id (batch and extern steps have special values).
+pub fn step_id(sp: spank_t) -> Option<u32> {
+    get_u32(sp, bindings::spank_item_S_JOB_STEPID)
+}
+
+/// A variable of the job's environment (remote context).
+pub fn getenv(sp: spank_t, name: &str) -> Option<String> {
+    let n = cstring(name);
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: n is NUL-terminated, buf is writable for the length passed;
+    // Slurm NUL-terminates what it writes.
+    let rc = unsafe { bindings::spank_getenv(sp, n.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as c_int) };
+    if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t {
+        return None;
+    }
+    CStr::from_bytes_until_nul(&buf).ok().map(|c| c.to_string_lossy().into_owned())
+}
+
+/// Sets a variable of the job's environment (remote context).
+pub fn setenv(sp: spank_t, name: &str, value: &str, overwrite: bool) -> bool {
+    let (n, v) = (cstring(name), cstring(value));
+    // SAFETY: both strings are NUL-terminated; Slurm copies them.
+    unsafe { bindings::spank_setenv(sp, n.as_ptr(), v.as_ptr(), overwrite as c_int) == bindings::ESPANK_SUCCESS as bindings::spank_err_t }
+}
+
+/// The plugin's arguments from plugstack.conf.
+pub fn args(ac: c_int, av: *mut *mut c_char) -> Vec<String> {
+    (0..ac.max(0) as usize)
+        .filter_map(|i| {
+            // SAFETY: Slurm passes an array of `ac` string pointers in `av`.
+            let p = unsafe { *av.add(i) };
+            optarg(p)
+        })
+        .collect()
+}
+
+/// A C string argument of an option callback.
+pub fn optarg(p: *const c_char) -> Option<String> {
+    // SAFETY: Slurm passes NULL or a valid NUL-terminated string.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// Joins the namespaces of process `pidfd` (mount, ipc, uts, cgroup).
+pub fn join_namespaces(pidfd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    // SAFETY: setns with a live pidfd and namespace flags; no memory is passed.
+    if unsafe { libc::setns(pidfd.as_raw_fd(), flags) } == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Removes every capability from the bounding set, so the task can never
+/// regain one after Slurm switches it to the job's user.
+pub fn drop_bounding_set() {
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP with a capability number; fails harmlessly
+        // (EINVAL) past the last capability.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    }
+}
+
+/// Sets no_new_privs.
+pub fn set_no_new_privs() -> std::io::Result<()> {
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

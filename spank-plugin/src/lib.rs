@@ -1,0 +1,185 @@
+//! `spank_berth.so`: runs every task of a Slurm step in a berth container.
+//!
+//! Loaded by srun/sbatch (options, validation before the job is queued) and
+//! by slurmstepd (the container). Every hook goes through [`choke_point`]: a
+//! panic never unwinds into Slurm, and errors become one `berth:` line. No
+//! threads or async runtime run here: the heavy work (image pull, building
+//! the root filesystem) is done by the `berth` binary in a helper process.
+//!
+//! In slurmstepd, remote-context `init` never fails on user input or config
+//! errors (that would drain the node): they are recorded and raised in
+//! `task_init_privileged`, which fails only the tasks.
+
+mod ffi;
+mod options;
+mod remote;
+
+use std::ffi::{c_char, c_int};
+use std::sync::Mutex;
+
+use slurm_conf::plugstack::PlugstackArgs;
+
+use options::{Values, OPTIONS};
+
+/// The plugin's name, as Slurm reads it.
+#[no_mangle]
+pub static plugin_name: [u8; 6] = *b"berth\0";
+/// The plugin type: a SPANK plugin.
+#[no_mangle]
+pub static plugin_type: [u8; 6] = *b"spank\0";
+/// The Slurm version the plugin was built against.
+#[no_mangle]
+pub static plugin_version: u32 = ffi::SLURM_VERSION_NUMBER;
+/// The SPANK plugin interface version.
+#[no_mangle]
+pub static spank_plugin_version: u32 = 1;
+
+/// What the plugin knows in this process.
+#[derive(Default)]
+struct State {
+    /// plugstack.conf arguments, or the error they gave.
+    args: Option<Result<PlugstackArgs, String>>,
+    /// Option values from the command line (callbacks).
+    values: Values,
+    /// Errors from option callbacks, raised later in the remote context.
+    deferred_errors: Vec<String>,
+    /// Set once this task joined a container: the seccomp program to load.
+    joined: Option<remote::Joined>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(State::default))
+}
+
+/// Runs a hook: catches panics, logs errors through Slurm, returns the code.
+fn choke_point(hook: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(message)) => {
+            ffi::error(&format!("berth: {message}"));
+            -1
+        }
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            ffi::error(&format!("berth: internal error in {hook}: {what}"));
+            -1
+        }
+    }
+}
+
+unsafe extern "C" fn option_callback(val: c_int, optarg: *const c_char, remote: c_int) -> c_int {
+    let value = ffi::optarg(optarg);
+    choke_point("option", || {
+        let result = with_state(|s| s.values.set(val as usize, value));
+        match (result, remote != 0) {
+            (Ok(()), _) => Ok(()),
+            // Never fail in slurmstepd: the task will report it.
+            (Err(e), true) => {
+                with_state(|s| s.deferred_errors.push(e));
+                Ok(())
+            }
+            (Err(e), false) => Err(e),
+        }
+    })
+}
+
+/// `slurm_spank_init`: registers the options; in slurmstepd, reads the plugstack arguments.
+///
+/// # Safety
+/// Called by Slurm with a valid handle and `ac` strings in `av`.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_init(sp: ffi::spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+    let args = ffi::args(ac, av);
+    let context = ffi::context();
+    choke_point("init", || {
+        let parsed = PlugstackArgs::parse(&args).map_err(|e| e.to_string());
+        with_state(|s| s.args = Some(parsed.clone()));
+        if matches!(context, ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR | ffi::Context::S_CTX_REMOTE) {
+            for (i, option) in OPTIONS.iter().enumerate() {
+                if !ffi::register_option(sp, option.name, option.arginfo, option.usage, i as i32, option_callback) {
+                    ffi::info(&format!("berth: cannot register --{}", option.name));
+                }
+            }
+        }
+        match (parsed, context) {
+            // An admin error: say so where a user sees it, but never drain the node.
+            (Err(e), ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR) => Err(e),
+            (Err(e), _) => {
+                ffi::error(&format!("berth: {e}"));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    })
+}
+
+/// `slurm_spank_init_post_opt`: in srun/sbatch, checks the option values
+/// (and their environment variables) before anything is queued.
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_init_post_opt(_sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+    let context = ffi::context();
+    choke_point("init_post_opt", || {
+        if !matches!(context, ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR) {
+            return Ok(());
+        }
+        with_state(|s| {
+            s.values.fill_from_env(|k| std::env::var(k).ok());
+            s.values.validate()
+        })
+    })
+}
+
+/// `slurm_spank_task_init_privileged`: the task (still root) joins the
+/// step's container, creating it if it is the first task on this node.
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_task_init_privileged(sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+    choke_point("task_init_privileged", || remote::task_init_privileged(sp))
+}
+
+/// `slurm_spank_task_init`: as the user, just before exec: no_new_privs and seccomp.
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_task_init(_sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+    choke_point("task_init", remote::task_init)
+}
+
+/// `slurm_spank_exit`: in slurmstepd, ends the step's container.
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_exit(sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+    if ffi::context() != ffi::Context::S_CTX_REMOTE {
+        return 0;
+    }
+    choke_point("exit", || {
+        remote::step_exit(sp);
+        Ok(())
+    })
+}
+
+/// `slurm_spank_job_epilog`: removes whatever containers of the job are left
+/// (a slurmstepd killed with SIGKILL never ran its exit hook).
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_job_epilog(sp: ffi::spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+    let args = ffi::args(ac, av);
+    choke_point("job_epilog", || {
+        // Never fail: a failing epilog drains the node.
+        remote::job_epilog(sp, &PlugstackArgs::parse(&args).unwrap_or_default());
+        Ok(())
+    })
+}
