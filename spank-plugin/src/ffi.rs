@@ -85,6 +85,21 @@ pub fn step_id(sp: spank_t) -> Option<u32> {
     get_u32(sp, bindings::spank_item_S_JOB_STEPID)
 }
 
+/// The step id of a batch script (`SLURM_BATCH_SCRIPT`).
+pub const BATCH_STEP: u32 = 0xffff_fffb;
+
+/// The task's argv (for the batch step, argv\[0\] is the script slurmd wrote).
+pub fn job_argv(sp: spank_t) -> Vec<String> {
+    let mut argc: c_int = 0;
+    let mut argv: *mut *mut c_char = std::ptr::null_mut();
+    // SAFETY: S_JOB_ARGV takes an int* and a char*** to fill; both are valid.
+    let rc = unsafe { bindings::spank_get_item(sp, bindings::spank_item_S_JOB_ARGV, &mut argc as *mut c_int, &mut argv as *mut *mut *mut c_char) };
+    if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t || argv.is_null() {
+        return vec![];
+    }
+    args(argc, argv)
+}
+
 /// A variable of the job's environment (remote context).
 pub fn getenv(sp: spank_t, name: &str) -> Option<String> {
     let n = cstring(name);

@@ -71,7 +71,9 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let reply = match fs::read(&keeper_path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) {
         Some(reply) if keeper_alive(&reply) => reply,
         _ => {
-            let reply = start_keeper(sp, &args, &values, &image, uid, gid)?;
+            // The batch script lives in slurmd's spool directory: bring it in.
+            let script = (step == ffi::BATCH_STEP).then(|| ffi::job_argv(sp).into_iter().next()).flatten();
+            let reply = start_keeper(sp, &args, &values, &image, uid, gid, script.as_deref())?;
             let mut f = fs::File::create(&keeper_path).map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
             f.write_all(reply.to_string().as_bytes()).map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
             reply
@@ -103,7 +105,16 @@ fn keeper_alive(reply: &serde_json::Value) -> bool {
     fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).contains("slurm-start")).unwrap_or(false)
 }
 
-fn start_keeper(sp: ffi::spank_t, args: &PlugstackArgs, values: &crate::options::Values, image: &str, uid: u32, gid: u32) -> Result<serde_json::Value, String> {
+#[allow(clippy::too_many_arguments)]
+fn start_keeper(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    values: &crate::options::Values,
+    image: &str,
+    uid: u32,
+    gid: u32,
+    batch_script: Option<&str>,
+) -> Result<serde_json::Value, String> {
     let mut cmd = Command::new(&args.berth);
     cmd.arg("--config").arg(&args.config).arg("-q").arg("slurm-start");
     cmd.arg("--watch-pid").arg(nix::unistd::getppid().to_string());
@@ -115,6 +126,9 @@ fn start_keeper(sp: ffi::spank_t, args: &PlugstackArgs, values: &crate::options:
         if let Some(home) = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.dir) {
             cmd.arg("--mount").arg(format!("{}:{}", home.display(), home.display()));
         }
+    }
+    if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
+        cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
     }
     if values.flag("container-readonly") {
         cmd.arg("--read-only");
