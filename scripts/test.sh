@@ -9,5 +9,5 @@ bash scripts/install-deps.sh
 if [ "$(id -u)" != 0 ]; then
     echo "note: not root: the end-to-end tests will be SKIPPED (they run berth as root and as a user)" >&2
 fi
-cargo build --locked -p berth-launcher --bins
+cargo build --locked -p berth-launcher -p spank-berth
 cargo test --locked --workspace "$@"

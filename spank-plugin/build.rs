@@ -9,7 +9,10 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("spank_bindings.rs");
     if header.exists() {
         let bindings = bindgen::Builder::default()
-            .header_contents("wrapper.h", "#include <slurm/spank.h>\n#include <slurm/slurm_version.h>\n")
+            .header_contents(
+                "wrapper.h",
+                "#include <slurm/spank.h>\n#include <slurm/slurm_version.h>\n",
+            )
             .allowlist_function("spank_.*")
             .allowlist_function("slurm_(info|error|debug|verbose)")
             .allowlist_type("spank_.*")
@@ -20,7 +23,9 @@ fn main() {
             .expect("bindgen on slurm/spank.h");
         bindings.write_to_file(&out).expect("write bindings");
     } else {
-        println!("cargo:warning=slurm/spank.h not found: using the pre-generated bindings (Slurm 22.05)");
+        println!(
+            "cargo:warning=slurm/spank.h not found: using the pre-generated bindings (Slurm 22.05)"
+        );
         std::fs::copy("src/bindings_pregenerated.rs", &out).expect("copy pre-generated bindings");
     }
 }

@@ -40,8 +40,13 @@ impl PlugstackArgs {
         let mut out = PlugstackArgs::default();
         for arg in args {
             let arg = arg.as_ref();
-            let err = |key: &str, message: &str| PlugstackError { key: key.to_string(), message: message.to_string() };
-            let (key, value) = arg.split_once('=').ok_or_else(|| err(arg, "expected key=value"))?;
+            let err = |key: &str, message: &str| PlugstackError {
+                key: key.to_string(),
+                message: message.to_string(),
+            };
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| err(arg, "expected key=value"))?;
             let slot = match key {
                 "config" => &mut out.config,
                 "berth" => &mut out.berth,
@@ -63,13 +68,18 @@ mod tests {
 
     #[test]
     fn keys_and_errors() {
-        let a = PlugstackArgs::parse(&["config=/etc/slurm/berth.toml", "berth=/opt/berth/bin/berth"]).unwrap();
+        let a =
+            PlugstackArgs::parse(&["config=/etc/slurm/berth.toml", "berth=/opt/berth/bin/berth"])
+                .unwrap();
         assert_eq!(a.config, PathBuf::from("/etc/slurm/berth.toml"));
         assert_eq!(a.runtime_dir, PathBuf::from("/run/berth"));
         let e = PlugstackArgs::parse(&["confg=/x"]).unwrap_err();
         assert_eq!(e.key, "confg");
         assert!(e.to_string().contains("unknown key"));
-        assert!(PlugstackArgs::parse(&["config=rel"]).unwrap_err().to_string().contains("absolute"));
+        assert!(PlugstackArgs::parse(&["config=rel"])
+            .unwrap_err()
+            .to_string()
+            .contains("absolute"));
         assert!(PlugstackArgs::parse(&["novalue"]).is_err());
     }
 }

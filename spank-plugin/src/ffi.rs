@@ -3,7 +3,12 @@
 //! The `spank_*` and `slurm_*` symbols come from the host process (srun,
 //! sbatch or slurmstepd): the plugin does not link libslurm.
 
-#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code
+)]
 #[allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 mod bindings {
     include!(concat!(env!("OUT_DIR"), "/spank_bindings.rs"));
@@ -41,7 +46,14 @@ pub fn error(message: &str) {
 }
 
 /// Registers one option. The strings are leaked: Slurm keeps the pointers.
-pub fn register_option(sp: spank_t, name: &str, arginfo: Option<&str>, usage: &str, val: i32, cb: OptionCallback) -> bool {
+pub fn register_option(
+    sp: spank_t,
+    name: &str,
+    arginfo: Option<&str>,
+    usage: &str,
+    val: i32,
+    cb: OptionCallback,
+) -> bool {
     let leak = |s: &str| cstring(s).into_raw();
     let mut option = bindings::spank_option {
         name: leak(name),
@@ -53,7 +65,10 @@ pub fn register_option(sp: spank_t, name: &str, arginfo: Option<&str>, usage: &s
     };
     // SAFETY: sp is the handle Slurm gave this hook; `option` is a valid
     // spank_option whose strings live forever (leaked); Slurm copies the struct.
-    unsafe { bindings::spank_option_register(sp, &mut option) == bindings::ESPANK_SUCCESS as bindings::spank_err_t }
+    unsafe {
+        bindings::spank_option_register(sp, &mut option)
+            == bindings::ESPANK_SUCCESS as bindings::spank_err_t
+    }
 }
 
 /// Reads a numeric item (uid, gid, job id, step id, task counts).
@@ -93,7 +108,14 @@ pub fn job_argv(sp: spank_t) -> Vec<String> {
     let mut argc: c_int = 0;
     let mut argv: *mut *mut c_char = std::ptr::null_mut();
     // SAFETY: S_JOB_ARGV takes an int* and a char*** to fill; both are valid.
-    let rc = unsafe { bindings::spank_get_item(sp, bindings::spank_item_S_JOB_ARGV, &mut argc as *mut c_int, &mut argv as *mut *mut *mut c_char) };
+    let rc = unsafe {
+        bindings::spank_get_item(
+            sp,
+            bindings::spank_item_S_JOB_ARGV,
+            &mut argc as *mut c_int,
+            &mut argv as *mut *mut *mut c_char,
+        )
+    };
     if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t || argv.is_null() {
         return vec![];
     }
@@ -106,18 +128,25 @@ pub fn getenv(sp: spank_t, name: &str) -> Option<String> {
     let mut buf = vec![0u8; 65536];
     // SAFETY: n is NUL-terminated, buf is writable for the length passed;
     // Slurm NUL-terminates what it writes.
-    let rc = unsafe { bindings::spank_getenv(sp, n.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as c_int) };
+    let rc = unsafe {
+        bindings::spank_getenv(sp, n.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as c_int)
+    };
     if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t {
         return None;
     }
-    CStr::from_bytes_until_nul(&buf).ok().map(|c| c.to_string_lossy().into_owned())
+    CStr::from_bytes_until_nul(&buf)
+        .ok()
+        .map(|c| c.to_string_lossy().into_owned())
 }
 
 /// Sets a variable of the job's environment (remote context).
 pub fn setenv(sp: spank_t, name: &str, value: &str, overwrite: bool) -> bool {
     let (n, v) = (cstring(name), cstring(value));
     // SAFETY: both strings are NUL-terminated; Slurm copies them.
-    unsafe { bindings::spank_setenv(sp, n.as_ptr(), v.as_ptr(), overwrite as c_int) == bindings::ESPANK_SUCCESS as bindings::spank_err_t }
+    unsafe {
+        bindings::spank_setenv(sp, n.as_ptr(), v.as_ptr(), overwrite as c_int)
+            == bindings::ESPANK_SUCCESS as bindings::spank_err_t
+    }
 }
 
 /// The plugin's arguments from plugstack.conf.

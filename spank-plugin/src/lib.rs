@@ -63,7 +63,11 @@ fn choke_point(hook: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
             -1
         }
         Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             ffi::error(&format!("berth: internal error in {hook}: {what}"));
             -1
         }
@@ -91,15 +95,29 @@ unsafe extern "C" fn option_callback(val: c_int, optarg: *const c_char, remote: 
 /// # Safety
 /// Called by Slurm with a valid handle and `ac` strings in `av`.
 #[no_mangle]
-pub unsafe extern "C" fn slurm_spank_init(sp: ffi::spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_init(
+    sp: ffi::spank_t,
+    ac: c_int,
+    av: *mut *mut c_char,
+) -> c_int {
     let args = ffi::args(ac, av);
     let context = ffi::context();
     choke_point("init", || {
         let parsed = PlugstackArgs::parse(&args).map_err(|e| e.to_string());
         with_state(|s| s.args = Some(parsed.clone()));
-        if matches!(context, ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR | ffi::Context::S_CTX_REMOTE) {
+        if matches!(
+            context,
+            ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR | ffi::Context::S_CTX_REMOTE
+        ) {
             for (i, option) in OPTIONS.iter().enumerate() {
-                if !ffi::register_option(sp, option.name, option.arginfo, option.usage, i as i32, option_callback) {
+                if !ffi::register_option(
+                    sp,
+                    option.name,
+                    option.arginfo,
+                    option.usage,
+                    i as i32,
+                    option_callback,
+                ) {
                     ffi::info(&format!("berth: cannot register --{}", option.name));
                 }
             }
@@ -122,10 +140,17 @@ pub unsafe extern "C" fn slurm_spank_init(sp: ffi::spank_t, ac: c_int, av: *mut 
 /// # Safety
 /// Called by Slurm with a valid handle.
 #[no_mangle]
-pub unsafe extern "C" fn slurm_spank_init_post_opt(_sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_init_post_opt(
+    _sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
     let context = ffi::context();
     choke_point("init_post_opt", || {
-        if !matches!(context, ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR) {
+        if !matches!(
+            context,
+            ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR
+        ) {
             return Ok(());
         }
         with_state(|s| {
@@ -141,7 +166,11 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(_sp: ffi::spank_t, _ac: c_int
 /// # Safety
 /// Called by Slurm with a valid handle.
 #[no_mangle]
-pub unsafe extern "C" fn slurm_spank_task_init_privileged(sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_task_init_privileged(
+    sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
     choke_point("task_init_privileged", || remote::task_init_privileged(sp))
 }
 
@@ -150,7 +179,11 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(sp: ffi::spank_t, _ac:
 /// # Safety
 /// Called by Slurm with a valid handle.
 #[no_mangle]
-pub unsafe extern "C" fn slurm_spank_task_init(_sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_task_init(
+    _sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
     choke_point("task_init", remote::task_init)
 }
 
@@ -159,7 +192,11 @@ pub unsafe extern "C" fn slurm_spank_task_init(_sp: ffi::spank_t, _ac: c_int, _a
 /// # Safety
 /// Called by Slurm with a valid handle.
 #[no_mangle]
-pub unsafe extern "C" fn slurm_spank_exit(sp: ffi::spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_exit(
+    sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
     if ffi::context() != ffi::Context::S_CTX_REMOTE {
         return 0;
     }
@@ -175,7 +212,11 @@ pub unsafe extern "C" fn slurm_spank_exit(sp: ffi::spank_t, _ac: c_int, _av: *mu
 /// # Safety
 /// Called by Slurm with a valid handle.
 #[no_mangle]
-pub unsafe extern "C" fn slurm_spank_job_epilog(sp: ffi::spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_job_epilog(
+    sp: ffi::spank_t,
+    ac: c_int,
+    av: *mut *mut c_char,
+) -> c_int {
     let args = ffi::args(ac, av);
     choke_point("job_epilog", || {
         // Never fail: a failing epilog drains the node.

@@ -41,7 +41,9 @@ pub struct Values(pub BTreeMap<&'static str, String>);
 impl Values {
     /// Records option `index` with its argument.
     pub fn set(&mut self, index: usize, value: Option<String>) -> Result<(), String> {
-        let spec = OPTIONS.get(index).ok_or_else(|| format!("unknown option number {index}"))?;
+        let spec = OPTIONS
+            .get(index)
+            .ok_or_else(|| format!("unknown option number {index}"))?;
         self.0.insert(spec.name, value.unwrap_or_default());
         Ok(())
     }
@@ -83,7 +85,9 @@ impl Values {
 
     /// The bind mounts as `SRC:DST[:ro|rw]` items.
     pub fn mounts(&self) -> Vec<&str> {
-        self.get("container-mounts").map(|m| m.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+        self.get("container-mounts")
+            .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
     }
 
     /// Checks every value; the error names the option.
@@ -99,27 +103,52 @@ impl Values {
             let ok_flags = |f: &str| f.split('+').all(|x| matches!(x, "ro" | "rw"));
             match parts.as_slice() {
                 [src, dst] | [src, dst, _] if src.is_empty() || !dst.starts_with('/') => {
-                    return bad("container-mounts", format!("{mount:?}: expected SRC:DST[:ro|rw] with an absolute DST"));
+                    return bad(
+                        "container-mounts",
+                        format!("{mount:?}: expected SRC:DST[:ro|rw] with an absolute DST"),
+                    );
                 }
                 [_, _] => {}
                 [_, _, flags] if ok_flags(flags) => {}
-                [_, _, flags] => return bad("container-mounts", format!("{mount:?}: unknown flag {flags:?} (ro or rw)")),
-                _ => return bad("container-mounts", format!("{mount:?}: expected SRC:DST[:ro|rw]")),
+                [_, _, flags] => {
+                    return bad(
+                        "container-mounts",
+                        format!("{mount:?}: unknown flag {flags:?} (ro or rw)"),
+                    )
+                }
+                _ => {
+                    return bad(
+                        "container-mounts",
+                        format!("{mount:?}: expected SRC:DST[:ro|rw]"),
+                    )
+                }
             }
         }
         if let Some(w) = self.get("container-workdir") {
             if !w.starts_with('/') {
-                return bad("container-workdir", format!("{w:?} is not an absolute path"));
+                return bad(
+                    "container-workdir",
+                    format!("{w:?} is not an absolute path"),
+                );
             }
         }
         if let Some(n) = self.get("container-name") {
             let (name, mode) = n.split_once(':').unwrap_or((n, "auto"));
-            let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
             if !name_ok {
-                return bad("container-name", format!("{name:?}: use letters, digits, '_', '.' and '-'"));
+                return bad(
+                    "container-name",
+                    format!("{name:?}: use letters, digits, '_', '.' and '-'"),
+                );
             }
             if !matches!(mode, "create" | "exec" | "auto" | "no_exec") {
-                return bad("container-name", format!("unknown mode {mode:?} (create, exec, auto or no_exec)"));
+                return bad(
+                    "container-name",
+                    format!("unknown mode {mode:?} (create, exec, auto or no_exec)"),
+                );
             }
         }
         if let Some(p) = self.get("container-save") {
@@ -128,7 +157,9 @@ impl Values {
             }
         }
         if let Some(e) = self.get("container-env") {
-            if let Some(name) = e.split(',').find(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+            if let Some(name) = e.split(',').find(|n| {
+                n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }) {
                 return bad("container-env", format!("{name:?} is not a variable name"));
             }
         }
@@ -160,7 +191,13 @@ mod tests {
 
     #[test]
     fn good_values() {
-        let v = values(&[("container-image", "ubuntu"), ("container-mounts", "/data:/data:ro,/scratch:/s"), ("container-workdir", "/w"), ("container-name", "x:exec"), ("container-env", "FOO,BAR_1")]);
+        let v = values(&[
+            ("container-image", "ubuntu"),
+            ("container-mounts", "/data:/data:ro,/scratch:/s"),
+            ("container-workdir", "/w"),
+            ("container-name", "x:exec"),
+            ("container-env", "FOO,BAR_1"),
+        ]);
         v.validate().unwrap();
         assert_eq!(v.mounts(), vec!["/data:/data:ro", "/scratch:/s"]);
     }
@@ -169,12 +206,34 @@ mod tests {
     fn bad_values_name_the_option() {
         for (pairs, option) in [
             (vec![("container-image", " ")], "--container-image"),
-            (vec![("container-image", "u"), ("container-mounts", "/a:rel")], "--container-mounts"),
-            (vec![("container-image", "u"), ("container-mounts", "/a:/b:rx")], "--container-mounts"),
-            (vec![("container-image", "u"), ("container-workdir", "rel")], "--container-workdir"),
-            (vec![("container-image", "u"), ("container-name", "x:sometimes")], "--container-name"),
-            (vec![("container-image", "u"), ("container-env", "A-B")], "--container-env"),
-            (vec![("container-image", "u"), ("container-writable", ""), ("container-readonly", "")], "--container-writable"),
+            (
+                vec![("container-image", "u"), ("container-mounts", "/a:rel")],
+                "--container-mounts",
+            ),
+            (
+                vec![("container-image", "u"), ("container-mounts", "/a:/b:rx")],
+                "--container-mounts",
+            ),
+            (
+                vec![("container-image", "u"), ("container-workdir", "rel")],
+                "--container-workdir",
+            ),
+            (
+                vec![("container-image", "u"), ("container-name", "x:sometimes")],
+                "--container-name",
+            ),
+            (
+                vec![("container-image", "u"), ("container-env", "A-B")],
+                "--container-env",
+            ),
+            (
+                vec![
+                    ("container-image", "u"),
+                    ("container-writable", ""),
+                    ("container-readonly", ""),
+                ],
+                "--container-writable",
+            ),
             (vec![("container-mounts", "/a:/b")], "--container-image"),
         ] {
             let err = values(&pairs).validate().unwrap_err();

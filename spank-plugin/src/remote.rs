@@ -28,7 +28,12 @@ pub struct Joined {
 /// names in `--container-env`.
 fn job_owns(name: &str, listed: &[&str]) -> bool {
     listed.contains(&name)
-        || ["SLURM_", "SLURMD_", "CUDA_", "NVIDIA_", "GPU_", "ROCR_", "HIP_", "PMI", "PMIX_", "OMPI_", "UCX_"].iter().any(|p| name.starts_with(p))
+        || [
+            "SLURM_", "SLURMD_", "CUDA_", "NVIDIA_", "GPU_", "ROCR_", "HIP_", "PMI", "PMIX_",
+            "OMPI_", "UCX_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 fn step_dir(args: &PlugstackArgs, job: u32, step: u32) -> PathBuf {
@@ -38,13 +43,16 @@ fn step_dir(args: &PlugstackArgs, job: u32, step: u32) -> PathBuf {
 fn plugstack(state_args: &Option<Result<PlugstackArgs, String>>) -> Result<PlugstackArgs, String> {
     match state_args {
         Some(Ok(a)) => Ok(a.clone()),
-        Some(Err(e)) => Err(format!("the node's berth setup is broken ({e}); tell the cluster admins")),
+        Some(Err(e)) => Err(format!(
+            "the node's berth setup is broken ({e}); tell the cluster admins"
+        )),
         None => Ok(PlugstackArgs::default()),
     }
 }
 
 pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
-    let (args, mut values, deferred) = with_state(|s| (s.args.clone(), s.values.clone(), s.deferred_errors.clone()));
+    let (args, mut values, deferred) =
+        with_state(|s| (s.args.clone(), s.values.clone(), s.deferred_errors.clone()));
     values.fill_from_env(|k| ffi::getenv(sp, k));
     if values.image().is_none() && values.get("container-name").is_none() {
         return Ok(()); // no container asked for
@@ -53,47 +61,93 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         return Err(e.clone());
     }
     values.validate()?;
-    for unsupported in ["container-name", "container-save", "container-remap-root", "container-entrypoint"] {
+    for unsupported in [
+        "container-name",
+        "container-save",
+        "container-remap-root",
+        "container-entrypoint",
+    ] {
         if values.0.contains_key(unsupported) {
-            return Err(format!("--{unsupported} is not supported by this version of berth yet"));
+            return Err(format!(
+                "--{unsupported} is not supported by this version of berth yet"
+            ));
         }
     }
-    let image = values.image().ok_or("--container-image is required")?.to_string();
+    let image = values
+        .image()
+        .ok_or("--container-image is required")?
+        .to_string();
     let args = plugstack(&args)?;
-    let (uid, gid) = (ffi::job_uid(sp).ok_or("cannot read the job's uid")?, ffi::job_gid(sp).ok_or("cannot read the job's gid")?);
-    let (job, step) = (ffi::job_id(sp).ok_or("cannot read the job id")?, ffi::step_id(sp).ok_or("cannot read the step id")?);
+    let (uid, gid) = (
+        ffi::job_uid(sp).ok_or("cannot read the job's uid")?,
+        ffi::job_gid(sp).ok_or("cannot read the job's gid")?,
+    );
+    let (job, step) = (
+        ffi::job_id(sp).ok_or("cannot read the job id")?,
+        ffi::step_id(sp).ok_or("cannot read the step id")?,
+    );
 
     let dir = step_dir(&args, job, step);
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let lock_file = fs::File::create(dir.join("lock")).map_err(|e| format!("cannot create the step lock: {e}"))?;
-    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let lock_file = fs::File::create(dir.join("lock"))
+        .map_err(|e| format!("cannot create the step lock: {e}"))?;
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
     let keeper_path = dir.join("keeper.json");
-    let reply = match fs::read(&keeper_path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) {
+    let reply = match fs::read(&keeper_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    {
         Some(reply) if keeper_alive(&reply) => reply,
         _ => {
             // The batch script lives in slurmd's spool directory: bring it in.
-            let script = (step == ffi::BATCH_STEP).then(|| ffi::job_argv(sp).into_iter().next()).flatten();
+            let script = (step == ffi::BATCH_STEP)
+                .then(|| ffi::job_argv(sp).into_iter().next())
+                .flatten();
             let reply = start_keeper(sp, &args, &values, &image, uid, gid, script.as_deref())?;
-            let mut f = fs::File::create(&keeper_path).map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
-            f.write_all(reply.to_string().as_bytes()).map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
+            let mut f = fs::File::create(&keeper_path)
+                .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
+            f.write_all(reply.to_string().as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
             reply
         }
     };
     drop(lock);
 
-    let pid = reply["pid"].as_i64().ok_or("the helper gave no keeper pid")? as i32;
-    let pidfd = berth::sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).map_err(|e| format!("the step's container is gone ({e})"))?;
-    ffi::join_namespaces(pidfd.as_fd()).map_err(|e| format!("cannot enter the step's container: {e}"))?;
+    let pid = reply["pid"]
+        .as_i64()
+        .ok_or("the helper gave no keeper pid")? as i32;
+    let pidfd = berth::sys::pidfd_open(nix::unistd::Pid::from_raw(pid))
+        .map_err(|e| format!("the step's container is gone ({e})"))?;
+    ffi::join_namespaces(pidfd.as_fd())
+        .map_err(|e| format!("cannot enter the step's container: {e}"))?;
 
-    let listed: Vec<&str> = values.get("container-env").map(|e| e.split(',').collect()).unwrap_or_default();
-    for entry in reply["env"].as_array().into_iter().flatten().filter_map(|e| e.as_str()) {
-        let Some((name, value)) = entry.split_once('=') else { continue };
+    let listed: Vec<&str> = values
+        .get("container-env")
+        .map(|e| e.split(',').collect())
+        .unwrap_or_default();
+    for entry in reply["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+    {
+        let Some((name, value)) = entry.split_once('=') else {
+            continue;
+        };
         if job_owns(name, &listed) && ffi::getenv(sp, name).is_some() {
             continue;
         }
         ffi::setenv(sp, name, value, true);
     }
-    let seccomp = reply["seccomp"].as_str().map(|h| hex::decode(h).map_err(|e| format!("bad seccomp program from the helper: {e}"))).transpose()?;
+    let seccomp = reply["seccomp"]
+        .as_str()
+        .map(|h| hex::decode(h).map_err(|e| format!("bad seccomp program from the helper: {e}")))
+        .transpose()?;
     ffi::drop_bounding_set();
     with_state(|s| s.joined = Some(Joined { seccomp }));
     Ok(())
@@ -101,8 +155,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
 
 /// Whether the keeper recorded in `reply` still runs (and is a berth keeper).
 fn keeper_alive(reply: &serde_json::Value) -> bool {
-    let Some(pid) = reply["pid"].as_i64() else { return false };
-    fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).contains("slurm-start")).unwrap_or(false)
+    let Some(pid) = reply["pid"].as_i64() else {
+        return false;
+    };
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("slurm-start"))
+        .unwrap_or(false)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -116,15 +174,24 @@ fn start_keeper(
     batch_script: Option<&str>,
 ) -> Result<serde_json::Value, String> {
     let mut cmd = Command::new(&args.berth);
-    cmd.arg("--config").arg(&args.config).arg("-q").arg("slurm-start");
-    cmd.arg("--watch-pid").arg(nix::unistd::getppid().to_string());
+    cmd.arg("--config")
+        .arg(&args.config)
+        .arg("-q")
+        .arg("slurm-start");
+    cmd.arg("--watch-pid")
+        .arg(nix::unistd::getppid().to_string());
     cmd.arg("--user").arg(format!("{uid}:{gid}"));
     for mount in values.mounts() {
         cmd.arg("--mount").arg(mount);
     }
     if values.flag("container-mount-home") {
-        if let Some(home) = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.dir) {
-            cmd.arg("--mount").arg(format!("{}:{}", home.display(), home.display()));
+        if let Some(home) = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+        {
+            cmd.arg("--mount")
+                .arg(format!("{}:{}", home.display(), home.display()));
         }
     }
     if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
@@ -141,21 +208,36 @@ fn start_keeper(
     if let Some(pwd) = ffi::getenv(sp, "PWD").filter(|p| Path::new(p).is_absolute()) {
         cmd.current_dir(pwd);
     }
-    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("HOME", "/root");
-    let out = cmd.output().map_err(|e| format!("cannot run {}: {e} (is berth installed on this node?)", args.berth.display()))?;
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root");
+    let out = cmd.output().map_err(|e| {
+        format!(
+            "cannot run {}: {e} (is berth installed on this node?)",
+            args.berth.display()
+        )
+    })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("the container could not be started");
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("the container could not be started");
         return Err(line.trim_start_matches("berth: ").to_string());
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable answer from {}: {e}", args.berth.display()))
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("unreadable answer from {}: {e}", args.berth.display()))
 }
 
 pub fn task_init() -> Result<(), String> {
-    let Some(joined) = with_state(|s| s.joined.take()) else { return Ok(()) };
+    let Some(joined) = with_state(|s| s.joined.take()) else {
+        return Ok(());
+    };
     ffi::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     if let Some(program) = joined.seccomp {
-        berth::sys::load_seccomp_program(&program).map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
+        berth::sys::load_seccomp_program(&program)
+            .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
     }
     Ok(())
 }
@@ -163,26 +245,40 @@ pub fn task_init() -> Result<(), String> {
 /// Ends the keeper of this step and removes its state.
 pub fn step_exit(sp: ffi::spank_t) {
     let args = with_state(|s| plugstack(&s.args)).unwrap_or_default();
-    let (Some(job), Some(step)) = (ffi::job_id(sp), ffi::step_id(sp)) else { return };
+    let (Some(job), Some(step)) = (ffi::job_id(sp), ffi::step_id(sp)) else {
+        return;
+    };
     remove_step(&step_dir(&args, job, step));
 }
 
 /// Ends every keeper of a job and removes its state.
 pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
     let Some(job) = ffi::job_id(sp) else { return };
-    let Ok(entries) = fs::read_dir(args.runtime_dir.join("slurm")) else { return };
+    let Ok(entries) = fs::read_dir(args.runtime_dir.join("slurm")) else {
+        return;
+    };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&format!("{job}.")) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{job}."))
+        {
             remove_step(&entry.path());
         }
     }
 }
 
 fn remove_step(dir: &Path) {
-    if let Some(reply) = fs::read(dir.join("keeper.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) {
+    if let Some(reply) = fs::read(dir.join("keeper.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    {
         if keeper_alive(&reply) {
             if let Some(pid) = reply["pid"].as_i64() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }

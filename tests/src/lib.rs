@@ -3,6 +3,7 @@
 //! unprivileged test user, and checks for leftovers.
 
 pub mod registry;
+pub mod slurm;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -65,7 +65,11 @@ pub(crate) fn build_spec(
     ctx: &Context,
     args: &RunArgs,
     purpose: &Purpose,
-) -> Result<(ContainerSpec, ResolvedImage, berth::image::store::LayersInUse)> {
+) -> Result<(
+    ContainerSpec,
+    ResolvedImage,
+    berth::image::store::LayersInUse,
+)> {
     let (config, store, privileged) = (&ctx.config, &ctx.store, ctx.privileged);
     let source = ImageSource::parse(&args.image)?;
     let mut image = super::images::resolve(ctx, &source)?;
@@ -122,7 +126,11 @@ pub(crate) fn build_spec(
 }
 
 pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
-    let purpose = Purpose { needs_command: true, default_hostname: None, proc_hidepid: false };
+    let purpose = Purpose {
+        needs_command: true,
+        default_hostname: None,
+        proc_hidepid: false,
+    };
     let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");
     Ok(process::run(&spec)?)

@@ -25,8 +25,14 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     if !ctx.privileged || args.run.user_is_unset() {
         bail!("slurm-start is run by the SPANK plugin, as root, with --user");
     }
-    let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
-    let purpose = Purpose { needs_command: false, default_hostname: hostname, proc_hidepid: true };
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    let purpose = Purpose {
+        needs_command: false,
+        default_hostname: hostname,
+        proc_hidepid: true,
+    };
     // The layer locks are inherited by the keeper and held as long as it lives.
     let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
     let pid = keeper::start_keeper(&spec, nix::unistd::Pid::from_raw(args.watch_pid))?;

@@ -17,16 +17,21 @@ use nix::unistd::{pipe2, Pid};
 use super::{decode_error, encode_error, RunError, EXIT_BERTH_ERROR};
 use crate::rootfs;
 use crate::spec::ContainerSpec;
-use crate::syscall::LinuxSyscall;
 use crate::sys;
+use crate::syscall::LinuxSyscall;
 
 /// Starts a keeper for `spec` that lives as long as process `watch` does, and
 /// returns its pid once the container is ready. Must be called while
 /// single-threaded, by root.
 pub fn start_keeper(spec: &ContainerSpec, watch: Pid) -> Result<Pid, RunError> {
-    let watch_fd = sys::pidfd_open(watch).map_err(|e| RunError::Host(format!("cannot watch process {watch}: {e}")))?;
-    let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWCGROUP;
+    let watch_fd = sys::pidfd_open(watch)
+        .map_err(|e| RunError::Host(format!("cannot watch process {watch}: {e}")))?;
+    let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP;
     match sys::clone_into_namespaces(flags) {
         Ok(None) => {
             drop(status_r);
@@ -46,11 +51,15 @@ pub fn start_keeper(spec: &ContainerSpec, watch: Pid) -> Result<Pid, RunError> {
                 }
                 _ => {
                     let _ = nix::sys::wait::waitpid(pid, None);
-                    Err(RunError::Host("the container keeper died while starting".into()))
+                    Err(RunError::Host(
+                        "the container keeper died while starting".into(),
+                    ))
                 }
             }
         }
-        Err(e) => Err(RunError::Host(format!("cannot create the container's namespaces: {e}"))),
+        Err(e) => Err(RunError::Host(format!(
+            "cannot create the container's namespaces: {e}"
+        ))),
     }
 }
 
@@ -63,7 +72,11 @@ fn keeper_main(spec: &ContainerSpec, status_w: OwnedFd, watch: OwnedFd) -> ! {
     }
     // Nothing of the helper's stdio may stay open: whoever reads its output
     // waits for EOF.
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }

@@ -14,8 +14,8 @@
 //! with no message exactly when the command was exec'd.
 
 pub mod exec;
-pub mod keeper;
 pub mod init;
+pub mod keeper;
 mod signals;
 
 use std::io::{Read, Write};

@@ -1,0 +1,223 @@
+//! A real Slurm cluster on localhost for the tests: munged, slurmctld and
+//! slurmd from Debian's packages, with their own config dir, ports and
+//! state, and spank_berth.so in plugstack.conf. Dropping it stops the daemons.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{berth_path, test_user};
+
+/// A running cluster of one node.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    daemons: Vec<Child>,
+    /// The node's name.
+    pub node: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// spank_berth.so built beside the tests.
+pub fn plugin_path() -> PathBuf {
+    let p = berth_path().with_file_name("libspank_berth.so");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build -p spank-berth` first (the test script does)",
+        p.display()
+    );
+    p
+}
+
+fn ensure_munged() {
+    if Command::new("munge")
+        .arg("-n")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return;
+    }
+    let _ = Command::new("install")
+        .args([
+            "-d",
+            "-o",
+            "munge",
+            "-g",
+            "munge",
+            "-m",
+            "755",
+            "/run/munge",
+        ])
+        .status();
+    let status = Command::new("runuser")
+        .args(["-u", "munge", "--", "/usr/sbin/munged"])
+        .status()
+        .expect("munged missing: apt-get install munge");
+    assert!(status.success(), "munged did not start");
+}
+
+impl Cluster {
+    /// Starts one, with berth's config `berth_config` for the plugin.
+    pub fn start(berth_config: &Path) -> Cluster {
+        ensure_munged();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-slurm-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let d = dir.path();
+        for sub in ["state", "spool", "log", "run"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+        }
+        let node = "berthnode".to_string();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let conf = format!(
+            "ClusterName=berthtest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n\
+             SlurmctldPort={}\nSlurmdPort={}\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
+             SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
+             SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
+             AuthType=auth/munge\nCryptoType=crypto/munge\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+             SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\nMpiDefault=none\n\
+             SchedulerType=sched/backfill\nJobCompType=jobcomp/none\nPlugStackConfig={d}/plugstack.conf\n\
+             KillWait=2\nInactiveLimit=0\n\
+             NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN\n\
+             PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP\n",
+            free_port(),
+            free_port(),
+            d = d.display(),
+            host = nix_hostname(),
+        );
+        std::fs::write(d.join("slurm.conf"), conf).unwrap();
+        std::fs::write(
+            d.join("plugstack.conf"),
+            format!(
+                "required {} config={} berth={} runtime_dir={}\n",
+                plugin_path().display(),
+                berth_config.display(),
+                berth_path().display(),
+                d.join("run").display()
+            ),
+        )
+        .unwrap();
+        let conf = d.join("slurm.conf");
+        let spawn = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .arg("-f")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("{program} missing ({e}): apt-get install slurmctld slurmd")
+                })
+        };
+        let mut cluster = Cluster {
+            dir,
+            daemons: vec![],
+            node: node.clone(),
+        };
+        cluster.daemons.push(spawn("slurmctld", &["-D", "-i"]));
+        cluster.daemons.push(spawn("slurmd", &["-D", "-N", &node]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cluster.node_state() != "idle" {
+            assert!(
+                Instant::now() < deadline,
+                "the test cluster did not come up:\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// The cluster's directory (config, logs, runtime dir `run/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `SLURM_CONF` for clients.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("slurm.conf")
+    }
+
+    /// The node's state as sinfo shows it (`idle`, `drained`, ...).
+    pub fn node_state(&self) -> String {
+        let out = Command::new("sinfo")
+            .args(["-h", "-N", "-o", "%T"])
+            .env("SLURM_CONF", self.conf())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// A Slurm client command (`srun`, `sbatch`, ...) as the unprivileged test user.
+    pub fn as_user(&self, program: &str, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = test_user();
+        let mut c = Command::new(program);
+        c.args(args)
+            .env("SLURM_CONF", self.conf())
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/tmp")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `srun ARGS` as the test user.
+    pub fn srun(&self, args: &[&str]) -> Output {
+        self.as_user("srun", args).output().unwrap()
+    }
+
+    /// Both daemons' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        ["slurmctld.log", "slurmd.log"]
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(self.dir.path().join("log").join(f)).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn nix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel")
+            .args(["--full", "-u", "root"])
+            .env("SLURM_CONF", self.conf())
+            .status();
+        let (uid, _) = test_user();
+        let _ = Command::new("scancel")
+            .args(["-u", &uid.to_string()])
+            .env("SLURM_CONF", self.conf())
+            .status();
+        for d in self.daemons.iter_mut().rev() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        // slurmstepd processes of this cluster die with their steps; give them a moment.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,313 @@
+//! The SPANK plugin on a real Slurm cluster (munged, slurmctld, slurmd on
+//! localhost), driven as an unprivileged user with srun and sbatch.
+
+use std::time::{Duration, Instant};
+
+use berth_e2e::slurm::Cluster;
+use berth_e2e::*;
+
+fn setup() -> (Sandbox, Cluster, String) {
+    let s = Sandbox::new();
+    let image = s.standard_image().to_str().unwrap().to_string();
+    let cluster = Cluster::start(&s.config());
+    (s, cluster, image)
+}
+
+/// Command lines of the container keepers started with this sandbox's config.
+fn keeper_cmdlines(s: &Sandbox) -> Vec<String> {
+    let needle = s.config().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ")
+        })
+        .filter(|text| text.contains("slurm-start") && text.contains(&needle))
+        .collect()
+}
+
+fn keepers_of(s: &Sandbox) -> usize {
+    keeper_cmdlines(s).len()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_task_runs_in_the_container_as_the_user() {
+    require_root!();
+    let (_s, cluster, image) = setup();
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&[&image_opt, "sh", "-c", "cat /etc/motd; id -u; echo $FROM_IMAGE $PATH; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; test -e /home && echo HOST-HOME; true"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let (uid, _) = test_user();
+    assert!(
+        text.starts_with(&format!("layer2\n{uid}\nyes /bin\n")),
+        "{text}"
+    );
+    for line in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
+    assert!(!text.contains("HOST-HOME"), "{text}");
+    // Without the option, tasks run on the host as usual.
+    let out = cluster.srun(&[
+        "sh",
+        "-c",
+        "grep -c layer2 /etc/motd 2>/dev/null || echo host",
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("host") || text.trim() == "0", "{text}");
+}
+
+#[test]
+fn tasks_of_a_step_share_one_container() {
+    require_root!();
+    let (_s, cluster, image) = setup();
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&["-n4", "-O", &image_opt, "sh", "-c", "touch /dev/shm/task$SLURM_PROCID; sleep 2; echo $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/ipc) $(ls /dev/shm | wc -l)"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| *l == lines[0]),
+        "tasks in different containers: {lines:?}"
+    );
+    assert!(lines[0].ends_with(" 4"), "/dev/shm not shared: {lines:?}");
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert!(!lines[0].contains(host_mnt.to_str().unwrap()), "{lines:?}");
+}
+
+#[test]
+fn the_batch_script_runs_in_the_container() {
+    require_root!();
+    let (s, cluster, image) = setup();
+    let out_dir = s.path().join("batch");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(
+        &out_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let script = out_dir.join("job.sh");
+    std::fs::write(&script, format!("#!/bin/sh\n#SBATCH --container-image={image}\n#SBATCH --output={}/out.txt\ncat /etc/motd\necho FROM_IMAGE=$FROM_IMAGE\n", out_dir.display())).unwrap();
+    let out = cluster
+        .as_user("sbatch", &["--wait", script.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let text = std::fs::read_to_string(out_dir.join("out.txt")).unwrap();
+    assert!(text.contains("layer2\nFROM_IMAGE=yes\n"), "{text}");
+}
+
+#[test]
+fn environment_precedence() {
+    require_root!();
+    let (_s, cluster, image) = setup();
+    let image_opt = format!("--container-image={image}");
+    let script = "echo $FROM_IMAGE $PATH ${SLURM_JOB_ID:+has-job-id}";
+    let out = cluster
+        .as_user("srun", &[&image_opt, "sh", "-c", script])
+        .env("FROM_IMAGE", "from-job")
+        .env("PATH", "/job/bin:/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "yes /bin has-job-id\n", "{}", stderr(&out));
+    let out = cluster
+        .as_user(
+            "srun",
+            &[&image_opt, "--container-env=FROM_IMAGE", "sh", "-c", script],
+        )
+        .env("FROM_IMAGE", "from-job")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "from-job /bin has-job-id\n",
+        "{}",
+        stderr(&out)
+    );
+    // The environment variable form of the option.
+    let out = cluster
+        .as_user("srun", &["cat", "/etc/motd"])
+        .env("BERTH_CONTAINER_IMAGE", &image)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "layer2\n", "{}", stderr(&out));
+}
+
+/// The node goes back to idle (a step finishing may show it busy for a
+/// moment) and is never drained.
+fn assert_node_stays_up(cluster: &Cluster, after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = cluster.node_state();
+        assert!(
+            !state.contains("drain") && !state.contains("down"),
+            "the node is {state} after {after}:\n{}",
+            cluster.logs()
+        );
+        if state == "idle" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node stayed {state} after {after}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn failures_fail_the_tasks_with_one_line_and_never_drain_the_node() {
+    require_root!();
+    let (s, cluster, image) = setup();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("--container-image=127.0.0.1:{port}/no/such:v1");
+    let missing_mount = format!(
+        "--container-mounts={}/no-such-dir:/data",
+        s.path().display()
+    );
+    let image_opt = format!("--container-image={image}");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![&unreachable, "true"], "cannot reach registry"),
+        (
+            vec!["--container-image=/no/such/image.sqsh", "true"],
+            "not found",
+        ),
+        (vec![&image_opt, &missing_mount, "true"], "does not exist"),
+        (vec![&image_opt, "no-such-command"], "no-such-command"),
+    ];
+    for (args, expected) in cases {
+        let out = cluster.srun(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains("berth: ") || expected == "no-such-command",
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_node_stays_up(&cluster, &format!("{args:?}"));
+    }
+    // A bad option is refused by srun itself: nothing is queued.
+    let out = cluster.srun(&[&image_opt, "--container-mounts=/a:relative", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--container-mounts"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("queued"), "{}", stderr(&out));
+    let out = cluster
+        .as_user(
+            "sbatch",
+            &["--container-workdir=relative", "--wrap", "true"],
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--container-workdir"),
+        "{}",
+        stderr(&out)
+    );
+    assert_node_stays_up(&cluster, "bad options");
+    // Nothing is left behind by any of it.
+    wait_until("keepers are gone", || keepers_of(&s) == 0);
+    assert_eq!(count_entries(&cluster.dir().join("run/slurm")), 0);
+}
+
+#[test]
+fn scancel_and_a_killed_slurmstepd_leave_nothing_behind() {
+    require_root!();
+    let (s, cluster, image) = setup();
+    let image_opt = format!("--container-image={image}");
+    // scancel of a running step.
+    let mut srun = cluster
+        .as_user("srun", &["-J", "berth-scancel", &image_opt, "sleep", "300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the container runs", || keepers_of(&s) == 1);
+    let status = std::process::Command::new("scancel")
+        .args(["-n", "berth-scancel"])
+        .env("SLURM_CONF", cluster.conf())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = srun.wait();
+    wait_until("the keeper is gone after scancel", || keepers_of(&s) == 0);
+    wait_until("the step's state is removed", || {
+        count_entries(&cluster.dir().join("run/slurm")) == 0
+    });
+    // SIGKILL of the step's slurmstepd: the keeper notices and exits.
+    let mut srun = cluster
+        .as_user("srun", &["-J", "berth-kill9", &image_opt, "sleep", "300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the container runs", || keepers_of(&s) == 1);
+    // The keeper watches the step's slurmstepd: its --watch-pid names it.
+    let stepd = keeper_cmdlines(&s).iter().find_map(|cmd| {
+        let words: Vec<&str> = cmd.split(' ').collect();
+        words
+            .iter()
+            .position(|w| *w == "--watch-pid")
+            .and_then(|i| words.get(i + 1))
+            .and_then(|p| p.parse::<i32>().ok())
+    });
+    let pid = stepd.expect("the keeper names the slurmstepd it watches");
+    // SAFETY: kill on the pid of this test's slurmstepd.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("the keeper is gone after slurmstepd was killed", || {
+        keepers_of(&s) == 0
+    });
+    let _ = std::process::Command::new("scancel")
+        .args(["-n", "berth-kill9"])
+        .env("SLURM_CONF", cluster.conf())
+        .status();
+    let _ = srun.kill();
+    let _ = srun.wait();
+    wait_until("no keeper is left", || keepers_of(&s) == 0);
+}
+
+#[test]
+fn srun_help_lists_the_options() {
+    require_root!();
+    let (_s, cluster, _image) = setup();
+    let out = cluster.srun(&["--help"]);
+    let help = stdout(&out);
+    for option in [
+        "--container-image",
+        "--container-mounts",
+        "--container-workdir",
+        "--container-name",
+        "--container-writable",
+        "--container-readonly",
+        "--container-remap-root",
+        "--no-container-remap-root",
+        "--container-mount-home",
+        "--container-env",
+        "--container-entrypoint",
+        "--container-save",
+    ] {
+        assert!(help.contains(option), "{option} missing from srun --help");
+    }
+}
