@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Step start-up: `srun --container-image=<cached image> true` against bare
+# `srun true`, side by side in one run, for -n1 and -n8, on a one-node Slurm
+# cluster on localhost (the test kit's), as an unprivileged user. Reports the
+# milliseconds the container adds per step. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh hyperfine
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+cargo build --locked --release -p berth-launcher -p spank-berth -p berth-e2e --bins --lib 2>&1 | tail -1
+
+runs=${RUNS:-30}
+work=$(mktemp -d /tmp/berth-srun-bench.XXXXXX)
+chmod 755 "$work"
+user=berth-test
+id -u "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
+target/release/berth-mkimage "$work/image" >/dev/null
+printf '[store]\npath = "%s/store"\n' "$work" > "$work/berth.toml"
+"$PWD/target/release/berth" --config "$work/berth.toml" run "$work/image" true   # fill the store
+
+coproc CLUSTER { exec target/release/berth-testcluster "$work/berth.toml"; }
+read -r conf <&"${CLUSTER[0]}"
+trap 'exec {CLUSTER[1]}>&-; wait "$CLUSTER_PID" 2>/dev/null; rm -rf "$work"' EXIT
+export SLURM_CONF=$conf
+as_user() { runuser -u "$user" -- env SLURM_CONF="$conf" "$@"; }
+cd /tmp   # a directory that exists in the container too
+as_user srun --container-image="$work/image" true   # warm: plugin, helper, page cache
+
+hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/srun.json" \
+    -n "srun -n1 true" "runuser -u $user -- env SLURM_CONF=$conf srun -n1 true" \
+    -n "srun -n1 --container-image true" "runuser -u $user -- env SLURM_CONF=$conf srun -n1 --container-image=$work/image true" \
+    -n "srun -n8 true" "runuser -u $user -- env SLURM_CONF=$conf srun -n8 -O true" \
+    -n "srun -n8 --container-image true" "runuser -u $user -- env SLURM_CONF=$conf srun -n8 -O --container-image=$work/image true" >/dev/null
+
+python3 - "$work/srun.json" <<'PY'
+import json, statistics, sys
+med = {r["command"]: statistics.median(r["times"]) * 1000 for r in json.load(open(sys.argv[1]))["results"]}
+print("| step | median ms | added by the container |")
+print("| --- | ---: | ---: |")
+for n in ("1", "8"):
+    bare, cont = med[f"srun -n{n} true"], med[f"srun -n{n} --container-image true"]
+    print(f"| srun -n{n} true | {bare:.1f} | |")
+    print(f"| srun -n{n} --container-image=<cached> true | {cont:.1f} | +{cont - bare:.1f} ms |")
+PY
