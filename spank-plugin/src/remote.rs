@@ -62,7 +62,6 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
     values.validate()?;
     for unsupported in [
-        "container-name",
         "container-save",
         "container-remap-root",
         "container-entrypoint",
@@ -73,10 +72,6 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             ));
         }
     }
-    let image = values
-        .image()
-        .ok_or("--container-image is required")?
-        .to_string();
     let args = plugstack(&args)?;
     let (uid, gid) = (
         ffi::job_uid(sp).ok_or("cannot read the job's uid")?,
@@ -86,8 +81,20 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         ffi::job_id(sp).ok_or("cannot read the job id")?,
         ffi::step_id(sp).ok_or("cannot read the step id")?,
     );
+    // A named container lives for the whole job (the epilog ends it); an
+    // unnamed one for this step.
+    let name = values
+        .get("container-name")
+        .map(|n| n.split_once(':').unwrap_or((n, "auto")));
+    let dir = match name {
+        Some((name, _)) => args
+            .runtime_dir
+            .join("slurm")
+            .join(format!("{job}.name.{name}")),
+        None => step_dir(&args, job, step),
+    };
+    let mode = name.map(|(_, mode)| mode).unwrap_or("create");
 
-    let dir = step_dir(&args, job, step);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -98,17 +105,49 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
     let keeper_path = dir.join("keeper.json");
-    let reply = match fs::read(&keeper_path)
+    let existing = fs::read(&keeper_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    {
-        Some(reply) if keeper_alive(&reply) => reply,
-        _ => {
+        .filter(keeper_alive);
+    // `create` replaces a named container; the first task of the step does
+    // that, the others find the one it made (recorded with the step id).
+    let made_by_this_step = existing
+        .as_ref()
+        .is_some_and(|r| r["step"].as_u64() == Some(step as u64));
+    let existing = match (existing, mode) {
+        (Some(old), "create") if name.is_some() && !made_by_this_step => {
+            kill_keeper(&old);
+            None
+        }
+        (existing, _) => existing,
+    };
+    let reply = match existing {
+        Some(reply) => reply,
+        None => {
+            if mode == "exec" {
+                return Err(format!("there is no container named {:?} in this job (use :auto or :create to make one)", name.map(|n| n.0).unwrap_or("")));
+            }
+            let image = values.image().ok_or_else(|| {
+                format!(
+                    "there is no container named {:?} in this job yet: give --container-image",
+                    name.map(|n| n.0).unwrap_or("")
+                )
+            })?;
             // The batch script lives in slurmd's spool directory: bring it in.
             let script = (step == ffi::BATCH_STEP)
                 .then(|| ffi::job_argv(sp).into_iter().next())
                 .flatten();
-            let reply = start_keeper(sp, &args, &values, &image, uid, gid, script.as_deref())?;
+            let mut reply = start_keeper(
+                sp,
+                &args,
+                &values,
+                image,
+                uid,
+                gid,
+                script.as_deref(),
+                name.is_none(),
+            )?;
+            reply["step"] = serde_json::json!(step);
             let mut f = fs::File::create(&keeper_path)
                 .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
             f.write_all(reply.to_string().as_bytes())
@@ -117,6 +156,9 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         }
     };
     drop(lock);
+    if mode == "no_exec" {
+        return Ok(()); // the container is made (or kept); the tasks run outside it
+    }
 
     let pid = reply["pid"]
         .as_i64()
@@ -172,14 +214,17 @@ fn start_keeper(
     uid: u32,
     gid: u32,
     batch_script: Option<&str>,
+    tied_to_step: bool,
 ) -> Result<serde_json::Value, String> {
     let mut cmd = Command::new(&args.berth);
     cmd.arg("--config")
         .arg(&args.config)
         .arg("-q")
         .arg("slurm-start");
-    cmd.arg("--watch-pid")
-        .arg(nix::unistd::getppid().to_string());
+    if tied_to_step {
+        cmd.arg("--watch-pid")
+            .arg(nix::unistd::getppid().to_string());
+    }
     cmd.arg("--user").arg(format!("{uid}:{gid}"));
     for mount in values.mounts() {
         cmd.arg("--mount").arg(mount);
@@ -273,14 +318,19 @@ fn remove_step(dir: &Path) {
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     {
-        if keeper_alive(&reply) {
-            if let Some(pid) = reply["pid"].as_i64() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        kill_keeper(&reply);
     }
     let _ = fs::remove_dir_all(dir);
+}
+
+/// Ends a keeper (if it is still the one recorded).
+fn kill_keeper(reply: &serde_json::Value) {
+    if keeper_alive(reply) {
+        if let Some(pid) = reply["pid"].as_i64() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

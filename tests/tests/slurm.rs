@@ -311,3 +311,47 @@ fn srun_help_lists_the_options() {
         assert!(help.contains(option), "{option} missing from srun --help");
     }
 }
+
+#[test]
+fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
+    require_root!();
+    let (s, cluster, image) = setup();
+    let out_dir = s.path().join("named");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(
+        &out_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let script = out_dir.join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n#SBATCH --output={out}/out.txt\n\
+             srun --container-name=c1 --container-image={image} sh -c 'echo kept > /tmp/state'\n\
+             srun --container-name=c1 cat /tmp/state\n\
+             srun --container-name=c1:exec sh -c 'cat /tmp/state; cat /etc/motd'\n\
+             srun --container-name=c2:exec true || echo no-c2\n\
+             srun --container-name=c1:create --container-image={image} sh -c 'test -e /tmp/state && echo STALE || echo fresh'\n",
+            out = out_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = cluster
+        .as_user("sbatch", &["--wait", script.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let text = std::fs::read_to_string(out_dir.join("out.txt")).unwrap();
+    for expected in ["kept\nkept\nlayer2\n", "no-c2\n", "fresh\n"] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    // The job's end (epilog) removes the named containers.
+    wait_until("the named containers are gone", || keepers_of(&s) == 0);
+    wait_until("the job's state is removed", || {
+        count_entries(&cluster.dir().join("run/slurm")) == 0
+    });
+}

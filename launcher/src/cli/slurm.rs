@@ -14,9 +14,10 @@ use super::Context;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct SlurmStartArgs {
-    /// The process whose end ends the container (the step's slurmstepd).
+    /// The process whose end ends the container (the step's slurmstepd);
+    /// without it the container lives until it is killed (named containers).
     #[arg(long, value_name = "PID")]
-    watch_pid: i32,
+    watch_pid: Option<i32>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -35,7 +36,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     };
     // The layer locks are inherited by the keeper and held as long as it lives.
     let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
-    let pid = keeper::start_keeper(&spec, nix::unistd::Pid::from_raw(args.watch_pid))?;
+    let pid = keeper::start_keeper(&spec, args.watch_pid.map(nix::unistd::Pid::from_raw))?;
     let reply = serde_json::json!({
         "pid": pid.as_raw(),
         "image": image.id,

@@ -20,12 +20,16 @@ use crate::spec::ContainerSpec;
 use crate::sys;
 use crate::syscall::LinuxSyscall;
 
-/// Starts a keeper for `spec` that lives as long as process `watch` does, and
-/// returns its pid once the container is ready. Must be called while
-/// single-threaded, by root.
-pub fn start_keeper(spec: &ContainerSpec, watch: Pid) -> Result<Pid, RunError> {
-    let watch_fd = sys::pidfd_open(watch)
-        .map_err(|e| RunError::Host(format!("cannot watch process {watch}: {e}")))?;
+/// Starts a keeper for `spec` that lives as long as process `watch` does (or
+/// until it is killed, without `watch`), and returns its pid once the
+/// container is ready. Must be called while single-threaded, by root.
+pub fn start_keeper(spec: &ContainerSpec, watch: Option<Pid>) -> Result<Pid, RunError> {
+    let watch_fd = watch
+        .map(|pid| {
+            sys::pidfd_open(pid)
+                .map_err(|e| RunError::Host(format!("cannot watch process {pid}: {e}")))
+        })
+        .transpose()?;
     let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
     let flags = CloneFlags::CLONE_NEWNS
@@ -63,7 +67,7 @@ pub fn start_keeper(spec: &ContainerSpec, watch: Pid) -> Result<Pid, RunError> {
     }
 }
 
-fn keeper_main(spec: &ContainerSpec, status_w: OwnedFd, watch: OwnedFd) -> ! {
+fn keeper_main(spec: &ContainerSpec, status_w: OwnedFd, watch: Option<OwnedFd>) -> ! {
     let _ = nix::unistd::setsid();
     let is_dir = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.is_dir());
     if let Err(e) = rootfs::prepare(&LinuxSyscall, spec, &is_dir) {
@@ -83,6 +87,11 @@ fn keeper_main(spec: &ContainerSpec, status_w: OwnedFd, watch: OwnedFd) -> ! {
     }
     let _ = nix::unistd::write(&status_w, b"R");
     drop(status_w);
+    let Some(watch) = watch else {
+        loop {
+            nix::unistd::pause(); // a named container: ended by the job epilog
+        }
+    };
     loop {
         let mut fds = [PollFd::new(watch.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
