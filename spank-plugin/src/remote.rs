@@ -148,6 +148,10 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
                 name.is_none(),
             )?;
             reply["step"] = serde_json::json!(step);
+            ffi::info(&format!(
+                "berth: job {job} step {step}: container of {image} started for uid {uid} (keeper pid {})",
+                reply["pid"]
+            ));
             let mut f = fs::File::create(&keeper_path)
                 .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
             f.write_all(reply.to_string().as_bytes())
