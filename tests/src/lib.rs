@@ -600,6 +600,23 @@ pub fn layout_layer_digests(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory in the sandbox everyone may write (for job output files).
+pub fn shared_dir(s: &Sandbox, name: &str) -> PathBuf {
+    let dir = s.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
 /// Entries in a directory (0 when it does not exist).
 pub fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)

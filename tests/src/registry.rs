@@ -7,13 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::free_port;
 
 /// A minimal HTTP/1.0 request to 127.0.0.1:`port`; returns (status, body).
 pub fn http(method: &str, port: u16, path: &str) -> Option<(u16, String)> {

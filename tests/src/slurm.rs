@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{berth_path, test_user};
+use crate::{berth_path, free_port, test_user};
 
 /// A running cluster of one node.
 pub struct Cluster {
@@ -14,14 +14,6 @@ pub struct Cluster {
     daemons: Vec<Child>,
     /// The node's name.
     pub node: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// spank_berth.so built beside the tests.

@@ -15,6 +15,20 @@ fn pushed(s: &Sandbox, registry: &Registry, repo_tag: &str) -> std::path::PathBu
     layout
 }
 
+/// Points the sandbox's config at a netrc file with one login for `host`.
+fn use_netrc(s: &Sandbox, host: &str, login: &str, password: &str) {
+    let creds = s.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("machine {host} login {login} password {password}\n"),
+    )
+    .unwrap();
+    s.write_config(&format!(
+        "[registry]\ncredentials = [\"{}\"]\n",
+        creds.display()
+    ));
+}
+
 #[test]
 fn pull_by_tag_digest_and_pyxis_form_then_run() {
     require_root!();
@@ -110,23 +124,10 @@ fn token_auth_with_credentials_from_a_netrc_file() {
         "{err}"
     );
     // A wrong password is refused too.
-    let creds = s.path().join("credentials");
-    std::fs::write(
-        &creds,
-        format!("machine {} login alice password wrong\n", gate.host()),
-    )
-    .unwrap();
-    s.write_config(&format!(
-        "[registry]\ncredentials = [\"{}\"]\n",
-        creds.display()
-    ));
+    use_netrc(&s, &gate.host(), "alice", "wrong");
     assert_eq!(s.berth(&["pull", &reference]).status.code(), Some(125));
     // The right one works, through the bearer-token flow.
-    std::fs::write(
-        &creds,
-        format!("machine {} login alice password s3cret\n", gate.host()),
-    )
-    .unwrap();
+    use_netrc(&s, &gate.host(), "alice", "s3cret");
     let out = s.berth(&["pull", &reference]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -195,16 +196,7 @@ fn concurrent_pulls_download_each_blob_once() {
     let registry = Registry::start();
     let layout = pushed(&s, &registry, "shared/img:v1");
     let gate = TokenGate::start(&registry, "alice", "pw");
-    let creds = s.path().join("credentials");
-    std::fs::write(
-        &creds,
-        format!("machine {} login alice password pw\n", gate.host()),
-    )
-    .unwrap();
-    s.write_config(&format!(
-        "[registry]\ncredentials = [\"{}\"]\n",
-        creds.display()
-    ));
+    use_netrc(&s, &gate.host(), "alice", "pw");
     gate.set_rate(4 << 20); // slow enough that the two pulls overlap
     let reference = format!("{}/shared/img:v1", gate.host());
     let pulls: Vec<_> = (0..3)
@@ -241,16 +233,7 @@ fn kill_9_mid_pull_then_pull_again_finishes() {
     let registry = Registry::start();
     pushed(&s, &registry, "slow/img:v1");
     let gate = TokenGate::start(&registry, "alice", "pw");
-    let creds = s.path().join("credentials");
-    std::fs::write(
-        &creds,
-        format!("machine {} login alice password pw\n", gate.host()),
-    )
-    .unwrap();
-    s.write_config(&format!(
-        "[registry]\ncredentials = [\"{}\"]\n",
-        creds.display()
-    ));
+    use_netrc(&s, &gate.host(), "alice", "pw");
     gate.set_rate(1 << 20);
     let reference = format!("{}/slow/img:v1", gate.host());
     let mut pull = s
@@ -415,11 +398,7 @@ fn registry_errors_are_one_clear_line() {
         "{}",
         stderr(&missing)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let down = s.berth(&["run", &format!("127.0.0.1:{port}/x/y:z"), "true"]);
     assert_eq!(down.status.code(), Some(125));
     assert!(

@@ -93,13 +93,7 @@ fn tasks_of_a_step_share_one_container() {
 fn the_batch_script_runs_in_the_container() {
     require_root!();
     let (s, cluster, image) = setup();
-    let out_dir = s.path().join("batch");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::fs::set_permissions(
-        &out_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let out_dir = shared_dir(&s, "batch");
     let script = out_dir.join("job.sh");
     std::fs::write(&script, format!("#!/bin/sh\n#SBATCH --container-image={image}\n#SBATCH --output={}/out.txt\ncat /etc/motd\necho FROM_IMAGE=$FROM_IMAGE\n", out_dir.display())).unwrap();
     let out = cluster
@@ -173,11 +167,7 @@ fn assert_node_stays_up(cluster: &Cluster, after: &str) {
 fn failures_fail_the_tasks_with_one_line_and_never_drain_the_node() {
     require_root!();
     let (s, cluster, image) = setup();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let unreachable = format!("--container-image=127.0.0.1:{port}/no/such:v1");
     let missing_mount = format!(
         "--container-mounts={}/no-such-dir:/data",
@@ -316,13 +306,7 @@ fn srun_help_lists_the_options() {
 fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
     require_root!();
     let (s, cluster, image) = setup();
-    let out_dir = s.path().join("named");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::fs::set_permissions(
-        &out_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let out_dir = shared_dir(&s, "named");
     let script = out_dir.join("job.sh");
     std::fs::write(
         &script,

@@ -78,7 +78,7 @@ pub fn collect(store: &Store, max_bytes: u64) -> Result<GcReport, StoreError> {
         let Some(pos) = images.iter().position(|r| {
             !r.layers
                 .iter()
-                .any(|d| in_use.contains(d) || store_layer_busy(store, d))
+                .any(|d| in_use.contains(d) || store.layer_in_use(d))
         }) else {
             break;
         };
@@ -100,18 +100,6 @@ pub fn collect(store: &Store, max_bytes: u64) -> Result<GcReport, StoreError> {
     report.bytes_left = total;
     report.layers_in_use = in_use.len();
     Ok(report)
-}
-
-/// Whether a container holds the layer (probed without removing anything).
-fn store_layer_busy(store: &Store, digest: &str) -> bool {
-    let Ok(hex) = super::store::hex_of(digest) else {
-        return false;
-    };
-    let path = store.root().join("locks").join(format!("{hex}.use"));
-    let Ok(file) = std::fs::OpenOptions::new().read(true).open(path) else {
-        return false;
-    };
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
 }
 
 fn remove(

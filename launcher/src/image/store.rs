@@ -186,16 +186,7 @@ impl Store {
     pub fn hold_layers(&self, digests: &[String]) -> Result<LayersInUse, StoreError> {
         let mut locks = Vec::with_capacity(digests.len());
         for digest in digests {
-            let path = self
-                .root
-                .join("locks")
-                .join(format!("{}.use", hex_of(digest)?));
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
+            let (path, file) = self.lock_file(&format!("{}.use", hex_of(digest)?))?;
             let now = nix::sys::time::TimeSpec::from(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -363,19 +354,35 @@ impl Store {
         out
     }
 
+    /// Opens (creating) a file under locks/ to flock.
+    fn lock_file(&self, name: &str) -> Result<(PathBuf, File), StoreError> {
+        let path = self.root.join("locks").join(name);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok((path, file))
+    }
+
+    /// Whether a running container holds the layer (probed without waiting).
+    pub fn layer_in_use(&self, digest: &str) -> bool {
+        let Ok(hex) = hex_of(digest) else {
+            return false;
+        };
+        self.lock_file(&format!("{hex}.use"))
+            .map(|(_, file)| Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err())
+            .unwrap_or(false)
+    }
+
     /// Removes a layer unless a container uses it or it is being fetched:
     /// renamed out of place first, so no one ever sees half of it. Returns
     /// whether it was removed.
     pub fn remove_layer(&self, digest: &str) -> Result<bool, StoreError> {
         let hex = hex_of(digest)?;
         let try_exclusive = |name: String| -> Result<Option<Flock<File>>, StoreError> {
-            let path = self.root.join("locks").join(name);
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
+            let (_, file) = self.lock_file(&name)?;
             Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok())
         };
         let Some(_fetch) = try_exclusive(format!("{hex}.lock"))? else {
