@@ -1,6 +1,12 @@
 //! Capability sets for the container's command.
 
-use caps::{CapSet, Capability, CapsHashSet};
+pub use caps::CapsHashSet;
+use caps::{CapSet, Capability};
+
+/// The capability with kernel number `index`.
+pub fn from_index(index: u8) -> Option<Capability> {
+    caps::all().into_iter().find(|c| c.index() == index)
+}
 
 /// A capability error.
 #[derive(Debug, thiserror::Error)]

@@ -178,13 +178,16 @@ pub fn join_namespaces(pidfd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()
     }
 }
 
-/// Removes every capability from the bounding set, so the task can never
-/// regain one after Slurm switches it to the job's user.
-pub fn drop_bounding_set() {
-    for cap in 0..64 {
+/// Removes every capability but `keep` from the bounding set, so the task can
+/// never regain one after Slurm switches it to the job's user.
+pub fn drop_bounding_set_except(keep: &[u8]) {
+    for cap in 0..64u8 {
+        if keep.contains(&cap) {
+            continue;
+        }
         // SAFETY: PR_CAPBSET_DROP with a capability number; fails harmlessly
         // (EINVAL) past the last capability.
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
     }
 }
 
@@ -196,4 +199,10 @@ pub fn set_no_new_privs() -> std::io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Makes the calling task dumpable again (its /proc files become its own).
+pub fn set_dumpable() {
+    // SAFETY: PR_SET_DUMPABLE takes integers only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
 }

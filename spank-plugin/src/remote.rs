@@ -22,6 +22,9 @@ use crate::{ffi, with_state};
 /// What a task keeps between its privileged and its user hook.
 pub struct Joined {
     seccomp: Option<Vec<u8>>,
+    /// With --container-remap-root: the job's ids and the capabilities root
+    /// keeps inside the task's own user namespace.
+    remap_root: Option<(u32, u32, Vec<u8>)>,
 }
 
 /// Variables the job's value wins for (Slurm, GPUs, MPI), besides the
@@ -61,11 +64,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         return Err(e.clone());
     }
     values.validate()?;
-    for unsupported in [
-        "container-save",
-        "container-remap-root",
-        "container-entrypoint",
-    ] {
+    for unsupported in ["container-save", "container-entrypoint"] {
         if values.0.contains_key(unsupported) {
             return Err(format!(
                 "--{unsupported} is not supported by this version of berth yet"
@@ -194,8 +193,26 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .as_str()
         .map(|h| hex::decode(h).map_err(|e| format!("bad seccomp program from the helper: {e}")))
         .transpose()?;
-    ffi::drop_bounding_set();
-    with_state(|s| s.joined = Some(Joined { seccomp }));
+    // With --container-remap-root the task later becomes root of a user
+    // namespace of its own; the capabilities it may hold there must stay in
+    // the bounding set (they mean nothing outside that namespace).
+    let remap_root = values.flag("container-remap-root").then(|| {
+        let caps: Vec<u8> = reply["root_capabilities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_u64())
+            .map(|c| c as u8)
+            .collect();
+        (uid, gid, caps)
+    });
+    ffi::drop_bounding_set_except(remap_root.as_ref().map(|r| r.2.as_slice()).unwrap_or(&[]));
+    with_state(|s| {
+        s.joined = Some(Joined {
+            seccomp,
+            remap_root,
+        })
+    });
     Ok(())
 }
 
@@ -283,12 +300,39 @@ pub fn task_init() -> Result<(), String> {
     let Some(joined) = with_state(|s| s.joined.take()) else {
         return Ok(());
     };
+    if let Some((uid, gid, caps)) = &joined.remap_root {
+        enter_remapped_user_namespace(*uid, *gid, caps)?;
+    }
     ffi::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     if let Some(program) = joined.seccomp {
         berth::sys::load_seccomp_program(&program)
             .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
     }
     Ok(())
+}
+
+/// --container-remap-root: the task (already the job's user) enters a user
+/// namespace of its own where it is root, with only `caps`. The container's
+/// mount namespace belongs to the host's user namespace, so this root can
+/// change no mount; outside, the task is still the user.
+fn enter_remapped_user_namespace(uid: u32, gid: u32, caps: &[u8]) -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("--container-remap-root: cannot create a user namespace: {e}"))?;
+    // After Slurm's setuid the task is not dumpable, which leaves its /proc
+    // files to root; it is the user's own task (exec would reset this too).
+    ffi::set_dumpable();
+    let write = |file: &str, text: String| {
+        fs::write(format!("/proc/self/{file}"), text)
+            .map_err(|e| format!("--container-remap-root: cannot write {file}: {e}"))
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("0 {uid} 1\n"))?;
+    write("gid_map", format!("0 {gid} 1\n"))?;
+    let keep: berth::caps::CapsHashSet = caps
+        .iter()
+        .filter_map(|i| berth::caps::from_index(*i))
+        .collect();
+    berth::caps::set_process_capabilities(&keep).map_err(|e| format!("--container-remap-root: {e}"))
 }
 
 /// Ends the keeper of this step and removes its state.

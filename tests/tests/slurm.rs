@@ -339,3 +339,28 @@ fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
         count_entries(&cluster.dir().join("run/slurm")) == 0
     });
 }
+
+#[test]
+fn remap_root_shows_root_inside_and_the_user_outside() {
+    require_root!();
+    let (s, cluster, image) = setup();
+    let shared = shared_dir(&s, "remap");
+    let (uid, _) = test_user();
+    let image_opt = format!("--container-image={image}");
+    let mount_opt = format!("--container-mounts={}:/shared", shared.display());
+    let out = cluster.srun(&[&image_opt, &mount_opt, "--container-remap-root", "sh", "-c", "id -u; grep CapEff /proc/self/status; berth-probe mount_tmpfs /tmp; touch /shared/made-by-root"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), "0\nCapEff:\t00000000200405fb\nEPERM\n");
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(shared.join("made-by-root")).unwrap(),
+    );
+    assert_eq!(owner, uid, "outside, the file belongs to the user");
+    // Without it the user stays themselves, with no capability at all.
+    let out = cluster.srun(&[
+        &image_opt,
+        "sh",
+        "-c",
+        "id -u; grep CapEff /proc/self/status",
+    ]);
+    assert_eq!(stdout(&out), format!("{uid}\nCapEff:\t0000000000000000\n"));
+}

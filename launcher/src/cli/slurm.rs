@@ -43,6 +43,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         "env": spec.process.env,
         "workdir": spec.process.cwd,
         "seccomp": spec.seccomp_program.as_deref().map(hex::encode),
+        "root_capabilities": spec.root_capabilities.iter().map(|c| c.index()).collect::<Vec<u8>>(),
     });
     println!("{reply}");
     Ok(0)
