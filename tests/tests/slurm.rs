@@ -364,3 +364,66 @@ fn remap_root_shows_root_inside_and_the_user_outside() {
     ]);
     assert_eq!(stdout(&out), format!("{uid}\nCapEff:\t0000000000000000\n"));
 }
+
+#[test]
+fn private_images_use_the_job_users_own_credentials_read_as_that_user() {
+    require_root!();
+    let (s, cluster, _image) = setup();
+    let registry = berth_e2e::registry::Registry::start();
+    registry.push(&s.standard_image(), "private/img:v1");
+    let gate = berth_e2e::registry::TokenGate::start(&registry, "alice", "s3cret");
+    let image_opt = format!("--container-image={}#private/img:v1", gate.host());
+    let (uid, gid) = test_user();
+    let home = std::path::PathBuf::from(
+        String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", &format!("getent passwd {uid} | cut -d: -f6")])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    );
+    let enroot_dir = home.join(".config/enroot");
+    let docker_dir = home.join(".docker");
+    let cleanup = || {
+        let _ = std::fs::remove_file(enroot_dir.join(".credentials"));
+        let _ = std::fs::remove_file(docker_dir.join("config.json"));
+    };
+    cleanup();
+    std::fs::create_dir_all(&enroot_dir).unwrap();
+    std::fs::create_dir_all(&docker_dir).unwrap();
+    for dir in [home.join(".config"), enroot_dir.clone(), docker_dir.clone()] {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    }
+    // A symlink to a root-only file holding the credentials must not work:
+    // the user's files are read with the user's rights.
+    let secret = s.path().join("root-only-config.json");
+    std::fs::write(
+        &secret,
+        r#"{"auths": {"HOST": {"auth": "YWxpY2U6czNjcmV0"}}}"#.replace("HOST", &gate.host()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&secret, docker_dir.join("config.json")).unwrap();
+    let out = cluster.srun(&[&image_opt, "true"]);
+    assert!(!out.status.success(), "pulled with root's credentials");
+    assert!(
+        stderr(&out).contains("not authorized") || stderr(&out).contains("authentication"),
+        "{}",
+        stderr(&out)
+    );
+    // The user's own netrc works.
+    let netrc = enroot_dir.join(".credentials");
+    std::fs::write(
+        &netrc,
+        format!("machine {} login alice password s3cret\n", gate.host()),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&netrc, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&netrc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = cluster.srun(&[&image_opt, "cat", "/etc/motd"]);
+    cleanup();
+    assert_eq!(stdout(&out), "layer2\n", "{}", stderr(&out));
+}

@@ -41,43 +41,125 @@ pub(crate) struct GcArgs {
     max_size: Option<String>,
 }
 
-fn pull_options(ctx: &Context) -> PullOptions {
-    let mut files = Vec::new();
-    if let Some(home) = std::env::var_os("HOME") {
-        let home = PathBuf::from(home);
-        files.push(home.join(".config/enroot/.credentials"));
-        files.push(home.join(".docker/config.json"));
+/// Whose registry credentials a pull may use.
+#[derive(Clone, Copy)]
+pub(crate) enum Credentials {
+    /// The caller's own (and the admin's configured files).
+    Caller,
+    /// A job user's own, read with that user's rights (root pulling on a
+    /// user's behalf must not let a symlink in their home expose root's files).
+    User(u32, u32),
+}
+
+fn pull_options(ctx: &Context, whose: Credentials) -> PullOptions {
+    let user_files = |home: &std::path::Path| {
+        [
+            home.join(".config/enroot/.credentials"),
+            home.join(".docker/config.json"),
+        ]
+    };
+    let mut texts = Vec::new();
+    match whose {
+        Credentials::Caller => {
+            if let Some(home) = std::env::var_os("HOME") {
+                texts.extend(
+                    user_files(std::path::Path::new(&home))
+                        .iter()
+                        .filter_map(|f| std::fs::read_to_string(f).ok()),
+                );
+            }
+        }
+        Credentials::User(uid, gid) => {
+            if let Some(user) = nix::unistd::User::from_uid(uid.into()).ok().flatten() {
+                texts.extend(
+                    user_files(&user.dir)
+                        .iter()
+                        .filter_map(|f| read_as_user(f, uid, gid)),
+                );
+            }
+        }
     }
-    files.extend(ctx.config.registry.credentials.iter().cloned());
+    texts.extend(
+        ctx.config
+            .registry
+            .credentials
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok()),
+    );
     PullOptions {
         insecure: ctx.config.registry.insecure.clone(),
-        credential_files: files,
+        credentials: texts,
         parallel: ctx.config.registry.parallel_downloads,
+    }
+}
+
+/// Reads a (small) file with the rights of `uid`/`gid`, in a child process.
+fn read_as_user(path: &std::path::Path, uid: u32, gid: u32) -> Option<String> {
+    use nix::unistd::{Gid, Uid};
+    use std::io::Read;
+    let (r, w) = nix::unistd::pipe().ok()?;
+    match berth::sys::fork().ok()? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let ok = nix::unistd::setgroups(&[]).is_ok()
+                && nix::unistd::setresgid(
+                    Gid::from_raw(gid),
+                    Gid::from_raw(gid),
+                    Gid::from_raw(gid),
+                )
+                .is_ok()
+                && nix::unistd::setresuid(
+                    Uid::from_raw(uid),
+                    Uid::from_raw(uid),
+                    Uid::from_raw(uid),
+                )
+                .is_ok();
+            if ok {
+                if let Ok(file) = std::fs::File::open(path) {
+                    let mut text = Vec::new();
+                    let _ = file.take(1 << 20).read_to_end(&mut text);
+                    let _ = nix::unistd::write(&w, &text);
+                }
+            }
+            std::process::exit(0)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let mut text = String::new();
+            let _ = std::fs::File::from(r).read_to_string(&mut text);
+            let _ = nix::sys::wait::waitpid(child, None);
+            (!text.is_empty()).then_some(text)
+        }
     }
 }
 
 fn pull_reference(
     ctx: &Context,
     reference: &ImageRef,
+    whose: Credentials,
 ) -> Result<ImageRecord, berth::image::ImageError> {
     let reporter = PullReporter::new(reference.to_string(), ctx.quiet);
-    let record = registry::pull(&ctx.store, reference, &pull_options(ctx), &reporter)?;
+    let record = registry::pull(&ctx.store, reference, &pull_options(ctx, whose), &reporter)?;
     reporter.finish(&record);
     Ok(record)
 }
 
 /// Resolves an image for `run`, pulling or importing it when needed.
-pub(crate) fn resolve(ctx: &Context, source: &ImageSource) -> Result<ResolvedImage> {
+pub(crate) fn resolve(
+    ctx: &Context,
+    source: &ImageSource,
+    whose: Credentials,
+) -> Result<ResolvedImage> {
     Ok(
         source.resolve(&ctx.store, ctx.config.security.allow_setuid, &|r| {
-            pull_reference(ctx, r)
+            pull_reference(ctx, r, whose)
         })?,
     )
 }
 
 pub(crate) fn pull(ctx: &Context, args: &PullArgs) -> Result<i32> {
     let reference = ImageRef::parse(&args.image)?;
-    pull_reference(ctx, &reference)?;
+    pull_reference(ctx, &reference, Credentials::Caller)?;
     Ok(0)
 }
 

@@ -72,12 +72,29 @@ pub(crate) fn build_spec(
 )> {
     let (config, store, privileged) = (&ctx.config, &ctx.store, ctx.privileged);
     let source = ImageSource::parse(&args.image)?;
-    let mut image = super::images::resolve(ctx, &source)?;
+    // Root acting for a user (--user: berth run, or the Slurm plugin) pulls
+    // with that user's own registry credentials, read with their rights.
+    let whose = match (&args.user, privileged) {
+        (Some(user), true) => {
+            let (uid, gid) = parse_ids(user)?;
+            let gid = gid
+                .or_else(|| {
+                    nix::unistd::User::from_uid(uid.into())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.gid.as_raw())
+                })
+                .unwrap_or(uid);
+            super::images::Credentials::User(uid, gid)
+        }
+        _ => super::images::Credentials::Caller,
+    };
+    let mut image = super::images::resolve(ctx, &source, whose)?;
     // Held until berth exits: `berth gc` leaves these layers alone meanwhile.
     let in_use = match store.hold_layers(&image.layer_digests) {
         Ok(held) => held,
         Err(berth::image::StoreError::LayerGone(_)) => {
-            image = super::images::resolve(ctx, &source)?;
+            image = super::images::resolve(ctx, &source, whose)?;
             store.hold_layers(&image.layer_digests)?
         }
         Err(e) => return Err(e.into()),

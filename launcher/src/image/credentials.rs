@@ -1,8 +1,6 @@
 //! Registry credentials from netrc-style files (enroot's `.credentials`:
 //! `machine HOST login USER password SECRET`) and docker `config.json` files.
 
-use std::path::Path;
-
 /// A login for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
@@ -103,15 +101,14 @@ pub fn from_docker_config(text: &str, registry: &str, login: Option<&str>) -> Op
     })
 }
 
-/// Looks `registry` up in each file in turn (JSON when it parses as JSON,
-/// netrc otherwise); missing files are skipped.
-pub fn lookup(files: &[&Path], registry: &str, login: Option<&str>) -> Option<Credential> {
-    files.iter().find_map(|path| {
-        let text = std::fs::read_to_string(path).ok()?;
+/// Looks `registry` up in each file's text in turn (docker config.json when
+/// it starts like JSON, netrc otherwise).
+pub fn lookup(texts: &[String], registry: &str, login: Option<&str>) -> Option<Credential> {
+    texts.iter().find_map(|text| {
         if text.trim_start().starts_with('{') {
-            from_docker_config(&text, registry, login)
+            from_docker_config(text, registry, login)
         } else {
-            from_netrc(&text, registry, login)
+            from_netrc(text, registry, login)
         }
     })
 }

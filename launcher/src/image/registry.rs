@@ -8,7 +8,6 @@
 //! tokio runtime and threads, which the SPANK plugin must not.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
@@ -29,8 +28,9 @@ use super::ImageError;
 pub struct PullOptions {
     /// Registries (`host:port`) allowed over plain HTTP besides loopback ones.
     pub insecure: Vec<String>,
-    /// Credential files, searched in order.
-    pub credential_files: Vec<PathBuf>,
+    /// Contents of credential files (netrc-style or docker config.json),
+    /// searched in order. The caller reads them, as the right user.
+    pub credentials: Vec<String>,
     /// Layers fetched at once.
     pub parallel: usize,
 }
@@ -150,12 +150,11 @@ pub fn pull(
         read_timeout: Some(std::time::Duration::from_secs(120)),
         ..ClientConfig::default()
     });
-    let files: Vec<&std::path::Path> = options
-        .credential_files
-        .iter()
-        .map(PathBuf::as_path)
-        .collect();
-    let auth = match credentials::lookup(&files, &reference.registry, reference.user.as_deref()) {
+    let auth = match credentials::lookup(
+        &options.credentials,
+        &reference.registry,
+        reference.user.as_deref(),
+    ) {
         Some(c) => RegistryAuth::Basic(c.login, c.password),
         None => RegistryAuth::Anonymous,
     };
