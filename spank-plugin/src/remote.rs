@@ -43,6 +43,17 @@ fn step_dir(args: &PlugstackArgs, job: u32, step: u32) -> PathBuf {
     args.runtime_dir.join("slurm").join(format!("{job}.{step}"))
 }
 
+/// Where a container's state lives: per job for a named container, per step otherwise.
+fn container_dir(args: &PlugstackArgs, name: Option<&str>, job: u32, step: u32) -> PathBuf {
+    match name {
+        Some(name) => args
+            .runtime_dir
+            .join("slurm")
+            .join(format!("{job}.name.{name}")),
+        None => step_dir(args, job, step),
+    }
+}
+
 fn plugstack(state_args: &Option<Result<PlugstackArgs, String>>) -> Result<PlugstackArgs, String> {
     match state_args {
         Some(Ok(a)) => Ok(a.clone()),
@@ -64,7 +75,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         return Err(e.clone());
     }
     values.validate()?;
-    for unsupported in ["container-save", "container-entrypoint"] {
+    for unsupported in ["container-entrypoint"] {
         if values.0.contains_key(unsupported) {
             return Err(format!(
                 "--{unsupported} is not supported by this version of berth yet"
@@ -80,18 +91,21 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         ffi::job_id(sp).ok_or("cannot read the job id")?,
         ffi::step_id(sp).ok_or("cannot read the step id")?,
     );
+    if let Some(path) = values.get("container-save") {
+        let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
+        if !writable_by(dir, uid, gid) {
+            return Err(format!(
+                "--container-save: {} is not writable by uid {uid}",
+                dir.display()
+            ));
+        }
+    }
     // A named container lives for the whole job (the epilog ends it); an
     // unnamed one for this step.
     let name = values
         .get("container-name")
         .map(|n| n.split_once(':').unwrap_or((n, "auto")));
-    let dir = match name {
-        Some((name, _)) => args
-            .runtime_dir
-            .join("slurm")
-            .join(format!("{job}.name.{name}")),
-        None => step_dir(&args, job, step),
-    };
+    let dir = container_dir(&args, name.map(|n| n.0), job, step);
     let mode = name.map(|(_, mode)| mode).unwrap_or("create");
 
     fs::DirBuilder::new()
@@ -216,6 +230,38 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `dir` (a host path) is writable by `uid`/`gid`: checked in a child
+/// that takes the user's ids, since this task is still root.
+fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
+    use nix::unistd::{Gid, Uid};
+    match berth::sys::fork() {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let ok = nix::unistd::setgroups(&[]).is_ok()
+                && nix::unistd::setresgid(
+                    Gid::from_raw(gid),
+                    Gid::from_raw(gid),
+                    Gid::from_raw(gid),
+                )
+                .is_ok()
+                && nix::unistd::setresuid(
+                    Uid::from_raw(uid),
+                    Uid::from_raw(uid),
+                    Uid::from_raw(uid),
+                )
+                .is_ok()
+                && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
+            ffi::exit_child(if ok { 0 } else { 1 })
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            matches!(
+                nix::sys::wait::waitpid(child, None),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+            )
+        }
+        Err(_) => false,
+    }
+}
+
 /// Whether the keeper recorded in `reply` still runs (and is a berth keeper).
 fn keeper_alive(reply: &serde_json::Value) -> bool {
     let Some(pid) = reply["pid"].as_i64() else {
@@ -337,11 +383,69 @@ fn enter_remapped_user_namespace(uid: u32, gid: u32, caps: &[u8]) -> Result<(), 
 
 /// Ends the keeper of this step and removes its state.
 pub fn step_exit(sp: ffi::spank_t) {
-    let args = with_state(|s| plugstack(&s.args)).unwrap_or_default();
+    let (args, mut values) =
+        with_state(|s| (plugstack(&s.args).unwrap_or_default(), s.values.clone()));
+    values.fill_from_env(|k| ffi::getenv(sp, k));
     let (Some(job), Some(step)) = (ffi::job_id(sp), ffi::step_id(sp)) else {
         return;
     };
+    if let Some(path) = values.get("container-save") {
+        let name = values
+            .get("container-name")
+            .map(|n| n.split_once(':').map_or(n, |(n, _)| n));
+        if let Err(e) = save_container(sp, &args, &container_dir(&args, name, job, step), path) {
+            ffi::error(&format!("berth: --container-save: {e}"));
+        }
+    }
     remove_step(&step_dir(&args, job, step));
+}
+
+/// Has the `berth` binary pack the container's filesystem into `path`, as the job's user.
+fn save_container(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    dir: &Path,
+    path: &str,
+) -> Result<(), String> {
+    let reply: serde_json::Value = fs::read(dir.join("keeper.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(keeper_alive)
+        .ok_or("the container is already gone")?;
+    let pid = reply["pid"].as_i64().ok_or("no keeper pid")?;
+    let (uid, gid) = (
+        ffi::job_uid(sp).ok_or("no uid")?,
+        ffi::job_gid(sp).ok_or("no gid")?,
+    );
+    let out = Command::new(&args.berth)
+        .arg("--config")
+        .arg(&args.config)
+        .args([
+            "-q",
+            "slurm-save",
+            "--pid",
+            &pid.to_string(),
+            "--output",
+            path,
+            "--user",
+            &format!("{uid}:{gid}"),
+        ])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", args.berth.display()))?;
+    if out.status.success() {
+        ffi::info(&format!("berth: saved the container to {path}"));
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(stderr
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .trim_start_matches("berth: ")
+            .to_string())
+    }
 }
 
 /// Ends every keeper of a job and removes its state.

@@ -427,3 +427,47 @@ fn private_images_use_the_job_users_own_credentials_read_as_that_user() {
     cleanup();
     assert_eq!(stdout(&out), "layer2\n", "{}", stderr(&out));
 }
+
+#[test]
+fn container_save_writes_a_squashfs_the_user_owns_and_berth_runs() {
+    require_root!();
+    let (s, cluster, image) = setup();
+    let out_dir = shared_dir(&s, "saved");
+    let (uid, _) = test_user();
+    std::os::unix::fs::chown(&out_dir, Some(uid), None).unwrap();
+    let saved = out_dir.join("state.sqsh");
+    let image_opt = format!("--container-image={image}");
+    let save_opt = format!("--container-save={}", saved.display());
+    let out = cluster.srun(&[
+        &image_opt,
+        &save_opt,
+        "sh",
+        "-c",
+        "echo from-the-step > /tmp/marker",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    wait_until("the squashfs is written", || saved.exists());
+    let meta = std::fs::metadata(&saved).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid);
+    assert_eq!(
+        ok(s.berth(&[
+            "run",
+            saved.to_str().unwrap(),
+            "cat",
+            "/tmp/marker",
+            "/etc/motd"
+        ])),
+        "from-the-step\nlayer2\n"
+    );
+    // A path the user may not write is refused, and nothing is written there.
+    let forbidden = s.path().join("root-only");
+    std::fs::create_dir(&forbidden).unwrap();
+    let save_opt = format!("--container-save={}/x.sqsh", forbidden.display());
+    let out = cluster.srun(&[&image_opt, &save_opt, "true"]);
+    assert!(
+        stderr(&out).contains("--container-save"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!forbidden.join("x.sqsh").exists());
+}

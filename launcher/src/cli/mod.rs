@@ -49,6 +49,9 @@ enum Command {
     /// Start a Slurm step's container keeper (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmStart(slurm::SlurmStartArgs),
+    /// Save a Slurm step's container as squashfs (used by the SPANK plugin).
+    #[command(hide = true)]
+    SlurmSave(slurm::SlurmSaveArgs),
 }
 
 /// What every verb needs: the config, the store, whether berth runs as root.
@@ -89,6 +92,7 @@ pub fn main() -> i32 {
         Command::Rm(args) => images::rm(&ctx, args),
         Command::Gc(args) => images::gc(&ctx, args),
         Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
+        Command::SlurmSave(args) => slurm::slurm_save(&ctx, args),
     });
     match result {
         Ok(code) => code,

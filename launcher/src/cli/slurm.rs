@@ -48,3 +48,110 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     println!("{reply}");
     Ok(0)
 }
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SlurmSaveArgs {
+    /// The keeper of the container to save.
+    #[arg(long, value_name = "PID")]
+    pid: i32,
+    /// The squashfs file to write (as the user).
+    #[arg(long, value_name = "PATH")]
+    output: std::path::PathBuf,
+    /// The job's user, who owns the output: UID:GID.
+    #[arg(long, value_name = "UID:GID")]
+    user: String,
+}
+
+/// `berth slurm-save` (hidden): `--container-save`. Root packs the
+/// container's filesystem (not its mounts) into a squashfs file in the store's
+/// tmp/, then a child with the user's rights writes it to the path the user
+/// gave, so no file the user may not write can be touched.
+pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !ctx.privileged {
+        bail!("slurm-save is run by the SPANK plugin, as root");
+    }
+    let (uid, gid) = args
+        .user
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--user: expected UID:GID"))?;
+    // The trailing slash makes mksquashfs follow the magic link into the root.
+    let root = std::path::PathBuf::from(format!("/proc/{}/root/", args.pid));
+    let tmp = ctx
+        .store
+        .tmp_dir()
+        .join(format!("save.{}.sqsh", std::process::id()));
+    // Everything mounted over the root (/proc, /dev, /sys, the user's bind
+    // mounts) is left out: only the container's own filesystem is saved.
+    // (-one-file-system cannot tell: overlayfs reports each file's layer device.)
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", args.pid))?;
+    let mut excluded: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| *m != "/")
+        .map(|m| m.trim_start_matches('/').to_string())
+        .collect();
+    excluded.sort();
+    excluded.dedup();
+    let out = std::process::Command::new("mksquashfs")
+        .arg(&root)
+        .arg(&tmp)
+        .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs", "-e"])
+        .args(&excluded)
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run mksquashfs (apt-get install squashfs-tools): {e}")
+        })?;
+    let result = (|| {
+        if !out.status.success() {
+            bail!(
+                "mksquashfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+            );
+        }
+        let mut packed = std::fs::File::open(&tmp)?;
+        match berth::sys::fork()? {
+            nix::unistd::ForkResult::Child => {
+                use nix::unistd::{Gid, Uid};
+                let ok = nix::unistd::setgroups(&[]).is_ok()
+                    && nix::unistd::setresgid(
+                        Gid::from_raw(gid),
+                        Gid::from_raw(gid),
+                        Gid::from_raw(gid),
+                    )
+                    .is_ok()
+                    && nix::unistd::setresuid(
+                        Uid::from_raw(uid),
+                        Uid::from_raw(uid),
+                        Uid::from_raw(uid),
+                    )
+                    .is_ok()
+                    && std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o644)
+                        .open(&args.output)
+                        .and_then(|mut f| std::io::copy(&mut (&mut packed).take(u64::MAX), &mut f))
+                        .is_ok();
+                std::process::exit(if ok { 0 } else { 1 })
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None)? {
+                    nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(0),
+                    _ => bail!(
+                        "--container-save: cannot write {} as uid {uid}",
+                        args.output.display()
+                    ),
+                }
+            }
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
