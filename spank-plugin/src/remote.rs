@@ -221,6 +221,20 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         (uid, gid, caps)
     });
     ffi::drop_bounding_set_except(remap_root.as_ref().map(|r| r.2.as_slice()).unwrap_or(&[]));
+    if step == ffi::BATCH_STEP {
+        // srun steps started by the script inherit its container options
+        // through their environment (unless they give their own).
+        for spec in crate::options::OPTIONS {
+            if let Some(value) = values.0.get(spec.name) {
+                let value = if spec.arginfo.is_some() {
+                    value.as_str()
+                } else {
+                    "1"
+                };
+                ffi::setenv(sp, spec.env, value, false);
+            }
+        }
+    }
     with_state(|s| {
         s.joined = Some(Joined {
             seccomp,

@@ -95,7 +95,7 @@ fn the_batch_script_runs_in_the_container() {
     let (s, cluster, image) = setup();
     let out_dir = shared_dir(&s, "batch");
     let script = out_dir.join("job.sh");
-    std::fs::write(&script, format!("#!/bin/sh\n#SBATCH --container-image={image}\n#SBATCH --output={}/out.txt\ncat /etc/motd\necho FROM_IMAGE=$FROM_IMAGE\n", out_dir.display())).unwrap();
+    std::fs::write(&script, format!("#!/bin/sh\n#SBATCH --container-image={image}\n#SBATCH --output={}/out.txt\ncat /etc/motd\necho FROM_IMAGE=$FROM_IMAGE\necho inherited=$BERTH_CONTAINER_IMAGE\n", out_dir.display())).unwrap();
     let out = cluster
         .as_user("sbatch", &["--wait", script.to_str().unwrap()])
         .output()
@@ -103,6 +103,8 @@ fn the_batch_script_runs_in_the_container() {
     assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
     let text = std::fs::read_to_string(out_dir.join("out.txt")).unwrap();
     assert!(text.contains("layer2\nFROM_IMAGE=yes\n"), "{text}");
+    // srun steps of the script would inherit the container through the environment.
+    assert!(text.contains(&format!("inherited={image}\n")), "{text}");
 }
 
 #[test]
