@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The demo: build berth, make a small OCI image from Debian's busybox-static,
-# and run containers in it, showing what the container can and cannot see.
+# run containers in it showing what the container can and cannot see, then
+# start a one-node Slurm cluster with spank_berth.so and run contained steps.
 # Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-cargo build --locked --release -p berth-launcher -p berth-e2e --bins 2>&1 | tail -1
+cargo build --locked --release -p berth-launcher -p spank-berth -p berth-e2e --bins --lib 2>&1 | tail -1
 
 berth=$PWD/target/release/berth
 demo=$(mktemp -d /tmp/berth-demo.XXXXXX)
@@ -43,3 +44,18 @@ echo; echo "== start time of a cached image (20 runs of /bin/true)"
 start=$(date +%s%N)
 for _ in $(seq 20); do "$berth" run "$image" true; done
 echo "$(( ($(date +%s%N) - start) / 20000 )) µs per container"
+
+echo; echo "== Slurm: a one-node cluster on localhost (munged, slurmctld, slurmd) with spank_berth.so"
+coproc CLUSTER { exec target/release/berth-testcluster "$BERTH_CONFIG"; }
+read -r slurm_conf <&"${CLUSTER[0]}"
+trap 'exec {CLUSTER[1]}>&-; wait "$CLUSTER_PID" 2>/dev/null; rm -rf "$demo"' EXIT
+cd /tmp
+as_user() { runuser -u "$user" -- env SLURM_CONF="$slurm_conf" "$@"; }
+echo; echo "\$ srun --container-image=$image sh -c 'cat /etc/motd; id -u; grep NoNewPrivs /proc/self/status'"
+as_user srun --container-image="$image" sh -c 'cat /etc/motd; id -u; grep NoNewPrivs /proc/self/status'
+echo; echo "\$ srun -n2 -O --container-image=... (both tasks in one container)"
+as_user srun -n2 -O --container-image="$image" sh -c 'echo "task $SLURM_PROCID: $(readlink /proc/self/ns/mnt)"'
+echo; echo "\$ srun --container-image=/no/such/image true   (fails the task, not the node)"
+as_user srun --container-image=/no/such/image true || true
+for _ in $(seq 50); do [ "$(SLURM_CONF=$slurm_conf sinfo -h -o %T)" = idle ] && break; sleep 0.1; done
+echo "node state after the failure: $(SLURM_CONF=$slurm_conf sinfo -h -o %T)"
