@@ -6,6 +6,7 @@
 //! ([`rootfs`]), capabilities ([`caps`]), seccomp ([`seccomp`]).
 //! All `unsafe` code is in [`sys`].
 
+pub mod as_user;
 pub mod caps;
 pub mod idmap;
 pub mod image;

@@ -283,3 +283,10 @@ pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the kernel just returned this descriptor and nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
 }
+
+/// Ends a forked child at once, without running atexit handlers or flushing
+/// buffers it shares with its parent.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns.
+    unsafe { libc::_exit(code) }
+}

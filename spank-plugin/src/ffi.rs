@@ -206,10 +206,3 @@ pub fn set_dumpable() {
     // SAFETY: PR_SET_DUMPABLE takes integers only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
 }
-
-/// Ends a forked child at once, without running the host process's atexit
-/// handlers or flushing its buffers.
-pub fn exit_child(code: i32) -> ! {
-    // SAFETY: _exit takes an integer and never returns.
-    unsafe { libc::_exit(code) }
-}

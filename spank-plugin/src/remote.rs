@@ -247,33 +247,9 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
 /// Whether `dir` (a host path) is writable by `uid`/`gid`: checked in a child
 /// that takes the user's ids, since this task is still root.
 fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
-    use nix::unistd::{Gid, Uid};
-    match berth::sys::fork() {
-        Ok(nix::unistd::ForkResult::Child) => {
-            let ok = nix::unistd::setgroups(&[]).is_ok()
-                && nix::unistd::setresgid(
-                    Gid::from_raw(gid),
-                    Gid::from_raw(gid),
-                    Gid::from_raw(gid),
-                )
-                .is_ok()
-                && nix::unistd::setresuid(
-                    Uid::from_raw(uid),
-                    Uid::from_raw(uid),
-                    Uid::from_raw(uid),
-                )
-                .is_ok()
-                && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
-            ffi::exit_child(if ok { 0 } else { 1 })
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
-            matches!(
-                nix::sys::wait::waitpid(child, None),
-                Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
-            )
-        }
-        Err(_) => false,
-    }
+    berth::as_user::as_user(uid, gid, &[], || {
+        nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+    })
 }
 
 /// Whether the keeper recorded in `reply` still runs (and is a berth keeper).

@@ -76,7 +76,7 @@ fn tasks_of_a_step_share_one_container() {
     require_root!();
     let (_s, cluster, image) = setup();
     let image_opt = format!("--container-image={image}");
-    let out = cluster.srun(&["-n4", "-O", &image_opt, "sh", "-c", "touch /dev/shm/task$SLURM_PROCID; sleep 2; echo $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/ipc) $(ls /dev/shm | wc -l)"]);
+    let out = cluster.srun(&["-n4", "-O", &image_opt, "sh", "-c", "touch /dev/shm/task$SLURM_PROCID; for i in $(seq 200); do [ $(ls /dev/shm | wc -l) -ge 4 ] && break; sleep 0.05; done; sleep 0.2; echo $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/ipc) $(ls /dev/shm | wc -l)"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
     let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
     assert_eq!(lines.len(), 4, "{lines:?}");

@@ -74,7 +74,7 @@ fn pull_options(ctx: &Context, whose: Credentials) -> PullOptions {
                 texts.extend(
                     user_files(&user.dir)
                         .iter()
-                        .filter_map(|f| read_as_user(f, uid, gid)),
+                        .filter_map(|f| berth::as_user::read_as_user(f, uid, gid)),
                 );
             }
         }
@@ -90,46 +90,6 @@ fn pull_options(ctx: &Context, whose: Credentials) -> PullOptions {
         insecure: ctx.config.registry.insecure.clone(),
         credentials: texts,
         parallel: ctx.config.registry.parallel_downloads,
-    }
-}
-
-/// Reads a (small) file with the rights of `uid`/`gid`, in a child process.
-fn read_as_user(path: &std::path::Path, uid: u32, gid: u32) -> Option<String> {
-    use nix::unistd::{Gid, Uid};
-    use std::io::Read;
-    let (r, w) = nix::unistd::pipe().ok()?;
-    match berth::sys::fork().ok()? {
-        nix::unistd::ForkResult::Child => {
-            drop(r);
-            let ok = nix::unistd::setgroups(&[]).is_ok()
-                && nix::unistd::setresgid(
-                    Gid::from_raw(gid),
-                    Gid::from_raw(gid),
-                    Gid::from_raw(gid),
-                )
-                .is_ok()
-                && nix::unistd::setresuid(
-                    Uid::from_raw(uid),
-                    Uid::from_raw(uid),
-                    Uid::from_raw(uid),
-                )
-                .is_ok();
-            if ok {
-                if let Ok(file) = std::fs::File::open(path) {
-                    let mut text = Vec::new();
-                    let _ = file.take(1 << 20).read_to_end(&mut text);
-                    let _ = nix::unistd::write(&w, &text);
-                }
-            }
-            std::process::exit(0)
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(w);
-            let mut text = String::new();
-            let _ = std::fs::File::from(r).read_to_string(&mut text);
-            let _ = nix::sys::wait::waitpid(child, None);
-            (!text.is_empty()).then_some(text)
-        }
     }
 }
 

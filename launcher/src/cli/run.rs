@@ -254,40 +254,23 @@ fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
 /// Checks, as the container's user, that a mount source is readable: root
 /// mounting for someone else must not open paths that user cannot reach.
 fn check_user_can_read(path: &Path, id: &Identity) -> Result<()> {
-    use nix::unistd::{AccessFlags, ForkResult, Gid, Uid};
+    use nix::unistd::AccessFlags;
     let denied = || berth::mounts::MountError::PermissionDenied {
         path: path.to_path_buf(),
         uid: id.host_uid,
     };
-    if !id.privileged {
-        return nix::unistd::access(path, AccessFlags::R_OK).map_err(|_| denied().into());
-    }
-    if id.host_uid == 0 {
-        return Ok(());
-    }
-    match berth::sys::fork()? {
-        ForkResult::Child => {
-            let groups: Vec<Gid> = id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect();
-            let ok = nix::unistd::setgroups(&groups).is_ok()
-                && nix::unistd::setresgid(
-                    Gid::from_raw(id.host_gid),
-                    Gid::from_raw(id.host_gid),
-                    Gid::from_raw(id.host_gid),
-                )
-                .is_ok()
-                && nix::unistd::setresuid(
-                    Uid::from_raw(id.host_uid),
-                    Uid::from_raw(id.host_uid),
-                    Uid::from_raw(id.host_uid),
-                )
-                .is_ok()
-                && nix::unistd::access(path, AccessFlags::R_OK).is_ok();
-            std::process::exit(if ok { 0 } else { 1 })
-        }
-        ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None)? {
-            nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
-            _ => Err(denied().into()),
-        },
+    let readable = if !id.privileged {
+        nix::unistd::access(path, AccessFlags::R_OK).is_ok()
+    } else {
+        id.host_uid == 0
+            || berth::as_user::as_user(id.host_uid, id.host_gid, &id.host_groups, || {
+                nix::unistd::access(path, AccessFlags::R_OK).is_ok()
+            })
+    };
+    if readable {
+        Ok(())
+    } else {
+        Err(denied().into())
     }
 }
 

@@ -67,7 +67,6 @@ pub(crate) struct SlurmSaveArgs {
 /// tmp/, then a child with the user's rights writes it to the path the user
 /// gave, so no file the user may not write can be touched.
 pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     if !ctx.privileged {
         bail!("slurm-save is run by the SPANK plugin, as root");
@@ -115,42 +114,23 @@ pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
             );
         }
         let mut packed = std::fs::File::open(&tmp)?;
-        match berth::sys::fork()? {
-            nix::unistd::ForkResult::Child => {
-                use nix::unistd::{Gid, Uid};
-                let ok = nix::unistd::setgroups(&[]).is_ok()
-                    && nix::unistd::setresgid(
-                        Gid::from_raw(gid),
-                        Gid::from_raw(gid),
-                        Gid::from_raw(gid),
-                    )
-                    .is_ok()
-                    && nix::unistd::setresuid(
-                        Uid::from_raw(uid),
-                        Uid::from_raw(uid),
-                        Uid::from_raw(uid),
-                    )
-                    .is_ok()
-                    && std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o644)
-                        .open(&args.output)
-                        .and_then(|mut f| std::io::copy(&mut (&mut packed).take(u64::MAX), &mut f))
-                        .is_ok();
-                std::process::exit(if ok { 0 } else { 1 })
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                match nix::sys::wait::waitpid(child, None)? {
-                    nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(0),
-                    _ => bail!(
-                        "--container-save: cannot write {} as uid {uid}",
-                        args.output.display()
-                    ),
-                }
-            }
+        let written = berth::as_user::as_user(uid, gid, &[], || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&args.output)
+                .and_then(|mut f| std::io::copy(&mut packed, &mut f))
+                .is_ok()
+        });
+        if !written {
+            bail!(
+                "--container-save: cannot write {} as uid {uid}",
+                args.output.display()
+            );
         }
+        Ok(0)
     })();
     let _ = std::fs::remove_file(&tmp);
     result
