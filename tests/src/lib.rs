@@ -289,7 +289,7 @@ pub fn write_multiarch_layout(dir: &Path, images: Vec<(&str, LayerBlobs)>, run: 
 const APPLETS: &[&str] = &[
     "sh", "ls", "id", "cat", "ps", "hostname", "mount", "echo", "sleep", "true", "false", "touch",
     "mknod", "umount", "kill", "env", "pwd", "stat", "test", "grep", "mkdir", "rm", "wc", "head",
-    "insmod", "chmod", "readlink", "find",
+    "insmod", "chmod", "readlink", "find", "seq",
 ];
 
 /// The busybox-static base layer: /bin with busybox applets, /etc/passwd and
