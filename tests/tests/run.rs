@@ -624,3 +624,30 @@ fn image_user_is_honoured_for_root_and_ignored_for_users() {
         "uid=4242,4242,4242 gid=4343,4343,4343"
     );
 }
+
+#[test]
+fn root_acting_for_a_user_cannot_read_an_image_the_user_cannot() {
+    require_root!();
+    let s = Sandbox::new();
+    let private = s.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let image = private.join("image");
+    berth_e2e::write_standard_image(&image);
+    let (uid, gid) = test_user();
+    let user = format!("{uid}:{gid}");
+    let out = s.berth(&["run", "--user", &user, image.to_str().unwrap(), "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("permission denied for uid"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        count_entries(&s.store().join("layers/sha256")),
+        0,
+        "nothing was imported"
+    );
+    // Root for itself may.
+    ok(s.berth(&["run", image.to_str().unwrap(), "true"]));
+}

@@ -89,6 +89,16 @@ pub(crate) fn build_spec(
         }
         _ => super::images::Credentials::Caller,
     };
+    // Root acting for a user must not read an image file the user could not.
+    if let (super::images::Credentials::User(uid, gid), Some(path)) = (whose, source.path()) {
+        let groups = supplementary_groups(uid, gid);
+        let readable = berth::as_user::as_user(uid, gid, &groups, || {
+            nix::unistd::access(path, nix::unistd::AccessFlags::R_OK).is_ok()
+        });
+        if !readable {
+            bail!("image {}: permission denied for uid {uid}", path.display());
+        }
+    }
     let mut image = super::images::resolve(ctx, &source, whose)?;
     // Held until berth exits: `berth gc` leaves these layers alone meanwhile.
     let in_use = match store.hold_layers(&image.layer_digests) {
@@ -196,16 +206,7 @@ fn identity(args: &RunArgs, image: &ResolvedImage, privileged: bool) -> Result<I
     } else {
         let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
         let gid = gid.or(user.as_ref().map(|u| u.gid.as_raw())).unwrap_or(uid);
-        let groups = match user {
-            Some(u) => {
-                let name = std::ffi::CString::new(u.name.as_str()).context("user name")?;
-                nix::unistd::getgrouplist(&name, gid.into())
-                    .map(|g| g.iter().map(|g| g.as_raw()).collect())
-                    .unwrap_or_else(|_| vec![gid])
-            }
-            None => vec![gid],
-        };
-        (gid, groups)
+        (gid, supplementary_groups(uid, gid))
     };
     Ok(Identity {
         host_uid: uid,
@@ -249,6 +250,19 @@ fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
             .and_then(|f| f[3].parse().ok()),
     };
     Ok((uid, gid))
+}
+
+/// A host user's supplementary groups, from the name service.
+fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
+    let Some(user) = nix::unistd::User::from_uid(uid.into()).ok().flatten() else {
+        return vec![gid];
+    };
+    let Ok(name) = std::ffi::CString::new(user.name.as_str()) else {
+        return vec![gid];
+    };
+    nix::unistd::getgrouplist(&name, gid.into())
+        .map(|g| g.iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|_| vec![gid])
 }
 
 /// Checks, as the container's user, that a mount source is readable: root

@@ -111,6 +111,17 @@ impl ImageSource {
         }
     }
 
+    /// The file or directory of a path source.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ImageSource::RootfsDir(p)
+            | ImageSource::OciLayout(p)
+            | ImageSource::DockerArchive(p)
+            | ImageSource::Squashfs(p) => Some(p),
+            ImageSource::Named(_) => None,
+        }
+    }
+
     /// The store name a named source stands for: the import name as given, or
     /// the canonical form of a registry reference.
     pub fn record_names(name: &str) -> Vec<String> {
