@@ -72,31 +72,25 @@ pub(crate) fn build_spec(
 )> {
     let (config, store, privileged) = (&ctx.config, &ctx.store, ctx.privileged);
     let source = ImageSource::parse(&args.image)?;
-    // Root acting for a user (--user: berth run, or the Slurm plugin) pulls
-    // with that user's own registry credentials, read with their rights.
-    let whose = match (&args.user, privileged) {
-        (Some(user), true) => {
-            let (uid, gid) = parse_ids(user)?;
-            let gid = gid
-                .or_else(|| {
-                    nix::unistd::User::from_uid(uid.into())
-                        .ok()
-                        .flatten()
-                        .map(|u| u.gid.as_raw())
-                })
-                .unwrap_or(uid);
-            super::images::Credentials::User(uid, gid)
-        }
-        _ => super::images::Credentials::Caller,
-    };
-    // Root acting for a user must not read an image file the user could not.
-    if let (super::images::Credentials::User(uid, gid), Some(path)) = (whose, source.path()) {
-        let groups = supplementary_groups(uid, gid);
-        let readable = berth::as_user::as_user(uid, gid, &groups, || {
+    // Root acting for a user (--user: berth run, or the Slurm plugin): the
+    // identity is resolved once, the pull uses that user's own registry
+    // credentials, and no image file is read that the user could not read.
+    let asked = asked_identity(args, privileged)?;
+    let whose = asked
+        .as_ref()
+        .map_or(super::images::Credentials::Caller, |id| {
+            super::images::Credentials::User(id.host_uid, id.host_gid)
+        });
+    if let (Some(id), Some(path)) = (&asked, source.path()) {
+        let readable = berth::as_user::as_user(id.host_uid, id.host_gid, &id.host_groups, || {
             nix::unistd::access(path, nix::unistd::AccessFlags::R_OK).is_ok()
         });
         if !readable {
-            bail!("image {}: permission denied for uid {uid}", path.display());
+            bail!(
+                "image {}: permission denied for uid {}",
+                path.display(),
+                id.host_uid
+            );
         }
     }
     let mut image = super::images::resolve(ctx, &source, whose)?;
@@ -109,7 +103,10 @@ pub(crate) fn build_spec(
         }
         Err(e) => return Err(e.into()),
     };
-    let identity = identity(args, &image, privileged)?;
+    let identity = match asked {
+        Some(id) => id,
+        None => identity(args, &image, privileged)?,
+    };
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut mounts = Vec::new();
     for text in &args.mounts {
@@ -180,22 +177,34 @@ fn parse_ids(text: &str) -> Result<(u32, Option<u32>)> {
 
 /// Who the container runs as: the caller; root may name a user with --user,
 /// and a root caller honours the image's User.
+/// The identity `--user` asks for (root only), or None without it.
+fn asked_identity(args: &RunArgs, privileged: bool) -> Result<Option<Identity>> {
+    match (&args.user, privileged) {
+        (Some(user), true) => {
+            let (uid, gid) = parse_ids(user)?;
+            Ok(Some(host_identity(uid, gid, args.remap_root, true)))
+        }
+        (Some(_), false) => bail!("--user: only root may choose the user a container runs as"),
+        (None, _) => Ok(None),
+    }
+}
+
+/// Without `--user`: the caller, or for a root caller the image's User.
 fn identity(args: &RunArgs, image: &ResolvedImage, privileged: bool) -> Result<Identity> {
-    let (uid, gid) = if privileged {
-        match (&args.user, &image.config.user) {
-            (Some(user), _) => parse_ids(user)?,
-            (None, Some(user)) if !user.is_empty() => image_user(user, image)?,
-            _ => (0, Some(0)),
-        }
-    } else {
-        if args.user.is_some() {
-            bail!("--user: only root may choose the user a container runs as");
-        }
-        (
+    let (uid, gid) = match (privileged, &image.config.user) {
+        (true, Some(user)) if !user.is_empty() => image_user(user, image)?,
+        (true, _) => (0, Some(0)),
+        (false, _) => (
             nix::unistd::getuid().as_raw(),
             Some(nix::unistd::getgid().as_raw()),
-        )
+        ),
     };
+    Ok(host_identity(uid, gid, args.remap_root, privileged))
+}
+
+/// Completes a host identity: the gid from the name service when not given,
+/// and the supplementary groups (kept only when berth runs as root).
+fn host_identity(uid: u32, gid: Option<u32>, remap_root: bool, privileged: bool) -> Identity {
     // The name service (maybe LDAP) is asked only for another user's group
     // list; it costs more than the rest of start-up together.
     let (gid, host_groups) = if !privileged {
@@ -208,13 +217,13 @@ fn identity(args: &RunArgs, image: &ResolvedImage, privileged: bool) -> Result<I
         let gid = gid.or(user.as_ref().map(|u| u.gid.as_raw())).unwrap_or(uid);
         (gid, supplementary_groups(uid, gid))
     };
-    Ok(Identity {
+    Identity {
         host_uid: uid,
         host_gid: gid,
         host_groups,
-        remap_root: args.remap_root,
+        remap_root,
         privileged,
-    })
+    }
 }
 
 /// Resolves an image's `User` (numeric or a name in the image's /etc/passwd).
