@@ -442,6 +442,21 @@ impl Sandbox {
         dir
     }
 
+    /// Writes an image of the busybox base layer with `top` over it (both
+    /// gzip) at `<sandbox>/<name>` and returns its path.
+    pub fn image_on_base(&self, name: &str, top: Layer) -> PathBuf {
+        let dir = self.path().join(name);
+        write_layout(
+            &dir,
+            vec![
+                (base_layer().finish(), Compression::Gzip),
+                (top.finish(), Compression::Gzip),
+            ],
+            &RunConfig::default(),
+        );
+        dir
+    }
+
     /// Runs berth as root with this sandbox's config.
     pub fn berth(&self, args: &[&str]) -> Output {
         self.berth_command(args).output().unwrap()

@@ -176,6 +176,27 @@ impl Cluster {
         self.as_user("srun", args).output().unwrap()
     }
 
+    /// Runs `scancel ARGS` as root; whether it succeeded.
+    pub fn scancel(&self, args: &[&str]) -> bool {
+        Command::new("scancel")
+            .args(args)
+            .env("SLURM_CONF", self.conf())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts `srun` of `sleep 300` as the test user in a job called `name`.
+    pub fn sleeping_step(&self, name: &str, extra: &[&str]) -> Child {
+        let mut args = vec!["-J", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["sleep", "300"]);
+        self.as_user("srun", &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Both daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
         ["slurmctld.log", "slurmd.log"]
@@ -196,15 +217,9 @@ fn nix_hostname() -> String {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("scancel")
-            .args(["--full", "-u", "root"])
-            .env("SLURM_CONF", self.conf())
-            .status();
+        self.scancel(&["--full", "-u", "root"]);
         let (uid, _) = test_user();
-        let _ = Command::new("scancel")
-            .args(["-u", &uid.to_string()])
-            .env("SLURM_CONF", self.conf())
-            .status();
+        self.scancel(&["-u", &uid.to_string()]);
         for d in self.daemons.iter_mut().rev() {
             let _ = d.kill();
             let _ = d.wait();

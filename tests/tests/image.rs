@@ -3,18 +3,9 @@
 
 use berth_e2e::*;
 
-/// Writes an image whose top layer is `hostile` over the busybox base.
+/// An image whose top layer is `hostile` over the busybox base.
 fn image_with_top_layer(s: &Sandbox, name: &str, hostile: Layer) -> String {
-    let dir = s.path().join(name);
-    write_layout(
-        &dir,
-        vec![
-            (base_layer().finish(), Compression::Gzip),
-            (hostile.finish(), Compression::Gzip),
-        ],
-        &RunConfig::default(),
-    );
-    dir.to_str().unwrap().to_string()
+    s.image_on_base(name, hostile).to_str().unwrap().to_string()
 }
 
 fn store_entries(s: &Sandbox, sub: &str) -> usize {

@@ -309,18 +309,10 @@ fn hostile_layer_from_a_registry_is_refused() {
     require_root!();
     let s = Sandbox::new();
     let registry = Registry::start();
-    let layout = s.path().join("hostile");
     let hostile = Layer::new()
         .symlink("evil", "/etc")
         .file("evil/pwned", b"x", 0o644);
-    write_layout(
-        &layout,
-        vec![
-            (base_layer().finish(), Compression::Gzip),
-            (hostile.finish(), Compression::Gzip),
-        ],
-        &RunConfig::default(),
-    );
+    let layout = s.image_on_base("hostile", hostile);
     registry.push(&layout, "hostile/img:v1");
     let out = s.berth(&[
         "run",
@@ -343,16 +335,8 @@ fn path_escape_devices_and_setuid_from_a_registry() {
     require_root!();
     let s = Sandbox::new();
     let registry = Registry::start();
-    let escape = s.path().join("escape");
     let layer = Layer::new().file("../../../../tmp/berth-registry-escape", b"x", 0o644);
-    write_layout(
-        &escape,
-        vec![
-            (base_layer().finish(), Compression::Gzip),
-            (layer.finish(), Compression::Gzip),
-        ],
-        &RunConfig::default(),
-    );
+    let escape = s.image_on_base("escape", layer);
     registry.push(&escape, "hostile/escape:v1");
     let out = s.berth(&["pull", &format!("{}/hostile/escape:v1", registry.host())]);
     assert_eq!(out.status.code(), Some(125));
@@ -362,18 +346,10 @@ fn path_escape_devices_and_setuid_from_a_registry() {
         stderr(&out)
     );
     assert!(!std::path::Path::new("/tmp/berth-registry-escape").exists());
-    let neutral = s.path().join("neutral");
     let layer = Layer::new()
         .char_device("mem", 1, 1)
         .file("bin/suid-tool", b"#!/bin/sh\n", 0o4755);
-    write_layout(
-        &neutral,
-        vec![
-            (base_layer().finish(), Compression::Gzip),
-            (layer.finish(), Compression::Gzip),
-        ],
-        &RunConfig::default(),
-    );
+    let neutral = s.image_on_base("neutral", layer);
     registry.push(&neutral, "hostile/neutral:v1");
     let out = ok(s.berth(&[
         "run",

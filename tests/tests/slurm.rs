@@ -230,31 +230,16 @@ fn scancel_and_a_killed_slurmstepd_leave_nothing_behind() {
     let (s, cluster, image) = setup();
     let image_opt = format!("--container-image={image}");
     // scancel of a running step.
-    let mut srun = cluster
-        .as_user("srun", &["-J", "berth-scancel", &image_opt, "sleep", "300"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut srun = cluster.sleeping_step("berth-scancel", &[&image_opt]);
     wait_until("the container runs", || keepers_of(&s) == 1);
-    let status = std::process::Command::new("scancel")
-        .args(["-n", "berth-scancel"])
-        .env("SLURM_CONF", cluster.conf())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(cluster.scancel(&["-n", "berth-scancel"]));
     let _ = srun.wait();
     wait_until("the keeper is gone after scancel", || keepers_of(&s) == 0);
     wait_until("the step's state is removed", || {
         count_entries(&cluster.dir().join("run/slurm")) == 0
     });
     // SIGKILL of the step's slurmstepd: the keeper notices and exits.
-    let mut srun = cluster
-        .as_user("srun", &["-J", "berth-kill9", &image_opt, "sleep", "300"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut srun = cluster.sleeping_step("berth-kill9", &[&image_opt]);
     wait_until("the container runs", || keepers_of(&s) == 1);
     // The keeper watches the step's slurmstepd: its --watch-pid names it.
     let stepd = keeper_cmdlines(&s).iter().find_map(|cmd| {
@@ -271,10 +256,7 @@ fn scancel_and_a_killed_slurmstepd_leave_nothing_behind() {
     wait_until("the keeper is gone after slurmstepd was killed", || {
         keepers_of(&s) == 0
     });
-    let _ = std::process::Command::new("scancel")
-        .args(["-n", "berth-kill9"])
-        .env("SLURM_CONF", cluster.conf())
-        .status();
+    cluster.scancel(&["-n", "berth-kill9"]);
     let _ = srun.kill();
     let _ = srun.wait();
     wait_until("no keeper is left", || keepers_of(&s) == 0);
