@@ -247,13 +247,9 @@ fn fetch_layer(
     index: usize,
     progress: &dyn PullProgress,
 ) -> Result<(), ImageError> {
-    if store.has_layer(diff_id) {
-        return Ok(());
-    }
-    let lock = store.lock_layer(diff_id)?;
-    if store.has_layer(diff_id) {
-        return Ok(()); // another pull fetched it while we waited
-    }
+    let Some(lock) = store.lock_missing_layer(diff_id)? else {
+        return Ok(()); // in the store already, maybe fetched by another pull meanwhile
+    };
     let compression =
         Compression::of_media_type(&desc.media_type).ok_or_else(|| ImageError::Invalid {
             image: reference.to_string(),

@@ -34,11 +34,8 @@ pub fn import(
         image: shown.clone(),
         message: e.to_string(),
     })?;
-    if !store.has_layer(&digest) {
-        let lock = store.lock_layer(&digest)?;
-        if !store.has_layer(&digest) {
-            store.populate_layer(&lock, &digest, |tmp| extract(path, tmp, allow_setuid))?;
-        }
+    if let Some(lock) = store.lock_missing_layer(&digest)? {
+        store.populate_layer(&lock, &digest, |tmp| extract(path, tmp, allow_setuid))?;
     }
     let record = ImageRecord {
         name: name.unwrap_or(&shown).to_string(),

@@ -180,6 +180,17 @@ impl Store {
         Ok(LayerLock { _flock: flock, hex })
     }
 
+    /// The lock of layer `digest` when the layer is still missing once the
+    /// lock is held (a concurrent fetch may have finished it meanwhile);
+    /// None when the layer is there and there is nothing to do.
+    pub fn lock_missing_layer(&self, digest: &str) -> Result<Option<LayerLock>, StoreError> {
+        if self.has_layer(digest) {
+            return Ok(None);
+        }
+        let lock = self.lock_layer(digest)?;
+        Ok((!self.has_layer(digest)).then_some(lock))
+    }
+
     /// Takes shared "in use" locks on the layers (by digest) and checks they
     /// are still there, for the lifetime of a container. Touches each lock so
     /// `berth gc` knows what was used last.
@@ -218,13 +229,9 @@ impl Store {
         open_blob: impl FnOnce() -> io::Result<Box<dyn Read>>,
     ) -> Result<(PathBuf, Option<UnpackReport>), StoreError> {
         let final_path = self.layer_path(diff_id)?;
-        if final_path.is_dir() {
+        let Some(lock) = self.lock_missing_layer(diff_id)? else {
             return Ok((final_path, None));
-        }
-        let lock = self.lock_layer(diff_id)?;
-        if final_path.is_dir() {
-            return Ok((final_path, None)); // someone else finished it while we waited
-        }
+        };
         let blob = open_blob().map_err(io_err(&final_path))?;
         let report = self.extract_layer(&lock, diff_id, blob_digest, compression, blob)?;
         Ok((final_path, Some(report)))
