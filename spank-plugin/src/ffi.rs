@@ -122,6 +122,31 @@ pub fn job_argv(sp: spank_t) -> Vec<String> {
     args(argc, argv)
 }
 
+/// Puts `program` in the place of the task's argv[0] (task_init, in the
+/// task's own process: Slurm execs that argv next) and returns what was
+/// there. The list itself cannot grow: Slurm owns it.
+pub fn replace_task_argv0(sp: spank_t, program: &str) -> Option<String> {
+    let mut argc: c_int = 0;
+    let mut argv: *mut *mut c_char = std::ptr::null_mut();
+    // SAFETY: S_JOB_ARGV takes an int* and a char*** to fill; both are valid.
+    let rc = unsafe {
+        bindings::spank_get_item(
+            sp,
+            bindings::spank_item_S_JOB_ARGV,
+            &mut argc as *mut c_int,
+            &mut argv as *mut *mut *mut c_char,
+        )
+    };
+    if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t || argv.is_null() || argc < 1 {
+        return None;
+    }
+    let old = args(1, argv).into_iter().next()?;
+    // SAFETY: argv has argc >= 1 valid entries; the old string stays Slurm's
+    // (not freed), the new one is leaked: this process execs right after.
+    unsafe { *argv = cstring(program).into_raw() };
+    Some(old)
+}
+
 /// A variable of the job's environment (remote context).
 pub fn getenv(sp: spank_t, name: &str) -> Option<String> {
     let n = cstring(name);

@@ -174,17 +174,18 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
     choke_point("task_init_privileged", || remote::task_init_privileged(sp))
 }
 
-/// `slurm_spank_task_init`: as the user, just before exec: no_new_privs and seccomp.
+/// `slurm_spank_task_init`: as the user, just before exec: the entrypoint
+/// helper, no_new_privs and seccomp.
 ///
 /// # Safety
 /// Called by Slurm with a valid handle.
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_task_init(
-    _sp: ffi::spank_t,
+    sp: ffi::spank_t,
     _ac: c_int,
     _av: *mut *mut c_char,
 ) -> c_int {
-    choke_point("task_init", remote::task_init)
+    choke_point("task_init", || remote::task_init(sp))
 }
 
 /// `slurm_spank_exit`: in slurmstepd, ends the step's container.

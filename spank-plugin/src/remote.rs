@@ -25,7 +25,12 @@ pub struct Joined {
     /// With --container-remap-root: the job's ids and the capabilities root
     /// keeps inside the task's own user namespace.
     remap_root: Option<(u32, u32, Vec<u8>)>,
+    /// With --container-entrypoint: the image's Entrypoint, run before the task's argv.
+    entrypoint: Option<Vec<String>>,
 }
+
+/// `berth-entrypoint` (entrypoint/main.rs), built static by build.rs.
+static ENTRYPOINT_HELPER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-entrypoint"));
 
 /// Variables the job's value wins for (Slurm, GPUs, MPI), besides the
 /// names in `--container-env`.
@@ -75,13 +80,6 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         return Err(e.clone());
     }
     values.validate()?;
-    for unsupported in ["container-entrypoint"] {
-        if values.0.contains_key(unsupported) {
-            return Err(format!(
-                "--{unsupported} is not supported by this version of berth yet"
-            ));
-        }
-    }
     let args = plugstack(&args)?;
     let (uid, gid) = (
         ffi::job_uid(sp).ok_or("cannot read the job's uid")?,
@@ -235,10 +233,22 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             }
         }
     }
+    let entrypoint = values
+        .flag("container-entrypoint")
+        .then(|| {
+            reply["entrypoint"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect::<Vec<_>>()
+        })
+        .filter(|e| !e.is_empty());
     with_state(|s| {
         s.joined = Some(Joined {
             seccomp,
             remap_root,
+            entrypoint,
         })
     });
     Ok(())
@@ -332,10 +342,13 @@ fn start_keeper(
         .map_err(|e| format!("unreadable answer from {}: {e}", args.berth.display()))
 }
 
-pub fn task_init() -> Result<(), String> {
+pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     let Some(joined) = with_state(|s| s.joined.take()) else {
         return Ok(());
     };
+    if let Some(entrypoint) = &joined.entrypoint {
+        run_through_entrypoint(sp, entrypoint)?;
+    }
     if let Some((uid, gid, caps)) = &joined.remap_root {
         enter_remapped_user_namespace(*uid, *gid, caps)?;
     }
@@ -344,6 +357,32 @@ pub fn task_init() -> Result<(), String> {
         berth::sys::load_seccomp_program(&program)
             .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
     }
+    Ok(())
+}
+
+/// --container-entrypoint: Slurm will exec this task's argv, which cannot
+/// grow, so `berth-entrypoint` takes argv[0]'s place (from a memfd, through
+/// the container's /proc) and execs `ENTRYPOINT... ARGV0 ARGS...`.
+fn run_through_entrypoint(sp: ffi::spank_t, entrypoint: &[String]) -> Result<(), String> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let fail = |e: &dyn std::fmt::Display| format!("--container-entrypoint: {e}");
+    // MFD_EXEC where the kernel knows it (6.3+, which may default to noexec memfds).
+    let memfd = memfd_create(
+        c"berth-entrypoint",
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::from_bits_retain(libc::MFD_EXEC),
+    )
+    .or_else(|_| memfd_create(c"berth-entrypoint", MemFdCreateFlag::MFD_CLOEXEC))
+    .map_err(|e| fail(&e))?;
+    let mut file = fs::File::from(memfd);
+    file.write_all(ENTRYPOINT_HELPER).map_err(|e| fail(&e))?;
+    let program = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let argv0 = ffi::replace_task_argv0(sp, &program)
+        .ok_or_else(|| fail(&"cannot read the task's argv"))?;
+    // Close-on-exec: the kernel has the executable open once exec starts.
+    let _ = file.into_raw_fd();
+    ffi::setenv(sp, "BERTH_ARGV0", &argv0, true);
+    ffi::setenv(sp, "BERTH_ENTRYPOINT", &entrypoint.join("\u{1f}"), true);
     Ok(())
 }
 

@@ -455,3 +455,75 @@ fn container_save_writes_a_squashfs_the_user_owns_and_berth_runs() {
     );
     assert!(!forbidden.join("x.sqsh").exists());
 }
+
+#[test]
+fn container_entrypoint_runs_the_images_entrypoint_before_the_command() {
+    require_root!();
+    let (s, cluster, _) = setup();
+    let entry = b"#!/bin/sh\necho \"entrypoint saw: $*\"\nexport SET_BY_ENTRYPOINT=yes\n[ \"$1\" = --from-image ] && shift\nexec \"$@\"\n";
+    let image = s.path().join("with-entrypoint");
+    write_layout(
+        &image,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (
+                Layer::new().file("entry.sh", entry, 0o755).finish(),
+                Compression::Gzip,
+            ),
+        ],
+        &RunConfig {
+            entrypoint: vec!["/entry.sh".into(), "--from-image".into()],
+            ..Default::default()
+        },
+    );
+    let image_opt = format!("--container-image={}", image.display());
+    let script = "echo \"cmd: $0 $SET_BY_ENTRYPOINT ${BERTH_ARGV0:-clean}\"";
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-entrypoint",
+        "-n2",
+        "sh",
+        "-c",
+        script,
+        "arg1",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches("entrypoint saw: --from-image sh -c").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(text.matches("cmd: arg1 yes clean").count(), 2, "{text}");
+    // It is off by default (as in pyxis), and the environment variable turns it on.
+    let out = cluster.srun(&[&image_opt, "sh", "-c", "echo plain"]);
+    assert_eq!(stdout(&out), "plain\n");
+    let out = cluster
+        .as_user("srun", &[&image_opt, "sh", "-c", "echo through-env"])
+        .env("BERTH_CONTAINER_ENTRYPOINT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).starts_with("entrypoint saw:"),
+        "{}",
+        stdout(&out)
+    );
+    // An entrypoint the image lacks fails the task with a berth: line.
+    let broken = s.path().join("broken-entrypoint");
+    write_layout(
+        &broken,
+        vec![(base_layer().finish(), Compression::Gzip)],
+        &RunConfig {
+            entrypoint: vec!["/no/such/entrypoint".into()],
+            ..Default::default()
+        },
+    );
+    let image_opt = format!("--container-image={}", broken.display());
+    let out = cluster.srun(&[&image_opt, "--container-entrypoint", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("berth: cannot run the image's entrypoint /no/such/entrypoint"),
+        "{}",
+        stderr(&out)
+    );
+}

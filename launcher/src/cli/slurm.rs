@@ -3,7 +3,7 @@
 //! node's store, starts the step's container keeper (see
 //! `berth::process::keeper`) and prints, as one JSON line, what the tasks
 //! need to join it: the keeper's pid, the image's environment, the working
-//! directory and the compiled seccomp program.
+//! directory, the image's entrypoint and the compiled seccomp program.
 
 use anyhow::{bail, Result};
 
@@ -42,6 +42,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         "image": image.id,
         "env": spec.process.env,
         "workdir": spec.process.cwd,
+        "entrypoint": image.config.entrypoint.clone().unwrap_or_default(),
         "seccomp": spec.seccomp_program.as_deref().map(hex::encode),
         "root_capabilities": spec.root_capabilities.iter().map(|c| c.index()).collect::<Vec<u8>>(),
     });
