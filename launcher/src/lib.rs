@@ -8,6 +8,7 @@
 
 pub mod as_user;
 pub mod caps;
+pub mod gpu;
 pub mod idmap;
 pub mod image;
 pub mod mounts;

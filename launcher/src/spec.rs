@@ -33,6 +33,43 @@ pub struct ContainerSpec {
     pub console: Option<PathBuf>,
     /// Compiled seccomp program (`sock_filter` array), or None to run unconfined.
     pub seccomp_program: Option<Vec<u8>>,
+    /// GPUs and other host devices, with what their drivers need.
+    pub devices: DeviceEdits,
+}
+
+/// Host devices a container gets beyond the minimal /dev (GPUs, CDI
+/// devices), and what goes with them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceEdits {
+    /// Host device files bound into the container's /dev.
+    pub nodes: Vec<DeviceNode>,
+    /// Host paths (a driver's libraries and tools) bound before the user's
+    /// mounts, so the library cache is built with them and without those.
+    pub mounts: Vec<BindMount>,
+    /// `KEY=VALUE` for the environment (already in `process.env`).
+    pub env: Vec<String>,
+    /// Library directories the container's ld.so cache is rebuilt with.
+    pub ldcache_folders: Vec<PathBuf>,
+    /// Symlinks to create: (target, link path in the container).
+    pub symlinks: Vec<(PathBuf, PathBuf)>,
+}
+
+impl DeviceEdits {
+    /// Adds a node unless one is already at that container path.
+    pub fn add_node(&mut self, node: DeviceNode) {
+        if !self.nodes.iter().any(|n| n.path == node.path) {
+            self.nodes.push(node);
+        }
+    }
+}
+
+/// A host device file and where it appears in the container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceNode {
+    /// On the host.
+    pub host: PathBuf,
+    /// In the container (under /dev).
+    pub path: PathBuf,
 }
 
 /// A bind mount from the host.

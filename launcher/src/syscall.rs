@@ -45,6 +45,13 @@ pub trait Syscall {
     fn is_symlink(&self, path: &Path) -> bool;
     /// Closes a descriptor from `clone_tree` that was not attached.
     fn close(&self, fd: i32);
+    /// Opens a host executable (before pivot_root) to run later with
+    /// [`Syscall::run_confined`]; it must be a static ELF.
+    fn open_executable(&self, path: &Path) -> io::Result<i32>;
+    /// Runs the executable `fd` with `args` in a child that holds no
+    /// capability, has no_new_privs and `seccomp` (when given), with its
+    /// output discarded; Ok when it exits 0. Closes `fd`.
+    fn run_confined(&self, fd: i32, args: &[String], seccomp: Option<&[u8]>) -> io::Result<()>;
 }
 
 fn nix_io(e: nix::Error) -> io::Error {
@@ -137,6 +144,69 @@ impl Syscall for LinuxSyscall {
     fn close(&self, fd: i32) {
         drop(crate::sys::take_fd(fd));
     }
+
+    fn open_executable(&self, path: &Path) -> io::Result<i32> {
+        use std::io::Read;
+        use std::os::fd::IntoRawFd;
+        let mut file = std::fs::File::open(path)?;
+        let mut magic = [0u8; 4];
+        file.read_exact(&mut magic)?;
+        if &magic != b"\x7fELF" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not an ELF executable", path.display()),
+            ));
+        }
+        Ok(file.into_raw_fd())
+    }
+
+    fn run_confined(&self, fd: i32, args: &[String], seccomp: Option<&[u8]>) -> io::Result<()> {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::ForkResult;
+        let program = crate::sys::take_fd(fd);
+        let argv: Vec<std::ffi::CString> = args
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_str()).unwrap_or_default())
+            .collect();
+        let env = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"];
+        match crate::sys::fork().map_err(nix_io)? {
+            ForkResult::Child => {
+                let confine = || -> io::Result<()> {
+                    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+                    for target in [1, 2] {
+                        nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target)
+                            .map_err(nix_io)?;
+                    }
+                    let none = crate::caps::CapsHashSet::new();
+                    crate::caps::limit_bounding_set(&none).map_err(io::Error::other)?;
+                    crate::caps::set_process_capabilities(&none).map_err(io::Error::other)?;
+                    nix::sys::prctl::set_no_new_privs().map_err(nix_io)?;
+                    if let Some(program) = seccomp {
+                        crate::sys::load_seccomp_program(program)?;
+                    }
+                    Ok(())
+                };
+                if confine().is_ok() {
+                    let _ = nix::unistd::fexecve(
+                        std::os::fd::AsRawFd::as_raw_fd(&program),
+                        &argv,
+                        &env,
+                    );
+                }
+                crate::sys::exit_child(127)
+            }
+            ForkResult::Parent { child } => {
+                drop(program);
+                match waitpid(child, None).map_err(nix_io)? {
+                    WaitStatus::Exited(_, 0) => Ok(()),
+                    status => Err(io::Error::other(format!(
+                        "{} ended with {status:?}",
+                        args.first().map(String::as_str).unwrap_or("the program")
+                    ))),
+                }
+            }
+        }
+    }
 }
 
 /// Records every call as a line of text; every call succeeds.
@@ -225,6 +295,17 @@ impl Syscall for RecordingSyscall {
     }
     fn is_symlink(&self, _path: &Path) -> bool {
         false
+    }
+    fn open_executable(&self, path: &Path) -> io::Result<i32> {
+        self.record(format!("open_executable {}", path.display()))?;
+        Ok(900)
+    }
+    fn run_confined(&self, fd: i32, args: &[String], seccomp: Option<&[u8]>) -> io::Result<()> {
+        self.record(format!(
+            "run_confined {fd} {} seccomp={}",
+            args.join(" "),
+            seccomp.is_some()
+        ))
     }
     fn close(&self, fd: i32) {
         let _ = self.record(format!("close {fd}"));

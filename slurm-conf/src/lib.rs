@@ -125,6 +125,42 @@ pub struct Config {
     pub container: ContainerConfig,
     /// Registries: credentials, insecure hosts, download parallelism.
     pub registry: RegistryConfig,
+    /// GPUs: where their device files are, CDI, and who may take which.
+    pub gpus: GpusConfig,
+}
+
+/// `[gpus]`: the node's GPUs. Under Slurm the job's allocation decides which
+/// GPUs a container gets; outside it (`berth run --gpus`) the maps below do.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpusConfig {
+    /// The GPUs' device files in index order (Slurm's index, nvidia-smi's).
+    /// Empty: the `File=` entries of `Name=gpu` lines in gres.conf (beside
+    /// slurm.conf), else `/dev/nvidia0`, `/dev/nvidia1`, ...
+    pub devices: Vec<PathBuf>,
+    /// GPU indexes kept for the system: `berth run --gpus` never hands them out.
+    pub reserved: Vec<u32>,
+    /// Directories of Container Device Interface specs (JSON or YAML).
+    pub cdi_spec_dirs: Vec<PathBuf>,
+    /// The CDI kind whose devices are the GPUs, named by index ("0", "1", ...).
+    pub cdi_kind: String,
+    /// User name (or "*" for everyone) -> GPU indexes that user may take.
+    pub users: std::collections::BTreeMap<String, Vec<u32>>,
+    /// Group name -> GPU indexes its members may take.
+    pub groups: std::collections::BTreeMap<String, Vec<u32>>,
+}
+
+impl Default for GpusConfig {
+    fn default() -> Self {
+        GpusConfig {
+            devices: vec![],
+            reserved: vec![],
+            cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            cdi_kind: "nvidia.com/gpu".to_string(),
+            users: Default::default(),
+            groups: Default::default(),
+        }
+    }
 }
 
 /// `[registry]`: how images are pulled.
@@ -325,6 +361,30 @@ impl Config {
             return Err(invalid(
                 "registry.credentials",
                 format!("{p:?} is not an absolute path"),
+            ));
+        }
+        for (key, list) in [
+            ("gpus.devices", &self.gpus.devices),
+            ("gpus.cdi_spec_dirs", &self.gpus.cdi_spec_dirs),
+        ] {
+            if let Some(p) = list.iter().find(|p| !p.is_absolute()) {
+                return Err(invalid(key, format!("{p:?} is not an absolute path")));
+            }
+        }
+        if self
+            .gpus
+            .cdi_kind
+            .split_once('/')
+            .is_none_or(|(vendor, class)| {
+                vendor.is_empty() || class.is_empty() || class.contains('/')
+            })
+        {
+            return Err(invalid(
+                "gpus.cdi_kind",
+                format!(
+                    "{:?} is not a CDI kind like \"nvidia.com/gpu\"",
+                    self.gpus.cdi_kind
+                ),
             ));
         }
         validate_hostname(&self.container.hostname)

@@ -201,6 +201,18 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         }
         ffi::setenv(sp, name, value, true);
     }
+    // What the container's devices need wins over the job's values: the
+    // container counts its GPUs from 0 (CUDA_VISIBLE_DEVICES).
+    for entry in reply["device_env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+    {
+        if let Some((name, value)) = entry.split_once('=') {
+            ffi::setenv(sp, name, value, true);
+        }
+    }
     let seccomp = reply["seccomp"]
         .as_str()
         .map(|h| hex::decode(h).map_err(|e| format!("bad seccomp program from the helper: {e}")))
@@ -293,6 +305,23 @@ fn start_keeper(
             .arg(nix::unistd::getppid().to_string());
     }
     cmd.arg("--user").arg(format!("{uid}:{gid}"));
+    // The GPUs Slurm gave this step (the batch step: the job's).
+    let gpus_var = if ffi::step_id(sp) == Some(ffi::BATCH_STEP) {
+        "SLURM_JOB_GPUS"
+    } else {
+        "SLURM_STEP_GPUS"
+    };
+    cmd.arg("--slurm-gpus")
+        .arg(ffi::getenv(sp, gpus_var).unwrap_or_default());
+    if let Some(conf) = std::env::var_os("SLURM_CONF") {
+        let conf = PathBuf::from(conf);
+        if let Some(dir) = conf.parent() {
+            cmd.arg("--gres-conf").arg(dir.join("gres.conf"));
+        }
+    }
+    if let Some(node) = ffi::getenv(sp, "SLURMD_NODENAME") {
+        cmd.arg("--node-name").arg(node);
+    }
     for mount in values.mounts() {
         cmd.arg("--mount").arg(mount);
     }

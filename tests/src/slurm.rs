@@ -73,6 +73,26 @@ impl Cluster {
         for sub in ["state", "spool", "log", "run"] {
             std::fs::create_dir(d.join(sub)).unwrap();
         }
+        // Two fake GPUs (NVIDIA's major 195; no driver behind them) for gres.
+        let gpu_dir = d.join("dev");
+        std::fs::create_dir(&gpu_dir).unwrap();
+        for (name, minor) in [("nvidia0", 0), ("nvidia1", 1), ("nvidiactl", 255)] {
+            nix::sys::stat::mknod(
+                &gpu_dir.join(name),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(195, minor),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            d.join("gres.conf"),
+            format!(
+                "AutoDetect=off\nName=gpu File={}/nvidia[0-1]\n",
+                gpu_dir.display()
+            ),
+        )
+        .unwrap();
         let node = "berthnode".to_string();
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -85,8 +105,8 @@ impl Cluster {
              AuthType=auth/munge\nCryptoType=crypto/munge\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\nMpiDefault=none\n\
              SchedulerType=sched/backfill\nJobCompType=jobcomp/none\nPlugStackConfig={d}/plugstack.conf\n\
-             KillWait=2\nInactiveLimit=0\n\
-             NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN\n\
+             KillWait=2\nInactiveLimit=0\nGresTypes=gpu\n\
+             NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} Gres=gpu:2 State=UNKNOWN\n\
              PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP\n",
             free_port(),
             free_port(),

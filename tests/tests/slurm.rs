@@ -527,3 +527,64 @@ fn container_entrypoint_runs_the_images_entrypoint_before_the_command() {
         stderr(&out)
     );
 }
+
+#[test]
+fn each_job_sees_only_the_gpus_slurm_gave_it() {
+    require_root!();
+    let (_s, cluster, image) = setup();
+    let image_opt = format!("--container-image={image}");
+    // Both jobs hold their GPU at the same time (the barrier: both files exist).
+    let shared = cluster.dir().join("gpu-barrier");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mount_opt = format!("--container-mounts={}:/barrier", shared.display());
+    let script = "touch /barrier/$SLURM_JOB_ID; n=0; while [ $(ls /barrier | wc -l) -lt 2 ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done; \
+                  ls /dev | grep nvidia | tr '\\n' ' '; echo CUDA=$CUDA_VISIBLE_DEVICES";
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            cluster
+                .as_user(
+                    "srun",
+                    &[
+                        &image_opt,
+                        &mount_opt,
+                        "--gres=gpu:1",
+                        "-c1",
+                        "sh",
+                        "-c",
+                        script,
+                    ],
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<String> = jobs
+        .into_iter()
+        .map(|j| {
+            let out = j.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+            stdout(&out)
+        })
+        .collect();
+    let mut seen: Vec<&str> = outputs
+        .iter()
+        .map(|o| {
+            assert!(o.contains("nvidiactl"), "{o}");
+            assert!(o.trim_end().ends_with("CUDA=0"), "{o}");
+            let gpus: Vec<&str> = o
+                .split_whitespace()
+                .filter(|w| w.starts_with("nvidia") && *w != "nvidiactl")
+                .collect();
+            assert_eq!(gpus.len(), 1, "{o}");
+            gpus[0]
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["nvidia0", "nvidia1"], "{outputs:?}");
+    // A step without GPUs gets no GPU device at all.
+    let out = cluster.srun(&[&image_opt, "sh", "-c", "ls /dev | grep -c nvidia || true"]);
+    assert_eq!(stdout(&out).trim(), "0", "{}", stderr(&out));
+}

@@ -32,6 +32,10 @@ pub(crate) struct RunArgs {
     /// Read-only root filesystem, with a tmpfs /tmp.
     #[arg(long)]
     read_only: bool,
+    /// GPUs to give the container: indexes like 0,1 or "all" (those berth.toml's
+    /// [gpus] grants you; root may take any).
+    #[arg(long, value_name = "LIST")]
+    gpus: Option<String>,
     /// Run as this user (UID[:GID]); only root may ask.
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
@@ -58,6 +62,18 @@ pub(crate) struct Purpose {
     pub(crate) default_hostname: Option<String>,
     /// The container shares the host's pid namespace.
     pub(crate) proc_hidepid: bool,
+    /// The GPUs Slurm allocated (the policy in berth.toml does not apply).
+    pub(crate) slurm_gpus: Option<SlurmGpus>,
+}
+
+/// A Slurm step's GPUs and how to find their device files.
+pub(crate) struct SlurmGpus {
+    /// Global GPU indexes (`SLURM_STEP_GPUS`).
+    pub(crate) indexes: Vec<u32>,
+    /// The cluster's gres.conf.
+    pub(crate) gres_conf: PathBuf,
+    /// This node's name in Slurm.
+    pub(crate) node: String,
 }
 
 /// Resolves the image, holds its layers, and builds the ContainerSpec.
@@ -121,7 +137,13 @@ pub(crate) fn build_spec(
         .or_else(|| purpose.default_hostname.clone())
         .unwrap_or_else(|| config.container.hostname.clone());
     slurm_conf::validate_hostname(&hostname).map_err(|m| anyhow::anyhow!("--hostname: {m}"))?;
-    let process = process_spec(args, &image, purpose.needs_command)?;
+    let mut process = process_spec(args, &image, purpose.needs_command)?;
+    let devices = gpu_devices(ctx, args, purpose, &identity)?;
+    for entry in &devices.env {
+        let key = entry.split('=').next().unwrap_or_default();
+        process.env.retain(|e| e.split('=').next() != Some(key));
+        process.env.push(entry.clone());
+    }
     let root_capabilities = berth::caps::parse_names(config.remap_root_capabilities())?;
     let seccomp_program = if config.security.seccomp {
         Some(berth::seccomp::default_program(&store.seccomp_dir())?)
@@ -145,8 +167,66 @@ pub(crate) fn build_spec(
         console,
         proc_hidepid: purpose.proc_hidepid,
         seccomp_program,
+        devices,
     };
     Ok((spec, image, in_use))
+}
+
+/// The GPUs for this container: Slurm's allocation, or `--gpus` within the
+/// policy of berth.toml's `[gpus]`.
+fn gpu_devices(
+    ctx: &Context,
+    args: &RunArgs,
+    purpose: &Purpose,
+    identity: &Identity,
+) -> Result<berth::spec::DeviceEdits> {
+    use berth::gpu;
+    let config = &ctx.config.gpus;
+    if let Some(slurm) = &purpose.slurm_gpus {
+        let (files, from) = gpu::device_files(config, &slurm.gres_conf, &slurm.node);
+        return Ok(gpu::edits_for(&slurm.indexes, config, &files, &from)?);
+    }
+    let Some(list) = &args.gpus else {
+        return Ok(Default::default());
+    };
+    let asked = gpu::parse_list(list)?;
+    let gres_conf = std::env::var_os("SLURM_CONF")
+        .map(PathBuf::from)
+        .and_then(|c| c.parent().map(|d| d.join("gres.conf")))
+        .unwrap_or_else(|| PathBuf::from("/etc/slurm/gres.conf"));
+    let node = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let (files, from) = gpu::device_files(config, &gres_conf, &node);
+    let user = nix::unistd::User::from_uid(identity.host_uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| identity.host_uid.to_string());
+    let mut gids = vec![identity.host_gid];
+    gids.extend(&identity.host_groups);
+    if !ctx.privileged {
+        gids.extend(
+            nix::unistd::getgroups()
+                .unwrap_or_default()
+                .iter()
+                .map(|g| g.as_raw()),
+        );
+    }
+    let groups: Vec<String> = gids
+        .iter()
+        .filter_map(|g| nix::unistd::Group::from_gid((*g).into()).ok().flatten())
+        .map(|g| g.name)
+        .collect();
+    let who = gpu::policy::Requester {
+        user: &user,
+        groups: &groups,
+        is_root: ctx.privileged && args.user.is_none(),
+    };
+    let indexes = gpu::policy::check(config, &who, asked, files.len(), &from)?;
+    Ok(gpu::edits_for(&indexes, config, &files, &from)?)
 }
 
 pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
@@ -154,6 +234,7 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         needs_command: true,
         default_hostname: None,
         proc_hidepid: false,
+        slurm_gpus: None,
     };
     let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");

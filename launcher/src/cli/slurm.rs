@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use berth::process::keeper;
 
-use super::run::{build_spec, Purpose, RunArgs};
+use super::run::{build_spec, Purpose, RunArgs, SlurmGpus};
 use super::Context;
 
 #[derive(clap::Args, Debug)]
@@ -18,6 +18,15 @@ pub(crate) struct SlurmStartArgs {
     /// without it the container lives until it is killed (named containers).
     #[arg(long, value_name = "PID")]
     watch_pid: Option<i32>,
+    /// The step's GPUs: Slurm's global indexes (`SLURM_STEP_GPUS`).
+    #[arg(long, value_name = "LIST")]
+    slurm_gpus: Option<String>,
+    /// The cluster's gres.conf (where the GPU indexes point).
+    #[arg(long, value_name = "PATH", default_value = "/etc/slurm/gres.conf")]
+    gres_conf: std::path::PathBuf,
+    /// This node's name in Slurm.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    node_name: String,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -33,6 +42,17 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         needs_command: false,
         default_hostname: hostname,
         proc_hidepid: true,
+        slurm_gpus: match args.slurm_gpus.as_deref() {
+            None => None,
+            Some(list) => Some(SlurmGpus {
+                indexes: match list {
+                    "" => vec![],
+                    list => berth::gpu::parse_list(list)?.unwrap_or_default(),
+                },
+                gres_conf: args.gres_conf.clone(),
+                node: args.node_name.clone(),
+            }),
+        },
     };
     // The layer locks are inherited by the keeper and held as long as it lives.
     let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
@@ -41,6 +61,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         "pid": pid.as_raw(),
         "image": image.id,
         "env": spec.process.env,
+        "device_env": spec.devices.env,
         "workdir": spec.process.cwd,
         "entrypoint": image.config.entrypoint.clone().unwrap_or_default(),
         "seccomp": spec.seccomp_program.as_deref().map(hex::encode),

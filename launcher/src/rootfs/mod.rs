@@ -97,13 +97,25 @@ pub fn prepare(
     let sys_fd = sys
         .clone_tree(Path::new("/sys"), true)
         .map_err(at("cannot clone", Path::new("/sys")))?;
-    let mut mount_fds = Vec::with_capacity(spec.mounts.len());
-    for m in &spec.mounts {
-        let fd = sys
-            .clone_tree(&m.source, true)
-            .map_err(at("cannot open mount source", &m.source))?;
-        mount_fds.push((fd, is_dir(&m.source) == Some(true)));
+    let mut node_fds = Vec::with_capacity(spec.devices.nodes.len());
+    for node in &spec.devices.nodes {
+        node_fds.push(
+            sys.clone_tree(&node.host, false)
+                .map_err(at("cannot open device", &node.host))?,
+        );
     }
+    let device_mount_fds = clone_mount_sources(sys, &spec.devices.mounts, is_dir)?;
+    let mount_fds = clone_mount_sources(sys, &spec.mounts, is_dir)?;
+    let ldconfig_fd = match spec.devices.ldcache_folders.is_empty() {
+        true => None,
+        false => {
+            let ldconfig = host_ldconfig();
+            Some(
+                sys.open_executable(&ldconfig)
+                    .map_err(at("cannot open", &ldconfig))?,
+            )
+        }
+    };
 
     let new_proc = root.join("proc");
     proc::mount_proc(sys, &new_proc, spec.proc_hidepid).map_err(at("cannot mount", &new_proc))?;
@@ -114,24 +126,39 @@ pub fn prepare(
 
     dev::setup_dev(sys, &device_fds, spec.identity.privileged)
         .map_err(at("cannot set up", Path::new("/dev")))?;
+    for (node, &fd) in spec.devices.nodes.iter().zip(&node_fds) {
+        dev::bind_fd(sys, fd, &node.path).map_err(at("cannot bind device onto", &node.path))?;
+    }
     proc::mount_sys(sys, sys_fd).map_err(at("cannot mount", Path::new("/sys")))?;
     proc::protect_kernel_files(sys, is_dir)
         .map_err(at("cannot mask kernel files under", Path::new("/proc")))?;
 
-    for (m, &(fd, source_is_dir)) in spec.mounts.iter().zip(&mount_fds) {
-        let target = &m.destination;
-        match source_is_dir {
-            true => sys.mkdir_all(target, 0o755),
-            false => sys.touch(target),
+    // A device's driver files come first, and the library cache is rebuilt
+    // before any of the user's mounts exist.
+    attach_mounts(sys, &spec.devices.mounts, &device_mount_fds)?;
+    for (target, link) in &spec.devices.symlinks {
+        if let Some(parent) = link.parent() {
+            sys.mkdir_all(parent, 0o755)
+                .map_err(at("cannot create", parent))?;
         }
-        .map_err(at("cannot create mount point", target))?;
-        sys.attach_tree(fd, target)
-            .map_err(at("cannot bind-mount onto", target))?;
-        if m.read_only {
-            sys.make_readonly(target)
-                .map_err(at("cannot make read-only", target))?;
-        }
+        sys.symlink(target, link)
+            .map_err(at("cannot create symlink", link))?;
     }
+    if let Some(fd) = ldconfig_fd {
+        let mut args = vec!["ldconfig".to_string()];
+        args.extend(
+            spec.devices
+                .ldcache_folders
+                .iter()
+                .map(|f| f.display().to_string()),
+        );
+        sys.run_confined(fd, &args, spec.seccomp_program.as_deref())
+            .map_err(at(
+                "cannot rebuild the library cache with",
+                &spec.devices.ldcache_folders[0],
+            ))?;
+    }
+    attach_mounts(sys, &spec.mounts, &mount_fds)?;
     sys.mkdir_all(&spec.process.cwd, 0o755)
         .map_err(at("cannot create working directory", &spec.process.cwd))?;
     if spec.read_only {
@@ -158,6 +185,60 @@ pub fn prepare(
     sys.sethostname(&spec.hostname)
         .map_err(at("cannot set hostname, at", slash))?;
     Ok(())
+}
+
+/// Clones the sources of `mounts` (before pivot_root); with each, whether it is a directory.
+fn clone_mount_sources(
+    sys: &dyn Syscall,
+    mounts: &[crate::spec::BindMount],
+    is_dir: &dyn Fn(&Path) -> Option<bool>,
+) -> Result<Vec<(i32, bool)>, RootfsError> {
+    mounts
+        .iter()
+        .map(|m| {
+            let fd = sys
+                .clone_tree(&m.source, true)
+                .map_err(at("cannot open mount source", &m.source))?;
+            Ok((fd, is_dir(&m.source) == Some(true)))
+        })
+        .collect()
+}
+
+/// Attaches cloned mount sources at their destinations (after pivot_root).
+fn attach_mounts(
+    sys: &dyn Syscall,
+    mounts: &[crate::spec::BindMount],
+    fds: &[(i32, bool)],
+) -> Result<(), RootfsError> {
+    for (m, &(fd, source_is_dir)) in mounts.iter().zip(fds) {
+        let target = &m.destination;
+        match source_is_dir {
+            true => sys.mkdir_all(target, 0o755),
+            false => sys.touch(target),
+        }
+        .map_err(at("cannot create mount point", target))?;
+        sys.attach_tree(fd, target)
+            .map_err(at("cannot bind-mount onto", target))?;
+        if m.read_only {
+            sys.make_readonly(target)
+                .map_err(at("cannot make read-only", target))?;
+        }
+    }
+    Ok(())
+}
+
+/// The host's ldconfig (glibc builds it static): Ubuntu's real one behind
+/// its wrapper script, else /sbin/ldconfig.
+fn host_ldconfig() -> std::path::PathBuf {
+    [
+        "/sbin/ldconfig.real",
+        "/sbin/ldconfig",
+        "/usr/sbin/ldconfig",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+    .unwrap_or_else(|| "/sbin/ldconfig".into())
 }
 
 #[cfg(test)]
@@ -195,6 +276,7 @@ mod tests {
             console: None,
             proc_hidepid: false,
             seccomp_program: None,
+            devices: Default::default(),
         }
     }
 
