@@ -11,6 +11,7 @@ pub mod caps;
 pub mod gpu;
 pub mod idmap;
 pub mod image;
+pub mod limits;
 pub mod mounts;
 pub mod process;
 pub mod rootfs;

@@ -35,6 +35,21 @@ pub struct ContainerSpec {
     pub seccomp_program: Option<Vec<u8>>,
     /// GPUs and other host devices, with what their drivers need.
     pub devices: DeviceEdits,
+    /// The cgroup berth makes for the container, or None to leave the
+    /// container in berth's own cgroup.
+    pub cgroup: Option<CgroupSpec>,
+}
+
+/// A container's own cgroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupSpec {
+    /// Path relative to the cgroup root.
+    pub path: String,
+    /// The limits written to it.
+    pub limits: crate::limits::ResourceLimits,
+    /// The devices anything in it may open, or None to leave device access
+    /// to an outer cgroup (Slurm's, when it constrains devices).
+    pub devices: Option<Vec<crate::limits::device_filter::DeviceRule>>,
 }
 
 /// Host devices a container gets beyond the minimal /dev (GPUs, CDI

@@ -290,3 +290,74 @@ pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit takes an integer and never returns.
     unsafe { libc::_exit(code) }
 }
+
+/// `bpf(BPF_PROG_LOAD)` of a `BPF_PROG_TYPE_CGROUP_DEVICE` program made of
+/// `insns` (each one `struct bpf_insn` as a little-endian u64).
+pub fn load_device_filter(insns: &[u64]) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    let license = c"GPL";
+    let mut log = vec![0u8; 4096];
+    // union bpf_attr, the BPF_PROG_LOAD part: prog_type, insn_cnt, insns,
+    // license, log_level, log_size, log_buf (offsets 0, 4, 8, 16, 24, 28, 32).
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_CGROUP_DEVICE.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
+    attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
+    attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: attr is a zero-filled bpf_attr whose pointers (insns, license,
+    // log) stay valid for the call; the kernel writes at most log_size bytes
+    // to log and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        let verifier = String::from_utf8_lossy(&log);
+        let verifier = verifier.trim_end_matches('\0').trim();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("cannot load the device filter: {err} {verifier}"),
+        ));
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `bpf(BPF_PROG_ATTACH)` of a device filter to the cgroup directory
+/// `cgroup`, alongside programs of its ancestors (`BPF_F_ALLOW_MULTI`).
+pub fn attach_device_filter(cgroup: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+    // union bpf_attr, the BPF_PROG_ATTACH part: target_fd, attach_bpf_fd,
+    // attach_type, attach_flags.
+    let mut attr = [0u8; 32];
+    attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    attr[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
+    // SAFETY: attr is a zero-filled bpf_attr holding two descriptors that are
+    // open for the duration of the call; nothing is written back.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -213,3 +213,41 @@ containerEdits:
         stderr(&out)
     );
 }
+
+#[test]
+fn the_device_cgroup_denies_a_gpu_the_container_was_not_given() {
+    require_root!();
+    let s = Sandbox::new();
+    let dir = fake_gpus(&s, 2);
+    s.write_config(&format!(
+        "[gpus]\n{}cdi_spec_dirs = []\n[limits]\ncgroup_parent = \"berth-test-{}\"\n",
+        devices_toml(&dir, 2),
+        std::process::id()
+    ));
+    let image = s.standard_image();
+    let image = image.to_str().unwrap();
+    // The host directory with both fake GPUs is mounted in: the node of the
+    // GPU not given is there, but the device cgroup refuses it (EPERM); the
+    // given one opens as far as the (absent) driver goes (ENXIO).
+    let mount = format!("{}:/hostdev", dir.display());
+    let text = ok(s.berth(&[
+        "run", "--gpus", "0", "-m", &mount, image, "sh", "-c",
+        "berth-probe open /dev/nvidia0; berth-probe open /hostdev/nvidia1; berth-probe open /hostdev/nvidia0; berth-probe open /dev/null",
+    ]));
+    assert_eq!(text, "ENXIO\nEPERM\nENXIO\nOK\n");
+    // Nothing of berth's cgroups is left.
+    let parent = format!("berth-test-{}", std::process::id());
+    for controller in ["memory", "pids", "devices", "cpu", "blkio", "unified"] {
+        let p = Path::new("/sys/fs/cgroup").join(controller).join(&parent);
+        if p.exists() {
+            let children: Vec<_> = std::fs::read_dir(&p)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name())
+                .collect();
+            assert!(children.is_empty(), "{}: {children:?}", p.display());
+            let _ = std::fs::remove_dir(&p);
+        }
+    }
+}

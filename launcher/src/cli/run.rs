@@ -36,6 +36,8 @@ pub(crate) struct RunArgs {
     /// [gpus] grants you; root may take any).
     #[arg(long, value_name = "LIST")]
     gpus: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Run as this user (UID[:GID]); only root may ask.
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
@@ -45,6 +47,50 @@ pub(crate) struct RunArgs {
     /// The command and its arguments [default: the image's Entrypoint and Cmd].
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// Resource limits asked for (within berth.toml's `[limits]` maxima).
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct LimitArgs {
+    /// Memory limit (memory.max), e.g. 4G.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Swap limit (memory.swap.max), e.g. 0 or 1G.
+    #[arg(long, value_name = "SIZE")]
+    swap: Option<String>,
+    /// CPU time limit in CPUs (cpu.max), e.g. 1.5.
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Most processes and threads at once (pids.max).
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<u64>,
+    /// Read bytes per second on the configured devices (io.max), e.g. 100M.
+    #[arg(long, value_name = "SIZE")]
+    io_read_bps: Option<String>,
+    /// Write bytes per second on the configured devices (io.max).
+    #[arg(long, value_name = "SIZE")]
+    io_write_bps: Option<String>,
+    /// Read operations per second on the configured devices (io.max).
+    #[arg(long, value_name = "N")]
+    io_read_iops: Option<u64>,
+    /// Write operations per second on the configured devices (io.max).
+    #[arg(long, value_name = "N")]
+    io_write_iops: Option<u64>,
+}
+
+impl LimitArgs {
+    fn asked(&self) -> berth::limits::Asked {
+        berth::limits::Asked {
+            memory: self.memory.clone(),
+            swap: self.swap.clone(),
+            cpus: self.cpus,
+            pids: self.pids_limit,
+            io_read_bps: self.io_read_bps.clone(),
+            io_write_bps: self.io_write_bps.clone(),
+            io_read_iops: self.io_read_iops,
+            io_write_iops: self.io_write_iops,
+        }
+    }
 }
 
 impl RunArgs {
@@ -64,6 +110,8 @@ pub(crate) struct Purpose {
     pub(crate) proc_hidepid: bool,
     /// The GPUs Slurm allocated (the policy in berth.toml does not apply).
     pub(crate) slurm_gpus: Option<SlurmGpus>,
+    /// Make the container a cgroup of its own under `[limits] cgroup_parent`.
+    pub(crate) own_cgroup: bool,
 }
 
 /// A Slurm step's GPUs and how to find their device files.
@@ -138,7 +186,13 @@ pub(crate) fn build_spec(
         .unwrap_or_else(|| config.container.hostname.clone());
     slurm_conf::validate_hostname(&hostname).map_err(|m| anyhow::anyhow!("--hostname: {m}"))?;
     let mut process = process_spec(args, &image, purpose.needs_command)?;
-    let devices = gpu_devices(ctx, args, purpose, &identity)?;
+    let names = account_names(&identity, privileged);
+    let devices = gpu_devices(ctx, args, purpose, &names)?;
+    let console = std::io::stdin()
+        .is_terminal()
+        .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
+        .flatten();
+    let cgroup = cgroup_spec(ctx, args, purpose, &names, &devices, console.as_deref())?;
     for entry in &devices.env {
         let key = entry.split('=').next().unwrap_or_default();
         process.env.retain(|e| e.split('=').next() != Some(key));
@@ -150,10 +204,6 @@ pub(crate) fn build_spec(
     } else {
         None
     };
-    let console = std::io::stdin()
-        .is_terminal()
-        .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
-        .flatten();
     let spec = ContainerSpec {
         layers: image.layers.clone(),
         mount_point: store.mount_point(),
@@ -168,8 +218,90 @@ pub(crate) fn build_spec(
         proc_hidepid: purpose.proc_hidepid,
         seccomp_program,
         devices,
+        cgroup,
     };
     Ok((spec, image, in_use))
+}
+
+/// The user's name and group names, for berth.toml's per-user and
+/// per-group GPU grants and limits.
+struct AccountNames {
+    user: String,
+    groups: Vec<String>,
+}
+
+fn account_names(identity: &Identity, privileged: bool) -> AccountNames {
+    let user = nix::unistd::User::from_uid(identity.host_uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| identity.host_uid.to_string());
+    let mut gids = vec![identity.host_gid];
+    gids.extend(&identity.host_groups);
+    if !privileged {
+        gids.extend(
+            nix::unistd::getgroups()
+                .unwrap_or_default()
+                .iter()
+                .map(|g| g.as_raw()),
+        );
+    }
+    gids.sort_unstable();
+    gids.dedup();
+    let groups = gids
+        .iter()
+        .filter_map(|g| nix::unistd::Group::from_gid((*g).into()).ok().flatten())
+        .map(|g| g.name)
+        .collect();
+    AccountNames { user, groups }
+}
+
+/// The container's own cgroup: berth as root always makes one (its device
+/// filter allows only the container's devices, whatever is mounted in),
+/// with the limits of berth.toml and the user's asks. Unprivileged berth
+/// cannot make cgroups: asking for limits is then an error.
+fn cgroup_spec(
+    ctx: &Context,
+    args: &RunArgs,
+    purpose: &Purpose,
+    names: &AccountNames,
+    devices: &berth::spec::DeviceEdits,
+    console: Option<&Path>,
+) -> Result<Option<berth::spec::CgroupSpec>> {
+    use berth::limits::{self, device_filter};
+    let asked = args.limits.asked();
+    if !ctx.privileged || !purpose.own_cgroup {
+        if asked.any() {
+            bail!("resource limits (--memory, --cpus, ...) need berth to run as root");
+        }
+        return Ok(None);
+    }
+    let who = limits::Who {
+        user: &names.user,
+        groups: &names.groups,
+        partition: None,
+    };
+    let resolved = limits::resolve(&ctx.config.limits, &who, &asked)?;
+    let mut rules = device_filter::base_rules();
+    for host in devices
+        .nodes
+        .iter()
+        .map(|n| n.host.as_path())
+        .chain(console)
+    {
+        rules.push(
+            device_filter::rule_for(host).with_context(|| format!("device {}", host.display()))?,
+        );
+    }
+    Ok(Some(berth::spec::CgroupSpec {
+        path: format!(
+            "{}/run-{}",
+            ctx.config.limits.cgroup_parent,
+            std::process::id()
+        ),
+        limits: resolved,
+        devices: Some(rules),
+    }))
 }
 
 /// The GPUs for this container: Slurm's allocation, or `--gpus` within the
@@ -178,7 +310,7 @@ fn gpu_devices(
     ctx: &Context,
     args: &RunArgs,
     purpose: &Purpose,
-    identity: &Identity,
+    names: &AccountNames,
 ) -> Result<berth::spec::DeviceEdits> {
     use berth::gpu;
     let config = &ctx.config.gpus;
@@ -200,29 +332,9 @@ fn gpu_devices(
         .map(|h| h.split('.').next().unwrap_or_default().to_string())
         .unwrap_or_default();
     let (files, from) = gpu::device_files(config, &gres_conf, &node);
-    let user = nix::unistd::User::from_uid(identity.host_uid.into())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| identity.host_uid.to_string());
-    let mut gids = vec![identity.host_gid];
-    gids.extend(&identity.host_groups);
-    if !ctx.privileged {
-        gids.extend(
-            nix::unistd::getgroups()
-                .unwrap_or_default()
-                .iter()
-                .map(|g| g.as_raw()),
-        );
-    }
-    let groups: Vec<String> = gids
-        .iter()
-        .filter_map(|g| nix::unistd::Group::from_gid((*g).into()).ok().flatten())
-        .map(|g| g.name)
-        .collect();
     let who = gpu::policy::Requester {
-        user: &user,
-        groups: &groups,
+        user: &names.user,
+        groups: &names.groups,
         is_root: ctx.privileged && args.user.is_none(),
     };
     let indexes = gpu::policy::check(config, &who, asked, files.len(), &from)?;
@@ -235,10 +347,39 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         default_hostname: None,
         proc_hidepid: false,
         slurm_gpus: None,
+        own_cgroup: true,
     };
     let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");
-    Ok(process::run(&spec)?)
+    let exit = process::run(&spec)?;
+    if exit.oom_kills > 0 {
+        let limit = spec
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.limits.memory)
+            .map(|m| format!(" of {}", human_size(m)))
+            .unwrap_or_default();
+        eprintln!(
+            "berth: the container ran out of memory: the kernel killed {} process{} at its memory limit{limit}",
+            exit.oom_kills,
+            if exit.oom_kills == 1 { "" } else { "es" }
+        );
+    }
+    Ok(exit.code)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
+    UNITS
+        .iter()
+        .find(|(_, n)| bytes >= *n && bytes.is_multiple_of(*n))
+        .map(|(u, n)| format!("{}{u}", bytes / n))
+        .unwrap_or_else(|| format!("{bytes} bytes"))
 }
 
 fn parse_ids(text: &str) -> Result<(u32, Option<u32>)> {

@@ -42,6 +42,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         needs_command: false,
         default_hostname: hostname,
         proc_hidepid: true,
+        own_cgroup: false,
         slurm_gpus: match args.slurm_gpus.as_deref() {
             None => None,
             Some(list) => Some(SlurmGpus {

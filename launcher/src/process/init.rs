@@ -61,6 +61,13 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
     if let Err(f) = wait_go(&mut sync) {
         return Err((f, None)); // berth is gone: nobody to tell
     }
+    // berth has put init in the container's cgroup (if it made one): that
+    // cgroup becomes the root of the container's cgroup namespace.
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWCGROUP) {
+        fail!(Failure::setup(format!(
+            "cannot create the container's cgroup namespace: {e}"
+        )));
+    }
     let is_dir = |p: &Path| std::fs::metadata(p).ok().map(|m| m.is_dir());
     if let Err(e) = rootfs::prepare(&LinuxSyscall, spec, &is_dir) {
         fail!(Failure::setup(e));

@@ -68,21 +68,41 @@ fn host_err(what: &str) -> impl FnOnce(nix::Error) -> RunError + '_ {
     move |e| RunError::Host(format!("{what}: {e}"))
 }
 
-/// Runs the container described by `spec` to completion and returns the
-/// command's exit code (128+N when a signal N killed it).
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// The command's exit code (128+N when signal N killed it).
+    pub code: i32,
+    /// Processes the kernel's OOM killer killed in the container's cgroup.
+    pub oom_kills: u64,
+}
+
+/// Runs the container described by `spec` to completion.
 ///
 /// Must be called while the process is single-threaded.
-pub fn run(spec: &ContainerSpec) -> Result<i32, RunError> {
+pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
+    let cgroup = spec
+        .cgroup
+        .as_ref()
+        .map(|c| {
+            if let Some((parent, _)) = c.path.rsplit_once('/') {
+                crate::limits::cgroup::remove_stale(parent);
+            }
+            crate::limits::cgroup::ContainerCgroup::create(&c.path, &c.limits, c.devices.as_deref())
+        })
+        .transpose()
+        .map_err(|e| RunError::Host(e.to_string()))?;
     let plan = idmap::plan(&spec.identity);
     let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(host_err("cannot create a pipe"))?;
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(host_err("cannot create a pipe"))?;
     let old_mask = signals::block_forwarded().map_err(host_err("cannot block signals"))?;
 
+    // The cgroup namespace is made by init once berth has moved it into the
+    // container's cgroup, so that cgroup is the root the container sees.
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWUTS;
     if plan.outer.is_some() {
         flags |= CloneFlags::CLONE_NEWUSER;
     }
@@ -102,15 +122,24 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, RunError> {
     };
     drop(status_w);
     drop(sync_r);
-    let result =
-        start(child, &plan, status_r, &sync_w).and_then(|()| signals::wait_forwarding(child));
+    let placed = match &cgroup {
+        Some(cg) => cg
+            .add_process(child.as_raw() as u32)
+            .map_err(|e| RunError::Host(e.to_string())),
+        None => Ok(()),
+    };
+    let result = placed
+        .and_then(|()| start(child, &plan, status_r, &sync_w))
+        .and_then(|()| signals::wait_forwarding(child));
     if result.is_err() {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
     }
     drop(sync_w);
     let _ = old_mask.restore();
-    result
+    let oom_kills = cgroup.as_ref().map_or(0, |cg| cg.oom_kills());
+    drop(cgroup); // kills anything left and removes the cgroup
+    result.map(|code| Exit { code, oom_kills })
 }
 
 /// The outside half of start-up: write maps when asked, until the status pipe

@@ -277,6 +277,7 @@ mod tests {
             proc_hidepid: false,
             seccomp_program: None,
             devices: Default::default(),
+            cgroup: None,
         }
     }
 

@@ -17,6 +17,8 @@ fn errno_name(e: i32) -> String {
         libc::ENOKEY => "ENOKEY".into(),
         libc::EEXIST => "EEXIST".into(),
         libc::EROFS => "EROFS".into(),
+        libc::ENXIO => "ENXIO".into(),
+        libc::ENODEV => "ENODEV".into(),
         other => format!("errno {other}"),
     }
 }
@@ -96,6 +98,53 @@ fn main() {
             let (mut gr, mut ge, mut gs) = (0, 0, 0);
             unsafe { libc::getresgid(&mut gr, &mut ge, &mut gs) };
             format!("uid={r},{e},{s} gid={gr},{ge},{gs}")
+        }
+        "open" => {
+            let p = CString::new(arg(1)).unwrap();
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR) };
+            result(fd as libc::c_long)
+        }
+        // Allocates and touches MiB one MiB at a time (an OOM kill stops it).
+        "alloc" => {
+            let mib: usize = arg(1).parse().unwrap_or(64);
+            let mut held = Vec::new();
+            for _ in 0..mib {
+                held.push(vec![1u8; 1 << 20]);
+            }
+            format!("allocated {}", held.len())
+        }
+        // Forks up to N children that wait, counts them, then ends them.
+        "forks" => {
+            let n: usize = arg(1).parse().unwrap_or(100);
+            let mut children = Vec::new();
+            for _ in 0..n {
+                match unsafe { libc::fork() } {
+                    0 => {
+                        unsafe { libc::pause() };
+                        unsafe { libc::_exit(0) };
+                    }
+                    -1 => break,
+                    pid => children.push(pid),
+                }
+            }
+            for pid in &children {
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                unsafe { libc::waitpid(*pid, std::ptr::null_mut(), 0) };
+            }
+            format!("forked {}", children.len())
+        }
+        // Spins for SECONDS of wall time; prints the CPU time it got, in ms.
+        "spin" => {
+            let secs: f64 = arg(1).parse().unwrap_or(2.0);
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed().as_secs_f64() < secs {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+            let ms = usage.ru_utime.tv_sec * 1000 + usage.ru_utime.tv_usec / 1000;
+            format!("cpu_ms {ms}")
         }
         "sleep" => {
             println!("ready");
