@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(build-essential pkg-config libseccomp-dev libclang-dev busybox-static ca-certificates curl
           docker-registry skopeo squashfs-tools python3
-          slurmctld slurmd slurm-client munge libslurm-dev "$@")
+          slurmctld slurmd slurm-client munge libslurm-dev
+          qemu-system-x86 e2fsprogs "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The cgroup v2 tests boot Debian's kernel in qemu: the harness fetches it
+# with apt-get download, which needs the package lists.
+apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -qq
 
 if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] || {

@@ -292,13 +292,31 @@ pub fn exit_child(code: i32) -> ! {
 }
 
 /// `bpf(BPF_PROG_LOAD)` of a `BPF_PROG_TYPE_CGROUP_DEVICE` program made of
-/// `insns` (each one `struct bpf_insn` as a little-endian u64).
+/// `insns` (each one `struct bpf_insn` as a little-endian u64). When the
+/// verifier refuses it, the load is retried with its log to say why.
 pub fn load_device_filter(insns: &[u64]) -> io::Result<std::os::fd::OwnedFd> {
+    bpf_prog_load_device(insns, None).or_else(|e| {
+        let mut log = vec![0u8; 1 << 20];
+        match bpf_prog_load_device(insns, Some(&mut log)) {
+            Ok(fd) => Ok(fd),
+            Err(_) => {
+                let text = String::from_utf8_lossy(&log);
+                let text = text.trim_end_matches('\0').trim();
+                let tail = &text[text.len().saturating_sub(400)..];
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot load the device filter: {e}; verifier: {tail}"),
+                ))
+            }
+        }
+    })
+}
+
+fn bpf_prog_load_device(insns: &[u64], log: Option<&mut [u8]>) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
     let license = c"GPL";
-    let mut log = vec![0u8; 4096];
     // union bpf_attr, the BPF_PROG_LOAD part: prog_type, insn_cnt, insns,
     // license, log_level, log_size, log_buf (offsets 0, 4, 8, 16, 24, 28, 32).
     let mut attr = [0u8; 128];
@@ -306,12 +324,14 @@ pub fn load_device_filter(insns: &[u64]) -> io::Result<std::os::fd::OwnedFd> {
     attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
-    attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
-    attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
+    if let Some(log) = log {
+        attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
+        attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
+        attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
+    }
     // SAFETY: attr is a zero-filled bpf_attr whose pointers (insns, license,
-    // log) stay valid for the call; the kernel writes at most log_size bytes
-    // to log and returns a new descriptor or -1.
+    // and log when given) stay valid for the call; the kernel writes at most
+    // log_size bytes to log and returns a new descriptor or -1.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -321,13 +341,7 @@ pub fn load_device_filter(insns: &[u64]) -> io::Result<std::os::fd::OwnedFd> {
         )
     };
     if fd < 0 {
-        let err = io::Error::last_os_error();
-        let verifier = String::from_utf8_lossy(&log);
-        let verifier = verifier.trim_end_matches('\0').trim();
-        return Err(io::Error::new(
-            err.kind(),
-            format!("cannot load the device filter: {err} {verifier}"),
-        ));
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this descriptor and nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })

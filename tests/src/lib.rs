@@ -4,6 +4,7 @@
 
 pub mod registry;
 pub mod slurm;
+pub mod vm;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -350,6 +351,12 @@ fn target_dir() -> PathBuf {
     } else {
         dir.to_path_buf()
     }
+}
+
+/// The workspace's target directory (the parent of target/debug).
+pub fn target_root() -> PathBuf {
+    let dir = target_dir();
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
 }
 
 /// The probe binary built beside the tests.

@@ -91,6 +91,7 @@ pub fn prepare(
     )
     .map_err(at("cannot mount the image overlay on", &root))?;
 
+    let own_cgroup_v2 = spec.cgroup.is_some() && crate::limits::cgroup::is_v2();
     // Host things the container gets, opened while the host is still visible.
     let device_fds = dev::clone_host_devices(sys, spec.console.as_deref())
         .map_err(at("cannot clone host device under", Path::new("/dev")))?;
@@ -130,6 +131,19 @@ pub fn prepare(
         dev::bind_fd(sys, fd, &node.path).map_err(at("cannot bind device onto", &node.path))?;
     }
     proc::mount_sys(sys, sys_fd).map_err(at("cannot mount", Path::new("/sys")))?;
+    if own_cgroup_v2 {
+        // The container's own cgroup (the root of its cgroup namespace),
+        // read-only: its limits and usage can be read, not changed.
+        let cgroup = Path::new("/sys/fs/cgroup");
+        sys.mount(
+            Some(Path::new("cgroup2")),
+            cgroup,
+            Some("cgroup2"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            None,
+        )
+        .map_err(at("cannot mount", cgroup))?;
+    }
     proc::protect_kernel_files(sys, is_dir)
         .map_err(at("cannot mask kernel files under", Path::new("/proc")))?;
 
