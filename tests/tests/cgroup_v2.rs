@@ -83,7 +83,7 @@ fn vm_memory_max_kills_inside_the_container_and_berth_says_so() {
     // Another user's container runs beside it the whole time.
     let (uid, gid) = test_user();
     let user = format!("{uid}:{gid}");
-    let mut neighbour = s
+    let neighbour = s
         .berth_command(&["run", "--user", &user, &image, "berth-probe", "sleep", "4"])
         .stdout(std::process::Stdio::piped())
         .spawn()
