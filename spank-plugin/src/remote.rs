@@ -127,7 +127,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .is_some_and(|r| r["step"].as_u64() == Some(step as u64));
     let existing = match (existing, mode) {
         (Some(old), "create") if name.is_some() && !made_by_this_step => {
-            kill_keeper(&old);
+            end_container(&old);
             None
         }
         (existing, _) => existing,
@@ -148,15 +148,19 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             let script = (step == ffi::BATCH_STEP)
                 .then(|| ffi::job_argv(sp).into_iter().next())
                 .flatten();
+            let container_id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut reply = start_keeper(
                 sp,
                 &args,
                 &values,
                 image,
-                uid,
-                gid,
+                (uid, gid),
                 script.as_deref(),
                 name.is_none(),
+                &container_id,
             )?;
             reply["step"] = serde_json::json!(step);
             ffi::info(&format!(
@@ -180,6 +184,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .ok_or("the helper gave no keeper pid")? as i32;
     let pidfd = berth::sys::pidfd_open(nix::unistd::Pid::from_raw(pid))
         .map_err(|e| format!("the step's container is gone ({e})"))?;
+    // Into the container's cgroup (its limits and device filter) before
+    // joining its cgroup namespace, whose root that cgroup is.
+    for dir in cgroup_dirs(&reply) {
+        fs::write(dir.join("cgroup.procs"), "0")
+            .map_err(|e| format!("cannot enter the container's cgroup {}: {e}", dir.display()))?;
+    }
     ffi::join_namespaces(pidfd.as_fd())
         .map_err(|e| format!("cannot enter the step's container: {e}"))?;
 
@@ -290,19 +300,27 @@ fn start_keeper(
     args: &PlugstackArgs,
     values: &crate::options::Values,
     image: &str,
-    uid: u32,
-    gid: u32,
+    (uid, gid): (u32, u32),
     batch_script: Option<&str>,
     tied_to_step: bool,
+    container_id: &str,
 ) -> Result<serde_json::Value, String> {
     let mut cmd = Command::new(&args.berth);
     cmd.arg("--config")
         .arg(&args.config)
         .arg("-q")
         .arg("slurm-start");
+    let stepd = nix::unistd::getppid().to_string();
     if tied_to_step {
-        cmd.arg("--watch-pid")
-            .arg(nix::unistd::getppid().to_string());
+        cmd.arg("--watch-pid").arg(&stepd);
+    }
+    // The container's cgroup goes in the step's (the job's when named).
+    cmd.arg("--stepd-pid")
+        .arg(&stepd)
+        .arg("--container-id")
+        .arg(container_id);
+    if let Some(partition) = ffi::getenv(sp, "SLURM_JOB_PARTITION") {
+        cmd.arg("--partition").arg(partition);
     }
     cmd.arg("--user").arg(format!("{uid}:{gid}"));
     // The GPUs Slurm gave this step (the batch step: the job's).
@@ -528,9 +546,60 @@ fn remove_step(dir: &Path) {
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     {
-        kill_keeper(&reply);
+        end_container(&reply);
     }
     let _ = fs::remove_dir_all(dir);
+}
+
+/// Ends a container's keeper and removes its cgroup.
+fn end_container(reply: &serde_json::Value) {
+    kill_keeper(reply);
+    remove_cgroup(reply);
+}
+
+/// The container's cgroup directories, as the helper reported them.
+fn cgroup_dirs(reply: &serde_json::Value) -> Vec<PathBuf> {
+    reply["cgroup_dirs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .map(PathBuf::from)
+        .filter(|d| d.starts_with("/sys/fs/cgroup"))
+        .collect()
+}
+
+/// Removes the container's cgroup: what is still in it (the killed
+/// keeper, a task orphaned by a killed slurmstepd) is killed, and the
+/// directory removed once they are gone (up to 2 s).
+fn remove_cgroup(reply: &serde_json::Value) {
+    for dir in cgroup_dirs(reply) {
+        for _ in 0..200 {
+            for pid in fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            match fs::remove_dir(&dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    ffi::error(&format!(
+                        "berth: cannot remove cgroup {}: {e}",
+                        dir.display()
+                    ));
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Ends a keeper (if it is still the one recorded).

@@ -1,6 +1,7 @@
 //! The SPANK plugin on a real Slurm cluster (munged, slurmctld, slurmd on
 //! localhost), driven as an unprivileged user with srun and sbatch.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_e2e::slurm::Cluster;
@@ -587,4 +588,84 @@ fn each_job_sees_only_the_gpus_slurm_gave_it() {
     // A step without GPUs gets no GPU device at all.
     let out = cluster.srun(&[&image_opt, "sh", "-c", "ls /dev | grep -c nvidia || true"]);
     assert_eq!(stdout(&out).trim(), "0", "{}", stderr(&out));
+}
+
+#[test]
+fn steps_get_a_cgroup_with_the_partitions_limits_and_leave_none_behind() {
+    require_root!();
+    let s = Sandbox::new();
+    let image = s.standard_image().to_str().unwrap().to_string();
+    s.write_config("[limits.partitions.debug.default]\npids = 24\nmemory = \"96M\"\n");
+    let cluster = Cluster::start(&s.config());
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&[
+        &image_opt,
+        "-n2",
+        "sh",
+        "-c",
+        "grep -E '^[0-9]+:(pids|memory):' /proc/self/cgroup; berth-probe forks 100",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let text = stdout(&out);
+    // Both tasks are at the root of the container's cgroup namespace, and
+    // its pids.max stops each fork bomb below 24.
+    assert_eq!(text.matches(":pids:/\n").count(), 2, "{text}");
+    let forked: Vec<usize> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("forked "))
+        .map(|n| n.parse::<usize>().unwrap())
+        .collect();
+    assert!(
+        forked.len() == 2 && forked.iter().all(|&n| n < 24),
+        "{text}"
+    );
+    // The memory limit holds for the step too: the task is OOM-killed.
+    let out = cluster.srun(&[&image_opt, "berth-probe", "alloc", "300"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    // A step's cgroup is gone with the step: seen from outside while a step
+    // sleeps, then after scancel.
+    let mut step = cluster.sleeping_step("cgroup-step", &[&image_opt]);
+    let mut dirs = Vec::new();
+    wait_until("the step's task is in a berth cgroup", || {
+        dirs = task_cgroup_dirs("cgroup-step");
+        !dirs.is_empty()
+    });
+    assert!(dirs.iter().all(|d| d.exists()), "{dirs:?}");
+    assert!(cluster.scancel(&["-n", "cgroup-step"]));
+    let _ = step.wait();
+    wait_until("the step's cgroups are removed", || {
+        dirs.iter().all(|d| !d.exists())
+    });
+}
+
+/// The host paths of the berth cgroups (pids, memory) holding the `sleep
+/// 300` task of the job named `job`.
+fn task_cgroup_dirs(job: &str) -> Vec<std::path::PathBuf> {
+    let (uid, _) = test_user();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let owned = std::fs::metadata(entry.path())
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if !owned
+            || !cmdline.ends_with(b"sleep\x00300\x00")
+            || !String::from_utf8_lossy(&environ).contains(&format!("SLURM_JOB_NAME={job}\0"))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        return text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+                (["pids", "memory"].contains(&ctrl) && path.contains("/berth_")).then(|| {
+                    Path::new("/sys/fs/cgroup")
+                        .join(ctrl)
+                        .join(path.trim_start_matches('/'))
+                })
+            })
+            .collect();
+    }
+    vec![]
 }

@@ -110,8 +110,10 @@ pub(crate) struct Purpose {
     pub(crate) proc_hidepid: bool,
     /// The GPUs Slurm allocated (the policy in berth.toml does not apply).
     pub(crate) slurm_gpus: Option<SlurmGpus>,
-    /// Make the container a cgroup of its own under `[limits] cgroup_parent`.
-    pub(crate) own_cgroup: bool,
+    /// The container's own cgroup (relative to the cgroup root), or None.
+    pub(crate) cgroup_path: Option<String>,
+    /// The Slurm partition, for `[limits.partitions.NAME]`.
+    pub(crate) partition: Option<String>,
 }
 
 /// A Slurm step's GPUs and how to find their device files.
@@ -270,16 +272,16 @@ fn cgroup_spec(
 ) -> Result<Option<berth::spec::CgroupSpec>> {
     use berth::limits::{self, device_filter};
     let asked = args.limits.asked();
-    if !ctx.privileged || !purpose.own_cgroup {
+    let Some(path) = purpose.cgroup_path.clone().filter(|_| ctx.privileged) else {
         if asked.any() {
             bail!("resource limits (--memory, --cpus, ...) need berth to run as root");
         }
         return Ok(None);
-    }
+    };
     let who = limits::Who {
         user: &names.user,
         groups: &names.groups,
-        partition: None,
+        partition: purpose.partition.as_deref(),
     };
     let resolved = limits::resolve(&ctx.config.limits, &who, &asked)?;
     let mut rules = device_filter::base_rules();
@@ -294,11 +296,7 @@ fn cgroup_spec(
         );
     }
     Ok(Some(berth::spec::CgroupSpec {
-        path: format!(
-            "{}/run-{}",
-            ctx.config.limits.cgroup_parent,
-            std::process::id()
-        ),
+        path,
         limits: resolved,
         devices: Some(rules),
     }))
@@ -347,7 +345,12 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         default_hostname: None,
         proc_hidepid: false,
         slurm_gpus: None,
-        own_cgroup: true,
+        cgroup_path: Some(format!(
+            "{}/run-{}",
+            ctx.config.limits.cgroup_parent,
+            std::process::id()
+        )),
+        partition: None,
     };
     let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");

@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Result};
 
+use berth::limits::cgroup::ContainerCgroup;
 use berth::process::keeper;
 
 use super::run::{build_spec, Purpose, RunArgs, SlurmGpus};
@@ -27,6 +28,16 @@ pub(crate) struct SlurmStartArgs {
     /// This node's name in Slurm.
     #[arg(long, value_name = "NAME", default_value = "")]
     node_name: String,
+    /// The step's slurmstepd: the container's cgroup goes inside its step's
+    /// (the job's, for a named container).
+    #[arg(long, value_name = "PID")]
+    stepd_pid: Option<i32>,
+    /// The container's name among the node's (`JOB.STEP`, `JOB.name.NAME`).
+    #[arg(long, value_name = "ID", default_value = "container")]
+    container_id: String,
+    /// The job's partition, for `[limits.partitions.NAME]`.
+    #[arg(long, value_name = "NAME")]
+    partition: Option<String>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -42,7 +53,18 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         needs_command: false,
         default_hostname: hostname,
         proc_hidepid: true,
-        own_cgroup: false,
+        cgroup_path: args.stepd_pid.map(|pid| {
+            // Named by container and slurmstepd: unique on the node even
+            // when Slurm does not give steps cgroups of their own.
+            format!(
+                "{}/berth_{}_{pid}",
+                slurm_cgroup_of(pid, args.watch_pid.is_none()),
+                args.container_id
+            )
+            .trim_start_matches('/')
+            .to_string()
+        }),
+        partition: args.partition.clone(),
         slurm_gpus: match args.slurm_gpus.as_deref() {
             None => None,
             Some(list) => Some(SlurmGpus {
@@ -57,7 +79,18 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     };
     // The layer locks are inherited by the keeper and held as long as it lives.
     let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
-    let pid = keeper::start_keeper(&spec, args.watch_pid.map(nix::unistd::Pid::from_raw))?;
+    let cgroup = spec
+        .cgroup
+        .as_ref()
+        .map(|c| ContainerCgroup::create(&c.path, &c.limits, c.devices.as_deref()))
+        .transpose()?;
+    let pid = keeper::start_keeper(
+        &spec,
+        args.watch_pid.map(nix::unistd::Pid::from_raw),
+        cgroup.as_ref(),
+    )?;
+    // The cgroup outlives this helper; the plugin removes it with the container.
+    let cgroup_dirs = cgroup.map(ContainerCgroup::keep).unwrap_or_default();
     let reply = serde_json::json!({
         "pid": pid.as_raw(),
         "image": image.id,
@@ -67,9 +100,42 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         "entrypoint": image.config.entrypoint.clone().unwrap_or_default(),
         "seccomp": spec.seccomp_program.as_deref().map(hex::encode),
         "root_capabilities": spec.root_capabilities.iter().map(|c| c.index()).collect::<Vec<u8>>(),
+        "cgroup_dirs": cgroup_dirs,
     });
     println!("{reply}");
     Ok(0)
+}
+
+/// Where a Slurm step's cgroup is, from its slurmstepd's (relative to the
+/// cgroup root; the memory controller's path on v1). slurmstepd sits in
+/// `<step>/slurm` with cgroup/v2; a named container lives for the whole job,
+/// so it goes in the job's cgroup, beside the steps.
+fn slurm_cgroup_of(stepd: i32, whole_job: bool) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{stepd}/cgroup")).unwrap_or_default();
+    let line = |pred: &dyn Fn(&str) -> bool| {
+        text.lines()
+            .filter_map(|l| l.splitn(3, ':').collect::<Vec<_>>().try_into().ok())
+            .find(|[_, ctrls, _]: &[&str; 3]| pred(ctrls))
+            .map(|[_, _, path]| path.to_string())
+    };
+    let mut path = if berth::limits::cgroup::is_v2() {
+        line(&|c| c.is_empty())
+    } else {
+        line(&|c| c.split(',').any(|c| c == "memory"))
+    }
+    .unwrap_or_default();
+    if path.ends_with("/slurm") || path.ends_with("/slurm_processes") {
+        path.truncate(path.rfind('/').unwrap_or(0));
+    }
+    if whole_job
+        && path
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.starts_with("step_"))
+    {
+        path.truncate(path.rfind('/').unwrap_or(0));
+    }
+    path
 }
 
 #[derive(clap::Args, Debug)]

@@ -193,6 +193,28 @@ impl ContainerCgroup {
         Ok(())
     }
 
+    /// The cgroup's directories (one per v1 controller, one on v2).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .cgroup
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Leaves the cgroup in place when this handle goes (its processes
+    /// outlive the caller: a Slurm step's keeper); returns its directories,
+    /// for whoever removes it later.
+    pub fn keep(self) -> Vec<PathBuf> {
+        let dirs = self.dirs();
+        std::mem::forget(self);
+        dirs
+    }
+
     /// Moves process `pid` (and on v1 all its threads) into the cgroup.
     pub fn add_process(&self, pid: u32) -> Result<(), LimitsError> {
         self.cgroup

@@ -15,6 +15,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::{pipe2, Pid};
 
 use super::{decode_error, encode_error, RunError, EXIT_BERTH_ERROR};
+use crate::limits::cgroup::ContainerCgroup;
 use crate::rootfs;
 use crate::spec::ContainerSpec;
 use crate::sys;
@@ -23,7 +24,11 @@ use crate::syscall::LinuxSyscall;
 /// Starts a keeper for `spec` that lives as long as process `watch` does (or
 /// until it is killed, without `watch`), and returns its pid once the
 /// container is ready. Must be called while single-threaded, by root.
-pub fn start_keeper(spec: &ContainerSpec, watch: Option<Pid>) -> Result<Pid, RunError> {
+pub fn start_keeper(
+    spec: &ContainerSpec,
+    watch: Option<Pid>,
+    cgroup: Option<&ContainerCgroup>,
+) -> Result<Pid, RunError> {
     let watch_fd = watch
         .map(|pid| {
             sys::pidfd_open(pid)
@@ -32,17 +37,29 @@ pub fn start_keeper(spec: &ContainerSpec, watch: Option<Pid>) -> Result<Pid, Run
         .transpose()?;
     let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWCGROUP;
+    let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
+    // The cgroup namespace is made by the keeper once it is in the
+    // container's cgroup (see process::run).
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     match sys::clone_into_namespaces(flags) {
         Ok(None) => {
             drop(status_r);
-            keeper_main(spec, status_w, watch_fd)
+            drop(sync_w);
+            keeper_main(spec, status_w, sync_r, watch_fd)
         }
         Ok(Some(pid)) => {
             drop(status_w);
+            drop(sync_r);
+            if let Some(cg) = cgroup {
+                if let Err(e) = cg.add_process(pid.as_raw() as u32) {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                    return Err(RunError::Host(e.to_string()));
+                }
+            }
+            let _ = nix::unistd::write(&sync_w, b"G");
+            drop(sync_w);
             let mut status = std::fs::File::from(status_r);
             let mut reply = Vec::new();
             let _ = status.read_to_end(&mut reply);
@@ -67,12 +84,29 @@ pub fn start_keeper(spec: &ContainerSpec, watch: Option<Pid>) -> Result<Pid, Run
     }
 }
 
-fn keeper_main(spec: &ContainerSpec, status_w: OwnedFd, watch: Option<OwnedFd>) -> ! {
+fn keeper_main(
+    spec: &ContainerSpec,
+    status_w: OwnedFd,
+    sync_r: OwnedFd,
+    watch: Option<OwnedFd>,
+) -> ! {
     let _ = nix::unistd::setsid();
+    let fail = |message: String| -> ! {
+        let _ = nix::unistd::write(&status_w, &encode_error(EXIT_BERTH_ERROR, &message));
+        std::process::exit(EXIT_BERTH_ERROR)
+    };
+    let mut go = [0u8; 1];
+    if !matches!(std::fs::File::from(sync_r).read(&mut go), Ok(1)) {
+        std::process::exit(EXIT_BERTH_ERROR); // the helper is gone
+    }
+    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+        fail(format!(
+            "cannot create the container's cgroup namespace: {e}"
+        ));
+    }
     let is_dir = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.is_dir());
     if let Err(e) = rootfs::prepare(&LinuxSyscall, spec, &is_dir) {
-        let _ = nix::unistd::write(&status_w, &encode_error(EXIT_BERTH_ERROR, &e.to_string()));
-        std::process::exit(EXIT_BERTH_ERROR);
+        fail(e.to_string());
     }
     // Nothing of the helper's stdio may stay open: whoever reads its output
     // waits for EOF.
