@@ -3,7 +3,9 @@
 # side in one run: berth (OCI image of 3 layers, and a plain rootfs dir),
 # runc (same namespaces: user, mount, pid, ipc, uts, cgroup; without and with
 # a seccomp profile of berth's allow-list), bwrap (same namespaces, no
-# overlay), bare exec. Prints medians and ratios. Run as root on Debian 12.
+# overlay), bare exec. berth as root makes a cgroup per container (its
+# device filter), as runc does; the limits row also writes memory, pids and
+# cpu limits. Prints medians and ratios. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh runc bubblewrap hyperfine jq python3
@@ -17,6 +19,7 @@ berth=$PWD/target/release/berth
 target/release/berth-mkimage "$work/image" >/dev/null
 printf '[store]\npath = "%s/store"\n' "$work" > "$work/berth.toml"
 printf '[store]\npath = "%s/store"\n[security]\nseccomp = false\n' "$work" > "$work/noseccomp.toml"
+printf '[store]\npath = "%s/store"\n[limits.default]\nmemory = "1G"\npids = 1024\ncpus = 1.0\n' "$work" > "$work/limits.toml"
 
 # A plain rootfs with the same busybox, for the peers (and berth on a dir).
 rootfs=$work/bundle/rootfs
@@ -48,6 +51,7 @@ hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/result.json" \
     -n "berth (OCI image, 3 layers)" "$berth --config $work/berth.toml run $work/image /bin/true" \
     -n "berth (rootfs dir)" "$berth --config $work/berth.toml run $rootfs /bin/true" \
     -n "berth, seccomp off" "$berth --config $work/noseccomp.toml run $work/image /bin/true" \
+    -n "berth + limits (memory, pids, cpu)" "$berth --config $work/limits.toml run $work/image /bin/true" \
     -n "bwrap" "bwrap --unshare-user --uid 0 --gid 0 --unshare-ipc --unshare-pid --unshare-uts --unshare-cgroup --bind $rootfs / --proc /proc --dev /dev /bin/true" \
     -n "runc" "runc run --bundle $work/bundle berth-bench" \
     -n "runc + seccomp" "runc run --bundle $work/bundle-seccomp berth-bench-s" >/dev/null

@@ -573,6 +573,26 @@ fn cgroup_dirs(reply: &serde_json::Value) -> Vec<PathBuf> {
 /// keeper, a task orphaned by a killed slurmstepd) is killed, and the
 /// directory removed once they are gone (up to 2 s).
 fn remove_cgroup(reply: &serde_json::Value) {
+    let oom_kills: u64 = cgroup_dirs(reply)
+        .iter()
+        .filter_map(|dir| {
+            ["memory.events", "memory.oom_control"]
+                .iter()
+                .find_map(|f| fs::read_to_string(dir.join(f)).ok())
+        })
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    if oom_kills > 0 {
+        ffi::error(&format!(
+            "berth: the container ran out of memory: the kernel killed {oom_kills} process{} at its memory limit",
+            if oom_kills == 1 { "" } else { "es" }
+        ));
+    }
     for dir in cgroup_dirs(reply) {
         for _ in 0..200 {
             for pid in fs::read_to_string(dir.join("cgroup.procs"))

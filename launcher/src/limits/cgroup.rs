@@ -55,11 +55,20 @@ impl ContainerCgroup {
         let cgroup = if v2 {
             Cgroup::new(hierarchy, path)
         } else {
-            Cgroup::new_with_specified_controllers(
-                hierarchy,
-                path,
-                Some(V1_CONTROLLERS.iter().map(|c| c.to_string()).collect()),
-            )
+            // v1 has a hierarchy per controller: only those with work to do.
+            let wanted = [
+                ("memory", limits.memory.is_some() || limits.swap.is_some()),
+                ("pids", limits.pids.is_some()),
+                ("cpu", limits.cpus.is_some()),
+                ("blkio", !limits.io.is_empty()),
+                ("devices", devices.is_some()),
+            ];
+            let controllers = wanted
+                .iter()
+                .filter(|(_, needed)| *needed)
+                .map(|(c, _)| c.to_string())
+                .collect();
+            Cgroup::new_with_specified_controllers(hierarchy, path, Some(controllers))
         }
         .map_err(|e| err(path, format!("cannot create it: {e}")))?;
         let made = ContainerCgroup {
@@ -272,38 +281,29 @@ impl Drop for ContainerCgroup {
 /// Removes empty cgroups under `parent` left by berth processes that were
 /// killed (named `run-<pid>` after a berth that no longer runs).
 pub fn remove_stale(parent: &str) {
-    let hierarchy = cgroups_rs::hierarchies::auto();
-    let root = if hierarchy.v2() {
-        PathBuf::from(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT)
+    let root = Path::new(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT);
+    let parents: Vec<PathBuf> = if is_v2() {
+        vec![root.join(parent)]
     } else {
-        PathBuf::from("/sys/fs/cgroup/pids")
+        V1_CONTROLLERS
+            .iter()
+            .map(|c| root.join(c).join(parent))
+            .collect()
     };
-    let Ok(entries) = std::fs::read_dir(root.join(parent)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("run-")
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let path = format!("{parent}/{name}");
-        let cgroup = if hierarchy.v2() {
-            Cgroup::load(cgroups_rs::hierarchies::auto(), &path)
-        } else {
-            Cgroup::load_with_specified_controllers(
-                cgroups_rs::hierarchies::auto(),
-                &path,
-                V1_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
-            )
-        };
-        if cgroup.procs().is_empty() {
-            let _ = cgroup.delete();
+    for dir in parents {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("run-")
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let empty = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                .is_ok_and(|p| p.trim().is_empty());
+            if empty && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir(entry.path());
+            }
         }
     }
 }
