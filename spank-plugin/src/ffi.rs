@@ -103,8 +103,9 @@ pub fn step_id(sp: spank_t) -> Option<u32> {
 /// The step id of a batch script (`SLURM_BATCH_SCRIPT`).
 pub const BATCH_STEP: u32 = 0xffff_fffb;
 
-/// The task's argv (for the batch step, argv\[0\] is the script slurmd wrote).
-pub fn job_argv(sp: spank_t) -> Vec<String> {
+/// The argv Slurm holds for the step (in a task hook: the argv the task
+/// will exec), as Slurm's own array.
+fn raw_argv(sp: spank_t) -> Option<(c_int, *mut *mut c_char)> {
     let mut argc: c_int = 0;
     let mut argv: *mut *mut c_char = std::ptr::null_mut();
     // SAFETY: S_JOB_ARGV takes an int* and a char*** to fill; both are valid.
@@ -116,31 +117,21 @@ pub fn job_argv(sp: spank_t) -> Vec<String> {
             &mut argv as *mut *mut *mut c_char,
         )
     };
-    if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t || argv.is_null() {
-        return vec![];
-    }
-    args(argc, argv)
+    (rc == bindings::ESPANK_SUCCESS as bindings::spank_err_t && !argv.is_null())
+        .then_some((argc, argv))
+}
+
+/// The job's argv (the batch script's path in the batch step).
+pub fn job_argv(sp: spank_t) -> Vec<String> {
+    raw_argv(sp).map_or_else(Vec::new, |(argc, argv)| args(argc, argv))
 }
 
 /// Puts `program` in the place of the task's argv[0] (task_init, in the
 /// task's own process: Slurm execs that argv next) and returns what was
 /// there. The list itself cannot grow: Slurm owns it.
 pub fn replace_task_argv0(sp: spank_t, program: &str) -> Option<String> {
-    let mut argc: c_int = 0;
-    let mut argv: *mut *mut c_char = std::ptr::null_mut();
-    // SAFETY: S_JOB_ARGV takes an int* and a char*** to fill; both are valid.
-    let rc = unsafe {
-        bindings::spank_get_item(
-            sp,
-            bindings::spank_item_S_JOB_ARGV,
-            &mut argc as *mut c_int,
-            &mut argv as *mut *mut *mut c_char,
-        )
-    };
-    if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t || argv.is_null() || argc < 1 {
-        return None;
-    }
-    let old = args(1, argv).into_iter().next()?;
+    let (argc, argv) = raw_argv(sp).filter(|(argc, _)| *argc >= 1)?;
+    let old = args(argc.min(1), argv).into_iter().next()?;
     // SAFETY: argv has argc >= 1 valid entries; the old string stays Slurm's
     // (not freed), the new one is leaked: this process execs right after.
     unsafe { *argv = cstring(program).into_raw() };

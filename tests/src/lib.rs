@@ -353,6 +353,22 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// Creates character device nodes (name, major, minor), mode 0666, in `dir`
+/// (made if missing): fake GPUs have NVIDIA's major 195 and no driver.
+pub fn make_char_devices(dir: &Path, nodes: &[(&str, u64, u64)]) {
+    for (name, major, minor) in nodes {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        nix::sys::stat::mknod(
+            &path,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(*major, *minor),
+        )
+        .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
+    }
+}
+
 /// The workspace's target directory (the parent of target/debug).
 pub fn target_root() -> PathBuf {
     let dir = target_dir();

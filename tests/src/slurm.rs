@@ -75,16 +75,14 @@ impl Cluster {
         }
         // Two fake GPUs (NVIDIA's major 195; no driver behind them) for gres.
         let gpu_dir = d.join("dev");
-        std::fs::create_dir(&gpu_dir).unwrap();
-        for (name, minor) in [("nvidia0", 0), ("nvidia1", 1), ("nvidiactl", 255)] {
-            nix::sys::stat::mknod(
-                &gpu_dir.join(name),
-                nix::sys::stat::SFlag::S_IFCHR,
-                nix::sys::stat::Mode::from_bits_truncate(0o666),
-                nix::sys::stat::makedev(195, minor),
-            )
-            .unwrap();
-        }
+        crate::make_char_devices(
+            &gpu_dir,
+            &[
+                ("nvidia0", 195, 0),
+                ("nvidia1", 195, 1),
+                ("nvidiactl", 195, 255),
+            ],
+        );
         std::fs::write(
             d.join("gres.conf"),
             format!(

@@ -218,17 +218,13 @@ fn vm_cpu_max_throttles() {
 #[ignore = "runs in the cgroup v2 guest"]
 fn vm_io_max_throttles_writes_to_the_disk() {
     require_v2!();
-    let status = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "/dev/vda"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::create_dir_all("/tmp/disk").unwrap();
-    let status = std::process::Command::new("mount")
-        .args(["/dev/vda", "/tmp/disk"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let sh = |script: &str| {
+        let status = std::process::Command::new("sh")
+            .args(["-c", script])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "{script}");
+    };
+    sh("mkfs.ext4 -q -F /dev/vda && mkdir -p /tmp/disk && mount /dev/vda /tmp/disk");
     let (s, image) = sandbox("[limits.max]\nio_devices = [\"/dev/vda\"]\n");
     let start = Instant::now();
     let text = ok(s.berth(&[
@@ -252,16 +248,7 @@ fn vm_device_filter_denies_a_gpu_the_container_was_not_given() {
     require_v2!();
     let s = Sandbox::new();
     let dir = s.path().join("dev");
-    std::fs::create_dir(&dir).unwrap();
-    for minor in 0..2 {
-        nix::sys::stat::mknod(
-            &dir.join(format!("nvidia{minor}")),
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
-            nix::sys::stat::makedev(195, minor),
-        )
-        .unwrap();
-    }
+    make_char_devices(&dir, &[("nvidia0", 195, 0), ("nvidia1", 195, 1)]);
     s.write_config(&format!(
         "[gpus]\ndevices = [\"{d}/nvidia0\", \"{d}/nvidia1\"]\ncdi_spec_dirs = []\n[limits]\ncgroup_parent = \"berth-vm-test\"\n",
         d = dir.display()

@@ -9,20 +9,15 @@ use berth_e2e::*;
 /// Fake GPU device nodes 0..count and nvidiactl in `<sandbox>/dev`.
 fn fake_gpus(s: &Sandbox, count: u64) -> PathBuf {
     let dir = s.path().join("dev");
-    std::fs::create_dir_all(dir.join("nvidia-caps")).unwrap();
-    let mut nodes: Vec<(String, u64, u64)> =
-        (0..count).map(|i| (format!("nvidia{i}"), 195, i)).collect();
-    nodes.push(("nvidiactl".into(), 195, 255));
-    nodes.push(("nvidia-caps/nvidia-cap1".into(), 236, 1));
-    for (name, major, minor) in nodes {
-        nix::sys::stat::mknod(
-            &dir.join(name),
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
-            nix::sys::stat::makedev(major, minor),
-        )
-        .unwrap();
-    }
+    let names: Vec<String> = (0..count).map(|i| format!("nvidia{i}")).collect();
+    let mut nodes: Vec<(&str, u64, u64)> = names
+        .iter()
+        .zip(0..)
+        .map(|(n, i)| (n.as_str(), 195, i))
+        .collect();
+    nodes.push(("nvidiactl", 195, 255));
+    nodes.push(("nvidia-caps/nvidia-cap1", 236, 1));
+    make_char_devices(&dir, &nodes);
     dir
 }
 

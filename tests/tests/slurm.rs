@@ -624,7 +624,9 @@ fn steps_get_a_cgroup_with_the_partitions_limits_and_leave_none_behind() {
     assert!(!out.status.success(), "{}", stdout(&out));
     // srun says "Killed"; the node's log says why.
     wait_until("the OOM kill is logged", || {
-        cluster.logs().contains("berth: the container ran out of memory")
+        cluster
+            .logs()
+            .contains("berth: the container ran out of memory")
     });
     // A step's cgroup is gone with the step: seen from outside while a step
     // sleeps, then after scancel.

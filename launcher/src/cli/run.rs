@@ -62,8 +62,8 @@ pub(crate) struct LimitArgs {
     #[arg(long, value_name = "N")]
     cpus: Option<f64>,
     /// Most processes and threads at once (pids.max).
-    #[arg(long, value_name = "N")]
-    pids_limit: Option<u64>,
+    #[arg(long = "pids-limit", value_name = "N")]
+    pids: Option<u64>,
     /// Read bytes per second on the configured devices (io.max), e.g. 100M.
     #[arg(long, value_name = "SIZE")]
     io_read_bps: Option<String>,
@@ -84,11 +84,12 @@ impl LimitArgs {
             memory: self.memory.clone(),
             swap: self.swap.clone(),
             cpus: self.cpus,
-            pids: self.pids_limit,
+            pids: self.pids,
             io_read_bps: self.io_read_bps.clone(),
             io_write_bps: self.io_write_bps.clone(),
             io_read_iops: self.io_read_iops,
             io_write_iops: self.io_write_iops,
+            io_devices: None,
         }
     }
 }
@@ -273,7 +274,7 @@ fn cgroup_spec(
     use berth::limits::{self, device_filter};
     let asked = args.limits.asked();
     let Some(path) = purpose.cgroup_path.clone().filter(|_| ctx.privileged) else {
-        if asked.any() {
+        if limits::asked_any(&asked) {
             bail!("resource limits (--memory, --cpus, ...) need berth to run as root");
         }
         return Ok(None);

@@ -96,39 +96,31 @@ pub struct Who<'a> {
     pub partition: Option<&'a str>,
 }
 
-/// What the user asked for (options), as text for messages.
-#[derive(Debug, Clone, Default)]
-pub struct Asked {
-    /// `--memory`.
-    pub memory: Option<String>,
-    /// `--swap`.
-    pub swap: Option<String>,
-    /// `--cpus`.
-    pub cpus: Option<f64>,
-    /// `--pids-limit`.
-    pub pids: Option<u64>,
-    /// `--io-read-bps`.
-    pub io_read_bps: Option<String>,
-    /// `--io-write-bps`.
-    pub io_write_bps: Option<String>,
-    /// `--io-read-iops`.
-    pub io_read_iops: Option<u64>,
-    /// `--io-write-iops`.
-    pub io_write_iops: Option<u64>,
-}
+/// What the user asked for (the options), in berth.toml's terms;
+/// `io_devices` is not the user's to choose and is ignored.
+pub type Asked = LimitValues;
 
-impl Asked {
-    /// Whether the user asked for any limit.
-    pub fn any(&self) -> bool {
-        self.memory.is_some()
-            || self.swap.is_some()
-            || self.cpus.is_some()
-            || self.pids.is_some()
-            || self.io_read_bps.is_some()
-            || self.io_write_bps.is_some()
-            || self.io_read_iops.is_some()
-            || self.io_write_iops.is_some()
-    }
+/// Whether the user asked for any limit.
+pub fn asked_any(asked: &Asked) -> bool {
+    let Asked {
+        memory,
+        swap,
+        cpus,
+        pids,
+        io_read_bps,
+        io_write_bps,
+        io_read_iops,
+        io_write_iops,
+        io_devices: _,
+    } = asked;
+    memory.is_some()
+        || swap.is_some()
+        || cpus.is_some()
+        || pids.is_some()
+        || io_read_bps.is_some()
+        || io_write_bps.is_some()
+        || io_read_iops.is_some()
+        || io_write_iops.is_some()
 }
 
 /// The tiers that apply to `who`, most specific first: (config key, values).
