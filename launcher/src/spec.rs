@@ -45,6 +45,9 @@ pub struct ContainerSpec {
 pub struct CgroupSpec {
     /// Path relative to the cgroup root.
     pub path: String,
+    /// On cgroup v1: controllers whose cgroup goes elsewhere than `path`
+    /// (a Slurm step's cgroups differ between hierarchies).
+    pub v1_paths: std::collections::BTreeMap<String, String>,
     /// The limits written to it.
     pub limits: crate::limits::ResourceLimits,
     /// The devices anything in it may open, or None to leave device access

@@ -366,6 +366,8 @@ pub fn make_char_devices(dir: &Path, nodes: &[(&str, u64, u64)]) {
             nix::sys::stat::makedev(*major, *minor),
         )
         .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
+        // mknod honours the umask.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     }
 }
 

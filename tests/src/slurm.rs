@@ -59,6 +59,12 @@ fn ensure_munged() {
 impl Cluster {
     /// Starts one, with berth's config `berth_config` for the plugin.
     pub fn start(berth_config: &Path) -> Cluster {
+        Cluster::start_with(berth_config, false)
+    }
+
+    /// Starts one; with `cgroups`, Slurm tracks and confines steps with its
+    /// cgroup plugins (proctrack/cgroup, task/cgroup, ConstrainDevices).
+    pub fn start_with(berth_config: &Path, cgroups: bool) -> Cluster {
         ensure_munged();
         let dir = tempfile::Builder::new()
             .prefix("berth-slurm-")
@@ -100,7 +106,7 @@ impl Cluster {
              SlurmctldPort={}\nSlurmdPort={}\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
              SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
              SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
-             AuthType=auth/munge\nCryptoType=crypto/munge\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+             AuthType=auth/munge\nCryptoType=crypto/munge\n{tracking}\n\
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\nMpiDefault=none\n\
              SchedulerType=sched/backfill\nJobCompType=jobcomp/none\nPlugStackConfig={d}/plugstack.conf\n\
              KillWait=2\nInactiveLimit=0\nGresTypes=gpu\n\
@@ -110,7 +116,19 @@ impl Cluster {
             free_port(),
             d = d.display(),
             host = nix_hostname(),
+            tracking = if cgroups {
+                "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup"
+            } else {
+                "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none"
+            },
         );
+        if cgroups {
+            std::fs::write(
+                d.join("cgroup.conf"),
+                "CgroupPlugin=autodetect\nConstrainDevices=yes\nConstrainCores=no\nConstrainRAMSpace=no\n",
+            )
+            .unwrap();
+        }
         std::fs::write(d.join("slurm.conf"), conf).unwrap();
         std::fs::write(
             d.join("plugstack.conf"),

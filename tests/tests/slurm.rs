@@ -633,7 +633,7 @@ fn steps_get_a_cgroup_with_the_partitions_limits_and_leave_none_behind() {
     let mut step = cluster.sleeping_step("cgroup-step", &[&image_opt]);
     let mut dirs = Vec::new();
     wait_until("the step's task is in a berth cgroup", || {
-        dirs = task_cgroup_dirs("cgroup-step");
+        dirs = task_cgroup_dirs("cgroup-step", &["pids", "memory"]);
         !dirs.is_empty()
     });
     assert!(dirs.iter().all(|d| d.exists()), "{dirs:?}");
@@ -644,9 +644,9 @@ fn steps_get_a_cgroup_with_the_partitions_limits_and_leave_none_behind() {
     });
 }
 
-/// The host paths of the berth cgroups (pids, memory) holding the `sleep
-/// 300` task of the job named `job`.
-fn task_cgroup_dirs(job: &str) -> Vec<std::path::PathBuf> {
+/// The host paths of the berth cgroups (of `controllers`) holding the
+/// `sleep 300` task of the job named `job`.
+fn task_cgroup_dirs(job: &str, controllers: &[&str]) -> Vec<std::path::PathBuf> {
     let (uid, _) = test_user();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let owned = std::fs::metadata(entry.path())
@@ -665,7 +665,7 @@ fn task_cgroup_dirs(job: &str) -> Vec<std::path::PathBuf> {
             .filter_map(|l| {
                 let mut f = l.splitn(3, ':');
                 let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-                (["pids", "memory"].contains(&ctrl) && path.contains("/berth_")).then(|| {
+                (controllers.contains(&ctrl) && path.contains("/berth_")).then(|| {
                     Path::new("/sys/fs/cgroup")
                         .join(ctrl)
                         .join(path.trim_start_matches('/'))
@@ -674,4 +674,54 @@ fn task_cgroup_dirs(job: &str) -> Vec<std::path::PathBuf> {
             .collect();
     }
     vec![]
+}
+
+#[test]
+fn under_slurms_own_cgroups_the_container_cgroup_is_a_child_of_the_step() {
+    require_root!();
+    let s = Sandbox::new();
+    let image = s.standard_image().to_str().unwrap().to_string();
+    s.write_config("[limits.default]\npids = 64\n");
+    let cluster = Cluster::start_with(&s.config(), true);
+    let image_opt = format!("--container-image={image}");
+    // Slurm (task/cgroup, ConstrainDevices) and berth's filter together:
+    // the allocated GPU opens as far as its absent driver goes, the other
+    // one is refused even though its node is mounted in.
+    let mount_opt = format!(
+        "--container-mounts={}:/hostdev",
+        cluster.dir().join("dev").display()
+    );
+    let out = cluster.srun(&[
+        &image_opt,
+        &mount_opt,
+        "--gres=gpu:1",
+        "sh",
+        "-c",
+        "ls /dev | grep -c 'nvidia[0-9]'; n=$(ls /dev | grep 'nvidia[0-9]'); o=nvidia0; [ $n = nvidia0 ] && o=nvidia1; berth-probe open /dev/$n; berth-probe open /hostdev/$o",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), "1\nENXIO\nEPERM\n");
+    // Seen from outside, the task's cgroup is berth's, inside Slurm's step.
+    let mut step = cluster.sleeping_step("slurm-cgroup", &[&image_opt]);
+    let mut dirs = Vec::new();
+    wait_until("the step's task is in a berth cgroup", || {
+        dirs = task_cgroup_dirs("slurm-cgroup", &["devices"]);
+        !dirs.is_empty()
+    });
+    for d in &dirs {
+        let parent = d
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(parent.starts_with("step_"), "{}", d.display());
+    }
+    assert!(cluster.scancel(&["-n", "slurm-cgroup"]));
+    let _ = step.wait();
+    wait_until("the step's cgroups are removed", || {
+        dirs.iter().all(|d| !d.exists())
+    });
+    assert_node_stays_up(&cluster, "a step under Slurm's cgroups");
 }

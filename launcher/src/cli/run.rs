@@ -113,6 +113,9 @@ pub(crate) struct Purpose {
     pub(crate) slurm_gpus: Option<SlurmGpus>,
     /// The container's own cgroup (relative to the cgroup root), or None.
     pub(crate) cgroup_path: Option<String>,
+    /// On cgroup v1, controllers whose cgroup goes elsewhere (Slurm's step
+    /// cgroups differ between hierarchies).
+    pub(crate) cgroup_v1_paths: std::collections::BTreeMap<String, String>,
     /// The Slurm partition, for `[limits.partitions.NAME]`.
     pub(crate) partition: Option<String>,
 }
@@ -298,6 +301,7 @@ fn cgroup_spec(
     }
     Ok(Some(berth::spec::CgroupSpec {
         path,
+        v1_paths: purpose.cgroup_v1_paths.clone(),
         limits: resolved,
         devices: Some(rules),
     }))
@@ -352,6 +356,7 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
             std::process::id()
         )),
         partition: None,
+        cgroup_v1_paths: Default::default(),
     };
     let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");

@@ -49,21 +49,27 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok());
+    let whole_job = args.watch_pid.is_none();
     let purpose = Purpose {
         needs_command: false,
         default_hostname: hostname,
         proc_hidepid: true,
         cgroup_path: args.stepd_pid.map(|pid| {
-            // Named by container and slurmstepd: unique on the node even
-            // when Slurm does not give steps cgroups of their own.
-            format!(
-                "{}/berth_{}_{pid}",
-                slurm_cgroup_of(pid, args.watch_pid.is_none()),
-                args.container_id
-            )
-            .trim_start_matches('/')
-            .to_string()
+            container_cgroup(&step_cgroup_of(pid, "", whole_job), &args.container_id, pid)
         }),
+        cgroup_v1_paths: match (args.stepd_pid, berth::limits::cgroup::is_v2()) {
+            (Some(pid), false) => ["memory", "pids", "cpu", "blkio", "devices"]
+                .iter()
+                .map(|c| {
+                    let parent = step_cgroup_of(pid, c, whole_job);
+                    (
+                        c.to_string(),
+                        container_cgroup(&parent, &args.container_id, pid),
+                    )
+                })
+                .collect(),
+            _ => Default::default(),
+        },
         partition: args.partition.clone(),
         slurm_gpus: match args.slurm_gpus.as_deref() {
             None => None,
@@ -82,7 +88,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let cgroup = spec
         .cgroup
         .as_ref()
-        .map(|c| ContainerCgroup::create(&c.path, &c.limits, c.devices.as_deref()))
+        .map(|c| ContainerCgroup::create(&c.path, &c.v1_paths, &c.limits, c.devices.as_deref()))
         .transpose()?;
     let pid = keeper::start_keeper(
         &spec,
@@ -106,24 +112,33 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Where a Slurm step's cgroup is, from its slurmstepd's (relative to the
-/// cgroup root; the memory controller's path on v1). slurmstepd sits in
-/// `<step>/slurm` with cgroup/v2; a named container lives for the whole job,
-/// so it goes in the job's cgroup, beside the steps.
-fn slurm_cgroup_of(stepd: i32, whole_job: bool) -> String {
+/// The container's cgroup inside `parent`: named by container and
+/// slurmstepd, unique on the node even when Slurm gives steps no cgroups.
+fn container_cgroup(parent: &str, container_id: &str, stepd: i32) -> String {
+    format!("{parent}/berth_{container_id}_{stepd}")
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// Where a Slurm step's cgroup is in the hierarchy of `controller` (v1; ""
+/// for v2), from its slurmstepd's: slurmstepd sits in `<step>/slurm` with
+/// cgroup/v2; a named container lives for the whole job, so it goes in the
+/// job's cgroup, beside the steps.
+fn step_cgroup_of(stepd: i32, controller: &str, whole_job: bool) -> String {
     let text = std::fs::read_to_string(format!("/proc/{stepd}/cgroup")).unwrap_or_default();
-    let line = |pred: &dyn Fn(&str) -> bool| {
-        text.lines()
-            .filter_map(|l| l.splitn(3, ':').collect::<Vec<_>>().try_into().ok())
-            .find(|[_, ctrls, _]: &[&str; 3]| pred(ctrls))
-            .map(|[_, _, path]| path.to_string())
-    };
-    let mut path = if berth::limits::cgroup::is_v2() {
-        line(&|c| c.is_empty())
-    } else {
-        line(&|c| c.split(',').any(|c| c == "memory"))
-    }
-    .unwrap_or_default();
+    let mut path = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let matches = match controller {
+                "" => controllers.is_empty(),
+                c => controllers.split(',').any(|x| x == c),
+            };
+            matches.then(|| path.to_string())
+        })
+        .next()
+        .unwrap_or_default();
     if path.ends_with("/slurm") || path.ends_with("/slurm_processes") {
         path.truncate(path.rfind('/').unwrap_or(0));
     }

@@ -23,10 +23,12 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// v1 controllers berth uses (cpuset is left out: a v1 child starts with no CPUs).
 const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "blkio", "devices"];
 
-/// A cgroup berth made for one container.
+/// A cgroup berth made for one container: one directory on v2; on v1 one
+/// per controller it needs, each where `v1_paths` says (Slurm's step
+/// cgroups differ between hierarchies) or at `path`.
 pub struct ContainerCgroup {
-    cgroup: Cgroup,
-    /// Relative to the cgroup root.
+    parts: Vec<Cgroup>,
+    /// Relative to the cgroup root (v2, and v1 controllers without a path of their own).
     path: String,
 }
 
@@ -44,16 +46,25 @@ pub fn is_v2() -> bool {
 
 impl ContainerCgroup {
     /// Makes `path` (relative to the cgroup root; missing parents are made
-    /// too) and writes `limits` and, when given, the device allow-list.
+    /// too; on v1 `v1_paths` may place a controller elsewhere) and writes
+    /// `limits` and, when given, the device allow-list.
     pub fn create(
         path: &str,
+        v1_paths: &std::collections::BTreeMap<String, String>,
         limits: &ResourceLimits,
         devices: Option<&[DeviceRule]>,
     ) -> Result<ContainerCgroup, LimitsError> {
         let hierarchy = cgroups_rs::hierarchies::auto();
         let v2 = hierarchy.v2();
-        let cgroup = if v2 {
-            Cgroup::new(hierarchy, path)
+        let mut made = ContainerCgroup {
+            parts: Vec::new(),
+            path: path.to_string(),
+        };
+        if v2 {
+            made.parts.push(
+                Cgroup::new(hierarchy, path)
+                    .map_err(|e| err(path, format!("cannot create it: {e}")))?,
+            );
         } else {
             // v1 has a hierarchy per controller: only those with work to do.
             let wanted = [
@@ -63,19 +74,19 @@ impl ContainerCgroup {
                 ("blkio", !limits.io.is_empty()),
                 ("devices", devices.is_some()),
             ];
-            let controllers = wanted
-                .iter()
-                .filter(|(_, needed)| *needed)
-                .map(|(c, _)| c.to_string())
-                .collect();
-            Cgroup::new_with_specified_controllers(hierarchy, path, Some(controllers))
+            for (controller, _) in wanted.iter().filter(|(_, needed)| *needed) {
+                let at = v1_paths.get(*controller).map_or(path, String::as_str);
+                // On failure `made` is dropped, which removes the parts made.
+                made.parts.push(
+                    Cgroup::new_with_specified_controllers(
+                        cgroups_rs::hierarchies::auto(),
+                        at,
+                        Some(vec![controller.to_string()]),
+                    )
+                    .map_err(|e| err(at, format!("cannot create it: {e}")))?,
+                );
+            }
         }
-        .map_err(|e| err(path, format!("cannot create it: {e}")))?;
-        let made = ContainerCgroup {
-            cgroup,
-            path: path.to_string(),
-        };
-        // On failure `made` is dropped, which removes the cgroup again.
         made.write_limits(limits, v2)?;
         if let Some(rules) = devices {
             made.write_devices(rules, v2)?;
@@ -154,12 +165,15 @@ impl ContainerCgroup {
         T: cgroups_rs::Controller + cgroups_rs::ControllIdentifier,
         &'a T: From<&'a cgroups_rs::Subsystem>,
     {
-        self.cgroup.controller_of::<T>().ok_or_else(|| {
-            err(
-                &self.path,
-                format!("the {name} controller is not available on this node"),
-            )
-        })
+        self.parts
+            .iter()
+            .find_map(|p| p.controller_of::<T>())
+            .ok_or_else(|| {
+                err(
+                    &self.path,
+                    format!("the {name} controller is not available on this node"),
+                )
+            })
     }
 
     /// v2: a device filter program; v1: deny all, then allow each rule.
@@ -205,9 +219,9 @@ impl ContainerCgroup {
     /// The cgroup's directories (one per v1 controller, one on v2).
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self
-            .cgroup
-            .subsystems()
+            .parts
             .iter()
+            .flat_map(|p| p.subsystems())
             .map(|s| s.to_controller().path().to_path_buf())
             .collect();
         dirs.sort();
@@ -226,14 +240,16 @@ impl ContainerCgroup {
 
     /// Moves process `pid` (and on v1 all its threads) into the cgroup.
     pub fn add_process(&self, pid: u32) -> Result<(), LimitsError> {
-        self.cgroup
-            .add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|e| {
-                err(
-                    &self.path,
-                    format!("cannot move process {pid} into it: {e}"),
-                )
-            })
+        for part in &self.parts {
+            part.add_task_by_tgid(CgroupPid::from(pid as u64))
+                .map_err(|e| {
+                    err(
+                        part.path(),
+                        format!("cannot move process {pid} into it: {e}"),
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     /// How many times the kernel's OOM killer killed a process in it.
@@ -241,7 +257,11 @@ impl ContainerCgroup {
         let file = if is_v2() {
             self.v2_dir().join("memory.events")
         } else {
-            match self.cgroup.controller_of::<MemController>() {
+            match self
+                .parts
+                .iter()
+                .find_map(|p| p.controller_of::<MemController>())
+            {
                 Some(m) => cgroups_rs::Controller::path(m).join("memory.oom_control"),
                 None => return 0,
             }
@@ -256,20 +276,26 @@ impl ContainerCgroup {
 
     /// Kills what is left in it and removes it.
     pub fn remove(&self) {
-        for _ in 0..200 {
-            for pid in self.cgroup.procs() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            if self.cgroup.delete().is_ok() || !self.cgroup.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        for part in &self.parts {
+            remove_part(part);
         }
-        tracing::warn!(cgroup = %self.path, "could not remove the container's cgroup");
     }
+}
+
+fn remove_part(part: &Cgroup) {
+    for _ in 0..200 {
+        for pid in part.procs() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if part.delete().is_ok() || !part.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::warn!(cgroup = %part.path(), "could not remove the container's cgroup");
 }
 
 impl Drop for ContainerCgroup {

@@ -88,7 +88,12 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
             if let Some((parent, _)) = c.path.rsplit_once('/') {
                 crate::limits::cgroup::remove_stale(parent);
             }
-            crate::limits::cgroup::ContainerCgroup::create(&c.path, &c.limits, c.devices.as_deref())
+            crate::limits::cgroup::ContainerCgroup::create(
+                &c.path,
+                &c.v1_paths,
+                &c.limits,
+                c.devices.as_deref(),
+            )
         })
         .transpose()
         .map_err(|e| RunError::Host(e.to_string()))?;
