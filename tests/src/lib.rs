@@ -419,7 +419,7 @@ impl Sandbox {
     pub fn new() -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
-            .tempdir_in("/tmp")
+            .tempdir_in(std::env::temp_dir())
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let s = Sandbox { dir };

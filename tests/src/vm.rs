@@ -2,7 +2,8 @@
 //! a real cgroup v2 hierarchy, for the checks the host's cgroup v1 cannot
 //! make. Debian's kernel boots a busybox initramfs that loads the virtio,
 //! 9p and overlay modules, mounts the host's `/` read-only over 9p under a
-//! tmpfs overlay (so the host-built test binaries run unchanged), mounts
+//! tmpfs overlay (so the host-built test binaries run unchanged, wherever
+//! the checkout is), gives scratch space on a tmpfs as `$TMPDIR`, mounts
 //! cgroup2 (`cgroup_no_v1=all`) and runs one command; its output and exit
 //! code come back through a writable 9p share.
 //!
@@ -197,7 +198,10 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-mount -t tmpfs -o size=1G tmpfs /tmp
+mkdir -p /vmtmp
+mount -t tmpfs -o size=1G tmpfs /vmtmp
+chmod 1777 /vmtmp
+export TMPDIR=/vmtmp
 mount -t tmpfs tmpfs /run
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
