@@ -23,6 +23,14 @@ pub enum MountError {
     /// The admin's policy refuses the source.
     #[error("mount source {0} is not allowed by the berth configuration (mounts.allowed_prefixes / mounts.denied_prefixes)")]
     NotAllowed(PathBuf),
+    /// The source holds a path the policy refuses (it would come along).
+    #[error("mount source {path} holds {denied}, which may not be mounted (mounts.denied_prefixes): mount a directory below {path} instead")]
+    Contains {
+        /// The source.
+        path: PathBuf,
+        /// The denied path below it.
+        denied: PathBuf,
+    },
     /// The user may not read the source.
     #[error("mount source {path}: permission denied for uid {uid}")]
     PermissionDenied {
@@ -81,16 +89,42 @@ pub fn check_policy(mount: &BindMount, policy: &MountsConfig) -> Result<(), Moun
         .denied_prefixes
         .iter()
         .any(|p| mount.source.starts_with(p));
-    if allowed && !denied {
-        Ok(())
-    } else {
-        Err(MountError::NotAllowed(mount.source.clone()))
+    if !allowed || denied {
+        return Err(MountError::NotAllowed(mount.source.clone()));
     }
+    // A source is bound with what is mounted below it: one above a denied
+    // path (`/` holds /proc, /sys, /dev) would bring that path in.
+    if let Some(inside) = policy
+        .denied_prefixes
+        .iter()
+        .find(|p| p.starts_with(&mount.source))
+    {
+        return Err(MountError::Contains {
+            path: mount.source.clone(),
+            denied: inside.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_holding_a_denied_path_is_refused() {
+        let policy = MountsConfig::default();
+        let mount = |src: &str| BindMount {
+            source: PathBuf::from(src),
+            destination: PathBuf::from("/host"),
+            read_only: true,
+        };
+        let err = check_policy(&mount("/"), &policy).unwrap_err().to_string();
+        assert!(err.contains("holds /proc"), "{err}");
+        assert!(check_policy(&mount("/dev/shm"), &policy).is_err());
+        assert!(check_policy(&mount("/var/run"), &policy).is_err()); // holds docker.sock
+        assert!(check_policy(&mount("/home"), &policy).is_ok());
+    }
 
     #[test]
     fn parses_flags_and_refuses_bad_specs() {

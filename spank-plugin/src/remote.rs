@@ -569,9 +569,9 @@ fn cgroup_dirs(reply: &serde_json::Value) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Removes the container's cgroup: what is still in it (the killed
-/// keeper, a task orphaned by a killed slurmstepd) is killed, and the
-/// directory removed once they are gone (up to 2 s).
+/// Removes the container's cgroup: what is still in it (a task orphaned by
+/// a killed slurmstepd) is killed, and the directory removed once they are
+/// gone (up to 2 s).
 fn remove_cgroup(reply: &serde_json::Value) {
     let oom_kills: u64 = cgroup_dirs(reply)
         .iter()
@@ -594,7 +594,7 @@ fn remove_cgroup(reply: &serde_json::Value) {
         ));
     }
     for dir in cgroup_dirs(reply) {
-        for _ in 0..200 {
+        for _ in 0..2000 {
             for pid in fs::read_to_string(dir.join("cgroup.procs"))
                 .unwrap_or_default()
                 .lines()
@@ -607,7 +607,7 @@ fn remove_cgroup(reply: &serde_json::Value) {
             }
             match fs::remove_dir(&dir) {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
+                    std::thread::sleep(std::time::Duration::from_millis(1))
                 }
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     ffi::error(&format!(
@@ -624,12 +624,25 @@ fn remove_cgroup(reply: &serde_json::Value) {
 
 /// Ends a keeper (if it is still the one recorded).
 fn kill_keeper(reply: &serde_json::Value) {
-    if keeper_alive(reply) {
-        if let Some(pid) = reply["pid"].as_i64() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    if !keeper_alive(reply) {
+        return;
+    }
+    let Some(pid) = reply["pid"]
+        .as_i64()
+        .map(|p| nix::unistd::Pid::from_raw(p as i32))
+    else {
+        return;
+    };
+    // Its pidfd says when it is gone (its cgroup can then be removed): no
+    // polling loop on the step's way out.
+    let pidfd = berth::sys::pidfd_open(pid).ok();
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    if let Some(fd) = &pidfd {
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16));
     }
 }

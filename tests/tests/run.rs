@@ -380,6 +380,19 @@ fn exit_codes_follow_docker() {
     // Denied by policy.
     let o = s.berth(&["run", "-m", "/proc:/p", &image, "true"]);
     assert!(stderr(&o).contains("not allowed"), "{}", stderr(&o));
+    // A source above a denied path would bring it along (the host's /dev
+    // with every GPU node, /proc): refused too, as root and as a user.
+    for o in [
+        s.berth(&["run", "-m", "/:/host", &image, "true"]),
+        s.berth_as_user(&["run", "-m", "/:/host", &image, "true"]),
+    ] {
+        assert_eq!(o.status.code(), Some(125));
+        assert!(
+            stderr(&o).contains("mount source / holds /proc"),
+            "{}",
+            stderr(&o)
+        );
+    }
     // A bad config names the line.
     s.write_config("[security]\nseccompp = true\n");
     let o = s.berth(&["run", &image, "true"]);
