@@ -110,12 +110,13 @@ impl Cluster {
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\nMpiDefault=none\n\
              SchedulerType=sched/backfill\nJobCompType=jobcomp/none\nPlugStackConfig={d}/plugstack.conf\n\
              KillWait=2\nInactiveLimit=0\nGresTypes=gpu\n\
-             NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} Gres=gpu:2 State=UNKNOWN\n\
+             NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus}{memory} Gres=gpu:2 State=UNKNOWN\n\
              PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP\n",
             free_port(),
             free_port(),
             d = d.display(),
             host = nix_hostname(),
+            memory = if cgroups { " RealMemory=2048" } else { "" },
             tracking = if cgroups {
                 "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup"
             } else {
@@ -125,7 +126,7 @@ impl Cluster {
         if cgroups {
             std::fs::write(
                 d.join("cgroup.conf"),
-                "CgroupPlugin=autodetect\nConstrainDevices=yes\nConstrainCores=no\nConstrainRAMSpace=no\n",
+                "CgroupPlugin=autodetect\nConstrainDevices=yes\nConstrainCores=no\nConstrainRAMSpace=yes\n",
             )
             .unwrap();
         }

@@ -681,12 +681,13 @@ fn under_slurms_own_cgroups_the_container_cgroup_is_a_child_of_the_step() {
     require_root!();
     let s = Sandbox::new();
     let image = s.standard_image().to_str().unwrap().to_string();
-    s.write_config("[limits.default]\npids = 64\n");
+    s.write_config("[limits.default]\nmemory = \"1G\"\n");
     let cluster = Cluster::start_with(&s.config(), true);
     let image_opt = format!("--container-image={image}");
-    // Slurm (task/cgroup, ConstrainDevices) and berth's filter together:
-    // the allocated GPU opens as far as its absent driver goes, the other
-    // one is refused even though its node is mounted in.
+    // Slurm confines devices here (task/cgroup, ConstrainDevices), so berth
+    // adds no filter of its own: the allocated GPU opens as far as its
+    // absent driver goes, the other one is refused though its node is
+    // mounted in. berth's cgroup holds the memory limit.
     let mount_opt = format!(
         "--container-mounts={}:/hostdev",
         cluster.dir().join("dev").display()
@@ -705,7 +706,7 @@ fn under_slurms_own_cgroups_the_container_cgroup_is_a_child_of_the_step() {
     let mut step = cluster.sleeping_step("slurm-cgroup", &[&image_opt]);
     let mut dirs = Vec::new();
     wait_until("the step's task is in a berth cgroup", || {
-        dirs = task_cgroup_dirs("slurm-cgroup", &["devices"]);
+        dirs = task_cgroup_dirs("slurm-cgroup", &["memory"]);
         !dirs.is_empty()
     });
     for d in &dirs {

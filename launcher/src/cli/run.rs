@@ -118,6 +118,9 @@ pub(crate) struct Purpose {
     pub(crate) cgroup_v1_paths: std::collections::BTreeMap<String, String>,
     /// The Slurm partition, for `[limits.partitions.NAME]`.
     pub(crate) partition: Option<String>,
+    /// Slurm confines the step's devices itself (cgroup.conf
+    /// ConstrainDevices): berth's filter would only repeat it.
+    pub(crate) slurm_constrains_devices: bool,
 }
 
 /// A Slurm step's GPUs and how to find their device files.
@@ -288,6 +291,16 @@ fn cgroup_spec(
         partition: purpose.partition.as_deref(),
     };
     let resolved = limits::resolve(&ctx.config.limits, &who, &asked)?;
+    // Under Slurm, moving every task into a cgroup of berth's costs a few
+    // milliseconds per task (cgroup migration waits for an RCU grace
+    // period): berth makes one only when it limits something, or filters
+    // devices Slurm does not.
+    let under_slurm = purpose.slurm_gpus.is_some();
+    let filter_devices =
+        !under_slurm || (!purpose.slurm_constrains_devices && !devices.nodes.is_empty());
+    if under_slurm && resolved.is_empty() && !filter_devices {
+        return Ok(None);
+    }
     let mut rules = device_filter::base_rules();
     for host in devices
         .nodes
@@ -303,7 +316,7 @@ fn cgroup_spec(
         path,
         v1_paths: purpose.cgroup_v1_paths.clone(),
         limits: resolved,
-        devices: Some(rules),
+        devices: filter_devices.then_some(rules),
     }))
 }
 
@@ -357,6 +370,7 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         )),
         partition: None,
         cgroup_v1_paths: Default::default(),
+        slurm_constrains_devices: false,
     };
     let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");

@@ -71,6 +71,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
             _ => Default::default(),
         },
         partition: args.partition.clone(),
+        slurm_constrains_devices: constrains_devices(&args.gres_conf.with_file_name("cgroup.conf")),
         slurm_gpus: match args.slurm_gpus.as_deref() {
             None => None,
             Some(list) => Some(SlurmGpus {
@@ -110,6 +111,21 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     });
     println!("{reply}");
     Ok(0)
+}
+
+/// Whether Slurm's cgroup.conf has it confine devices (ConstrainDevices=yes).
+fn constrains_devices(cgroup_conf: &std::path::Path) -> bool {
+    std::fs::read_to_string(cgroup_conf)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .any(|l| l.replace(' ', "") == "constraindevices=yes")
 }
 
 /// The container's cgroup inside `parent`: named by container and
