@@ -265,10 +265,10 @@ fn account_names(identity: &Identity, privileged: bool) -> AccountNames {
     AccountNames { user, groups }
 }
 
-/// The container's own cgroup: berth as root always makes one (its device
-/// filter allows only the container's devices, whatever is mounted in),
-/// with the limits of berth.toml and the user's asks. Unprivileged berth
-/// cannot make cgroups: asking for limits is then an error.
+/// The container's own cgroup, with the limits of berth.toml and the
+/// user's asks and a device filter allowing only the container's devices.
+/// Unprivileged berth cannot make cgroups: asking for limits is then an
+/// error.
 fn cgroup_spec(
     ctx: &Context,
     args: &RunArgs,
@@ -291,16 +291,20 @@ fn cgroup_spec(
         partition: purpose.partition.as_deref(),
     };
     let resolved = limits::resolve(&ctx.config.limits, &who, &asked)?;
-    // Under Slurm, moving every task into a cgroup of berth's costs a few
-    // milliseconds per task (cgroup migration waits for an RCU grace
-    // period): berth makes one only when it limits something, or filters
-    // devices Slurm does not.
+    // Moving a process into a cgroup costs milliseconds (the migration
+    // waits for an RCU grace period; on v1 once per hierarchy), for every
+    // task of a Slurm step: berth makes a cgroup only when it limits
+    // something, or when the container holds GPU/CDI device nodes whose
+    // siblings must stay out of reach (and Slurm does not confine devices
+    // itself). The minimal /dev and the mount policy need no filter; once a
+    // v2 cgroup exists the filter costs nothing and is always attached.
     let under_slurm = purpose.slurm_gpus.is_some();
-    let filter_devices =
-        !under_slurm || (!purpose.slurm_constrains_devices && !devices.nodes.is_empty());
-    if under_slurm && resolved.is_empty() && !filter_devices {
+    let slurm_confines_devices = under_slurm && purpose.slurm_constrains_devices;
+    let needs_filter = !devices.nodes.is_empty() && !slurm_confines_devices;
+    if resolved.is_empty() && !needs_filter {
         return Ok(None);
     }
+    let filter_devices = needs_filter || limits::cgroup::is_v2();
     let mut rules = device_filter::base_rules();
     for host in devices
         .nodes
