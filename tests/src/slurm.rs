@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{berth_path, free_port, test_user};
+use crate::{berth_path, test_user};
 
 /// A running cluster of one node.
 pub struct Cluster {
@@ -101,6 +101,7 @@ impl Cluster {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let [ctld_port, slurmd_port] = crate::free_ports::<2>();
         let conf = format!(
             "ClusterName=berthtest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n\
              SlurmctldPort={}\nSlurmdPort={}\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
@@ -112,8 +113,8 @@ impl Cluster {
              KillWait=2\nInactiveLimit=0\nGresTypes=gpu\n\
              NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus}{memory} Gres=gpu:2 State=UNKNOWN\n\
              PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP\n",
-            free_port(),
-            free_port(),
+            ctld_port,
+            slurmd_port,
             d = d.display(),
             host = nix_hostname(),
             memory = if cgroups { " RealMemory=2048" } else { "" },
