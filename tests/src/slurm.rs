@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{berth_path, test_user};
+use crate::{berth_path, stderr, test_user, Sandbox};
 
 /// A running cluster of one node.
 pub struct Cluster {
@@ -56,7 +56,107 @@ fn ensure_munged() {
     assert!(status.success(), "munged did not start");
 }
 
+/// A sandbox with the standard image, a cluster using its config, and the
+/// image's path.
+pub fn cluster_with_standard_image() -> (Sandbox, Cluster, String) {
+    let s = Sandbox::new();
+    let image = s.standard_image().to_str().unwrap().to_string();
+    let cluster = Cluster::start(&s.config());
+    (s, cluster, image)
+}
+
+/// Command lines of the container keepers started with this sandbox's config.
+pub fn keeper_cmdlines(s: &Sandbox) -> Vec<String> {
+    let needle = s.config().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ")
+        })
+        .filter(|text| text.contains("slurm-start") && text.contains(&needle))
+        .collect()
+}
+
+/// How many container keepers of this sandbox run.
+pub fn keepers_of(s: &Sandbox) -> usize {
+    keeper_cmdlines(s).len()
+}
+
+/// The host paths of the berth cgroups (of `controllers`, v1) holding the
+/// `sleep 300` task of the test user's job named `job`.
+pub fn task_cgroup_dirs(job: &str, controllers: &[&str]) -> Vec<PathBuf> {
+    let (uid, _) = test_user();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let owned = std::fs::metadata(entry.path())
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if !owned
+            || !cmdline.ends_with(b"sleep\x00300\x00")
+            || !String::from_utf8_lossy(&environ).contains(&format!("SLURM_JOB_NAME={job}\0"))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        return text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+                (controllers.contains(&ctrl) && path.contains("/berth_")).then(|| {
+                    Path::new("/sys/fs/cgroup")
+                        .join(ctrl)
+                        .join(path.trim_start_matches('/'))
+                })
+            })
+            .collect();
+    }
+    vec![]
+}
+
 impl Cluster {
+    /// Runs `sbatch --wait` of a script made of `body` (its `#SBATCH` lines
+    /// first) as the test user, with the job's output in `dir/out.txt`;
+    /// asserts it succeeded and returns that output.
+    pub fn batch(&self, dir: &Path, body: &str) -> String {
+        let script = dir.join("job.sh");
+        let output = dir.join("out.txt");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\n#SBATCH --output={}\n{body}", output.display()),
+        )
+        .unwrap();
+        let out = self
+            .as_user("sbatch", &["--wait", script.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", stderr(&out), self.logs());
+        std::fs::read_to_string(output).unwrap()
+    }
+
+    /// Asserts the node comes back idle (never drained or down) after `after`.
+    pub fn assert_node_stays_up(&self, after: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = self.node_state();
+            assert!(
+                !state.contains("drain") && !state.contains("down"),
+                "the node is {state} after {after}:\n{}",
+                self.logs()
+            );
+            if state == "idle" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node stayed {state} after {after}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Starts one, with berth's config `berth_config` for the plugin.
     pub fn start(berth_config: &Path) -> Cluster {
         Cluster::start_with(berth_config, false)
