@@ -197,12 +197,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .get("container-env")
         .map(|e| e.split(',').collect())
         .unwrap_or_default();
-    for entry in reply["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.as_str())
-    {
+    for entry in strings(&reply, "env") {
         let Some((name, value)) = entry.split_once('=') else {
             continue;
         };
@@ -213,12 +208,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
     // What the container's devices need wins over the job's values: the
     // container counts its GPUs from 0 (CUDA_VISIBLE_DEVICES).
-    for entry in reply["device_env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.as_str())
-    {
+    for entry in strings(&reply, "device_env") {
         if let Some((name, value)) = entry.split_once('=') {
             ffi::setenv(sp, name, value, true);
         }
@@ -258,11 +248,8 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let entrypoint = values
         .flag("container-entrypoint")
         .then(|| {
-            reply["entrypoint"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.as_str().map(String::from))
+            strings(&reply, "entrypoint")
+                .map(String::from)
                 .collect::<Vec<_>>()
         })
         .filter(|e| !e.is_empty());
@@ -331,12 +318,8 @@ fn start_keeper(
     };
     cmd.arg("--slurm-gpus")
         .arg(ffi::getenv(sp, gpus_var).unwrap_or_default());
-    if let Some(conf) = std::env::var_os("SLURM_CONF") {
-        let conf = PathBuf::from(conf);
-        if let Some(dir) = conf.parent() {
-            cmd.arg("--gres-conf").arg(dir.join("gres.conf"));
-        }
-    }
+    // slurmstepd's own SLURM_CONF says where the cluster's config is.
+    cmd.arg("--gres-conf").arg(berth::gpu::gres::conf_path());
     if let Some(node) = ffi::getenv(sp, "SLURMD_NODENAME") {
         cmd.arg("--node-name").arg(node);
     }
@@ -557,13 +540,18 @@ fn end_container(reply: &serde_json::Value) {
     remove_cgroup(reply);
 }
 
-/// The container's cgroup directories, as the helper reported them.
-fn cgroup_dirs(reply: &serde_json::Value) -> Vec<PathBuf> {
-    reply["cgroup_dirs"]
+/// The strings of the helper's list `key` (none when it is absent).
+fn strings<'a>(reply: &'a serde_json::Value, key: &str) -> impl Iterator<Item = &'a str> {
+    reply[key]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|d| d.as_str())
+        .filter_map(|e| e.as_str())
+}
+
+/// The container's cgroup directories, as the helper reported them.
+fn cgroup_dirs(reply: &serde_json::Value) -> Vec<PathBuf> {
+    strings(reply, "cgroup_dirs")
         .map(PathBuf::from)
         .filter(|d| d.starts_with("/sys/fs/cgroup"))
         .collect()
@@ -573,51 +561,21 @@ fn cgroup_dirs(reply: &serde_json::Value) -> Vec<PathBuf> {
 /// a killed slurmstepd) is killed, and the directory removed once they are
 /// gone (up to 2 s).
 fn remove_cgroup(reply: &serde_json::Value) {
-    let oom_kills: u64 = cgroup_dirs(reply)
-        .iter()
-        .filter_map(|dir| {
-            ["memory.events", "memory.oom_control"]
-                .iter()
-                .find_map(|f| fs::read_to_string(dir.join(f)).ok())
-        })
-        .flat_map(|text| {
-            text.lines()
-                .filter_map(|l| l.strip_prefix("oom_kill "))
-                .filter_map(|n| n.trim().parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum();
+    use berth::limits::cgroup::{oom_kills_in, remove_dir_killing};
+    let dirs = cgroup_dirs(reply);
+    let oom_kills: u64 = dirs.iter().map(|d| oom_kills_in(d)).sum();
     if oom_kills > 0 {
         ffi::error(&format!(
-            "berth: the container ran out of memory: the kernel killed {oom_kills} process{} at its memory limit",
-            if oom_kills == 1 { "" } else { "es" }
+            "berth: {}",
+            berth::limits::out_of_memory(oom_kills, None)
         ));
     }
-    for dir in cgroup_dirs(reply) {
-        for _ in 0..2000 {
-            for pid in fs::read_to_string(dir.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.trim().parse::<i32>().ok())
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            match fs::remove_dir(&dir) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(std::time::Duration::from_millis(1))
-                }
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    ffi::error(&format!(
-                        "berth: cannot remove cgroup {}: {e}",
-                        dir.display()
-                    ));
-                    break;
-                }
-                _ => break,
-            }
+    for dir in dirs {
+        if let Err(e) = remove_dir_killing(&dir) {
+            ffi::error(&format!(
+                "berth: cannot remove cgroup {}: {e}",
+                dir.display()
+            ));
         }
     }
 }

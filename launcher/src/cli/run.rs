@@ -195,7 +195,13 @@ pub(crate) fn build_spec(
         .unwrap_or_else(|| config.container.hostname.clone());
     slurm_conf::validate_hostname(&hostname).map_err(|m| anyhow::anyhow!("--hostname: {m}"))?;
     let mut process = process_spec(args, &image, purpose.needs_command)?;
-    let names = account_names(&identity, privileged);
+    // The name service (maybe LDAP) is asked for the user's and groups'
+    // names only when a GPU policy or a per-user/group limit needs them.
+    let names = LazyNames {
+        identity: &identity,
+        privileged,
+        names: std::cell::OnceCell::new(),
+    };
     let devices = gpu_devices(ctx, args, purpose, &names)?;
     let console = std::io::stdin()
         .is_terminal()
@@ -239,6 +245,20 @@ struct AccountNames {
     groups: Vec<String>,
 }
 
+/// [`AccountNames`] looked up on first use.
+struct LazyNames<'a> {
+    identity: &'a Identity,
+    privileged: bool,
+    names: std::cell::OnceCell<AccountNames>,
+}
+
+impl LazyNames<'_> {
+    fn get(&self) -> &AccountNames {
+        self.names
+            .get_or_init(|| account_names(self.identity, self.privileged))
+    }
+}
+
 fn account_names(identity: &Identity, privileged: bool) -> AccountNames {
     let user = nix::unistd::User::from_uid(identity.host_uid.into())
         .ok()
@@ -273,7 +293,7 @@ fn cgroup_spec(
     ctx: &Context,
     args: &RunArgs,
     purpose: &Purpose,
-    names: &AccountNames,
+    names: &LazyNames,
     devices: &berth::spec::DeviceEdits,
     console: Option<&Path>,
 ) -> Result<Option<berth::spec::CgroupSpec>> {
@@ -285,12 +305,20 @@ fn cgroup_spec(
         }
         return Ok(None);
     };
+    let config = &ctx.config.limits;
+    let names_matter =
+        !config.users.is_empty() || !config.groups.is_empty() || limits::asked_any(&asked);
+    let unnamed = AccountNames {
+        user: String::new(),
+        groups: vec![],
+    };
+    let names = if names_matter { names.get() } else { &unnamed };
     let who = limits::Who {
         user: &names.user,
         groups: &names.groups,
         partition: purpose.partition.as_deref(),
     };
-    let resolved = limits::resolve(&ctx.config.limits, &who, &asked)?;
+    let resolved = limits::resolve(config, &who, &asked)?;
     // Moving a process into a cgroup costs milliseconds (the migration
     // waits for an RCU grace period; on v1 once per hierarchy), for every
     // task of a Slurm step: berth makes a cgroup only when it limits
@@ -330,11 +358,14 @@ fn gpu_devices(
     ctx: &Context,
     args: &RunArgs,
     purpose: &Purpose,
-    names: &AccountNames,
+    names: &LazyNames,
 ) -> Result<berth::spec::DeviceEdits> {
     use berth::gpu;
     let config = &ctx.config.gpus;
     if let Some(slurm) = &purpose.slurm_gpus {
+        if slurm.indexes.is_empty() {
+            return Ok(Default::default());
+        }
         let (files, from) = gpu::device_files(config, &slurm.gres_conf, &slurm.node);
         return Ok(gpu::edits_for(&slurm.indexes, config, &files, &from)?);
     }
@@ -342,20 +373,23 @@ fn gpu_devices(
         return Ok(Default::default());
     };
     let asked = gpu::parse_list(list)?;
-    let gres_conf = std::env::var_os("SLURM_CONF")
-        .map(PathBuf::from)
-        .and_then(|c| c.parent().map(|d| d.join("gres.conf")))
-        .unwrap_or_else(|| PathBuf::from("/etc/slurm/gres.conf"));
+    let gres_conf = gpu::gres::conf_path();
     let node = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .map(|h| h.split('.').next().unwrap_or_default().to_string())
         .unwrap_or_default();
     let (files, from) = gpu::device_files(config, &gres_conf, &node);
+    let is_root = ctx.privileged && args.user.is_none();
+    let unnamed = AccountNames {
+        user: "root".into(),
+        groups: vec![],
+    };
+    let names = if is_root { &unnamed } else { names.get() };
     let who = gpu::policy::Requester {
         user: &names.user,
         groups: &names.groups,
-        is_root: ctx.privileged && args.user.is_none(),
+        is_root,
     };
     let indexes = gpu::policy::check(config, &who, asked, files.len(), &from)?;
     Ok(gpu::edits_for(&indexes, config, &files, &from)?)
@@ -384,12 +418,11 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
             .cgroup
             .as_ref()
             .and_then(|c| c.limits.memory)
-            .map(|m| format!(" of {}", human_size(m)))
+            .map(human_size)
             .unwrap_or_default();
         eprintln!(
-            "berth: the container ran out of memory: the kernel killed {} process{} at its memory limit{limit}",
-            exit.oom_kills,
-            if exit.oom_kills == 1 { "" } else { "es" }
+            "berth: {}",
+            berth::limits::out_of_memory(exit.oom_kills, Some(&limit))
         );
     }
     Ok(exit.code)

@@ -49,27 +49,20 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok());
-    let whole_job = args.watch_pid.is_none();
+    let (cgroup_path, cgroup_v1_paths) = match args.stepd_pid {
+        Some(pid) => {
+            let (path, v1_paths) =
+                container_cgroups(pid, args.watch_pid.is_none(), &args.container_id);
+            (Some(path), v1_paths)
+        }
+        None => (None, Default::default()),
+    };
     let purpose = Purpose {
         needs_command: false,
         default_hostname: hostname,
         proc_hidepid: true,
-        cgroup_path: args.stepd_pid.map(|pid| {
-            container_cgroup(&step_cgroup_of(pid, "", whole_job), &args.container_id, pid)
-        }),
-        cgroup_v1_paths: match (args.stepd_pid, berth::limits::cgroup::is_v2()) {
-            (Some(pid), false) => ["memory", "pids", "cpu", "blkio", "devices"]
-                .iter()
-                .map(|c| {
-                    let parent = step_cgroup_of(pid, c, whole_job);
-                    (
-                        c.to_string(),
-                        container_cgroup(&parent, &args.container_id, pid),
-                    )
-                })
-                .collect(),
-            _ => Default::default(),
-        },
+        cgroup_path,
+        cgroup_v1_paths,
         partition: args.partition.clone(),
         slurm_constrains_devices: constrains_devices(&args.gres_conf.with_file_name("cgroup.conf")),
         slurm_gpus: match args.slurm_gpus.as_deref() {
@@ -89,7 +82,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let cgroup = spec
         .cgroup
         .as_ref()
-        .map(|c| ContainerCgroup::create(&c.path, &c.v1_paths, &c.limits, c.devices.as_deref()))
+        .map(ContainerCgroup::for_spec)
         .transpose()?;
     let pid = keeper::start_keeper(
         &spec,
@@ -128,45 +121,58 @@ fn constrains_devices(cgroup_conf: &std::path::Path) -> bool {
         .any(|l| l.replace(' ', "") == "constraindevices=yes")
 }
 
-/// The container's cgroup inside `parent`: named by container and
-/// slurmstepd, unique on the node even when Slurm gives steps no cgroups.
-fn container_cgroup(parent: &str, container_id: &str, stepd: i32) -> String {
-    format!("{parent}/berth_{container_id}_{stepd}")
-        .trim_start_matches('/')
-        .to_string()
-}
-
-/// Where a Slurm step's cgroup is in the hierarchy of `controller` (v1; ""
-/// for v2), from its slurmstepd's: slurmstepd sits in `<step>/slurm` with
-/// cgroup/v2; a named container lives for the whole job, so it goes in the
-/// job's cgroup, beside the steps.
-fn step_cgroup_of(stepd: i32, controller: &str, whole_job: bool) -> String {
+/// The container's cgroups inside a Slurm step's (from its slurmstepd's
+/// /proc/PID/cgroup, read once): the unified hierarchy's path and, on v1,
+/// one per controller berth uses (Slurm's step cgroups differ between
+/// hierarchies). Each is named by container and slurmstepd, unique on the
+/// node even when Slurm gives steps no cgroups. slurmstepd sits in
+/// `<step>/slurm` with cgroup/v2; a named container lives for the whole
+/// job, so it goes in the job's cgroup, beside the steps.
+fn container_cgroups(
+    stepd: i32,
+    whole_job: bool,
+    container_id: &str,
+) -> (String, std::collections::BTreeMap<String, String>) {
+    use berth::limits::cgroup::{is_v2, V1_CONTROLLERS};
     let text = std::fs::read_to_string(format!("/proc/{stepd}/cgroup")).unwrap_or_default();
-    let mut path = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-            let matches = match controller {
-                "" => controllers.is_empty(),
-                c => controllers.split(',').any(|x| x == c),
-            };
-            matches.then(|| path.to_string())
-        })
-        .next()
-        .unwrap_or_default();
-    if path.ends_with("/slurm") || path.ends_with("/slurm_processes") {
-        path.truncate(path.rfind('/').unwrap_or(0));
-    }
-    if whole_job
-        && path
-            .rsplit('/')
+    // The path in the hierarchy of `controller` ("" for the unified one).
+    let step_path = |controller: &str| {
+        let mut path = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                let matches = match controller {
+                    "" => controllers.is_empty(),
+                    c => controllers.split(',').any(|x| x == c),
+                };
+                matches.then(|| path.to_string())
+            })
             .next()
-            .is_some_and(|last| last.starts_with("step_"))
-    {
-        path.truncate(path.rfind('/').unwrap_or(0));
-    }
-    path
+            .unwrap_or_default();
+        if path.ends_with("/slurm") || path.ends_with("/slurm_processes") {
+            path.truncate(path.rfind('/').unwrap_or(0));
+        }
+        if whole_job
+            && path
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.starts_with("step_"))
+        {
+            path.truncate(path.rfind('/').unwrap_or(0));
+        }
+        format!("{path}/berth_{container_id}_{stepd}")
+            .trim_start_matches('/')
+            .to_string()
+    };
+    let v1_paths = match is_v2() {
+        true => Default::default(),
+        false => V1_CONTROLLERS
+            .iter()
+            .map(|c| (c.to_string(), step_path(c)))
+            .collect(),
+    };
+    (step_path(""), v1_paths)
 }
 
 #[derive(clap::Args, Debug)]

@@ -21,7 +21,7 @@ use super::{LimitsError, ResourceLimits};
 const CPU_PERIOD_US: u64 = 100_000;
 
 /// v1 controllers berth uses (cpuset is left out: a v1 child starts with no CPUs).
-const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "blkio", "devices"];
+pub const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "blkio", "devices"];
 
 /// A cgroup berth made for one container: one directory on v2; on v1 one
 /// per controller it needs, each where `v1_paths` says (Slurm's step
@@ -92,6 +92,20 @@ impl ContainerCgroup {
             made.write_devices(rules, v2)?;
         }
         Ok(made)
+    }
+
+    /// Makes the cgroup `spec` describes, first sweeping the parent of
+    /// cgroups a killed berth left behind.
+    pub fn for_spec(spec: &crate::spec::CgroupSpec) -> Result<ContainerCgroup, LimitsError> {
+        if let Some((parent, _)) = spec.path.rsplit_once('/') {
+            remove_stale(parent);
+        }
+        ContainerCgroup::create(
+            &spec.path,
+            &spec.v1_paths,
+            &spec.limits,
+            spec.devices.as_deref(),
+        )
     }
 
     /// The cgroup's path relative to the root.
@@ -254,48 +268,55 @@ impl ContainerCgroup {
 
     /// How many times the kernel's OOM killer killed a process in it.
     pub fn oom_kills(&self) -> u64 {
-        let file = if is_v2() {
-            self.v2_dir().join("memory.events")
-        } else {
-            match self
-                .parts
-                .iter()
-                .find_map(|p| p.controller_of::<MemController>())
-            {
-                Some(m) => cgroups_rs::Controller::path(m).join("memory.oom_control"),
-                None => return 0,
-            }
-        };
-        std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)
+        self.dirs().iter().map(|d| oom_kills_in(d)).sum()
     }
 
     /// Kills what is left in it and removes it.
     pub fn remove(&self) {
-        for part in &self.parts {
-            remove_part(part);
+        for dir in self.dirs() {
+            if let Err(e) = remove_dir_killing(&dir) {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "could not remove the container's cgroup");
+            }
         }
     }
 }
 
-fn remove_part(part: &Cgroup) {
-    for _ in 0..200 {
-        for pid in part.procs() {
+/// OOM kills recorded in one cgroup directory (`memory.events` on v2,
+/// `memory.oom_control` on v1; 0 where there is neither).
+pub fn oom_kills_in(dir: &Path) -> u64 {
+    ["memory.events", "memory.oom_control"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kills what is in one cgroup directory and removes it once those
+/// processes are gone (up to 2 s); a directory already gone is fine.
+pub fn remove_dir_killing(dir: &Path) -> std::io::Result<()> {
+    for _ in 0..2000 {
+        for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+        {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid.pid as i32),
+                nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        if part.delete().is_ok() || !part.exists() {
-            return;
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => return other,
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    tracing::warn!(cgroup = %part.path(), "could not remove the container's cgroup");
+    Err(std::io::Error::from_raw_os_error(libc::EBUSY))
 }
 
 impl Drop for ContainerCgroup {

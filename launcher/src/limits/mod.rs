@@ -86,6 +86,19 @@ pub struct IoLimit {
     pub write_iops: Option<u64>,
 }
 
+/// What berth says when the kernel's OOM killer struck in a container's
+/// cgroup `kills` times; `limit` as the user would write it ("32M").
+pub fn out_of_memory(kills: u64, limit: Option<&str>) -> String {
+    format!(
+        "the container ran out of memory: the kernel killed {kills} process{} at its memory limit{}",
+        if kills == 1 { "" } else { "es" },
+        limit
+            .filter(|l| !l.is_empty())
+            .map(|l| format!(" of {l}"))
+            .unwrap_or_default()
+    )
+}
+
 /// Whose limits: the user, their groups, the Slurm partition.
 pub struct Who<'a> {
     /// User name.

@@ -84,17 +84,7 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     let cgroup = spec
         .cgroup
         .as_ref()
-        .map(|c| {
-            if let Some((parent, _)) = c.path.rsplit_once('/') {
-                crate::limits::cgroup::remove_stale(parent);
-            }
-            crate::limits::cgroup::ContainerCgroup::create(
-                &c.path,
-                &c.v1_paths,
-                &c.limits,
-                c.devices.as_deref(),
-            )
-        })
+        .map(crate::limits::cgroup::ContainerCgroup::for_spec)
         .transpose()
         .map_err(|e| RunError::Host(e.to_string()))?;
     let plan = idmap::plan(&spec.identity);
