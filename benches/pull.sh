@@ -7,9 +7,8 @@
 # pulled image (nothing unpacked any more). Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh umoci time hyperfine runc jq
-[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-cargo build --locked --release -p berth-launcher -p berth-e2e --bins 2>&1 | tail -1
+. benches/prepare.sh
+prepare umoci time hyperfine runc jq -- -p berth-launcher -p berth-e2e --bins
 
 runs=${RUNS:-3}
 layers=${LAYERS:-20} files=${FILES:-30000} mib=${MIB:-300}

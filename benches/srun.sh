@@ -5,9 +5,8 @@
 # milliseconds the container adds per step. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh hyperfine
-[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-cargo build --locked --release -p berth-launcher -p spank-berth -p berth-e2e --bins --lib 2>&1 | tail -1
+. benches/prepare.sh
+prepare hyperfine -- -p berth-launcher -p spank-berth -p berth-e2e --bins --lib
 
 runs=${RUNS:-30}
 work=$(mktemp -d /tmp/berth-srun-bench.XXXXXX)

@@ -3,14 +3,13 @@
 # side in one run: berth (OCI image of 3 layers, and a plain rootfs dir),
 # runc (same namespaces: user, mount, pid, ipc, uts, cgroup; without and with
 # a seccomp profile of berth's allow-list), bwrap (same namespaces, no
-# overlay), bare exec. berth as root makes a cgroup per container (its
-# device filter), as runc does; the limits row also writes memory, pids and
-# cpu limits. Prints medians and ratios. Run as root on Debian 12.
+# overlay), bare exec. runc always makes a cgroup; berth makes one only
+# with limits or GPUs, so the limits row (memory, pids and cpu) shows what a
+# cgroup costs. Prints medians and ratios. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh runc bubblewrap hyperfine jq python3
-[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-cargo build --locked --release -p berth-launcher -p berth-e2e --bins 2>&1 | tail -1
+. benches/prepare.sh
+prepare runc bubblewrap hyperfine jq python3 -- -p berth-launcher -p berth-e2e --bins
 
 runs=${RUNS:-300}
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
