@@ -146,3 +146,20 @@ pub struct ProcessSpec {
     /// Working directory (created when missing).
     pub cwd: PathBuf,
 }
+
+/// A Slurm step's own view into a named container that an earlier step
+/// made: the container's root filesystem, ipc and uts namespaces, with this
+/// step's devices in a fresh /dev, its mounts and its own cgroup (as pyxis
+/// gives each step of a named container its own devices).
+#[derive(Debug, Clone)]
+pub struct StepViewSpec {
+    /// This step's GPUs and other device nodes (CDI mounts and hooks came
+    /// with the container: they are the node's, not a step's).
+    pub devices: DeviceEdits,
+    /// This step's bind mounts.
+    pub mounts: Vec<BindMount>,
+    /// The mount namespace belongs to the host's user namespace.
+    pub privileged: bool,
+    /// This step's cgroup, or None.
+    pub cgroup: Option<CgroupSpec>,
+}

@@ -174,10 +174,16 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             reply
         }
     };
-    drop(lock);
     if mode == "no_exec" {
         return Ok(()); // the container is made (or kept); the tasks run outside it
     }
+    // A later step sees the named container's files through its own view
+    // (made under the container's lock, so the container stays meanwhile).
+    let reply = match name.is_some() && reply["step"].as_u64() != Some(step as u64) {
+        true => step_view(sp, &args, &values, (uid, gid), (job, step), &reply)?,
+        false => reply,
+    };
+    drop(lock);
 
     let pid = reply["pid"]
         .as_i64()
@@ -281,22 +287,19 @@ fn keeper_alive(reply: &serde_json::Value) -> bool {
         .unwrap_or(false)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_keeper(
+/// The `berth` helper (`slurm-start` or `slurm-join`) with what both are told
+/// about the step: its slurmstepd, cgroup, partition, user, GPUs and mounts.
+fn helper_command(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
     values: &crate::options::Values,
-    image: &str,
+    verb: &str,
     (uid, gid): (u32, u32),
-    batch_script: Option<&str>,
     tied_to_step: bool,
     container_id: &str,
-) -> Result<serde_json::Value, String> {
+) -> Command {
     let mut cmd = Command::new(&args.berth);
-    cmd.arg("--config")
-        .arg(&args.config)
-        .arg("-q")
-        .arg("slurm-start");
+    cmd.arg("--config").arg(&args.config).arg("-q").arg(verb);
     let stepd = nix::unistd::getppid().to_string();
     if tied_to_step {
         cmd.arg("--watch-pid").arg(&stepd);
@@ -336,16 +339,6 @@ fn start_keeper(
                 .arg(format!("{}:{}", home.display(), home.display()));
         }
     }
-    if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
-        cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
-    }
-    if values.flag("container-readonly") {
-        cmd.arg("--read-only");
-    }
-    if let Some(w) = values.get("container-workdir") {
-        cmd.arg("--workdir").arg(w);
-    }
-    cmd.arg(image);
     // Relative image and mount paths are the user's: resolve them from the job's directory.
     if let Some(pwd) = ffi::getenv(sp, "PWD").filter(|p| Path::new(p).is_absolute()) {
         cmd.current_dir(pwd);
@@ -353,6 +346,11 @@ fn start_keeper(
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/root");
+    cmd
+}
+
+/// Runs a helper; its JSON answer, or its last error line.
+fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<serde_json::Value, String> {
     let out = cmd.output().map_err(|e| {
         format!(
             "cannot run {}: {e} (is berth installed on this node?)",
@@ -370,6 +368,92 @@ fn start_keeper(
     }
     serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("unreadable answer from {}: {e}", args.berth.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_keeper(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    values: &crate::options::Values,
+    image: &str,
+    user: (u32, u32),
+    batch_script: Option<&str>,
+    tied_to_step: bool,
+    container_id: &str,
+) -> Result<serde_json::Value, String> {
+    let mut cmd = helper_command(
+        sp,
+        args,
+        values,
+        "slurm-start",
+        user,
+        tied_to_step,
+        container_id,
+    );
+    if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
+        cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
+    }
+    if values.flag("container-readonly") {
+        cmd.arg("--read-only");
+    }
+    if let Some(w) = values.get("container-workdir") {
+        cmd.arg("--workdir").arg(w);
+    }
+    cmd.arg(image);
+    run_helper(cmd, args)
+}
+
+/// This step's own view into a named container an earlier step made: its
+/// own GPUs, /dev, mounts and cgroup over the container's files (the first
+/// task of the step makes it, the others find it in the step's directory,
+/// and the step's end removes it like an unnamed container).
+fn step_view(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    values: &crate::options::Values,
+    user: (u32, u32),
+    (job, step): (u32, u32),
+    named: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let dir = step_dir(args, job, step);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let keeper_path = dir.join("keeper.json");
+    if let Some(view) = fs::read(&keeper_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(keeper_alive)
+    {
+        return Ok(view);
+    }
+    let container_id = format!("{job}.{step}");
+    let mut cmd = helper_command(sp, args, values, "slurm-join", user, true, &container_id);
+    cmd.arg("--join-pid").arg(named["pid"].to_string());
+    let answer = run_helper(cmd, args)?;
+    // The named container's answer with this step's keeper, devices and
+    // cgroup: the earlier step's device variables are not this step's.
+    let mut view = named.clone();
+    let earlier_device_keys: Vec<&str> = strings(named, "device_env")
+        .filter_map(|e| e.split('=').next())
+        .collect();
+    let env: Vec<&str> = strings(named, "env")
+        .filter(|e| !earlier_device_keys.contains(&e.split('=').next().unwrap_or_default()))
+        .collect();
+    view["env"] = serde_json::json!(env);
+    for key in ["pid", "device_env", "cgroup_dirs"] {
+        view[key] = answer[key].clone();
+    }
+    view["step"] = serde_json::json!(step);
+    ffi::info(&format!(
+        "berth: job {job} step {step}: joined the named container (keeper pid {}) with this step's view (keeper pid {})",
+        named["pid"], view["pid"]
+    ));
+    fs::write(&keeper_path, view.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
+    Ok(view)
 }
 
 pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {

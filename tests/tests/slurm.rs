@@ -230,17 +230,21 @@ fn srun_help_lists_the_options() {
 fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
+    let dir = shared_dir(&s, "named");
+    std::fs::write(dir.join("note"), "mounted\n").unwrap();
+    // A later step brings its own mounts, as with pyxis.
     let text = cluster.batch(
-        &shared_dir(&s, "named"),
+        &dir,
         &format!(
             "srun --container-name=c1 --container-image={image} sh -c 'echo kept > /tmp/state'\n\
-             srun --container-name=c1 cat /tmp/state\n\
+             srun --container-name=c1 --container-mounts={}:/step-mount cat /tmp/state /step-mount/note\n\
              srun --container-name=c1:exec sh -c 'cat /tmp/state; cat /etc/motd'\n\
              srun --container-name=c2:exec true || echo no-c2\n\
-             srun --container-name=c1:create --container-image={image} sh -c 'test -e /tmp/state && echo STALE || echo fresh'\n"
+             srun --container-name=c1:create --container-image={image} sh -c 'test -e /tmp/state && echo STALE || echo fresh'\n",
+            dir.display()
         ),
     );
-    for expected in ["kept\nkept\nlayer2\n", "no-c2\n", "fresh\n"] {
+    for expected in ["kept\nmounted\nkept\nlayer2\n", "no-c2\n", "fresh\n"] {
         assert!(
             text.contains(expected),
             "{expected:?} missing from:\n{text}"

@@ -2,7 +2,7 @@
 //! partition's limits in a cgroup per step, and berth's cgroup inside
 //! Slurm's own when Slurm confines steps with cgroups.
 
-use berth_e2e::slurm::{cluster_with_standard_image, task_cgroup_dirs, Cluster};
+use berth_e2e::slurm::{cluster_with_standard_image, keepers_of, task_cgroup_dirs, Cluster};
 use berth_e2e::*;
 
 #[test]
@@ -169,4 +169,42 @@ fn under_slurms_own_cgroups_the_container_cgroup_is_a_child_of_the_step() {
         dirs.iter().all(|d| !d.exists())
     });
     cluster.assert_node_stays_up("a step under Slurm's cgroups");
+}
+
+#[test]
+fn each_step_of_a_named_container_sees_its_own_gpus() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let dir = cluster.dir().join("named-gpus");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Two steps with one GPU each share the named container at the same
+    // time (the barrier is in the container's own /tmp), then a third step
+    // finds what both wrote.
+    let step = "mkdir -p /tmp/steps; touch /tmp/steps/$SLURM_STEP_ID; n=0; \
+                while [ $(ls /tmp/steps | wc -l) -lt 2 ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; \
+                echo STEP $(ls /tmp/steps | wc -l) $(ls /dev | grep nvidia | grep -v ctl) CUDA=$CUDA_VISIBLE_DEVICES";
+    let text = cluster.batch(
+        &dir,
+        &format!(
+            "#SBATCH --gres=gpu:2 -n1 -c2\n\
+             for i in 1 2; do srun --exact -n1 -c1 --gres=gpu:1 --container-name=c --container-image={image} sh -c '{step}' & done; wait\n\
+             srun --container-name=c sh -c 'echo FILES $(ls /tmp/steps | wc -l)'\n"
+        ),
+    );
+    let mut seen: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("STEP 2 "))
+        .map(|l| {
+            assert!(l.ends_with(" CUDA=0"), "{text}");
+            l.trim_end_matches(" CUDA=0")
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["nvidia0", "nvidia1"], "{text}\n{}", cluster.logs());
+    assert!(text.contains("FILES 2\n"), "{text}");
+    // Each step's view ends with its step, the container with the job.
+    wait_until("the named container and the views are gone", || {
+        keepers_of(&s) == 0
+    });
 }

@@ -49,6 +49,9 @@ enum Command {
     /// Start a Slurm step's container keeper (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmStart(slurm::SlurmStartArgs),
+    /// Give a Slurm step its own view into a named container (used by the SPANK plugin).
+    #[command(hide = true)]
+    SlurmJoin(slurm::SlurmJoinArgs),
     /// Save a Slurm step's container as squashfs (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmSave(slurm::SlurmSaveArgs),
@@ -92,6 +95,7 @@ pub fn main() -> i32 {
         Command::Rm(args) => images::rm(&ctx, args),
         Command::Gc(args) => images::gc(&ctx, args),
         Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
+        Command::SlurmJoin(args) => slurm::slurm_join(&ctx, args),
         Command::SlurmSave(args) => slurm::slurm_save(&ctx, args),
     });
     match result {

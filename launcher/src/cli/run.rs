@@ -180,14 +180,7 @@ pub(crate) fn build_spec(
         Some(id) => id,
         None => identity(args, &image, privileged)?,
     };
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let mut mounts = Vec::new();
-    for text in &args.mounts {
-        let mount = berth::mounts::parse_mount(text, &cwd)?;
-        berth::mounts::check_policy(&mount, &config.mounts)?;
-        check_user_can_read(&mount.source, &identity)?;
-        mounts.push(mount);
-    }
+    let mounts = user_mounts(config, &args.mounts, &identity)?;
     let hostname = args
         .hostname
         .clone()
@@ -195,19 +188,16 @@ pub(crate) fn build_spec(
         .unwrap_or_else(|| config.container.hostname.clone());
     slurm_conf::validate_hostname(&hostname).map_err(|m| anyhow::anyhow!("--hostname: {m}"))?;
     let mut process = process_spec(args, &image, purpose.needs_command)?;
-    // The name service (maybe LDAP) is asked for the user's and groups'
-    // names only when a GPU policy or a per-user/group limit needs them.
-    let names = LazyNames {
-        identity: &identity,
-        privileged,
-        names: std::cell::OnceCell::new(),
-    };
-    let devices = gpu_devices(ctx, args, purpose, &names)?;
     let console = std::io::stdin()
         .is_terminal()
         .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
         .flatten();
-    let cgroup = cgroup_spec(ctx, args, purpose, &names, &devices, console.as_deref())?;
+    let asks = Asks {
+        gpus: args.gpus.as_deref(),
+        limits: args.limits.asked(),
+        root_for_itself: privileged && args.user.is_none(),
+    };
+    let (devices, cgroup) = devices_and_cgroup(ctx, &identity, &asks, purpose, console.as_deref())?;
     for entry in &devices.env {
         let key = entry.split('=').next().unwrap_or_default();
         process.env.retain(|e| e.split('=').next() != Some(key));
@@ -236,6 +226,53 @@ pub(crate) fn build_spec(
         cgroup,
     };
     Ok((spec, image, in_use))
+}
+
+/// The host paths `texts` (`SRC:DST[:OPTIONS]`) ask to bind, checked
+/// against berth.toml's mount policy and readable by the container's user.
+pub(crate) fn user_mounts(
+    config: &slurm_conf::Config,
+    texts: &[String],
+    identity: &Identity,
+) -> Result<Vec<berth::spec::BindMount>> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut mounts = Vec::new();
+    for text in texts {
+        let mount = berth::mounts::parse_mount(text, &cwd)?;
+        berth::mounts::check_policy(&mount, &config.mounts)?;
+        check_user_can_read(&mount.source, identity)?;
+        mounts.push(mount);
+    }
+    Ok(mounts)
+}
+
+/// What the user asked for beyond the image: GPUs (`--gpus`) and limits.
+pub(crate) struct Asks<'a> {
+    pub(crate) gpus: Option<&'a str>,
+    pub(crate) limits: berth::limits::Asked,
+    /// Root runs a container for itself (no `--user`): the GPU policy lets it
+    /// take any GPU.
+    pub(crate) root_for_itself: bool,
+}
+
+/// The container's devices (GPUs, CDI) and its own cgroup, if it needs one.
+pub(crate) fn devices_and_cgroup(
+    ctx: &Context,
+    identity: &Identity,
+    asked: &Asks,
+    purpose: &Purpose,
+    console: Option<&Path>,
+) -> Result<(berth::spec::DeviceEdits, Option<berth::spec::CgroupSpec>)> {
+    // The name service (maybe LDAP) is asked for the user's and groups'
+    // names only when a GPU policy or a per-user/group limit needs them.
+    let names = LazyNames {
+        identity,
+        privileged: ctx.privileged,
+        names: std::cell::OnceCell::new(),
+    };
+    let devices = gpu_devices(ctx, asked, purpose, &names)?;
+    let cgroup = cgroup_spec(ctx, &asked.limits, purpose, &names, &devices, console)?;
+    Ok((devices, cgroup))
 }
 
 /// The user's name and group names, for berth.toml's per-user and
@@ -291,23 +328,22 @@ fn account_names(identity: &Identity, privileged: bool) -> AccountNames {
 /// error.
 fn cgroup_spec(
     ctx: &Context,
-    args: &RunArgs,
+    asked: &berth::limits::Asked,
     purpose: &Purpose,
     names: &LazyNames,
     devices: &berth::spec::DeviceEdits,
     console: Option<&Path>,
 ) -> Result<Option<berth::spec::CgroupSpec>> {
     use berth::limits::{self, device_filter};
-    let asked = args.limits.asked();
     let Some(path) = purpose.cgroup_path.clone().filter(|_| ctx.privileged) else {
-        if limits::asked_any(&asked) {
+        if limits::asked_any(asked) {
             bail!("resource limits (--memory, --cpus, ...) need berth to run as root");
         }
         return Ok(None);
     };
     let config = &ctx.config.limits;
     let names_matter =
-        !config.users.is_empty() || !config.groups.is_empty() || limits::asked_any(&asked);
+        !config.users.is_empty() || !config.groups.is_empty() || limits::asked_any(asked);
     let unnamed = AccountNames {
         user: String::new(),
         groups: vec![],
@@ -318,7 +354,7 @@ fn cgroup_spec(
         groups: &names.groups,
         partition: purpose.partition.as_deref(),
     };
-    let resolved = limits::resolve(config, &who, &asked)?;
+    let resolved = limits::resolve(config, &who, asked)?;
     // Moving a process into a cgroup costs milliseconds (the migration
     // waits for an RCU grace period; on v1 once per hierarchy), for every
     // task of a Slurm step: berth makes a cgroup only when it limits
@@ -356,7 +392,7 @@ fn cgroup_spec(
 /// policy of berth.toml's `[gpus]`.
 fn gpu_devices(
     ctx: &Context,
-    args: &RunArgs,
+    asked: &Asks,
     purpose: &Purpose,
     names: &LazyNames,
 ) -> Result<berth::spec::DeviceEdits> {
@@ -369,9 +405,10 @@ fn gpu_devices(
         let (files, from) = gpu::device_files(config, &slurm.gres_conf, &slurm.node);
         return Ok(gpu::edits_for(&slurm.indexes, config, &files, &from)?);
     }
-    let Some(list) = &args.gpus else {
+    let Some(list) = asked.gpus else {
         return Ok(Default::default());
     };
+    let is_root = asked.root_for_itself;
     let asked = gpu::parse_list(list)?;
     let gres_conf = gpu::gres::conf_path();
     let node = nix::unistd::gethostname()
@@ -380,7 +417,6 @@ fn gpu_devices(
         .map(|h| h.split('.').next().unwrap_or_default().to_string())
         .unwrap_or_default();
     let (files, from) = gpu::device_files(config, &gres_conf, &node);
-    let is_root = ctx.privileged && args.user.is_none();
     let unnamed = AccountNames {
         user: "root".into(),
         groups: vec![],
@@ -462,13 +498,16 @@ fn parse_ids(text: &str) -> Result<(u32, Option<u32>)> {
 /// The identity `--user` asks for (root only), or None without it.
 fn asked_identity(args: &RunArgs, privileged: bool) -> Result<Option<Identity>> {
     match (&args.user, privileged) {
-        (Some(user), true) => {
-            let (uid, gid) = parse_ids(user)?;
-            Ok(Some(host_identity(uid, gid, args.remap_root, true)))
-        }
+        (Some(user), true) => user_identity(user, args.remap_root).map(Some),
         (Some(_), false) => bail!("--user: only root may choose the user a container runs as"),
         (None, _) => Ok(None),
     }
+}
+
+/// The identity of `--user UID[:GID]` for root acting for that user.
+pub(crate) fn user_identity(user: &str, remap_root: bool) -> Result<Identity> {
+    let (uid, gid) = parse_ids(user)?;
+    Ok(host_identity(uid, gid, remap_root, true))
 }
 
 /// Without `--user`: the caller, or for a root caller the image's User.

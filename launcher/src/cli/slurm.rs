@@ -4,17 +4,24 @@
 //! `berth::process::keeper`) and prints, as one JSON line, what the tasks
 //! need to join it: the keeper's pid, the image's environment, the working
 //! directory, the image's entrypoint and the compiled seccomp program.
+//! `berth slurm-join` gives a later step of the job its own view into a
+//! named container.
 
 use anyhow::{bail, Result};
 
 use berth::limits::cgroup::ContainerCgroup;
-use berth::process::keeper;
+use berth::process::keeper::{self, Kept};
+use berth::spec::StepViewSpec;
+use nix::unistd::Pid;
 
-use super::run::{build_spec, Purpose, RunArgs, SlurmGpus};
+use super::run::{
+    build_spec, devices_and_cgroup, user_identity, user_mounts, Asks, Purpose, RunArgs, SlurmGpus,
+};
 use super::Context;
 
+/// What the plugin tells both helpers about the step.
 #[derive(clap::Args, Debug)]
-pub(crate) struct SlurmStartArgs {
+pub(crate) struct SlurmStepArgs {
     /// The process whose end ends the container (the step's slurmstepd);
     /// without it the container lives until it is killed (named containers).
     #[arg(long, value_name = "PID")]
@@ -38,6 +45,51 @@ pub(crate) struct SlurmStartArgs {
     /// The job's partition, for `[limits.partitions.NAME]`.
     #[arg(long, value_name = "NAME")]
     partition: Option<String>,
+}
+
+impl SlurmStepArgs {
+    /// How a step's container differs from `berth run`'s.
+    fn purpose(&self) -> Result<Purpose> {
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok());
+        let (cgroup_path, cgroup_v1_paths) = match self.stepd_pid {
+            Some(pid) => {
+                let (path, v1_paths) =
+                    container_cgroups(pid, self.watch_pid.is_none(), &self.container_id);
+                (Some(path), v1_paths)
+            }
+            None => (None, Default::default()),
+        };
+        Ok(Purpose {
+            needs_command: false,
+            default_hostname: hostname,
+            proc_hidepid: true,
+            cgroup_path,
+            cgroup_v1_paths,
+            partition: self.partition.clone(),
+            slurm_constrains_devices: constrains_devices(
+                &self.gres_conf.with_file_name("cgroup.conf"),
+            ),
+            slurm_gpus: match self.slurm_gpus.as_deref() {
+                None => None,
+                Some(list) => Some(SlurmGpus {
+                    indexes: match list {
+                        "" => vec![],
+                        list => berth::gpu::parse_list(list)?.unwrap_or_default(),
+                    },
+                    gres_conf: self.gres_conf.clone(),
+                    node: self.node_name.clone(),
+                }),
+            },
+        })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SlurmStartArgs {
+    #[command(flatten)]
+    step: SlurmStepArgs,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -46,37 +98,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     if !ctx.privileged || args.run.user_is_unset() {
         bail!("slurm-start is run by the SPANK plugin, as root, with --user");
     }
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok());
-    let (cgroup_path, cgroup_v1_paths) = match args.stepd_pid {
-        Some(pid) => {
-            let (path, v1_paths) =
-                container_cgroups(pid, args.watch_pid.is_none(), &args.container_id);
-            (Some(path), v1_paths)
-        }
-        None => (None, Default::default()),
-    };
-    let purpose = Purpose {
-        needs_command: false,
-        default_hostname: hostname,
-        proc_hidepid: true,
-        cgroup_path,
-        cgroup_v1_paths,
-        partition: args.partition.clone(),
-        slurm_constrains_devices: constrains_devices(&args.gres_conf.with_file_name("cgroup.conf")),
-        slurm_gpus: match args.slurm_gpus.as_deref() {
-            None => None,
-            Some(list) => Some(SlurmGpus {
-                indexes: match list {
-                    "" => vec![],
-                    list => berth::gpu::parse_list(list)?.unwrap_or_default(),
-                },
-                gres_conf: args.gres_conf.clone(),
-                node: args.node_name.clone(),
-            }),
-        },
-    };
+    let purpose = args.step.purpose()?;
     // The layer locks are inherited by the keeper and held as long as it lives.
     let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
     let cgroup = spec
@@ -85,8 +107,8 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         .map(ContainerCgroup::for_spec)
         .transpose()?;
     let pid = keeper::start_keeper(
-        &spec,
-        args.watch_pid.map(nix::unistd::Pid::from_raw),
+        Kept::Container(&spec),
+        args.step.watch_pid.map(Pid::from_raw),
         cgroup.as_ref(),
     )?;
     // The cgroup outlives this helper; the plugin removes it with the container.
@@ -100,6 +122,70 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         "entrypoint": image.config.entrypoint.clone().unwrap_or_default(),
         "seccomp": spec.seccomp_program.as_deref().map(hex::encode),
         "root_capabilities": spec.root_capabilities.iter().map(|c| c.index()).collect::<Vec<u8>>(),
+        "cgroup_dirs": cgroup_dirs,
+    });
+    println!("{reply}");
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SlurmJoinArgs {
+    /// The keeper of the named container (made by an earlier step) to join.
+    #[arg(long, value_name = "PID")]
+    join_pid: i32,
+    /// The job's user: UID[:GID].
+    #[arg(long, value_name = "UID[:GID]")]
+    user: String,
+    /// This step's bind mounts: SRC:DST[:ro|rw].
+    #[arg(short = 'm', long = "mount", value_name = "SRC:DST[:OPTS]")]
+    mounts: Vec<String>,
+    #[command(flatten)]
+    step: SlurmStepArgs,
+}
+
+/// `berth slurm-join` (hidden): a step's own view into a named container an
+/// earlier step made (see `berth::spec::StepViewSpec`): this step's GPUs
+/// (and nothing of the earlier step's), mounts and cgroup over the
+/// container's files. Prints the keeper's pid, the devices' environment and
+/// the cgroup as one JSON line.
+pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
+    if !ctx.privileged {
+        bail!("slurm-join is run by the SPANK plugin, as root");
+    }
+    let purpose = args.step.purpose()?;
+    let identity = user_identity(&args.user, false)?;
+    let mounts = user_mounts(&ctx.config, &args.mounts, &identity)?;
+    let asks = Asks {
+        gpus: None,
+        limits: Default::default(),
+        root_for_itself: false,
+    };
+    let (devices, cgroup) = devices_and_cgroup(ctx, &identity, &asks, &purpose, None)?;
+    let view = StepViewSpec {
+        devices,
+        mounts,
+        privileged: true,
+        cgroup,
+    };
+    let join = berth::sys::pidfd_open(Pid::from_raw(args.join_pid))
+        .map_err(|e| anyhow::anyhow!("the named container is gone ({e})"))?;
+    let cgroup = view
+        .cgroup
+        .as_ref()
+        .map(ContainerCgroup::for_spec)
+        .transpose()?;
+    let pid = keeper::start_keeper(
+        Kept::StepView {
+            join: &join,
+            view: &view,
+        },
+        args.step.watch_pid.map(Pid::from_raw),
+        cgroup.as_ref(),
+    )?;
+    let cgroup_dirs = cgroup.map(ContainerCgroup::keep).unwrap_or_default();
+    let reply = serde_json::json!({
+        "pid": pid.as_raw(),
+        "device_env": view.devices.env,
         "cgroup_dirs": cgroup_dirs,
     });
     println!("{reply}");

@@ -17,15 +17,29 @@ use nix::unistd::{pipe2, Pid};
 use super::{decode_error, encode_error, RunError, EXIT_BERTH_ERROR};
 use crate::limits::cgroup::ContainerCgroup;
 use crate::rootfs;
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, StepViewSpec};
 use crate::sys;
 use crate::syscall::LinuxSyscall;
 
-/// Starts a keeper for `spec` that lives as long as process `watch` does (or
+/// What a keeper holds.
+pub enum Kept<'a> {
+    /// A new container, built from its spec in new namespaces.
+    Container(&'a ContainerSpec),
+    /// A step's view into the named container whose keeper is `join` (a
+    /// pidfd): its ipc and uts namespaces, a copy of its mount namespace.
+    StepView {
+        /// The named container's keeper.
+        join: &'a OwnedFd,
+        /// What this step sees differently.
+        view: &'a StepViewSpec,
+    },
+}
+
+/// Starts a keeper of `kept` that lives as long as process `watch` does (or
 /// until it is killed, without `watch`), and returns its pid once the
 /// container is ready. Must be called while single-threaded, by root.
 pub fn start_keeper(
-    spec: &ContainerSpec,
+    kept: Kept,
     watch: Option<Pid>,
     cgroup: Option<&ContainerCgroup>,
 ) -> Result<Pid, RunError> {
@@ -41,12 +55,18 @@ pub fn start_keeper(
         .map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
     // The cgroup namespace is made by the keeper once it is in the
     // container's cgroup (see process::run).
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    // A step view joins the named container's namespaces itself.
+    let flags = match kept {
+        Kept::Container(_) => {
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS
+        }
+        Kept::StepView { .. } => CloneFlags::empty(),
+    };
     match sys::clone_into_namespaces(flags) {
         Ok(None) => {
             drop(status_r);
             drop(sync_w);
-            keeper_main(spec, status_w, sync_r, watch_fd)
+            keeper_main(kept, status_w, sync_r, watch_fd)
         }
         Ok(Some(pid)) => {
             drop(status_w);
@@ -84,12 +104,7 @@ pub fn start_keeper(
     }
 }
 
-fn keeper_main(
-    spec: &ContainerSpec,
-    status_w: OwnedFd,
-    sync_r: OwnedFd,
-    watch: Option<OwnedFd>,
-) -> ! {
+fn keeper_main(kept: Kept, status_w: OwnedFd, sync_r: OwnedFd, watch: Option<OwnedFd>) -> ! {
     let _ = nix::unistd::setsid();
     let fail = |message: String| -> ! {
         let _ = nix::unistd::write(&status_w, &encode_error(EXIT_BERTH_ERROR, &message));
@@ -105,7 +120,23 @@ fn keeper_main(
         ));
     }
     let is_dir = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.is_dir());
-    if let Err(e) = rootfs::prepare(&LinuxSyscall, spec, &is_dir) {
+    let built = match kept {
+        Kept::Container(spec) => rootfs::prepare(&LinuxSyscall, spec, &is_dir),
+        Kept::StepView { join, view } => {
+            let sources = rootfs::view::open_sources(&LinuxSyscall, view, &is_dir)
+                .unwrap_or_else(|e| fail(e.to_string()));
+            let joined = nix::sched::setns(
+                join,
+                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+            )
+            .and_then(|()| nix::sched::unshare(CloneFlags::CLONE_NEWNS));
+            if let Err(e) = joined {
+                fail(format!("cannot enter the named container: {e}"));
+            }
+            rootfs::view::build(&LinuxSyscall, view, &sources)
+        }
+    };
+    if let Err(e) = built {
         fail(e.to_string());
     }
     // Nothing of the helper's stdio may stay open: whoever reads its output

@@ -10,6 +10,7 @@
 pub mod dev;
 pub mod overlay;
 pub mod proc;
+pub mod view;
 
 use std::io;
 use std::path::Path;
@@ -132,17 +133,7 @@ pub fn prepare(
     }
     proc::mount_sys(sys, sys_fd).map_err(at("cannot mount", Path::new("/sys")))?;
     if own_cgroup_v2 {
-        // The container's own cgroup (the root of its cgroup namespace),
-        // read-only: its limits and usage can be read, not changed.
-        let cgroup = Path::new("/sys/fs/cgroup");
-        sys.mount(
-            Some(Path::new("cgroup2")),
-            cgroup,
-            Some("cgroup2"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-            None,
-        )
-        .map_err(at("cannot mount", cgroup))?;
+        mount_own_cgroup(sys)?;
     }
     proc::protect_kernel_files(sys, is_dir)
         .map_err(at("cannot mask kernel files under", Path::new("/proc")))?;
@@ -199,6 +190,20 @@ pub fn prepare(
     sys.sethostname(&spec.hostname)
         .map_err(at("cannot set hostname, at", slash))?;
     Ok(())
+}
+
+/// Mounts the container's own cgroup (the root of its cgroup namespace)
+/// read-only at /sys/fs/cgroup: its limits and usage can be read, not changed.
+fn mount_own_cgroup(sys: &dyn Syscall) -> Result<(), RootfsError> {
+    let cgroup = Path::new("/sys/fs/cgroup");
+    sys.mount(
+        Some(Path::new("cgroup2")),
+        cgroup,
+        Some("cgroup2"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        None,
+    )
+    .map_err(at("cannot mount", cgroup))
 }
 
 /// Clones the sources of `mounts` (before pivot_root); with each, whether it is a directory.
