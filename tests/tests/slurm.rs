@@ -238,13 +238,19 @@ fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
         &format!(
             "srun --container-name=c1 --container-image={image} sh -c 'echo kept > /tmp/state'\n\
              srun --container-name=c1 --container-mounts={}:/step-mount cat /tmp/state /step-mount/note\n\
+             srun --container-name=c1 --container-mounts=/no/such/dir:/x true || echo bad-mount-refused\n\
              srun --container-name=c1:exec sh -c 'cat /tmp/state; cat /etc/motd'\n\
              srun --container-name=c2:exec true || echo no-c2\n\
              srun --container-name=c1:create --container-image={image} sh -c 'test -e /tmp/state && echo STALE || echo fresh'\n",
             dir.display()
         ),
     );
-    for expected in ["kept\nmounted\nkept\nlayer2\n", "no-c2\n", "fresh\n"] {
+    for expected in [
+        "kept\nmounted\n",
+        "bad-mount-refused\nkept\nlayer2\n",
+        "no-c2\n",
+        "fresh\n",
+    ] {
         assert!(
             text.contains(expected),
             "{expected:?} missing from:\n{text}"
