@@ -283,7 +283,10 @@ fn keeper_alive(reply: &serde_json::Value) -> bool {
         return false;
     };
     fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("slurm-start"))
+        .map(|c| {
+            let cmdline = String::from_utf8_lossy(&c);
+            cmdline.contains("slurm-start") || cmdline.contains("slurm-join")
+        })
         .unwrap_or(false)
 }
 

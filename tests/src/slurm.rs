@@ -80,7 +80,8 @@ pub fn cluster_with_standard_image() -> (Sandbox, Cluster, String) {
     (s, cluster, image)
 }
 
-/// Command lines of the container keepers started with this sandbox's config.
+/// Command lines of the container keepers (and named containers' step
+/// views) started with this sandbox's config.
 pub fn keeper_cmdlines(s: &Sandbox) -> Vec<String> {
     let needle = s.config().display().to_string();
     std::fs::read_dir("/proc")
@@ -90,7 +91,9 @@ pub fn keeper_cmdlines(s: &Sandbox) -> Vec<String> {
             String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
                 .replace('\0', " ")
         })
-        .filter(|text| text.contains("slurm-start") && text.contains(&needle))
+        .filter(|text| {
+            (text.contains("slurm-start") || text.contains("slurm-join")) && text.contains(&needle)
+        })
         .collect()
 }
 

@@ -189,7 +189,7 @@ fn each_step_of_a_named_container_sees_its_own_gpus() {
         &format!(
             "#SBATCH --gres=gpu:2 -n1 -c2\n\
              for i in 1 2; do srun --exact -n1 -c1 --gres=gpu:1 --container-name=c --container-image={image} sh -c '{step}' & done; wait\n\
-             srun --container-name=c sh -c 'echo FILES $(ls /tmp/steps | wc -l)'\n"
+             srun -n2 -c1 --container-name=c sh -c 'echo FILES $(ls /tmp/steps | wc -l) $(readlink /proc/self/ns/mnt)'\n"
         ),
     );
     let mut seen: Vec<&str> = text
@@ -202,7 +202,12 @@ fn each_step_of_a_named_container_sees_its_own_gpus() {
         .collect();
     seen.sort();
     assert_eq!(seen, ["nvidia0", "nvidia1"], "{text}\n{}", cluster.logs());
-    assert!(text.contains("FILES 2\n"), "{text}");
+    // Both tasks of that step share its one view.
+    let views: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("FILES 2 "))
+        .collect();
+    assert!(views.len() == 2 && views[0] == views[1], "{text}");
     // Each step's view ends with its step, the container with the job.
     wait_until("the named container and the views are gone", || {
         keepers_of(&s) == 0

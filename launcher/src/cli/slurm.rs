@@ -86,6 +86,19 @@ impl SlurmStepArgs {
     }
 }
 
+/// Makes the cgroup, starts the keeper in it; the keeper's pid and the
+/// cgroup's directories (which outlive this helper: the plugin removes
+/// them with the container).
+fn start_keeper(
+    kept: Kept,
+    cgroup: Option<&berth::spec::CgroupSpec>,
+    step: &SlurmStepArgs,
+) -> Result<(Pid, Vec<std::path::PathBuf>)> {
+    let cgroup = cgroup.map(ContainerCgroup::for_spec).transpose()?;
+    let pid = keeper::start_keeper(kept, step.watch_pid.map(Pid::from_raw), cgroup.as_ref())?;
+    Ok((pid, cgroup.map(ContainerCgroup::keep).unwrap_or_default()))
+}
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct SlurmStartArgs {
     #[command(flatten)]
@@ -101,18 +114,8 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let purpose = args.step.purpose()?;
     // The layer locks are inherited by the keeper and held as long as it lives.
     let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
-    let cgroup = spec
-        .cgroup
-        .as_ref()
-        .map(ContainerCgroup::for_spec)
-        .transpose()?;
-    let pid = keeper::start_keeper(
-        Kept::Container(&spec),
-        args.step.watch_pid.map(Pid::from_raw),
-        cgroup.as_ref(),
-    )?;
-    // The cgroup outlives this helper; the plugin removes it with the container.
-    let cgroup_dirs = cgroup.map(ContainerCgroup::keep).unwrap_or_default();
+    let (pid, cgroup_dirs) =
+        start_keeper(Kept::Container(&spec), spec.cgroup.as_ref(), &args.step)?;
     let reply = serde_json::json!({
         "pid": pid.as_raw(),
         "image": image.id,
@@ -169,20 +172,14 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
     };
     let join = berth::sys::pidfd_open(Pid::from_raw(args.join_pid))
         .map_err(|e| anyhow::anyhow!("the named container is gone ({e})"))?;
-    let cgroup = view
-        .cgroup
-        .as_ref()
-        .map(ContainerCgroup::for_spec)
-        .transpose()?;
-    let pid = keeper::start_keeper(
+    let (pid, cgroup_dirs) = start_keeper(
         Kept::StepView {
             join: &join,
             view: &view,
         },
-        args.step.watch_pid.map(Pid::from_raw),
-        cgroup.as_ref(),
+        view.cgroup.as_ref(),
+        &args.step,
     )?;
-    let cgroup_dirs = cgroup.map(ContainerCgroup::keep).unwrap_or_default();
     let reply = serde_json::json!({
         "pid": pid.as_raw(),
         "device_env": view.devices.env,

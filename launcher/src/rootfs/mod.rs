@@ -48,15 +48,7 @@ pub fn prepare(
     is_dir: &dyn Fn(&Path) -> Option<bool>,
 ) -> Result<(), RootfsError> {
     let slash = Path::new("/");
-    // Nothing we mount may propagate back to the host.
-    sys.mount(
-        None,
-        slash,
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )
-    .map_err(at("cannot make mounts private at", slash))?;
+    make_mounts_private(sys)?;
 
     let base = &spec.mount_point;
     let tmpfs_options = format!("mode=755,size={}", spec.upper_size);
@@ -190,6 +182,20 @@ pub fn prepare(
     sys.sethostname(&spec.hostname)
         .map_err(at("cannot set hostname, at", slash))?;
     Ok(())
+}
+
+/// Makes every mount private: nothing mounted after may propagate back to
+/// the host (or to another step's copy of the namespace).
+fn make_mounts_private(sys: &dyn Syscall) -> Result<(), RootfsError> {
+    let slash = Path::new("/");
+    sys.mount(
+        None,
+        slash,
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(at("cannot make mounts private at", slash))
 }
 
 /// Mounts the container's own cgroup (the root of its cgroup namespace)

@@ -7,8 +7,6 @@
 
 use std::path::Path;
 
-use nix::mount::MsFlags;
-
 use super::{at, attach_mounts, clone_mount_sources, dev, RootfsError};
 use crate::spec::StepViewSpec;
 use crate::syscall::Syscall;
@@ -51,15 +49,7 @@ pub fn build(
     view: &StepViewSpec,
     sources: &ViewSources,
 ) -> Result<(), RootfsError> {
-    let slash = Path::new("/");
-    sys.mount(
-        None,
-        slash,
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )
-    .map_err(at("cannot make mounts private at", slash))?;
+    super::make_mounts_private(sys)?;
     // A new /dev over the container's: the earlier step's devices, /dev/shm
     // and terminals stay out of this step's sight.
     dev::setup_dev(sys, &sources.standard_devices, view.privileged)
