@@ -31,13 +31,26 @@ hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/srun.json" \
     -n "srun -n8 true" "runuser -u $user -- env SLURM_CONF=$conf srun -n8 -O true" \
     -n "srun -n8 --container-image true" "runuser -u $user -- env SLURM_CONF=$conf srun -n8 -O --container-image=$work/image true" >/dev/null
 
-python3 - "$work/srun.json" <<'PY'
+# Later steps of a job joining a named container (each gets its own view:
+# berth slurm-join), against bare steps in the same allocation.
+install -d -m 777 "$work/named"
+as_user salloc -n1 --quiet bash -c "srun --container-name=bench --container-image=$work/image true && \
+    hyperfine -N --warmup 3 --runs $runs --export-json $work/named/named.json \
+    -n 'srun -n1 true (in a job)' 'srun -n1 true' \
+    -n 'srun -n1 --container-name (later step)' 'srun -n1 --container-name=bench true' >/dev/null"
+
+python3 - "$work/srun.json" "$work/named/named.json" <<'PY'
 import json, statistics, sys
-med = {r["command"]: statistics.median(r["times"]) * 1000 for r in json.load(open(sys.argv[1]))["results"]}
+med = {}
+for path in sys.argv[1:]:
+    med.update({r["command"]: statistics.median(r["times"]) * 1000 for r in json.load(open(path))["results"]})
 print("| step | median ms | added by the container |")
 print("| --- | ---: | ---: |")
 for n in ("1", "8"):
     bare, cont = med[f"srun -n{n} true"], med[f"srun -n{n} --container-image true"]
     print(f"| srun -n{n} true | {bare:.1f} | |")
-    print(f"| srun -n{n} --container-image=<cached> true | {cont:.1f} | +{cont - bare:.1f} ms |")
+    print(f"| srun -n{n} --container-image=<cached> true | {cont:.1f} | {cont - bare:+.1f} ms |")
+bare, named = med["srun -n1 true (in a job)"], med["srun -n1 --container-name (later step)"]
+print(f"| srun -n1 true, inside a job | {bare:.1f} | |")
+print(f"| srun -n1 --container-name=<made by an earlier step> true | {named:.1f} | {named - bare:+.1f} ms |")
 PY
