@@ -382,5 +382,40 @@ impl Drop for Cluster {
         }
         // slurmstepd processes of this cluster die with their steps; give them a moment.
         std::thread::sleep(Duration::from_millis(200));
+        self.sweep_containers();
+    }
+}
+
+impl Cluster {
+    /// Ends what the plugin left when a test failed before the job's
+    /// epilog ran (a named container's keeper, its cgroup): the plugin's
+    /// own record of each is in the runtime dir.
+    fn sweep_containers(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir().join("run/slurm")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(reply) = std::fs::read(entry.path().join("keeper.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            else {
+                continue;
+            };
+            if let Some(pid) = reply["pid"].as_i64() {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains("slurm-") {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            for dir in reply["cgroup_dirs"].as_array().into_iter().flatten() {
+                if let Some(dir) = dir.as_str().filter(|d| d.starts_with("/sys/fs/cgroup/")) {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+        }
     }
 }

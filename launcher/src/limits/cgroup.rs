@@ -252,6 +252,16 @@ impl ContainerCgroup {
         dirs
     }
 
+    /// Opens the cgroup's directory on cgroup v2 (for a child to be born
+    /// in it); None on v1.
+    pub fn open_v2_dir(&self) -> Option<std::os::fd::OwnedFd> {
+        if !is_v2() {
+            return None;
+        }
+        let dir = self.dirs().into_iter().next()?;
+        std::fs::File::open(dir).ok().map(Into::into)
+    }
+
     /// Moves process `pid` (and on v1 all its threads) into the cgroup.
     pub fn add_process(&self, pid: u32) -> Result<(), LimitsError> {
         for part in &self.parts {

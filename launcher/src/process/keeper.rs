@@ -62,7 +62,8 @@ pub fn start_keeper(
         }
         Kept::StepView { .. } => CloneFlags::empty(),
     };
-    match sys::clone_into_namespaces(flags) {
+    let (cloned, born_in_cgroup) = super::clone_child(flags, cgroup);
+    match cloned {
         Ok(None) => {
             drop(status_r);
             drop(sync_w);
@@ -71,7 +72,7 @@ pub fn start_keeper(
         Ok(Some(pid)) => {
             drop(status_w);
             drop(sync_r);
-            if let Some(cg) = cgroup {
+            if let Some(cg) = cgroup.filter(|_| !born_in_cgroup) {
                 if let Err(e) = cg.add_process(pid.as_raw() as u32) {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                     let _ = nix::sys::wait::waitpid(pid, None);

@@ -28,6 +28,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 
 use crate::idmap::{self, UserNsMaps};
+use crate::limits::cgroup::ContainerCgroup;
 use crate::spec::ContainerSpec;
 use crate::sys;
 
@@ -84,7 +85,7 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     let cgroup = spec
         .cgroup
         .as_ref()
-        .map(crate::limits::cgroup::ContainerCgroup::for_spec)
+        .map(ContainerCgroup::for_spec)
         .transpose()
         .map_err(|e| RunError::Host(e.to_string()))?;
     let plan = idmap::plan(&spec.identity);
@@ -101,7 +102,8 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     if plan.outer.is_some() {
         flags |= CloneFlags::CLONE_NEWUSER;
     }
-    let child = match sys::clone_into_namespaces(flags) {
+    let (cloned, born_in_cgroup) = clone_child(flags, cgroup.as_ref());
+    let child = match cloned {
         Ok(None) => {
             drop(status_r);
             drop(sync_w);
@@ -118,10 +120,10 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     drop(status_w);
     drop(sync_r);
     let placed = match &cgroup {
-        Some(cg) => cg
+        Some(cg) if !born_in_cgroup => cg
             .add_process(child.as_raw() as u32)
             .map_err(|e| RunError::Host(e.to_string())),
-        None => Ok(()),
+        _ => Ok(()),
     };
     let result = placed
         .and_then(|()| start(child, &plan, status_r, &sync_w))
@@ -135,6 +137,28 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     let oom_kills = cgroup.as_ref().map_or(0, |cg| cg.oom_kills());
     drop(cgroup); // kills anything left and removes the cgroup
     result.map(|code| Exit { code, oom_kills })
+}
+
+/// Forks the container's first process into new namespaces; on cgroup v2
+/// it is born in the container's cgroup (the second value says so), else
+/// the caller moves it in.
+fn clone_child(
+    flags: CloneFlags,
+    cgroup: Option<&ContainerCgroup>,
+) -> (nix::Result<Option<Pid>>, bool) {
+    use std::os::fd::AsFd;
+    if let Some(dir) = cgroup.and_then(ContainerCgroup::open_v2_dir) {
+        match sys::clone_into_cgroup(flags, dir.as_fd()) {
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {} // before Linux 5.7
+            cloned => {
+                if let Ok(Some(pid)) = cloned {
+                    tracing::debug!(%pid, "the container's first process is born in its cgroup (clone3)");
+                }
+                return (cloned, true);
+            }
+        }
+    }
+    (sys::clone_into_namespaces(flags), false)
 }
 
 /// The outside half of start-up: write maps when asked, until the status pipe
