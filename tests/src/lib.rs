@@ -201,6 +201,10 @@ pub fn test_user() -> (u32, u32) {
         let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
         Some((uid, gid))
     };
+    // Tests run on threads: one creates the user while the others wait
+    // (two useradd at once fail on /etc/passwd's lock).
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(ids) = lookup() {
         return ids;
     }
