@@ -27,6 +27,9 @@ pub struct Joined {
     remap_root: Option<(u32, u32, Vec<u8>)>,
     /// With --container-entrypoint: the image's Entrypoint, run before the task's argv.
     entrypoint: Option<Vec<String>>,
+    /// With --container-workdir: where the task starts (Slurm's own chdir to
+    /// the job's directory comes after the privileged hook).
+    workdir: Option<String>,
 }
 
 /// `berth-entrypoint` (entrypoint/main.rs), built static by build.rs.
@@ -259,11 +262,22 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
                 .collect::<Vec<_>>()
         })
         .filter(|e| !e.is_empty());
+    let workdir = values.get("container-workdir").map(String::from);
+    if let Some(dir) = &workdir {
+        // Made by root in the container (an earlier step of a named
+        // container may not have it); entered as the user in task_init.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("--container-workdir {dir}: cannot create it: {e}"))?;
+    }
     with_state(|s| {
         s.joined = Some(Joined {
             seccomp,
             remap_root,
             entrypoint,
+            workdir,
         })
     });
     Ok(())
@@ -463,6 +477,11 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     let Some(joined) = with_state(|s| s.joined.take()) else {
         return Ok(());
     };
+    if let Some(dir) = &joined.workdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| format!("--container-workdir {dir}: cannot enter it: {e}"))?;
+        ffi::setenv(sp, "PWD", dir, true);
+    }
     if let Some(entrypoint) = &joined.entrypoint {
         run_through_entrypoint(sp, entrypoint)?;
     }

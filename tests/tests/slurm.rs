@@ -466,3 +466,33 @@ fn container_entrypoint_runs_the_images_entrypoint_before_the_command() {
         stderr(&out)
     );
 }
+
+#[test]
+fn container_workdir_is_where_the_tasks_start() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    // Without it the tasks start in the job's directory (here /tmp, which
+    // the image has too); with it, in the directory named, made when
+    // missing, for a named container's later step as well.
+    let text = cluster.batch(
+        &shared_dir(&s, "workdir"),
+        &format!(
+            "#SBATCH -n2\n\
+             cd /tmp\n\
+             srun -n1 --container-image={image} sh -c 'echo A $(readlink /proc/self/cwd) $PWD'\n\
+             srun -n1 --container-image={image} --container-workdir=/opt/wd sh -c 'echo B $(readlink /proc/self/cwd) $PWD'\n\
+             srun -n1 --container-name=n --container-image={image} true\n\
+             srun --container-name=n --container-workdir=/srv/later -n2 sh -c 'echo C $(readlink /proc/self/cwd)'\n"
+        ),
+    );
+    for expected in [
+        "A /tmp /tmp\n",
+        "B /opt/wd /opt/wd\n",
+        "C /srv/later\nC /srv/later\n",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+}
