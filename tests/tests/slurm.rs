@@ -496,3 +496,41 @@ fn container_workdir_is_where_the_tasks_start() {
         );
     }
 }
+
+#[test]
+fn readonly_and_mount_home_do_what_they_say_as_options_and_variables() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let (uid, gid) = test_user();
+    let home = nix::unistd::User::from_uid(uid.into())
+        .unwrap()
+        .expect("the test user has a passwd entry")
+        .dir;
+    std::fs::create_dir_all(&home).unwrap();
+    let probe = home.join(".berth-home-probe");
+    std::fs::write(&probe, "home\n").unwrap();
+    nix::unistd::chown(&probe, Some(uid.into()), Some(gid.into())).unwrap();
+    let probe = probe.display();
+    let text = cluster.batch(
+        &shared_dir(&s, "flags"),
+        &format!(
+            "srun --container-image={image} sh -c 'grep -q \" / / rw\" /proc/self/mountinfo && touch /tmp/made && echo writable; cat {probe} 2>/dev/null || echo no-home'\n\
+             srun --container-image={image} --container-readonly sh -c 'grep -q \" / / ro\" /proc/self/mountinfo && echo read-only; touch /tmp/x && echo tmp-writable'\n\
+             BERTH_CONTAINER_READONLY=1 srun --container-image={image} sh -c 'grep -q \" / / ro\" /proc/self/mountinfo && echo read-only-by-variable'\n\
+             srun --container-image={image} --container-mount-home cat {probe}\n\
+             BERTH_CONTAINER_MOUNT_HOME=1 srun --container-image={image} sh -c 'cat {probe} && touch {probe}.written && echo home-writable'\n"
+        ),
+    );
+    let _ = std::fs::remove_file(home.join(".berth-home-probe.written"));
+    for expected in [
+        "writable\nno-home\n",
+        "read-only\ntmp-writable\n",
+        "read-only-by-variable\n",
+        "home\nhome\nhome-writable\n",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+}
