@@ -91,13 +91,7 @@ pub fn prepare(
     let sys_fd = sys
         .clone_tree(Path::new("/sys"), true)
         .map_err(at("cannot clone", Path::new("/sys")))?;
-    let mut node_fds = Vec::with_capacity(spec.devices.nodes.len());
-    for node in &spec.devices.nodes {
-        node_fds.push(
-            sys.clone_tree(&node.host, false)
-                .map_err(at("cannot open device", &node.host))?,
-        );
-    }
+    let node_fds = clone_device_nodes(sys, &spec.devices.nodes)?;
     let device_mount_fds = clone_mount_sources(sys, &spec.devices.mounts, is_dir)?;
     let mount_fds = clone_mount_sources(sys, &spec.mounts, is_dir)?;
     let ldconfig_fd = match spec.devices.ldcache_folders.is_empty() {
@@ -210,6 +204,20 @@ fn mount_own_cgroup(sys: &dyn Syscall) -> Result<(), RootfsError> {
         None,
     )
     .map_err(at("cannot mount", cgroup))
+}
+
+/// Clones the host device files of GPUs and other devices (before pivot_root).
+fn clone_device_nodes(
+    sys: &dyn Syscall,
+    nodes: &[crate::spec::DeviceNode],
+) -> Result<Vec<i32>, RootfsError> {
+    nodes
+        .iter()
+        .map(|node| {
+            sys.clone_tree(&node.host, false)
+                .map_err(at("cannot open device", &node.host))
+        })
+        .collect()
 }
 
 /// Clones the sources of `mounts` (before pivot_root); with each, whether it is a directory.

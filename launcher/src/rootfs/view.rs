@@ -27,13 +27,7 @@ pub fn open_sources(
 ) -> Result<ViewSources, RootfsError> {
     let standard_devices = dev::clone_host_devices(sys, None)
         .map_err(at("cannot clone host device under", Path::new("/dev")))?;
-    let mut nodes = Vec::with_capacity(view.devices.nodes.len());
-    for node in &view.devices.nodes {
-        nodes.push(
-            sys.clone_tree(&node.host, false)
-                .map_err(at("cannot open device", &node.host))?,
-        );
-    }
+    let nodes = super::clone_device_nodes(sys, &view.devices.nodes)?;
     let mounts = clone_mount_sources(sys, &view.mounts, is_dir)?;
     Ok(ViewSources {
         standard_devices,
