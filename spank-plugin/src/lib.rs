@@ -11,6 +11,7 @@
 //! `task_init_privileged`, which fails only the tasks.
 
 mod ffi;
+mod helper;
 mod options;
 mod remote;
 
