@@ -30,6 +30,9 @@ pub trait Syscall {
     fn chdir(&self, path: &Path) -> io::Result<()>;
     /// Creates a directory and its parents.
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Creates the working directory when missing (see
+    /// [`crate::rootfs::workdir`]: root only in the container's own filesystem).
+    fn make_working_dir(&self, path: &Path, identity: &crate::spec::Identity) -> io::Result<()>;
     /// Creates an empty file to mount over, if nothing is there.
     fn touch(&self, path: &Path) -> io::Result<()>;
     /// Creates a symlink, replacing nothing.
@@ -97,6 +100,19 @@ impl Syscall for LinuxSyscall {
             .recursive(true)
             .mode(mode)
             .create(path)
+    }
+
+    fn make_working_dir(&self, path: &Path, identity: &crate::spec::Identity) -> io::Result<()> {
+        if !identity.privileged {
+            // The user's own user namespace: everything is made as the user.
+            return self.mkdir_all(path, 0o755);
+        }
+        crate::rootfs::workdir::make_working_dir(
+            path,
+            identity.host_uid,
+            identity.host_gid,
+            &identity.host_groups,
+        )
     }
 
     fn touch(&self, path: &Path) -> io::Result<()> {
@@ -265,6 +281,9 @@ impl Syscall for RecordingSyscall {
     }
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
         self.record(format!("mkdir {} {mode:o}", path.display()))
+    }
+    fn make_working_dir(&self, path: &Path, _: &crate::spec::Identity) -> io::Result<()> {
+        self.record(format!("workdir {}", path.display()))
     }
     fn touch(&self, path: &Path) -> io::Result<()> {
         self.record(format!("touch {}", path.display()))

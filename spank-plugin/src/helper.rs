@@ -76,10 +76,7 @@ fn helper_command(
 }
 
 /// Runs a helper; its JSON answer, or its last error line.
-fn run_helper(
-    mut cmd: Command,
-    args: &PlugstackArgs,
-) -> Result<serde_json::Value, String> {
+fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<serde_json::Value, String> {
     let out = cmd.output().map_err(|e| {
         format!(
             "cannot run {}: {e} (is berth installed on this node?)",

@@ -265,12 +265,10 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .filter(|e| !e.is_empty());
     let workdir = values.get("container-workdir").map(String::from);
     if let Some(dir) = &workdir {
-        // Made by root in the container (an earlier step of a named
-        // container may not have it); entered as the user in task_init.
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
+        // Made in the container (an earlier step of a named container may
+        // not have it): by root in its own filesystem, by the user on a
+        // host path mounted in; entered as the user in task_init.
+        berth::rootfs::workdir::make_working_dir(Path::new(dir), uid, gid, &[])
             .map_err(|e| format!("--container-workdir {dir}: cannot create it: {e}"))?;
     }
     with_state(|s| {

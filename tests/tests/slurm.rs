@@ -471,9 +471,21 @@ fn container_entrypoint_runs_the_images_entrypoint_before_the_command() {
 fn container_workdir_is_where_the_tasks_start() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
+    // Host directories mounted in: one only root may write, one the user's.
+    let (uid, gid) = test_user();
+    let roots = s.path().join("roots");
+    let users = s.path().join("users");
+    std::fs::create_dir(&roots).unwrap();
+    std::fs::create_dir(&users).unwrap();
+    std::os::unix::fs::chown(&users, Some(uid), Some(gid)).unwrap();
+    let (roots_opt, users_opt) = (
+        format!("--container-mounts={}:/roots", roots.display()),
+        format!("--container-mounts={}:/users", users.display()),
+    );
     // Without it the tasks start in the job's directory (here /tmp, which
     // the image has too); with it, in the directory named, made when
-    // missing, for a named container's later step as well.
+    // missing, for a named container's later step as well. On a host path
+    // mounted in, the user makes it with the user's rights, never root.
     let text = cluster.batch(
         &shared_dir(&s, "workdir"),
         &format!(
@@ -482,19 +494,36 @@ fn container_workdir_is_where_the_tasks_start() {
              srun -n1 --container-image={image} sh -c 'echo A $(readlink /proc/self/cwd) $PWD'\n\
              srun -n1 --container-image={image} --container-workdir=/opt/wd sh -c 'echo B $(readlink /proc/self/cwd) $PWD'\n\
              srun -n1 --container-name=n --container-image={image} true\n\
-             srun --container-name=n --container-workdir=/srv/later -n2 sh -c 'echo C $(readlink /proc/self/cwd)'\n"
+             srun --container-name=n --container-workdir=/srv/later -n2 sh -c 'echo C $(readlink /proc/self/cwd)'\n\
+             srun -n1 --container-image={image} {roots_opt} --container-workdir=/roots/new true || echo D refused\n\
+             srun -n1 --container-image={image} {users_opt} --container-workdir=/users/new/sub sh -c 'echo E $(readlink /proc/self/cwd)'\n\
+             srun -n1 --container-name=n {roots_opt} --container-workdir=/roots/later true || echo F refused\n"
         ),
     );
     for expected in [
         "A /tmp /tmp\n",
         "B /opt/wd /opt/wd\n",
         "C /srv/later\nC /srv/later\n",
+        "D refused\n",
+        "E /users/new/sub\n",
+        "F refused\n",
     ] {
         assert!(
             text.contains(expected),
             "{expected:?} missing from:\n{text}"
         );
     }
+    assert!(
+        text.contains("where the user may not create it"),
+        "the refusal says why:\n{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&roots).unwrap().count(),
+        0,
+        "root wrote nothing there"
+    );
+    let made = std::fs::metadata(users.join("new/sub")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), uid);
 }
 
 #[test]

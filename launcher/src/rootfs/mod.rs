@@ -11,6 +11,7 @@ pub mod dev;
 pub mod overlay;
 pub mod proc;
 pub mod view;
+pub mod workdir;
 
 use std::io;
 use std::path::Path;
@@ -150,7 +151,7 @@ pub fn prepare(
             ))?;
     }
     attach_mounts(sys, &spec.mounts, &mount_fds)?;
-    sys.mkdir_all(&spec.process.cwd, 0o755)
+    sys.make_working_dir(&spec.process.cwd, &spec.identity)
         .map_err(at("cannot create working directory", &spec.process.cwd))?;
     if spec.read_only {
         let tmp = Path::new("/tmp");
@@ -377,7 +378,7 @@ mod tests {
             "mount - / - MsFlags(MS_RDONLY | MS_REMOUNT | MS_BIND)",
         );
         assert!(position(&calls, "mount tmpfs /tmp tmpfs") > remount);
-        assert!(position(&calls, "mkdir /work") < remount);
+        assert!(position(&calls, "workdir /work") < remount);
         let calls = record(&spec(false));
         assert!(!calls.iter().any(|c| c.contains("MS_REMOUNT")));
     }
