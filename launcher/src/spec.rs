@@ -158,8 +158,9 @@ pub struct StepViewSpec {
     pub devices: DeviceEdits,
     /// This step's bind mounts.
     pub mounts: Vec<BindMount>,
-    /// The mount namespace belongs to the host's user namespace.
-    pub privileged: bool,
+    /// The job's user (the mount namespace belongs to the host's user
+    /// namespace: `privileged`).
+    pub identity: Identity,
     /// This step's cgroup, or None.
     pub cgroup: Option<CgroupSpec>,
 }

@@ -30,9 +30,15 @@ pub trait Syscall {
     fn chdir(&self, path: &Path) -> io::Result<()>;
     /// Creates a directory and its parents.
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
-    /// Creates the working directory when missing (see
-    /// [`crate::rootfs::workdir`]: root only in the container's own filesystem).
-    fn make_working_dir(&self, path: &Path, identity: &crate::spec::Identity) -> io::Result<()>;
+    /// Creates a path for the user when missing: the working directory or a
+    /// mount point (see [`crate::rootfs::user_paths`]: root makes only what
+    /// lies in the container's own filesystem).
+    fn make_user_path(
+        &self,
+        path: &Path,
+        kind: crate::rootfs::user_paths::Kind,
+        identity: &crate::spec::Identity,
+    ) -> io::Result<()>;
     /// Creates an empty file to mount over, if nothing is there.
     fn touch(&self, path: &Path) -> io::Result<()>;
     /// Creates a symlink, replacing nothing.
@@ -102,17 +108,27 @@ impl Syscall for LinuxSyscall {
             .create(path)
     }
 
-    fn make_working_dir(&self, path: &Path, identity: &crate::spec::Identity) -> io::Result<()> {
-        if !identity.privileged {
+    fn make_user_path(
+        &self,
+        path: &Path,
+        kind: crate::rootfs::user_paths::Kind,
+        identity: &crate::spec::Identity,
+    ) -> io::Result<()> {
+        use crate::rootfs::user_paths::{self, Kind, User};
+        match (identity.privileged, kind) {
             // The user's own user namespace: everything is made as the user.
-            return self.mkdir_all(path, 0o755);
+            (false, Kind::Dir) => self.mkdir_all(path, 0o755),
+            (false, Kind::File) => self.touch(path),
+            (true, kind) => user_paths::make(
+                path,
+                kind,
+                User {
+                    uid: identity.host_uid,
+                    gid: identity.host_gid,
+                    groups: &identity.host_groups,
+                },
+            ),
         }
-        crate::rootfs::workdir::make_working_dir(
-            path,
-            identity.host_uid,
-            identity.host_gid,
-            &identity.host_groups,
-        )
     }
 
     fn touch(&self, path: &Path) -> io::Result<()> {
@@ -282,8 +298,16 @@ impl Syscall for RecordingSyscall {
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
         self.record(format!("mkdir {} {mode:o}", path.display()))
     }
-    fn make_working_dir(&self, path: &Path, _: &crate::spec::Identity) -> io::Result<()> {
-        self.record(format!("workdir {}", path.display()))
+    fn make_user_path(
+        &self,
+        path: &Path,
+        kind: crate::rootfs::user_paths::Kind,
+        _: &crate::spec::Identity,
+    ) -> io::Result<()> {
+        match kind {
+            crate::rootfs::user_paths::Kind::Dir => self.mkdir_all(path, 0o755),
+            crate::rootfs::user_paths::Kind::File => self.touch(path),
+        }
     }
     fn touch(&self, path: &Path) -> io::Result<()> {
         self.record(format!("touch {}", path.display()))

@@ -268,7 +268,13 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         // Made in the container (an earlier step of a named container may
         // not have it): by root in its own filesystem, by the user on a
         // host path mounted in; entered as the user in task_init.
-        berth::rootfs::workdir::make_working_dir(Path::new(dir), uid, gid, &[])
+        use berth::rootfs::user_paths::{self, Kind, User};
+        let user = User {
+            uid,
+            gid,
+            groups: &[],
+        };
+        user_paths::make(Path::new(dir), Kind::Dir, user)
             .map_err(|e| format!("--container-workdir {dir}: cannot create it: {e}"))?;
     }
     with_state(|s| {

@@ -482,6 +482,18 @@ fn container_workdir_is_where_the_tasks_start() {
         format!("--container-mounts={}:/roots", roots.display()),
         format!("--container-mounts={}:/users", users.display()),
     );
+    // A mount inside another: its mount point is made in that host directory.
+    let other = s.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("marker"), "").unwrap();
+    let nested = |outer: &std::path::Path, name: &str| {
+        format!(
+            "--container-mounts={}:/{name},{}:/{name}/inner",
+            outer.display(),
+            other.display()
+        )
+    };
+    let (roots_nested, users_nested) = (nested(&roots, "roots"), nested(&users, "users"));
     // Without it the tasks start in the job's directory (here /tmp, which
     // the image has too); with it, in the directory named, made when
     // missing, for a named container's later step as well. On a host path
@@ -497,7 +509,9 @@ fn container_workdir_is_where_the_tasks_start() {
              srun --container-name=n --container-workdir=/srv/later -n2 sh -c 'echo C $(readlink /proc/self/cwd)'\n\
              srun -n1 --container-image={image} {roots_opt} --container-workdir=/roots/new true || echo D refused\n\
              srun -n1 --container-image={image} {users_opt} --container-workdir=/users/new/sub sh -c 'echo E $(readlink /proc/self/cwd)'\n\
-             srun -n1 --container-name=n {roots_opt} --container-workdir=/roots/later true || echo F refused\n"
+             srun -n1 --container-name=n {roots_opt} --container-workdir=/roots/later true || echo F refused\n\
+             srun -n1 --container-image={image} {roots_nested} true || echo G refused\n\
+             srun -n1 --container-image={image} {users_nested} sh -c 'test -e /users/inner/marker && echo H nested'\n"
         ),
     );
     for expected in [
@@ -507,6 +521,8 @@ fn container_workdir_is_where_the_tasks_start() {
         "D refused\n",
         "E /users/new/sub\n",
         "F refused\n",
+        "G refused\n",
+        "H nested\n",
     ] {
         assert!(
             text.contains(expected),
@@ -522,8 +538,10 @@ fn container_workdir_is_where_the_tasks_start() {
         0,
         "root wrote nothing there"
     );
-    let made = std::fs::metadata(users.join("new/sub")).unwrap();
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), uid);
+    for made in ["new/sub", "inner"] {
+        let made = std::fs::metadata(users.join(made)).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), uid);
+    }
 }
 
 #[test]

@@ -167,7 +167,7 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
     let view = StepViewSpec {
         devices,
         mounts,
-        privileged: true,
+        identity,
         cgroup,
     };
     let join = berth::sys::pidfd_open(Pid::from_raw(args.join_pid))

@@ -10,8 +10,8 @@
 pub mod dev;
 pub mod overlay;
 pub mod proc;
+pub mod user_paths;
 pub mod view;
-pub mod workdir;
 
 use std::io;
 use std::path::Path;
@@ -127,7 +127,7 @@ pub fn prepare(
 
     // A device's driver files come first, and the library cache is rebuilt
     // before any of the user's mounts exist.
-    attach_mounts(sys, &spec.devices.mounts, &device_mount_fds)?;
+    attach_mounts(sys, &spec.devices.mounts, &device_mount_fds, None)?;
     for (target, link) in &spec.devices.symlinks {
         if let Some(parent) = link.parent() {
             sys.mkdir_all(parent, 0o755)
@@ -150,8 +150,8 @@ pub fn prepare(
                 &spec.devices.ldcache_folders[0],
             ))?;
     }
-    attach_mounts(sys, &spec.mounts, &mount_fds)?;
-    sys.make_working_dir(&spec.process.cwd, &spec.identity)
+    attach_mounts(sys, &spec.mounts, &mount_fds, Some(&spec.identity))?;
+    sys.make_user_path(&spec.process.cwd, user_paths::Kind::Dir, &spec.identity)
         .map_err(at("cannot create working directory", &spec.process.cwd))?;
     if spec.read_only {
         let tmp = Path::new("/tmp");
@@ -239,16 +239,24 @@ fn clone_mount_sources(
 }
 
 /// Attaches cloned mount sources at their destinations (after pivot_root).
+/// The user's mount points are made as [`user_paths`] says; a device's
+/// (from berth.toml's CDI specs) by root.
 fn attach_mounts(
     sys: &dyn Syscall,
     mounts: &[crate::spec::BindMount],
     fds: &[(i32, bool)],
+    users: Option<&crate::spec::Identity>,
 ) -> Result<(), RootfsError> {
     for (m, &(fd, source_is_dir)) in mounts.iter().zip(fds) {
         let target = &m.destination;
-        match source_is_dir {
-            true => sys.mkdir_all(target, 0o755),
-            false => sys.touch(target),
+        let kind = match source_is_dir {
+            true => user_paths::Kind::Dir,
+            false => user_paths::Kind::File,
+        };
+        match (users, kind) {
+            (Some(identity), kind) => sys.make_user_path(target, kind, identity),
+            (None, user_paths::Kind::Dir) => sys.mkdir_all(target, 0o755),
+            (None, user_paths::Kind::File) => sys.touch(target),
         }
         .map_err(at("cannot create mount point", target))?;
         sys.attach_tree(fd, target)
@@ -378,7 +386,7 @@ mod tests {
             "mount - / - MsFlags(MS_RDONLY | MS_REMOUNT | MS_BIND)",
         );
         assert!(position(&calls, "mount tmpfs /tmp tmpfs") > remount);
-        assert!(position(&calls, "workdir /work") < remount);
+        assert!(position(&calls, "mkdir /work") < remount);
         let calls = record(&spec(false));
         assert!(!calls.iter().any(|c| c.contains("MS_REMOUNT")));
     }

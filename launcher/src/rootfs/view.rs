@@ -46,7 +46,7 @@ pub fn build(
     super::make_mounts_private(sys)?;
     // A new /dev over the container's: the earlier step's devices, /dev/shm
     // and terminals stay out of this step's sight.
-    dev::setup_dev(sys, &sources.standard_devices, view.privileged)
+    dev::setup_dev(sys, &sources.standard_devices, view.identity.privileged)
         .map_err(at("cannot set up", Path::new("/dev")))?;
     for (node, &fd) in view.devices.nodes.iter().zip(&sources.nodes) {
         dev::bind_fd(sys, fd, &node.path).map_err(at("cannot bind device onto", &node.path))?;
@@ -54,5 +54,5 @@ pub fn build(
     if view.cgroup.is_some() && crate::limits::cgroup::is_v2() {
         super::mount_own_cgroup(sys)?;
     }
-    attach_mounts(sys, &view.mounts, &sources.mounts)
+    attach_mounts(sys, &view.mounts, &sources.mounts, Some(&view.identity))
 }
