@@ -62,23 +62,15 @@ pub fn start_keeper(
         }
         Kept::StepView { .. } => CloneFlags::empty(),
     };
-    let (cloned, born_in_cgroup) = super::clone_child(flags, cgroup);
-    match cloned {
-        Ok(None) => {
+    match super::clone_child(flags, cgroup)? {
+        None => {
             drop(status_r);
             drop(sync_w);
             keeper_main(kept, status_w, sync_r, watch_fd)
         }
-        Ok(Some(pid)) => {
+        Some(pid) => {
             drop(status_w);
             drop(sync_r);
-            if let Some(cg) = cgroup.filter(|_| !born_in_cgroup) {
-                if let Err(e) = cg.add_process(pid.as_raw() as u32) {
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                    let _ = nix::sys::wait::waitpid(pid, None);
-                    return Err(RunError::Host(e.to_string()));
-                }
-            }
             let _ = nix::unistd::write(&sync_w, b"G");
             drop(sync_w);
             let mut status = std::fs::File::from(status_r);
@@ -99,9 +91,6 @@ pub fn start_keeper(
                 }
             }
         }
-        Err(e) => Err(RunError::Host(format!(
-            "cannot create the container's namespaces: {e}"
-        ))),
     }
 }
 

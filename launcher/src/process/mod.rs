@@ -102,8 +102,7 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     if plan.outer.is_some() {
         flags |= CloneFlags::CLONE_NEWUSER;
     }
-    let (cloned, born_in_cgroup) = clone_child(flags, cgroup.as_ref());
-    let child = match cloned {
+    let child = match clone_child(flags, cgroup.as_ref()) {
         Ok(None) => {
             drop(status_r);
             drop(sync_w);
@@ -112,22 +111,13 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
         Ok(Some(pid)) => pid,
         Err(e) => {
             let _ = old_mask.restore();
-            return Err(RunError::Host(format!(
-                "cannot create the container's namespaces: {e}"
-            )));
+            return Err(e);
         }
     };
     drop(status_w);
     drop(sync_r);
-    let placed = match &cgroup {
-        Some(cg) if !born_in_cgroup => cg
-            .add_process(child.as_raw() as u32)
-            .map_err(|e| RunError::Host(e.to_string())),
-        _ => Ok(()),
-    };
-    let result = placed
-        .and_then(|()| start(child, &plan, status_r, &sync_w))
-        .and_then(|()| signals::wait_forwarding(child));
+    let result =
+        start(child, &plan, status_r, &sync_w).and_then(|()| signals::wait_forwarding(child));
     if result.is_err() {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
@@ -139,14 +129,17 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     result.map(|code| Exit { code, oom_kills })
 }
 
-/// Forks the container's first process into new namespaces; on cgroup v2
-/// it is born in the container's cgroup (the second value says so), else
-/// the caller moves it in.
+/// Forks the container's first process into new namespaces and into
+/// `cgroup`: on v2 it is born there (clone3), else it is moved in before
+/// this returns (a child that cannot be placed is killed). `None` in the
+/// child, which must wait for the parent's go-ahead before doing anything.
 fn clone_child(
     flags: CloneFlags,
     cgroup: Option<&ContainerCgroup>,
-) -> (nix::Result<Option<Pid>>, bool) {
+) -> Result<Option<Pid>, RunError> {
     use std::os::fd::AsFd;
+    let namespaces_failed =
+        |e: nix::Error| RunError::Host(format!("cannot create the container's namespaces: {e}"));
     if let Some(dir) = cgroup.and_then(ContainerCgroup::open_v2_dir) {
         match sys::clone_into_cgroup(flags, dir.as_fd()) {
             Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {} // before Linux 5.7
@@ -154,11 +147,19 @@ fn clone_child(
                 if let Ok(Some(pid)) = cloned {
                     tracing::debug!(%pid, "the container's first process is born in its cgroup (clone3)");
                 }
-                return (cloned, true);
+                return cloned.map_err(namespaces_failed);
             }
         }
     }
-    (sys::clone_into_namespaces(flags), false)
+    let cloned = sys::clone_into_namespaces(flags).map_err(namespaces_failed)?;
+    if let (Some(pid), Some(cg)) = (cloned, cgroup) {
+        if let Err(e) = cg.add_process(pid.as_raw() as u32) {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(RunError::Host(e.to_string()));
+        }
+    }
+    Ok(cloned)
 }
 
 /// The outside half of start-up: write maps when asked, until the status pipe
