@@ -30,6 +30,14 @@ pub trait Syscall {
     fn chdir(&self, path: &Path) -> io::Result<()>;
     /// Creates a directory and its parents.
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Creates a directory (with its parents) or an empty file, as the
+    /// caller, when missing.
+    fn make_path(&self, path: &Path, kind: crate::rootfs::user_paths::Kind) -> io::Result<()> {
+        match kind {
+            crate::rootfs::user_paths::Kind::Dir => self.mkdir_all(path, 0o755),
+            crate::rootfs::user_paths::Kind::File => self.touch(path),
+        }
+    }
     /// Creates a path for the user when missing: the working directory or a
     /// mount point (see [`crate::rootfs::user_paths`]: root makes only what
     /// lies in the container's own filesystem).
@@ -114,21 +122,17 @@ impl Syscall for LinuxSyscall {
         kind: crate::rootfs::user_paths::Kind,
         identity: &crate::spec::Identity,
     ) -> io::Result<()> {
-        use crate::rootfs::user_paths::{self, Kind, User};
-        match (identity.privileged, kind) {
+        use crate::rootfs::user_paths::{self, User};
+        if !identity.privileged {
             // The user's own user namespace: everything is made as the user.
-            (false, Kind::Dir) => self.mkdir_all(path, 0o755),
-            (false, Kind::File) => self.touch(path),
-            (true, kind) => user_paths::make(
-                path,
-                kind,
-                User {
-                    uid: identity.host_uid,
-                    gid: identity.host_gid,
-                    groups: &identity.host_groups,
-                },
-            ),
+            return self.make_path(path, kind);
         }
+        let user = User {
+            uid: identity.host_uid,
+            gid: identity.host_gid,
+            groups: &identity.host_groups,
+        };
+        user_paths::make(path, kind, user)
     }
 
     fn touch(&self, path: &Path) -> io::Result<()> {
@@ -304,10 +308,7 @@ impl Syscall for RecordingSyscall {
         kind: crate::rootfs::user_paths::Kind,
         _: &crate::spec::Identity,
     ) -> io::Result<()> {
-        match kind {
-            crate::rootfs::user_paths::Kind::Dir => self.mkdir_all(path, 0o755),
-            crate::rootfs::user_paths::Kind::File => self.touch(path),
-        }
+        self.make_path(path, kind)
     }
     fn touch(&self, path: &Path) -> io::Result<()> {
         self.record(format!("touch {}", path.display()))

@@ -253,10 +253,9 @@ fn attach_mounts(
             true => user_paths::Kind::Dir,
             false => user_paths::Kind::File,
         };
-        match (users, kind) {
-            (Some(identity), kind) => sys.make_user_path(target, kind, identity),
-            (None, user_paths::Kind::Dir) => sys.mkdir_all(target, 0o755),
-            (None, user_paths::Kind::File) => sys.touch(target),
+        match users {
+            Some(identity) => sys.make_user_path(target, kind, identity),
+            None => sys.make_path(target, kind),
         }
         .map_err(at("cannot create mount point", target))?;
         sys.attach_tree(fd, target)
