@@ -158,6 +158,8 @@ pub struct StepViewSpec {
     pub devices: DeviceEdits,
     /// This step's bind mounts.
     pub mounts: Vec<BindMount>,
+    /// This step's working directory, made when missing.
+    pub workdir: Option<PathBuf>,
     /// The job's user (the mount namespace belongs to the host's user
     /// namespace: `privileged`).
     pub identity: Identity,

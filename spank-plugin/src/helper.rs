@@ -65,6 +65,11 @@ fn helper_command(
                 .arg(format!("{}:{}", home.display(), home.display()));
         }
     }
+    // Made once per step by the helper that builds the container (or the
+    // view); each task enters it in task_init.
+    if let Some(w) = values.get("container-workdir") {
+        cmd.arg("--workdir").arg(w);
+    }
     // Relative image and mount paths are the user's: resolve them from the job's directory.
     if let Some(pwd) = ffi::getenv(sp, "PWD").filter(|p| Path::new(p).is_absolute()) {
         cmd.current_dir(pwd);
@@ -121,9 +126,6 @@ pub(crate) fn start_keeper(
     }
     if values.flag("container-readonly") {
         cmd.arg("--read-only");
-    }
-    if let Some(w) = values.get("container-workdir") {
-        cmd.arg("--workdir").arg(w);
     }
     cmd.arg(image);
     run_helper(cmd, args)

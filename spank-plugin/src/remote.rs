@@ -263,20 +263,8 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
                 .collect::<Vec<_>>()
         })
         .filter(|e| !e.is_empty());
+    // The step's helper made it (slurm-start or slurm-join --workdir).
     let workdir = values.get("container-workdir").map(String::from);
-    if let Some(dir) = &workdir {
-        // Made in the container (an earlier step of a named container may
-        // not have it): by root in its own filesystem, by the user on a
-        // host path mounted in; entered as the user in task_init.
-        use berth::rootfs::user_paths::{self, Kind, User};
-        let user = User {
-            uid,
-            gid,
-            groups: &[],
-        };
-        user_paths::make(Path::new(dir), Kind::Dir, user)
-            .map_err(|e| format!("--container-workdir {dir}: cannot create it: {e}"))?;
-    }
     with_state(|s| {
         s.joined = Some(Joined {
             seccomp,

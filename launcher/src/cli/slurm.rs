@@ -142,6 +142,9 @@ pub(crate) struct SlurmJoinArgs {
     /// This step's bind mounts: SRC:DST[:ro|rw].
     #[arg(short = 'm', long = "mount", value_name = "SRC:DST[:OPTS]")]
     mounts: Vec<String>,
+    /// This step's working directory (made when missing).
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<std::path::PathBuf>,
     #[command(flatten)]
     step: SlurmStepArgs,
 }
@@ -164,9 +167,13 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
         root_for_itself: false,
     };
     let (devices, cgroup) = devices_and_cgroup(ctx, &identity, &asks, &purpose, None)?;
+    if let Some(dir) = args.workdir.as_ref().filter(|d| !d.is_absolute()) {
+        bail!("--workdir {}: must be an absolute path", dir.display());
+    }
     let view = StepViewSpec {
         devices,
         mounts,
+        workdir: args.workdir.clone(),
         identity,
         cgroup,
     };

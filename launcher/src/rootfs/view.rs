@@ -1,7 +1,8 @@
 //! A Slurm step's view into a named container made by an earlier step (see
 //! [`StepViewSpec`]): the step's keeper joins the container's mount
 //! namespace, makes a copy of it for itself, and puts a fresh /dev with
-//! this step's devices, its mounts and its own cgroup file system in it.
+//! this step's devices, its mounts, its working directory and its own
+//! cgroup file system in it.
 //! The root filesystem (the overlay and its writable layer) is the named
 //! container's, so files persist across the steps of the job.
 
@@ -54,5 +55,10 @@ pub fn build(
     if view.cgroup.is_some() && crate::limits::cgroup::is_v2() {
         super::mount_own_cgroup(sys)?;
     }
-    attach_mounts(sys, &view.mounts, &sources.mounts, Some(&view.identity))
+    attach_mounts(sys, &view.mounts, &sources.mounts, Some(&view.identity))?;
+    if let Some(dir) = &view.workdir {
+        sys.make_user_path(dir, super::user_paths::Kind::Dir, &view.identity)
+            .map_err(at("cannot create working directory", dir))?;
+    }
+    Ok(())
 }
