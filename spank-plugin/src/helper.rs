@@ -3,15 +3,13 @@
 //! a named container). Each answers with one JSON line; a failure's last
 //! line is what srun shows.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::Command;
 
 use slurm_conf::plugstack::PlugstackArgs;
 
 use crate::ffi;
-use crate::remote::{keeper_alive, step_dir, strings};
+use crate::remote::{live_keeper, make_state_dir, record_keeper, step_dir, strings};
 
 /// The `berth` helper (`slurm-start` or `slurm-join`) with what both are told
 /// about the step: its slurmstepd, cgroup, partition, user, GPUs and mounts.
@@ -144,17 +142,8 @@ pub(crate) fn step_view(
     named: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
     let dir = step_dir(args, job, step);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let keeper_path = dir.join("keeper.json");
-    if let Some(view) = fs::read(&keeper_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .filter(keeper_alive)
-    {
+    make_state_dir(&dir)?;
+    if let Some(view) = live_keeper(&dir) {
         return Ok(view);
     }
     let container_id = format!("{job}.{step}");
@@ -179,7 +168,6 @@ pub(crate) fn step_view(
         "berth: job {job} step {step}: joined the named container (keeper pid {}) with this step's view (keeper pid {})",
         named["pid"], view["pid"]
     ));
-    fs::write(&keeper_path, view.to_string())
-        .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
+    record_keeper(&dir, &view)?;
     Ok(view)
 }

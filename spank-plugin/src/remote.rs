@@ -110,20 +110,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let dir = container_dir(&args, name.map(|n| n.0), job, step);
     let mode = name.map(|(_, mode)| mode).unwrap_or("create");
 
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    make_state_dir(&dir)?;
     let lock_file = fs::File::create(dir.join("lock"))
         .map_err(|e| format!("cannot create the step lock: {e}"))?;
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
-    let keeper_path = dir.join("keeper.json");
-    let existing = fs::read(&keeper_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .filter(keeper_alive);
+    let existing = live_keeper(&dir);
     // `create` replaces a named container; the first task of the step does
     // that, the others find the one it made (recorded with the step id).
     let made_by_this_step = existing
@@ -171,10 +163,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
                 "berth: job {job} step {step}: container of {image} started for uid {uid} (keeper pid {})",
                 reply["pid"]
             ));
-            let mut f = fs::File::create(&keeper_path)
-                .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
-            f.write_all(reply.to_string().as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", keeper_path.display()))?;
+            record_keeper(&dir, &reply)?;
             reply
         }
     };
@@ -284,8 +273,35 @@ fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
     })
 }
 
+/// Makes a container's state directory (root only).
+pub(crate) fn make_state_dir(dir: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// The helper's answer recorded in a state directory (`keeper.json`).
+fn recorded_keeper(dir: &Path) -> Option<serde_json::Value> {
+    fs::read(dir.join("keeper.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// The recorded answer, if its keeper still runs.
+pub(crate) fn live_keeper(dir: &Path) -> Option<serde_json::Value> {
+    recorded_keeper(dir).filter(keeper_alive)
+}
+
+/// Records the helper's answer in a state directory.
+pub(crate) fn record_keeper(dir: &Path, reply: &serde_json::Value) -> Result<(), String> {
+    let path = dir.join("keeper.json");
+    fs::write(&path, reply.to_string()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// Whether the keeper recorded in `reply` still runs (and is a berth keeper).
-pub(crate) fn keeper_alive(reply: &serde_json::Value) -> bool {
+fn keeper_alive(reply: &serde_json::Value) -> bool {
     let Some(pid) = reply["pid"].as_i64() else {
         return false;
     };
@@ -396,11 +412,7 @@ fn save_container(
     dir: &Path,
     path: &str,
 ) -> Result<(), String> {
-    let reply: serde_json::Value = fs::read(dir.join("keeper.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(keeper_alive)
-        .ok_or("the container is already gone")?;
+    let reply = live_keeper(dir).ok_or("the container is already gone")?;
     let pid = reply["pid"].as_i64().ok_or("no keeper pid")?;
     let (uid, gid) = (
         ffi::job_uid(sp).ok_or("no uid")?,
@@ -455,10 +467,7 @@ pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
 }
 
 fn remove_step(dir: &Path) {
-    if let Some(reply) = fs::read(dir.join("keeper.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    {
+    if let Some(reply) = recorded_keeper(dir) {
         end_container(&reply);
     }
     let _ = fs::remove_dir_all(dir);
