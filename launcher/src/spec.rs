@@ -8,6 +8,10 @@ use std::path::PathBuf;
 pub struct ContainerSpec {
     /// Image layer directories, bottom first.
     pub layers: Vec<PathBuf>,
+    /// A root filesystem directory image as a detached mount (taken from
+    /// the descriptor the user's rights opened, never from its path): the
+    /// top layer, attached inside the container's mount namespace.
+    pub image_tree: Option<std::os::fd::RawFd>,
     /// An empty directory to mount the container's tmpfs on, inside its own
     /// mount namespace (the host never sees the mount).
     pub mount_point: PathBuf,

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -234,6 +234,53 @@ pub fn openat_owned(
 /// component swapped for a symlink after berth checked the path (to aim a
 /// root-made bind mount at something the user may not read) is refused.
 pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<std::os::fd::OwnedFd> {
+    let path_fd = openat2(
+        None,
+        path,
+        libc::O_PATH | libc::O_CLOEXEC,
+        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    )?;
+    open_tree_clone_fd(path_fd.as_fd(), recursive)
+}
+
+/// Clones the mount tree of the object `fd` is open on into a detached mount
+/// (`open_tree(2)` with `OPEN_TREE_CLONE` and `AT_EMPTY_PATH`): what was
+/// opened, not whatever a path names later.
+pub fn open_tree_clone_fd(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let mut flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: fd is live and the empty path is NUL-terminated; open_tree
+    // returns a new descriptor or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// `RESOLVE_NO_XDEV`: no crossing of mount points.
+pub const RESOLVE_NO_XDEV: u64 = 0x01;
+/// `RESOLVE_NO_MAGICLINKS`: no `/proc/PID/fd/N`, `/proc/PID/root`, ... links.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// `RESOLVE_NO_SYMLINKS`: no symlink anywhere in the path.
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// `RESOLVE_BENEATH`: the path may not leave the starting directory.
+pub const RESOLVE_BENEATH: u64 = 0x08;
+
+/// `openat2(2)`: opens `path` (relative to `dir`, or the working directory)
+/// with `flags` (`O_*`) and the `RESOLVE_*` restrictions `resolve`.
+pub fn openat2(
+    dir: Option<BorrowedFd<'_>>,
+    path: &Path,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     #[repr(C)]
     struct OpenHow {
@@ -241,20 +288,19 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<std::os::fd::
         mode: u64,
         resolve: u64,
     }
-    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
-        resolve: RESOLVE_NO_SYMLINKS,
+        resolve,
     };
     let c_path = path_cstring(path)?;
+    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
     // SAFETY: c_path is NUL-terminated and `how` a valid open_how of the size
     // passed; openat2 returns a new descriptor or -1.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            libc::AT_FDCWD,
+            dir,
             c_path.as_ptr(),
             &how as *const OpenHow,
             std::mem::size_of::<OpenHow>(),
@@ -264,27 +310,32 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<std::os::fd::
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-    let path_fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    let mut flags =
-        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
-    if recursive {
-        flags |= libc::AT_RECURSIVE as libc::c_uint;
-    }
-    // SAFETY: path_fd is live and the empty path is NUL-terminated; open_tree
-    // returns a new descriptor or -1.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            path_fd.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-        )
-    };
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sets the calling thread's (only this thread's, unlike glibc's wrappers)
+/// filesystem uid and gid and supplementary groups, for permission checks
+/// made on a user's behalf. Returns the previous fsuid and fsgid. Capability
+/// bits tied to fsuid 0 go when the fsuid leaves 0 and come back with it.
+pub fn set_thread_fs_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<(u32, u32)> {
+    // SAFETY: setgroups reads `groups.len()` gids from a live slice.
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
+    // SAFETY: setfsgid/setfsuid take an integer and return the previous id;
+    // calling them again with the same id reads back whether it was taken.
+    let (old_gid, old_uid, now_gid, now_uid) = unsafe {
+        let old_gid = libc::syscall(libc::SYS_setfsgid, gid) as u32;
+        let now_gid = libc::syscall(libc::SYS_setfsgid, gid) as u32;
+        let old_uid = libc::syscall(libc::SYS_setfsuid, uid) as u32;
+        let now_uid = libc::syscall(libc::SYS_setfsuid, uid) as u32;
+        (old_gid, old_uid, now_gid, now_uid)
+    };
+    if now_gid != gid || now_uid != uid {
+        return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+    }
+    Ok((old_uid, old_gid))
 }
 
 /// Attaches a detached mount from [`open_tree_clone`] at `target` (`move_mount(2)`).

@@ -270,6 +270,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// The size `berth gc` shrinks the store to when no `--max-size` is given.
     pub max_size: String,
+    /// The deepest directory nesting accepted in an image layer; a deeper
+    /// entry fails the import with a message naming this key.
+    pub max_layer_depth: usize,
 }
 
 impl Default for StoreConfig {
@@ -277,6 +280,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("/var/lib/berth"),
             max_size: "100G".to_string(),
+            max_layer_depth: 512,
         }
     }
 }
@@ -421,6 +425,12 @@ impl Config {
             }
         }
         parse_size(&self.store.max_size).map_err(|e| invalid("store.max_size", e.to_string()))?;
+        if self.store.max_layer_depth == 0 {
+            return Err(invalid(
+                "store.max_layer_depth",
+                "must be at least 1".into(),
+            ));
+        }
         if self.registry.parallel_downloads == 0 || self.registry.parallel_downloads > 64 {
             return Err(invalid(
                 "registry.parallel_downloads",

@@ -55,6 +55,11 @@ impl Layer {
     /// Appends an entry with a raw name (no validation: hostile names allowed).
     fn raw(&mut self, mut h: tar::Header, name: &str, link: Option<&str>, data: &[u8]) {
         let bytes = name.as_bytes();
+        if bytes.len() > 100 && link.is_none() {
+            // A long (honest) name: a GNU long-name entry carries it.
+            self.builder.append_data(&mut h, name, data).unwrap();
+            return;
+        }
         let gnu = h.as_gnu_mut().unwrap();
         gnu.name[..bytes.len()].copy_from_slice(bytes);
         if let Some(link) = link {

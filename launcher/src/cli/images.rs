@@ -125,7 +125,7 @@ pub(crate) fn pull(ctx: &Context, args: &PullArgs) -> Result<i32> {
 
 pub(crate) fn import(ctx: &Context, args: &ImportArgs) -> Result<i32> {
     let shown = args.path.display().to_string();
-    let record = match ImageSource::parse(&shown)? {
+    let record = match ImageSource::parse(&shown, None)? {
         ImageSource::OciLayout(dir) => layout::Layout::new(&dir).import(&ctx.store, args.name.as_deref().unwrap_or(&shown))?,
         ImageSource::DockerArchive(file) => archive::import(&ctx.store, &file, args.name.as_deref())?,
         ImageSource::Squashfs(file) => squashfs::import(&ctx.store, &file, args.name.as_deref(), ctx.config.security.allow_setuid)?,

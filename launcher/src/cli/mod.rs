@@ -73,7 +73,8 @@ impl Context {
             &store_root(&config, privileged)?,
             privileged,
             config.security.allow_setuid,
-        )?;
+        )?
+        .with_max_layer_depth(config.store.max_layer_depth);
         Ok(Context {
             config,
             store,

@@ -144,28 +144,22 @@ pub(crate) fn build_spec(
     berth::image::store::LayersInUse,
 )> {
     let (config, store, privileged) = (&ctx.config, &ctx.store, ctx.privileged);
-    let source = ImageSource::parse(&args.image)?;
     // Root acting for a user (--user: berth run, or the Slurm plugin): the
     // identity is resolved once, the pull uses that user's own registry
-    // credentials, and no image file is read that the user could not read.
+    // credentials, and an image path is opened once with the user's rights
+    // (only that descriptor is read afterwards).
     let asked = asked_identity(args, privileged)?;
     let whose = asked
         .as_ref()
         .map_or(super::images::Credentials::Caller, |id| {
             super::images::Credentials::User(id.host_uid, id.host_gid)
         });
-    if let (Some(id), Some(path)) = (&asked, source.path()) {
-        let readable = berth::as_user::as_user(id.host_uid, id.host_gid, &id.host_groups, || {
-            nix::unistd::access(path, nix::unistd::AccessFlags::R_OK).is_ok()
-        });
-        if !readable {
-            bail!(
-                "image {}: permission denied for uid {}",
-                path.display(),
-                id.host_uid
-            );
-        }
-    }
+    let rights = asked.as_ref().map(|id| berth::as_user::UserRights {
+        uid: id.host_uid,
+        gid: id.host_gid,
+        groups: id.host_groups.clone(),
+    });
+    let source = ImageSource::parse(&args.image, rights.as_ref())?;
     let mut image = super::images::resolve(ctx, &source, whose)?;
     // Held until berth exits: `berth gc` leaves these layers alone meanwhile.
     let in_use = match store.hold_layers(&image.layer_digests) {
@@ -211,6 +205,10 @@ pub(crate) fn build_spec(
     };
     let spec = ContainerSpec {
         layers: image.layers.clone(),
+        image_tree: image
+            .image_tree
+            .as_ref()
+            .map(|tree| std::os::fd::AsRawFd::as_raw_fd(&**tree)),
         mount_point: store.mount_point(),
         upper_size: config.container.upper_size.clone(),
         read_only: args.read_only,
@@ -583,7 +581,7 @@ fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
 }
 
 /// A host user's supplementary groups, from the name service.
-fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
+pub(crate) fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
     let Some(user) = nix::unistd::User::from_uid(uid.into()).ok().flatten() else {
         return vec![gid];
     };

@@ -7,7 +7,9 @@
 //! `berth slurm-join` gives a later step of the job its own view into a
 //! named container.
 
-use anyhow::{bail, Result};
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{bail, Context as _, Result};
 
 use berth::limits::cgroup::ContainerCgroup;
 use berth::process::keeper::{self, Kept};
@@ -278,12 +280,16 @@ pub(crate) struct SlurmSaveArgs {
     user: String,
 }
 
-/// `berth slurm-save` (hidden): `--container-save`. Root packs the
-/// container's filesystem (not its mounts) into a squashfs file in the store's
-/// tmp/, then a child with the user's rights writes it to the path the user
-/// gave, so no file the user may not write can be touched.
+/// `berth slurm-save` (hidden): `--container-save`.
+///
+/// Only what the user can read is packed, and only the container's own
+/// filesystem: root takes a detached copy of the container's root mount
+/// alone (`open_tree` without `AT_RECURSIVE`: /proc, /dev, /sys and every
+/// bind mount are simply not in it, whatever their paths), then mksquashfs
+/// runs with the user's ids, umask 077, over that copy and writes into the
+/// output directory the user's rights opened. Unreadable files are saved
+/// empty, and said so.
 pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
-    use std::os::unix::fs::OpenOptionsExt;
     if !ctx.privileged {
         bail!("slurm-save is run by the SPANK plugin, as root");
     }
@@ -292,62 +298,137 @@ pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
         .split_once(':')
         .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
         .ok_or_else(|| anyhow::anyhow!("--user: expected UID:GID"))?;
-    // The trailing slash makes mksquashfs follow the magic link into the root.
-    let root = std::path::PathBuf::from(format!("/proc/{}/root/", args.pid));
-    let tmp = ctx
-        .store
-        .tmp_dir()
-        .join(format!("save.{}.sqsh", std::process::id()));
-    // Everything mounted over the root (/proc, /dev, /sys, the user's bind
-    // mounts) is left out: only the container's own filesystem is saved.
-    // (-one-file-system cannot tell: overlayfs reports each file's layer device.)
-    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", args.pid))?;
-    let mut excluded: Vec<String> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| *m != "/")
-        .map(|m| m.trim_start_matches('/').to_string())
-        .collect();
-    excluded.sort();
-    excluded.dedup();
-    let out = std::process::Command::new("mksquashfs")
-        .arg(&root)
-        .arg(&tmp)
-        .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs", "-e"])
-        .args(&excluded)
-        .output()
-        .map_err(|e| {
-            anyhow::anyhow!("cannot run mksquashfs (apt-get install squashfs-tools): {e}")
-        })?;
-    let result = (|| {
-        if !out.status.success() {
+    let rights = berth::as_user::UserRights {
+        uid,
+        gid,
+        groups: super::run::supplementary_groups(uid, gid),
+    };
+    let (Some(parent), Some(name)) = (args.output.parent(), args.output.file_name()) else {
+        bail!(
+            "--container-save {}: not a file path",
+            args.output.display()
+        );
+    };
+    let dir =
+        berth::as_user::open_user_path(Some(&rights), parent, libc::O_PATH | libc::O_DIRECTORY)?;
+    let tree = container_root_tree(args.pid)
+        .with_context(|| format!("cannot reach the container of keeper {}", args.pid))?;
+    let tmp_name = format!(
+        ".{}.berth-save.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    );
+    let fd_path = |fd: &std::os::fd::OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let source = format!("{}/", fd_path(&tree));
+    let target = format!("{}/{tmp_name}", fd_path(&dir));
+    let log = nix::sys::memfd::memfd_create(
+        c"berth-save-log",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )?;
+    let log_for_child = log.try_clone()?;
+    let packed = berth::as_user::as_user(uid, gid, &rights.groups, || {
+        let inherit = |fd: &std::os::fd::OwnedFd| {
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .is_ok()
+        };
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        inherit(&tree)
+            && inherit(&dir)
+            && std::process::Command::new("mksquashfs")
+                .arg(&source)
+                .arg(&target)
+                .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::from(log_for_child))
+                .status()
+                .is_ok_and(|s| s.success())
+    });
+    let messages = read_log(log);
+    let finish = || -> Result<()> {
+        if !packed {
             bail!(
-                "mksquashfs: {}",
-                String::from_utf8_lossy(&out.stderr)
+                "mksquashfs (as uid {uid}) failed: {}",
+                messages
                     .lines()
                     .last()
-                    .unwrap_or("failed")
+                    .unwrap_or("cannot run it (apt-get install squashfs-tools)")
             );
         }
-        let mut packed = std::fs::File::open(&tmp)?;
-        let written = berth::as_user::as_user(uid, gid, &[], || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&args.output)
-                .and_then(|mut f| std::io::copy(&mut packed, &mut f))
+        let published = berth::as_user::as_user(uid, gid, &rights.groups, || {
+            let Ok(file) = berth::sys::openat2(
+                Some(dir.as_fd()),
+                std::path::Path::new(&tmp_name),
+                libc::O_RDONLY | libc::O_NOFOLLOW,
+                berth::sys::RESOLVE_BENEATH | berth::sys::RESOLVE_NO_SYMLINKS,
+            ) else {
+                return false;
+            };
+            nix::sys::stat::fchmod(
+                file.as_raw_fd(),
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .is_ok()
+                && nix::fcntl::renameat(
+                    Some(dir.as_raw_fd()),
+                    tmp_name.as_str(),
+                    Some(dir.as_raw_fd()),
+                    name,
+                )
                 .is_ok()
         });
-        if !written {
-            bail!(
-                "--container-save: cannot write {} as uid {uid}",
-                args.output.display()
-            );
+        if !published {
+            bail!("cannot write {} as uid {uid}", args.output.display());
         }
-        Ok(0)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
+        Ok(())
+    };
+    let result = finish();
+    if result.is_err() {
+        berth::as_user::as_user(uid, gid, &rights.groups, || {
+            nix::unistd::unlinkat(
+                Some(dir.as_raw_fd()),
+                tmp_name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            .is_ok()
+        });
+    }
+    result?;
+    let unreadable = messages
+        .lines()
+        .filter(|l| l.starts_with("Failed to read file"))
+        .count();
+    if unreadable > 0 {
+        eprintln!(
+            "berth: --container-save: {unreadable} file(s) uid {uid} may not read were saved empty"
+        );
+    }
+    Ok(0)
+}
+
+/// A detached copy of the root mount of the container `keeper` holds: the
+/// container's own filesystem without anything mounted on it. Taken from
+/// inside the keeper's mount namespace (a mount of another namespace cannot
+/// be cloned), then this process goes back to its own.
+fn container_root_tree(keeper: i32) -> Result<std::os::fd::OwnedFd> {
+    use nix::sched::{setns, CloneFlags};
+    let own = std::fs::File::open("/proc/self/ns/mnt")?;
+    let theirs = std::fs::File::open(format!("/proc/{keeper}/ns/mnt"))?;
+    setns(&theirs, CloneFlags::CLONE_NEWNS)?;
+    let tree = berth::sys::open_tree_clone(std::path::Path::new("/"), false);
+    setns(&own, CloneFlags::CLONE_NEWNS).context("cannot return to the host's mount namespace")?;
+    Ok(tree?)
+}
+
+/// What a child wrote to a memfd log.
+fn read_log(log: std::os::fd::OwnedFd) -> String {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::from(log);
+    let mut text = String::new();
+    let _ = file
+        .rewind()
+        .and_then(|_| file.take(1 << 20).read_to_string(&mut text));
+    text
 }

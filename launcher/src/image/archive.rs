@@ -2,16 +2,14 @@
 //! `manifest.json` names the config and the layer files inside the tar; each
 //! layer is read in place (seek + length), never unpacked to disk first.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 use serde::Deserialize;
 
-use super::oci::ImageConfigFile;
+use super::oci::{self, ImageConfigFile};
 use super::records::{self, ImageRecord};
 use super::store::{sniff_compression, Store};
-use super::ImageError;
+use super::{ImageError, OpenedPath};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -22,20 +20,16 @@ struct ArchiveManifest {
     layers: Vec<String>,
 }
 
-/// Whether the file starts like a tar archive (`ustar` at offset 257).
-pub fn is_tar(path: &Path) -> bool {
-    let mut head = [0u8; 263];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && &head[257..262] == b"ustar"
+/// Whether a file's first 263 bytes look like a tar archive (`ustar` at offset 257).
+pub fn is_tar(head: &[u8]) -> bool {
+    head.get(257..262) == Some(b"ustar")
 }
 
 /// Where each member of the tar lies: name -> (offset of data, size).
-fn index(path: &Path) -> std::io::Result<std::collections::HashMap<String, (u64, u64)>> {
-    let mut archive = tar::Archive::new(File::open(path)?);
+fn index(file: &OpenedPath) -> std::io::Result<std::collections::HashMap<String, (u64, u64)>> {
+    let mut archive = tar::Archive::new(file.reader()?);
     let mut map = std::collections::HashMap::new();
-    for entry in archive.entries()? {
+    for entry in archive.entries_with_seek()? {
         let entry = entry?;
         let name = entry
             .path()?
@@ -49,28 +43,35 @@ fn index(path: &Path) -> std::io::Result<std::collections::HashMap<String, (u64,
 
 /// Imports a docker-archive into the store and records it as `name` (or its
 /// first RepoTag, or the file name).
-pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<ImageRecord, ImageError> {
-    let shown = path.display().to_string();
+///
+/// Everything is read from the descriptor the user opened; each layer is
+/// hashed while it is extracted and kept only when it matches its diff_id,
+/// so a file changed meanwhile never puts other content under a digest.
+pub fn import(
+    store: &Store,
+    file: &OpenedPath,
+    name: Option<&str>,
+) -> Result<ImageRecord, ImageError> {
+    let shown = file.path.display().to_string();
     let bad = |message: String| ImageError::Invalid {
         image: shown.clone(),
         message,
     };
-    let members = index(path).map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+    let members = index(file).map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
     let read_member = |member: &str| -> Result<Box<dyn Read>, ImageError> {
         let (offset, size) = *members
             .get(member)
             .ok_or_else(|| bad(format!("{member} is missing from the archive")))?;
-        let mut file = File::open(path).map_err(|e| bad(e.to_string()))?;
-        file.seek(SeekFrom::Start(offset))
+        let mut reader = file.reader().map_err(|e| bad(e.to_string()))?;
+        reader
+            .seek(SeekFrom::Start(offset))
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Box::new(file.take(size)))
+        Ok(Box::new(reader.take(size)))
     };
-    let mut manifest_text = String::new();
-    read_member("manifest.json")?
-        .read_to_string(&mut manifest_text)
+    let manifest_text = oci::read_json_limited(read_member("manifest.json")?)
         .map_err(|e| bad(format!("manifest.json: {e}")))?;
     let manifests: Vec<ArchiveManifest> =
-        serde_json::from_str(&manifest_text).map_err(|e| bad(format!("manifest.json: {e}")))?;
+        serde_json::from_slice(&manifest_text).map_err(|e| bad(format!("manifest.json: {e}")))?;
     let manifest = match manifests.as_slice() {
         [one] => one,
         [] => return Err(bad("manifest.json lists no image".into())),
@@ -80,10 +81,8 @@ pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<ImageRec
             ))
         }
     };
-    let mut config_bytes = Vec::new();
-    read_member(&manifest.config)?
-        .read_to_end(&mut config_bytes)
-        .map_err(|e| bad(e.to_string()))?;
+    let config_bytes = oci::read_json_limited(read_member(&manifest.config)?)
+        .map_err(|e| bad(format!("{}: {e}", manifest.config)))?;
     let config: ImageConfigFile =
         serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("image config: {e}")))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {

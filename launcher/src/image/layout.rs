@@ -1,41 +1,81 @@
 //! OCI image layout directories (`oci-layout`, `index.json`, `blobs/`).
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use crate::as_user::FileKind;
+use crate::sys;
 
 use sha2::{Digest, Sha256};
 
 use super::oci::{self, Compression, Descriptor, ImageConfigFile, Index, Manifest};
 use super::store::Store;
-use super::{ImageError, ResolvedImage};
+use super::{ImageError, OpenedPath, ResolvedImage};
 
-/// True when `dir` looks like an OCI image layout.
-pub fn is_layout(dir: &Path) -> bool {
-    dir.join("index.json").is_file() && dir.join("oci-layout").is_file()
+/// True when the opened directory looks like an OCI image layout.
+pub fn is_layout(dir: &OpenedPath) -> bool {
+    let is_file = |name: &str| {
+        open_beneath(dir, name)
+            .and_then(|fd| crate::as_user::file_kind(fd.as_fd()))
+            .is_ok_and(|k| k == FileKind::File)
+    };
+    is_file("index.json") && is_file("oci-layout")
+}
+
+/// Opens `name` inside the layout directory with the rights it was opened
+/// with: never above it, through no symlink and no magic link, and without
+/// blocking on a FIFO.
+fn open_beneath(dir: &OpenedPath, name: &str) -> std::io::Result<OwnedFd> {
+    let open = || {
+        sys::openat2(
+            Some(dir.fd.as_fd()),
+            Path::new(name),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+            sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
+        )
+    };
+    match &dir.user {
+        Some(user) => user.with(open)?,
+        None => open(),
+    }
 }
 
 /// An OCI layout on disk.
-pub struct Layout {
-    dir: PathBuf,
+pub struct Layout<'a> {
+    dir: &'a OpenedPath,
 }
 
-impl Layout {
-    /// Wraps the layout at `dir`.
-    pub fn new(dir: &Path) -> Layout {
-        Layout {
-            dir: dir.to_path_buf(),
+impl<'a> Layout<'a> {
+    /// Wraps the opened layout directory.
+    pub fn new(dir: &'a OpenedPath) -> Layout<'a> {
+        Layout { dir }
+    }
+
+    /// Opens a file of the layout: a regular file, or an error naming it.
+    fn open_file(&self, name: &str) -> Result<File, ImageError> {
+        let fd = open_beneath(self.dir, name).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::EXDEV) => self.bad(format!(
+                "{name} is a symlink or leads out of the layout; blobs must be regular files inside it"
+            )),
+            _ => self.bad(format!("cannot read {name}: {e}")),
+        })?;
+        match crate::as_user::file_kind(fd.as_fd()) {
+            Ok(FileKind::File) => Ok(File::from(fd)),
+            Ok(_) => Err(self.bad(format!("{name} is not a regular file"))),
+            Err(e) => Err(self.bad(format!("cannot read {name}: {e}"))),
         }
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+    fn blob_name(&self, digest: &str) -> Result<String, ImageError> {
         let hex = oci::sha256_hex(digest)
             .ok_or_else(|| self.bad(format!("malformed digest {digest:?}")))?;
-        Ok(self.dir.join("blobs/sha256").join(hex))
+        Ok(format!("blobs/sha256/{hex}"))
     }
 
     fn bad(&self, message: String) -> ImageError {
         ImageError::Invalid {
-            image: self.dir.display().to_string(),
+            image: self.dir.path.display().to_string(),
             message,
         }
     }
@@ -45,13 +85,13 @@ impl Layout {
         &self,
         desc: &Descriptor,
     ) -> Result<T, ImageError> {
-        let path = self.blob_path(&desc.digest)?;
-        let bytes = fs::read(&path)
-            .map_err(|e| self.bad(format!("cannot read blob {}: {e}", desc.digest)))?;
+        let file = self.open_file(&self.blob_name(&desc.digest)?)?;
+        let bytes = oci::read_json_limited(file)
+            .map_err(|e| self.bad(format!("blob {}: {e}", desc.digest)))?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if Some(actual.as_str()) != oci::sha256_hex(&desc.digest) {
             return Err(self.bad(format!(
-                "blob {} is corrupt: its content hashes to sha256:{actual}",
+                "blob {} is corrupt: its content does not match its digest",
                 desc.digest
             )));
         }
@@ -95,8 +135,8 @@ impl Layout {
 
     /// Puts every layer into the store and returns the runnable image.
     pub fn resolve(&self, store: &Store) -> Result<ResolvedImage, ImageError> {
-        let text = fs::read(self.dir.join("index.json"))
-            .map_err(|e| self.bad(format!("cannot read index.json: {e}")))?;
+        let text = oci::read_json_limited(self.open_file("index.json")?)
+            .map_err(|e| self.bad(format!("index.json: {e}")))?;
         let index: Index =
             serde_json::from_slice(&text).map_err(|e| self.bad(format!("index.json: {e}")))?;
         let manifest = self.select_manifest(&index)?;
@@ -116,9 +156,11 @@ impl Layout {
                     desc.digest, desc.media_type
                 ))
             })?;
-            let blob = self.blob_path(&desc.digest)?;
+            let blob = self.blob_name(&desc.digest)?;
+            // Opened only when the layer is missing; hashed while extracted.
             let (path, _) = store.ensure_layer(diff_id, Some(&desc.digest), compression, || {
-                File::open(&blob).map(|f| Box::new(f) as Box<dyn std::io::Read>)
+                let file = self.open_file(&blob).map_err(std::io::Error::other)?;
+                Ok(Box::new(file) as Box<dyn std::io::Read>)
             })?;
             layers.push(path);
         }
@@ -127,6 +169,7 @@ impl Layout {
             layer_digests: config.rootfs.diff_ids.clone(),
             config: config.config.unwrap_or_default(),
             id: manifest.config.digest.clone(),
+            image_tree: None,
         })
     }
 

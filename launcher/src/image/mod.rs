@@ -16,7 +16,10 @@ pub mod squashfs;
 pub mod store;
 pub mod unpack;
 
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use crate::as_user::{FileKind, UserRights};
 
 pub use oci::RuntimeConfig;
 pub use reference::ImageRef;
@@ -25,9 +28,15 @@ pub use store::{Store, StoreError};
 /// An image error: names the image and says what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// Nothing at the given path.
-    #[error("image {0:?} not found (give a registry reference, an OCI layout, a docker-archive, a squashfs file or a root filesystem directory)")]
-    NotFound(String),
+    /// A path the user named that does not exist or that the user may not
+    /// read: one answer for both (root's errors are no oracle).
+    #[error("image {image:?} not found, or permission denied for uid {uid}")]
+    NotAccessible {
+        /// As the user named it.
+        image: String,
+        /// Whose rights it was opened with.
+        uid: u32,
+    },
     /// The image is malformed or cannot be fetched.
     #[error("image {image}: {message}")]
     Invalid {
@@ -55,64 +64,173 @@ pub struct ResolvedImage {
     pub config: RuntimeConfig,
     /// A stable id for logs: the config digest, or the directory path.
     pub id: String,
+    /// A root filesystem directory image as a detached mount of exactly the
+    /// directory the user's rights opened (root-run berth; rootless berth
+    /// names it by its resolved path in `layers`, with the user's own rights).
+    pub image_tree: Option<std::sync::Arc<OwnedFd>>,
+}
+
+/// A path a user named, opened once with their rights; from then on only
+/// the descriptor is read, never the path again (a path checked and later
+/// used is a race an attacker wins).
+#[derive(Debug, Clone)]
+pub struct OpenedPath {
+    /// As the user named it, for messages.
+    pub path: PathBuf,
+    /// The open file or directory.
+    pub fd: std::sync::Arc<OwnedFd>,
+    /// Whose rights opened it; files inside (a layout's blobs) are opened
+    /// with them too. None: the caller's own.
+    pub user: Option<UserRights>,
+}
+
+impl PartialEq for OpenedPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl OpenedPath {
+    /// The path that reaches exactly the opened object from this process
+    /// and its children (`/proc/self/fd/N`), for APIs that take paths.
+    pub fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// A reader of the opened file from offset 0, independent of any other.
+    pub fn reader(&self) -> std::io::Result<FileAt> {
+        Ok(FileAt {
+            file: std::fs::File::from(self.fd.try_clone()?),
+            pos: 0,
+        })
+    }
+}
+
+/// Reads a file through positioned reads (`pread`), so several readers of
+/// one descriptor never disturb each other's offset.
+pub struct FileAt {
+    file: std::fs::File,
+    pos: u64,
+}
+
+impl std::io::Read for FileAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for FileAt {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let len = self.file.metadata()?.len();
+        let target = match to {
+            std::io::SeekFrom::Start(n) => Some(n),
+            std::io::SeekFrom::End(d) => len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.pos)
+    }
 }
 
 /// Where an image comes from, as the user named it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImageSource {
     /// A directory that is the root filesystem itself.
-    RootfsDir(PathBuf),
+    RootfsDir(OpenedPath),
     /// An OCI image layout directory.
-    OciLayout(PathBuf),
+    OciLayout(OpenedPath),
     /// A docker-archive tar.
-    DockerArchive(PathBuf),
+    DockerArchive(OpenedPath),
     /// A squashfs file.
-    Squashfs(PathBuf),
+    Squashfs(OpenedPath),
     /// A name in the store (an import's `--name`) or a registry reference.
     Named(String),
 }
 
-/// Whether `name` is meant as a path rather than a name or reference.
-fn looks_like_path(name: &str) -> bool {
+/// Whether `name` is written as a path (else it may still be one, when a
+/// file of that name exists).
+fn written_as_path(name: &str) -> bool {
     name.starts_with('/')
         || name.starts_with("./")
         || name.starts_with("../")
         || name == "."
-        || Path::new(name).exists()
+        || name == ".."
+}
+
+/// The first bytes of a file, read from its descriptor.
+fn head_of(fd: &OwnedFd, len: usize) -> Vec<u8> {
+    let mut head = vec![0u8; len];
+    let n = fd
+        .try_clone()
+        .map(std::fs::File::from)
+        .and_then(|f| std::os::unix::fs::FileExt::read_at(&f, &mut head, 0))
+        .unwrap_or(0);
+    head.truncate(n);
+    head
 }
 
 impl ImageSource {
-    /// Works out what kind of image `name` is.
-    pub fn parse(name: &str) -> Result<ImageSource, ImageError> {
-        if !looks_like_path(name) {
-            return Ok(ImageSource::Named(name.to_string()));
+    /// Works out what kind of image `name` is. A path is opened here, once,
+    /// with the rights of `user` (root acting for a user; None: the caller's
+    /// own), and only its descriptor is used afterwards. A FIFO, device or
+    /// socket is refused without being read.
+    pub fn parse(name: &str, user: Option<&UserRights>) -> Result<ImageSource, ImageError> {
+        let opened = crate::as_user::open_user_path(
+            user,
+            Path::new(name),
+            libc::O_RDONLY | libc::O_NONBLOCK,
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(_) if !written_as_path(name) => return Ok(ImageSource::Named(name.to_string())),
+            Err(crate::as_user::UserPathError::NotAccessible { uid, .. }) => {
+                return Err(ImageError::NotAccessible {
+                    image: name.to_string(),
+                    uid,
+                })
+            }
+            Err(e) => {
+                return Err(ImageError::Invalid {
+                    image: name.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let not_image = |what: &str| {
+            ImageError::Invalid {
+            image: name.to_string(),
+            message: format!(
+                "not an image: {what} (expected a directory, a docker-archive tar or a squashfs file)"
+            ),
         }
-        let path = Path::new(name)
-            .canonicalize()
-            .map_err(|_| ImageError::NotFound(name.to_string()))?;
-        if path.is_dir() {
-            return Ok(if layout::is_layout(&path) {
-                ImageSource::OciLayout(path)
-            } else {
-                ImageSource::RootfsDir(path)
-            });
-        }
-        if squashfs::is_squashfs(&path) {
-            Ok(ImageSource::Squashfs(path))
-        } else if archive::is_tar(&path) {
-            Ok(ImageSource::DockerArchive(path))
-        } else {
-            Err(ImageError::Invalid {
-                image: name.to_string(),
-                message:
-                    "not an image: expected a directory, a docker-archive tar or a squashfs file"
-                        .into(),
-            })
+        };
+        let kind = crate::as_user::file_kind(fd.as_fd()).map_err(|e| not_image(&e.to_string()))?;
+        let opened = OpenedPath {
+            path: PathBuf::from(name),
+            fd: std::sync::Arc::new(fd),
+            user: user.cloned(),
+        };
+        match kind {
+            FileKind::Dir if layout::is_layout(&opened) => Ok(ImageSource::OciLayout(opened)),
+            FileKind::Dir => Ok(ImageSource::RootfsDir(opened)),
+            FileKind::File => {
+                let head = head_of(&opened.fd, 263);
+                if head.starts_with(squashfs::MAGIC) {
+                    Ok(ImageSource::Squashfs(opened))
+                } else if archive::is_tar(&head) {
+                    Ok(ImageSource::DockerArchive(opened))
+                } else {
+                    Err(not_image("a file of another kind"))
+                }
+            }
+            FileKind::Other(what) => Err(not_image(what)),
         }
     }
 
-    /// The file or directory of a path source.
-    pub fn path(&self) -> Option<&Path> {
+    /// The opened file or directory of a path source.
+    pub fn opened(&self) -> Option<&OpenedPath> {
         match self {
             ImageSource::RootfsDir(p)
             | ImageSource::OciLayout(p)
@@ -148,19 +266,36 @@ impl ImageSource {
             })
         };
         match self {
-            ImageSource::RootfsDir(dir) => Ok(ResolvedImage {
-                layers: vec![dir.clone()],
-                layer_digests: vec![],
-                config: RuntimeConfig::default(),
-                id: dir.display().to_string(),
-            }),
+            ImageSource::RootfsDir(dir) => {
+                let failed = |e: std::io::Error| ImageError::Invalid {
+                    image: dir.path.display().to_string(),
+                    message: e.to_string(),
+                };
+                let (layers, image_tree) = if store.privileged() {
+                    let tree =
+                        crate::sys::open_tree_clone_fd(dir.fd.as_fd(), false).map_err(failed)?;
+                    (vec![], Some(std::sync::Arc::new(tree)))
+                } else {
+                    (
+                        vec![std::fs::read_link(dir.fd_path()).map_err(failed)?],
+                        None,
+                    )
+                };
+                Ok(ResolvedImage {
+                    layers,
+                    layer_digests: vec![],
+                    config: RuntimeConfig::default(),
+                    id: dir.path.display().to_string(),
+                    image_tree,
+                })
+            }
             ImageSource::OciLayout(dir) => layout::Layout::new(dir).resolve(store),
             ImageSource::DockerArchive(file) => {
-                let name = file.display().to_string();
+                let name = file.path.display().to_string();
                 from_record(archive::import(store, file, Some(&name))?, &name)
             }
             ImageSource::Squashfs(file) => {
-                let name = file.display().to_string();
+                let name = file.path.display().to_string();
                 from_record(
                     squashfs::import(store, file, Some(&name), allow_setuid)?,
                     &name,

@@ -172,6 +172,25 @@ pub fn sha256_hex(digest: &str) -> Option<&str> {
     .then_some(hex)
 }
 
+/// The largest JSON document (index, manifest, config) berth reads from an
+/// image: real ones are kilobytes; a hostile one may be gigabytes.
+pub const MAX_JSON_BYTES: u64 = 8 << 20;
+
+/// Reads a JSON document of at most [`MAX_JSON_BYTES`]; a larger one is
+/// refused without being read further.
+pub fn read_json_limited(reader: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    reader.take(MAX_JSON_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB: not an image document",
+            MAX_JSON_BYTES >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,7 @@ impl ImageRecord {
             layer_digests: self.layers.clone(),
             config: self.config.clone(),
             id: self.id.clone(),
+            image_tree: None,
         })
     }
 }

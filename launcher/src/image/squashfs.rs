@@ -10,32 +10,41 @@ use std::path::Path;
 use std::process::Command;
 
 use super::records::{self, ImageRecord};
-use super::store::{file_digest, Store, StoreError};
-use super::ImageError;
+use super::store::{HashingReader, Store, StoreError};
+use super::{ImageError, OpenedPath};
 
 /// The squashfs magic, `hsqs`.
-pub fn is_squashfs(path: &Path) -> bool {
-    let mut head = [0u8; 4];
-    fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok()
-        && &head == b"hsqs"
-}
+pub const MAGIC: &[u8] = b"hsqs";
 
 /// Imports a squashfs file and records it as `name` (default: the path).
+///
+/// The file is the user's, who may change it at any moment: it is hashed
+/// from the descriptor the user opened, and when its layer is not in the
+/// store yet, copied (and hashed again) into a private file in the store's
+/// tmp/ that only root can touch; the layer is extracted from that copy and
+/// keyed by the copy's digest. What reaches the store is what was hashed.
 pub fn import(
     store: &Store,
-    path: &Path,
+    file: &OpenedPath,
     name: Option<&str>,
     allow_setuid: bool,
 ) -> Result<ImageRecord, ImageError> {
-    let shown = path.display().to_string();
-    let digest = file_digest(path).map_err(|e| ImageError::Invalid {
+    let shown = file.path.display().to_string();
+    let bad = |e: std::io::Error| ImageError::Invalid {
         image: shown.clone(),
         message: e.to_string(),
-    })?;
-    if let Some(lock) = store.lock_missing_layer(&digest)? {
-        store.populate_layer(&lock, &digest, |tmp| extract(path, tmp, allow_setuid))?;
+    };
+    let mut digest = {
+        let mut reader = HashingReader::new(file.reader().map_err(bad)?);
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(bad)?;
+        format!("sha256:{}", reader.finish())
+    };
+    if !store.has_layer(&digest) {
+        let copy = PrivateCopy::of(store, file).map_err(bad)?;
+        digest = copy.digest.clone();
+        if let Some(lock) = store.lock_missing_layer(&digest)? {
+            store.populate_layer(&lock, &digest, |tmp| extract(&copy.path, tmp, allow_setuid))?;
+        }
     }
     let record = ImageRecord {
         name: name.unwrap_or(&shown).to_string(),
@@ -48,6 +57,44 @@ pub fn import(
     };
     records::save(store, &record)?;
     Ok(record)
+}
+
+/// A copy of a user's file in the store's tmp/ (mode 0600, root's), removed
+/// when dropped.
+struct PrivateCopy {
+    path: std::path::PathBuf,
+    digest: String,
+}
+
+impl PrivateCopy {
+    fn of(store: &Store, file: &OpenedPath) -> std::io::Result<PrivateCopy> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = store
+            .tmp_dir()
+            .join(format!("import.{}.sqsh", std::process::id()));
+        let mut copy = PrivateCopy {
+            path,
+            digest: String::new(),
+        };
+        let _ = fs::remove_file(&copy.path);
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&copy.path)?;
+        let mut reader = HashingReader::new(file.reader()?);
+        std::io::copy(&mut reader, &mut out)?;
+        out.sync_data()?;
+        copy.digest = format!("sha256:{}", reader.finish());
+        Ok(copy)
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// Unpacks the squashfs file into `dest` (which becomes the layer) and

@@ -18,7 +18,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -77,6 +77,7 @@ pub struct Store {
     root: PathBuf,
     privileged: bool,
     allow_setuid: bool,
+    max_layer_depth: usize,
 }
 
 /// The exclusive lock on one layer, held while it is fetched or extracted.
@@ -108,7 +109,14 @@ impl Store {
             root: root.to_path_buf(),
             privileged,
             allow_setuid,
+            max_layer_depth: super::unpack::DEFAULT_MAX_DEPTH,
         };
+        // A node's shared store is root's alone: users reach its layers
+        // only through their containers (overlayfs checks the lower layers
+        // with root's rights), so whatever modes a layer's tar gives its
+        // directories (a world-writable /tmp, say), nobody but root can
+        // reach them on the host, nor open a lock file to hold it.
+        let mode = if privileged { 0o700 } else { 0o755 };
         for dir in [
             "layers/sha256",
             "layers/meta",
@@ -122,12 +130,33 @@ impl Store {
             if !path.is_dir() {
                 fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(0o755)
+                    .mode(mode)
                     .create(&path)
                     .map_err(io_err(&path))?;
             }
         }
+        if privileged {
+            let meta = fs::symlink_metadata(root).map_err(io_err(root))?;
+            if meta.uid() != 0 || !meta.is_dir() {
+                return Err(StoreError::Io {
+                    path: root.to_path_buf(),
+                    source: io::Error::other(
+                        "the store must be a directory owned by root (not a symlink)",
+                    ),
+                });
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                    .map_err(io_err(root))?;
+            }
+        }
         Ok(store)
+    }
+
+    /// Sets the deepest nesting accepted in a layer (`store.max_layer_depth`).
+    pub fn with_max_layer_depth(mut self, depth: usize) -> Store {
+        self.max_layer_depth = depth;
+        self
     }
 
     /// The store's root directory.
@@ -170,7 +199,13 @@ impl Store {
     pub fn lock_layer(&self, digest: &str) -> Result<LayerLock, StoreError> {
         let hex = hex_of(digest)?.to_string();
         let path = self.root.join("locks").join(format!("{hex}.lock"));
-        let file = File::create(&path).map_err(io_err(&path))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let flock =
             Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
                 path,
@@ -254,6 +289,7 @@ impl Store {
         let options = UnpackOptions {
             privileged: self.privileged,
             allow_setuid: self.allow_setuid,
+            max_depth: self.max_layer_depth,
         };
         self.populate_layer(lock, diff_id, |tmp| {
             let mut compressed = HashingReader::new(blob);
@@ -299,13 +335,14 @@ impl Store {
             .create(&tmp)
             .map_err(io_err(&tmp))?;
         let result = fill(&tmp).and_then(|value| {
-            // The layer root must be searchable by every user of the node.
+            // The layer root as the tar gave it, or 0755 (the store's root
+            // keeps users out whatever the modes inside are).
             let root_mode = fs::metadata(&tmp)
                 .map_err(io_err(&tmp))?
                 .permissions()
                 .mode()
                 & 0o7777;
-            if root_mode == 0o700 && self.privileged {
+            if root_mode == 0o700 {
                 fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                     .map_err(io_err(&tmp))?;
             }
@@ -368,6 +405,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
         Ok((path, file))
@@ -553,11 +591,4 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
-}
-
-/// The sha256 of a whole file, streamed.
-pub fn file_digest(path: &Path) -> io::Result<String> {
-    let mut reader = HashingReader::new(File::open(path)?);
-    io::copy(&mut reader, &mut io::sink())?;
-    Ok(format!("sha256:{}", reader.finish()))
 }

@@ -65,6 +65,22 @@ pub enum UnpackError {
         /// The entry's path.
         path: String,
     },
+    /// A whiteout that names no entry (`.wh.`, `.wh..`, `.wh...`).
+    #[error("whiteout {path:?} names no entry (`.`, `..` or nothing): refused")]
+    BadWhiteout {
+        /// The whiteout's path.
+        path: String,
+    },
+    /// An entry lies deeper than the configured limit.
+    #[error("entry {path:?} lies {depth} directories deep, more than the limit of {max} (store.max_layer_depth)")]
+    TooDeep {
+        /// The entry's path (shortened).
+        path: String,
+        /// Its depth.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The tar stream is damaged.
     #[error("layer is not a valid tar archive: {0}")]
     Tar(io::Error),
@@ -87,7 +103,13 @@ pub struct UnpackOptions {
     pub privileged: bool,
     /// Keep setuid/setgid bits.
     pub allow_setuid: bool,
+    /// The deepest entry accepted (directories below the layer root).
+    pub max_depth: usize,
 }
+
+/// The default of `store.max_layer_depth`: real images nest a few dozen
+/// directories deep; a hostile layer of thousands costs time per entry.
+pub const DEFAULT_MAX_DEPTH: usize = 512;
 
 /// Counts of what extraction did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -133,6 +155,9 @@ pub fn unpack_layer<R: Read>(
     let mut archive = tar::Archive::new(tar);
     let mut report = UnpackReport::default();
     let mut dirs: Vec<DeferredDir> = Vec::new();
+    // The parent directory of the last entry, open: tar entries mostly
+    // come directory by directory, so most entries need no lookup at all.
+    let mut last_parent: Option<(Vec<OsString>, OwnedFd)> = None;
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
         let raw_path = entry.path_bytes().into_owned();
@@ -161,7 +186,23 @@ pub fn unpack_layer<R: Read>(
             }
             continue;
         };
-        let parent = open_beneath(&root, parents, true, &shown)?;
+        if components.len() > options.max_depth {
+            return Err(UnpackError::TooDeep {
+                path: shown.chars().take(200).collect(),
+                depth: components.len(),
+                max: options.max_depth,
+            });
+        }
+        if last_parent
+            .as_ref()
+            .is_none_or(|(cached, _)| cached.as_slice() != parents)
+        {
+            let fd = open_beneath(&root, parents, true, &shown)?;
+            last_parent = Some((parents.to_vec(), fd));
+        }
+        let Some((_, parent)) = last_parent.as_ref() else {
+            continue;
+        };
         let name_bytes = name.as_bytes();
 
         if name_bytes == b".wh..wh..opq" {
@@ -170,8 +211,11 @@ pub fn unpack_layer<R: Read>(
             continue;
         }
         if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
+            if matches!(hidden, b"" | b"." | b"..") {
+                return Err(UnpackError::BadWhiteout { path: shown });
+            }
             let hidden = OsStr::from_bytes(hidden);
-            remove_existing(&parent, hidden, &shown, true)?;
+            remove_existing(parent, hidden, &shown, true)?;
             mknodat(
                 Some(parent.as_raw_fd()),
                 hidden,
@@ -195,9 +239,9 @@ pub fn unpack_layer<R: Read>(
                     Ok(()) => {}
                     Err(Errno::EEXIST) => {
                         // A directory again (fine) or something else (replace it).
-                        if open_beneath(&parent, std::slice::from_ref(name), false, &shown).is_err()
+                        if open_beneath(parent, std::slice::from_ref(name), false, &shown).is_err()
                         {
-                            remove_existing(&parent, name, &shown, false)?;
+                            remove_existing(parent, name, &shown, false)?;
                             mkdirat(
                                 Some(parent.as_raw_fd()),
                                 name.as_os_str(),
@@ -208,7 +252,7 @@ pub fn unpack_layer<R: Read>(
                     }
                     Err(e) => return Err(write_err(&shown, e)),
                 }
-                set_owner(&parent, name, uid, gid, options, &shown)?;
+                set_owner(parent, name, uid, gid, options, &shown)?;
                 dirs.push(DeferredDir {
                     components: components.clone(),
                     mode,
@@ -216,7 +260,7 @@ pub fn unpack_layer<R: Read>(
                 });
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                remove_existing(&parent, name, &shown, false)?;
+                remove_existing(parent, name, &shown, false)?;
                 let fd = sys::openat_owned(
                     Some(parent.as_raw_fd()),
                     name.as_os_str(),
@@ -238,22 +282,22 @@ pub fn unpack_layer<R: Read>(
                         source: e,
                     },
                 })?;
-                set_owner(&parent, name, uid, gid, options, &shown)?;
+                set_owner(parent, name, uid, gid, options, &shown)?;
                 fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
                     .map_err(|e| write_err(&shown, e))?;
-                set_mtime(&parent, name, mtime, &shown)?;
+                set_mtime(parent, name, mtime, &shown)?;
             }
             EntryType::Symlink => {
                 let target = link_target(&entry, &shown)?;
-                remove_existing(&parent, name, &shown, false)?;
+                remove_existing(parent, name, &shown, false)?;
                 symlinkat(
                     OsStr::from_bytes(&target),
                     Some(parent.as_raw_fd()),
                     name.as_os_str(),
                 )
                 .map_err(|e| write_err(&shown, e))?;
-                set_owner(&parent, name, uid, gid, options, &shown)?;
-                set_mtime(&parent, name, mtime, &shown)?;
+                set_owner(parent, name, uid, gid, options, &shown)?;
+                set_mtime(parent, name, mtime, &shown)?;
             }
             EntryType::Link => {
                 let target_raw = link_target(&entry, &shown)?;
@@ -266,7 +310,7 @@ pub fn unpack_layer<R: Read>(
                 let (target_name, target_parents) = target.split_last().ok_or_else(bad)?;
                 let target_parent =
                     open_beneath(&root, target_parents, false, &target_shown).map_err(|_| bad())?;
-                remove_existing(&parent, name, &shown, false)?;
+                remove_existing(parent, name, &shown, false)?;
                 linkat(
                     Some(target_parent.as_raw_fd()),
                     target_name.as_os_str(),
@@ -277,7 +321,7 @@ pub fn unpack_layer<R: Read>(
                 .map_err(|_| bad())?;
             }
             EntryType::Fifo => {
-                remove_existing(&parent, name, &shown, false)?;
+                remove_existing(parent, name, &shown, false)?;
                 mknodat(
                     Some(parent.as_raw_fd()),
                     name.as_os_str(),
@@ -286,7 +330,7 @@ pub fn unpack_layer<R: Read>(
                     0,
                 )
                 .map_err(|e| write_err(&shown, e))?;
-                set_owner(&parent, name, uid, gid, options, &shown)?;
+                set_owner(parent, name, uid, gid, options, &shown)?;
             }
             EntryType::Char | EntryType::Block => {
                 tracing::warn!(entry = %shown, "skipping device node in image layer");
@@ -341,6 +385,26 @@ fn open_beneath(
     create: bool,
     shown: &str,
 ) -> Result<OwnedFd, UnpackError> {
+    // One openat2 for the whole path (the kernel walks it, refusing any
+    // symlink and any way out); the walk below, one component at a time,
+    // only when a directory is missing or to name the symlink in the way.
+    let joined = PathBuf::from_iter(components);
+    let whole = sys::openat2(
+        Some(root.as_fd()),
+        if components.is_empty() {
+            Path::new(".")
+        } else {
+            &joined
+        },
+        libc::O_DIRECTORY | libc::O_RDONLY,
+        sys::RESOLVE_BENEATH
+            | sys::RESOLVE_NO_SYMLINKS
+            | sys::RESOLVE_NO_MAGICLINKS
+            | sys::RESOLVE_NO_XDEV,
+    );
+    if let Ok(fd) = whole {
+        return Ok(fd);
+    }
     let mut current = root.try_clone().map_err(|e| UnpackError::Write {
         path: shown.into(),
         source: e,
@@ -454,6 +518,7 @@ mod tests {
     const USER: UnpackOptions = UnpackOptions {
         privileged: false,
         allow_setuid: false,
+        max_depth: DEFAULT_MAX_DEPTH,
     };
 
     /// A tar with raw entries: (type, name, link target, data, mode).

@@ -102,6 +102,17 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
         }
     }
 
+    // A session of its own: the container never has its caller's terminal
+    // as controlling terminal (TIOCSTI could type commands into the
+    // caller's shell), and is not in the terminal's foreground group (berth
+    // passes ^C and friends on). Not dumpable: the command, of the same
+    // uid, cannot ptrace init (exec makes the command dumpable again).
+    if let Err(e) = nix::unistd::setsid() {
+        fail!(Failure::setup(format!("cannot start a new session: {e}")));
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        fail!(Failure::setup(format!("cannot make init undumpable: {e}")));
+    }
     let command = match crate::sys::fork() {
         Ok(ForkResult::Child) => exec::exec_command(spec, status_w),
         Ok(ForkResult::Parent { child }) => child,
@@ -187,7 +198,7 @@ fn reap_and_forward(command: Pid, sync: std::fs::File) -> i32 {
             return 137;
         }
         while let Ok(Some(info)) = sfd.read_signal() {
-            if let Some(sig) = should_forward(info.ssi_signo, info.ssi_code) {
+            if let Some(sig) = should_forward(info.ssi_signo) {
                 let _ = kill(command, sig);
             }
         }

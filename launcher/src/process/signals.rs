@@ -16,10 +16,6 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
-/// si_code of signals the kernel generates (a terminal's ^C goes to the whole
-/// foreground process group, so the command already has it).
-const SI_KERNEL: i32 = 0x80;
-
 /// The forwarded signals plus SIGCHLD.
 pub fn forwarded_set() -> SigSet {
     let mut set = SigSet::empty();
@@ -51,10 +47,12 @@ pub fn block_forwarded() -> nix::Result<SavedMask> {
     Ok(SavedMask(old))
 }
 
-/// Whether a received signal should be passed on (not one a terminal sent).
-pub fn should_forward(signo: u32, code: i32) -> Option<Signal> {
+/// Whether a received signal should be passed on. A terminal's ^C counts
+/// too: the container runs in a session of its own, away from the
+/// terminal's foreground group, so only berth receives it.
+pub fn should_forward(signo: u32) -> Option<Signal> {
     let sig = Signal::try_from(signo as i32).ok()?;
-    (FORWARDED.contains(&sig) && code != SI_KERNEL).then_some(sig)
+    FORWARDED.contains(&sig).then_some(sig)
 }
 
 /// berth's side: waits for init to exit, forwarding signals to it.
@@ -69,7 +67,7 @@ pub fn wait_forwarding(child: Pid) -> Result<i32, RunError> {
         }
         match sfd.read_signal() {
             Ok(Some(info)) => {
-                if let Some(sig) = should_forward(info.ssi_signo, info.ssi_code) {
+                if let Some(sig) = should_forward(info.ssi_signo) {
                     let _ = kill(child, sig);
                 }
             }

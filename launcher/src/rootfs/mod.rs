@@ -66,7 +66,17 @@ pub fn prepare(
         sys.mkdir_all(dir, 0o755)
             .map_err(at("cannot create", dir))?;
     }
-    let overlay = overlay::overlay_mount(&spec.layers, &upper, &work, !spec.identity.privileged)
+    let mut layers = spec.layers.clone();
+    if let Some(tree) = spec.image_tree {
+        // A directory image: mounted from what the user's rights opened.
+        let image = base.join("image");
+        sys.mkdir_all(&image, 0o755)
+            .map_err(at("cannot create", &image))?;
+        sys.attach_tree(tree, &image)
+            .map_err(at("cannot attach the image directory on", &image))?;
+        layers.push(image);
+    }
+    let overlay = overlay::overlay_mount(&layers, &upper, &work, !spec.identity.privileged)
         .map_err(|e| RootfsError {
             step: "cannot mount the image overlay on",
             path: root.display().to_string(),
@@ -292,6 +302,7 @@ mod tests {
     fn spec(read_only: bool) -> ContainerSpec {
         ContainerSpec {
             layers: vec![PathBuf::from("/store/l1"), PathBuf::from("/store/l2")],
+            image_tree: None,
             mount_point: PathBuf::from("/store/mnt"),
             upper_size: "50%".into(),
             read_only,

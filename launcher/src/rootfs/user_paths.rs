@@ -8,7 +8,7 @@
 //! container meanwhile cannot redirect it.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path};
 
 use nix::errno::Errno;
@@ -37,12 +37,21 @@ pub enum Kind {
     File,
 }
 
+/// Opens the directory `name` in `dir`. The image's own symlinks are
+/// followed when `follow` is set, magic links (`/proc/PID/root`, which
+/// lead into another process's root: another user's container) never.
 fn open_dir(dir: Option<&OwnedFd>, name: &std::ffi::OsStr, follow: bool) -> nix::Result<OwnedFd> {
-    let mut flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut resolve = sys::RESOLVE_NO_MAGICLINKS;
     if !follow {
-        flags |= OFlag::O_NOFOLLOW;
+        resolve |= sys::RESOLVE_NO_SYMLINKS;
     }
-    sys::openat_owned(dir.map(|d| d.as_raw_fd()), name, flags, Mode::empty())
+    sys::openat2(
+        dir.map(|d| d.as_fd()),
+        Path::new(name),
+        libc::O_PATH | libc::O_DIRECTORY,
+        resolve,
+    )
+    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// Makes `path` (absolute, in the current root) and its missing parents:

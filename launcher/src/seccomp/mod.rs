@@ -37,11 +37,12 @@ fn profile_fingerprint() -> String {
         .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
         .unwrap_or_default();
     format!(
-        "berth-seccomp-v2 optimize=2 arch={} libseccomp={version} allowed={:?} personalities={:?} clone={:#x}",
+        "berth-seccomp-v3 optimize=2 arch={} libseccomp={version} allowed={:?} personalities={:?} clone={:#x} ioctl-denied={:?}",
         std::env::consts::ARCH,
         profile::ALLOWED,
         profile::ALLOWED_PERSONALITIES,
-        profile::CLONE_NAMESPACE_FLAGS
+        profile::CLONE_NAMESPACE_FLAGS,
+        profile::DENIED_IOCTLS,
     )
 }
 
@@ -81,6 +82,26 @@ pub fn compile_default_profile() -> Result<Vec<u8>, SeccompError> {
             )],
         )
         .map_err(compile_err)?;
+    // ioctl, but for the terminal requests that type into, or act on, a
+    // terminal the container may share with its caller (the first line is
+    // a session of its own). libseccomp takes no "all but" rule, so the
+    // allowed requests are spelt out as masked tests on the low 32 bits
+    // (the kernel reads the request as 32 bits: upper bits, sign-extended
+    // or not, change nothing).
+    let ioctl = ScmpSyscall::from_name("ioctl").map_err(compile_err)?;
+    for (mask, value) in profile::requests_except(profile::DENIED_IOCTLS) {
+        filter
+            .add_rule_conditional(
+                ScmpAction::Allow,
+                ioctl,
+                &[ScmpArgCompare::new(
+                    1,
+                    ScmpCompareOp::MaskedEqual(mask),
+                    value,
+                )],
+            )
+            .map_err(compile_err)?;
+    }
     // clone3's flags are behind a pointer seccomp cannot read: answer ENOSYS so
     // libc falls back to clone, which is checked above.
     if let Ok(clone3) = ScmpSyscall::from_name("clone3") {
@@ -145,6 +166,61 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         let second = default_program(dir.path()).unwrap();
         assert_eq!(first, second);
+    }
+
+    /// Runs `f` in a child that loaded the default program; its exit code.
+    fn in_filtered_child(f: impl FnOnce() -> i32) -> i32 {
+        let program = compile_default_profile().unwrap();
+        match crate::sys::fork().unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = if nix::sys::prctl::set_no_new_privs().is_ok()
+                    && crate::sys::load_seccomp_program(&program).is_ok()
+                {
+                    f()
+                } else {
+                    99
+                };
+                crate::sys::exit_child(code)
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None).unwrap() {
+                    nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                    other => panic!("filtered child: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_injection_ioctls_are_refused_others_pass() {
+        // On a pipe: TIOCSTI (also with high bits set) and TIOCLINUX fail
+        // with EPERM from the filter, TCGETS reaches the kernel (ENOTTY).
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&r);
+        let code = in_filtered_child(|| {
+            let errno_of = |request: u64| {
+                let byte = 0u8;
+                // SAFETY: ioctl on a live pipe descriptor with a pointer to a
+                // byte that outlives the call; only the errno is looked at.
+                let ret = unsafe { libc::ioctl(fd, request as _, &byte) };
+                (ret == -1).then(nix::errno::Errno::last_raw)
+            };
+            let sti = errno_of(libc::TIOCSTI);
+            let sti_high = errno_of(libc::TIOCSTI | (1u64 << 32));
+            let linux = errno_of(0x541C);
+            let tcgets = errno_of(libc::TCGETS);
+            if sti == Some(libc::EPERM)
+                && sti_high == Some(libc::EPERM)
+                && linux == Some(libc::EPERM)
+                && tcgets == Some(libc::ENOTTY)
+            {
+                0
+            } else {
+                eprintln!("sti={sti:?} high={sti_high:?} linux={linux:?} tcgets={tcgets:?}");
+                1
+            }
+        });
+        assert_eq!(code, 0);
     }
 
     #[test]

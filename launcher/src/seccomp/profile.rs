@@ -120,7 +120,6 @@ pub const ALLOWED: &[&str] = &[
     "io_pgetevents",
     "io_setup",
     "io_submit",
-    "ioctl",
     "ioprio_get",
     "ioprio_set",
     "kill",
@@ -329,3 +328,62 @@ pub const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWCGROUP) as u64;
+
+/// `ioctl(2)` requests refused: TIOCSTI (pushes input into a terminal,
+/// typed as if by its user) and TIOCLINUX (console selection and pasting).
+pub const DENIED_IOCTLS: &[u32] = &[0x5412, 0x541C];
+
+/// `(mask, value)` tests on a 32-bit request that together match every
+/// request but `denied`: a walk down the bits from the top, emitting each
+/// branch that holds no denied value (at most 32 tests per denied value).
+pub fn requests_except(denied: &[u32]) -> Vec<(u64, u64)> {
+    fn mask_of_top(bits: u32) -> u64 {
+        (0xffff_ffff_u64 << (32 - bits)) & 0xffff_ffff
+    }
+    fn walk(prefix: u32, fixed: u32, denied: &[u32], out: &mut Vec<(u64, u64)>) {
+        if denied.is_empty() {
+            out.push((
+                if fixed == 0 { 0 } else { mask_of_top(fixed) },
+                prefix as u64,
+            ));
+            return;
+        }
+        if fixed == 32 {
+            return; // exactly a denied request
+        }
+        let bit = 1u32 << (31 - fixed);
+        let (ones, zeros): (Vec<u32>, Vec<u32>) = denied.iter().partition(|v| *v & bit != 0);
+        walk(prefix, fixed + 1, &zeros, out);
+        walk(prefix | bit, fixed + 1, &ones, out);
+    }
+    let mut out = Vec::new();
+    walk(0, 0, denied, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_except_matches_all_but_the_denied() {
+        let tests = requests_except(DENIED_IOCTLS);
+        let allowed = |request: u64| tests.iter().any(|(mask, value)| request & mask == *value);
+        for denied in [0x5412u64, 0x541C, 0xffff_ffff_0000_5412, 0x1_0000_541C] {
+            assert!(!allowed(denied), "{denied:#x} must be refused");
+        }
+        for fine in [
+            0u64,
+            0x5401,
+            0x5411,
+            0x5413,
+            0x541B,
+            0x541D,
+            0xffff_ffff,
+            0xffff_ffff_c008_4600,
+        ] {
+            assert!(allowed(fine), "{fine:#x} must pass");
+        }
+        assert!(tests.len() <= 64, "{} tests", tests.len());
+    }
+}

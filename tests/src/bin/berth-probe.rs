@@ -151,6 +151,31 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_secs(arg(1).parse().unwrap_or(60)));
             "done".into()
         }
+        // Pushes a character into the terminal on stdin (TIOCSTI).
+        "tiocsti" => {
+            let c = b'#';
+            result(unsafe { libc::ioctl(0, libc::TIOCSTI, &c) } as libc::c_long)
+        }
+        // Whether a controlling terminal is there (/dev/tty opens).
+        "ctty" => {
+            let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) };
+            result(fd as libc::c_long)
+        }
+        // Tries to attach to process PID with ptrace (detaches when it can).
+        "ptrace" => {
+            let pid: libc::pid_t = arg(1).parse().unwrap_or(1);
+            let ret = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
+            let out = result(ret);
+            if ret == 0 {
+                unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+            }
+            out
+        }
+        // Reads a file and prints its first line (or the errno).
+        "read" => match std::fs::read_to_string(arg(1)) {
+            Ok(text) => format!("READ {}", text.lines().next().unwrap_or_default()),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        },
         other => {
             eprintln!("berth-probe: unknown probe {other:?}");
             std::process::exit(2);

@@ -1,0 +1,695 @@
+//! The threat model, as tests: an ordinary user attacking root-run berth
+//! (`berth run --user`, the Slurm plugin) and rootless berth. Each test is
+//! one class of attack from issue 9 and fails on a build that falls for it.
+//! See docs/security.md for what is trusted and what is guaranteed.
+//!
+//! These tests need root (they create the user's files and run berth both
+//! ways): run as anyone else they fail rather than pass unseen.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use berth_e2e::slurm::cluster_with_standard_image;
+use berth_e2e::*;
+use berth_e2e::{base_layer, layout_layer_digests, write_layout, Compression, Layer, RunConfig};
+
+fn needs_root() {
+    assert!(
+        is_root(),
+        "the attack tests run berth as root against an ordinary user: run them as root"
+    );
+}
+
+/// `--user UID:GID` of the test user.
+fn user_flag() -> String {
+    let (uid, gid) = test_user();
+    format!("{uid}:{gid}")
+}
+
+/// `berth run --user` (root acting for the test user) with `args`.
+fn run_for_user(s: &Sandbox, args: &[&str]) -> Output {
+    let user = user_flag();
+    let mut all = vec!["run", "--user", user.as_str()];
+    all.extend_from_slice(args);
+    s.berth(&all)
+}
+
+/// A directory the test user owns, inside the sandbox.
+fn user_dir(s: &Sandbox, name: &str) -> PathBuf {
+    let dir = s.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (uid, gid) = test_user();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    dir
+}
+
+/// Gives a whole tree to the test user.
+fn chown_tree(path: &Path) {
+    let (uid, gid) = test_user();
+    let status = Command::new("chown")
+        .args(["-R", "-h", &format!("{uid}:{gid}")])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A root filesystem directory with busybox and a `/marker` file.
+fn rootfs_dir(dir: &Path, marker: &str) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    std::fs::write(dir.join("marker"), marker).unwrap();
+}
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+// 1 and 9 -----------------------------------------------------------------
+
+/// `--container-save` over `--container-image=/etc` once packed
+/// /etc/shadow and munge's key (mksquashfs ran as root over the container),
+/// a mount with a space in its path escaped the exclusion list, and the
+/// temporary file was 0644 in the store. Now mksquashfs runs as the user
+/// over the container's root mount alone.
+#[test]
+fn container_save_packs_only_what_the_user_may_read_and_no_mount() {
+    needs_root();
+    let (s, cluster, _image) = cluster_with_standard_image();
+    let out_dir = user_dir(&s, "saved");
+    let spaced = user_dir(&s, "with space");
+    std::fs::write(spaced.join("mounted-file"), "from a bind mount\n").unwrap();
+    chown_tree(&spaced);
+    let saved = out_dir.join("etc.sqsh");
+    let mounts = format!(
+        "--container-mounts=/bin/busybox:/busybox:ro,{}:/with space",
+        spaced.display()
+    );
+    let save = format!("--container-save={}", saved.display());
+    let out = cluster.srun(&[
+        "--chdir=/",
+        "--container-image=/etc",
+        &mounts,
+        &save,
+        "/busybox",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    wait_until("the squashfs is written", || saved.exists());
+    let meta = std::fs::metadata(&saved).unwrap();
+    assert_eq!(meta.uid(), test_user().0, "the saved file is the user's");
+    let listing = stdout(
+        &Command::new("unsquashfs")
+            .args(["-l", "-d", ""])
+            .arg(&saved)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        listing.contains("/passwd"),
+        "the save holds /etc: {listing}"
+    );
+    assert!(
+        !listing.contains("mounted-file"),
+        "a bind mount was saved: {listing}"
+    );
+    let extracted = s.path().join("extracted");
+    let status = Command::new("unsquashfs")
+        .args(["-no-xattrs", "-d"])
+        .arg(&extracted)
+        .arg(&saved)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let shadow = std::fs::read(extracted.join("shadow")).unwrap_or_default();
+    let real = std::fs::read("/etc/shadow").unwrap();
+    assert!(
+        shadow.is_empty() && !real.is_empty(),
+        "root-only /etc/shadow was packed ({} bytes)",
+        shadow.len()
+    );
+    let key = std::fs::read(extracted.join("munge/munge.key")).unwrap_or_default();
+    assert!(key.is_empty(), "munge's key was packed");
+    let leftovers: Vec<_> = std::fs::read_dir(s.store().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "left in the store: {leftovers:?}");
+    assert!(
+        !std::fs::read_dir(&out_dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("berth-save")),
+        "a temporary file was left beside the save"
+    );
+}
+
+// 2 -------------------------------------------------------------------------
+
+/// squashfs images were hashed by path and extracted by path again: a user
+/// who changed the file in between put a trojan in the store under a site
+/// image's digest. Now the layer is extracted from a private copy and keyed
+/// by that copy's digest. The file is rewritten in place, alternately good
+/// and trojan, thousands of times while root imports it again and again.
+#[test]
+fn a_squashfs_changed_during_import_never_poisons_the_store() {
+    needs_root();
+    let s = Sandbox::new();
+    let dir = user_dir(&s, "squash");
+    let make = |name: &str| {
+        let root = s.path().join(format!("{name}-root"));
+        rootfs_dir(&root, name);
+        let file = s.path().join(format!("{name}.sqsh"));
+        let status = Command::new("mksquashfs")
+            .arg(&root)
+            .arg(&file)
+            .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(&file).unwrap()
+    };
+    let mut good = make("good");
+    let mut trojan = make("trojan");
+    let size = good.len().max(trojan.len());
+    good.resize(size, 0);
+    trojan.resize(size, 0);
+    let hex_of = |data: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(data))
+    };
+    let (good_hex, trojan_hex) = (hex_of(&good), hex_of(&trojan));
+    let image = dir.join("site.sqsh");
+    std::fs::write(&image, &good).unwrap();
+    chown_tree(&dir);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (stop, swaps, image) = (stop.clone(), swaps.clone(), image.clone());
+        let (good, trojan) = (good.clone(), trojan.clone());
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&image)
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let n = swaps.fetch_add(1, Ordering::Relaxed);
+                let data = if n % 2 == 0 { &trojan } else { &good };
+                file.write_all_at(data, 0).unwrap();
+            }
+        })
+    };
+    let layers = s.store().join("layers/sha256");
+    let mut runs = 0;
+    while runs < 200 && (runs < 20 || swaps.load(Ordering::Relaxed) < 2000) {
+        runs += 1;
+        let _ = run_for_user(
+            &s,
+            &[image.to_str().unwrap(), "/bin/busybox", "cat", "/marker"],
+        );
+        for (hex, marker) in [(&good_hex, "good"), (&trojan_hex, "trojan")] {
+            let layer = layers.join(hex);
+            if layer.exists() {
+                assert_eq!(
+                    std::fs::read_to_string(layer.join("marker")).unwrap(),
+                    marker,
+                    "the store holds other content under the {marker} image's digest"
+                );
+                std::fs::remove_dir_all(&layer).unwrap();
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    let swapped = swaps.load(Ordering::Relaxed);
+    assert!(swapped >= 2000, "only {swapped} swaps in {runs} imports");
+}
+
+// 3 -------------------------------------------------------------------------
+
+/// A user's OCI layout whose blobs are symlinks: to a root-only file (the
+/// error printed its sha256) or to a root-only copy of a real layer (it
+/// was extracted into the store and shown in the container).
+#[test]
+fn symlinked_layout_blobs_are_refused() {
+    needs_root();
+    let s = Sandbox::new();
+    let closed = s.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret = closed.join("secret.json");
+    std::fs::write(&secret, br#"{"secret": "root's"}"#).unwrap();
+    let secret_hex = sha256_file(&secret);
+
+    let top = Layer::new().file("etc/motd", b"from a root-only tar\n", 0o644);
+    let layout = s.path().join("layout");
+    write_layout(
+        &layout,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (top.finish(), Compression::None),
+        ],
+        &RunConfig::default(),
+    );
+    let blobs = layout.join("blobs/sha256");
+    let digests = layout_layer_digests(&layout);
+    let top_hex = digests[1].strip_prefix("sha256:").unwrap().to_string();
+    // The top layer's blob now lives only where root can read it.
+    std::fs::rename(blobs.join(&top_hex), closed.join("layer.tar")).unwrap();
+    std::os::unix::fs::symlink(closed.join("layer.tar"), blobs.join(&top_hex)).unwrap();
+    chown_tree(&layout);
+    let out = run_for_user(&s, &[layout.to_str().unwrap(), "cat", "/etc/motd"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("symlink"),
+        "the refusal names the symlink: {}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("root-only tar"));
+    let store_layers = s.store().join("layers/sha256");
+    assert!(
+        count_entries(&store_layers) <= 1,
+        "the symlinked layer reached the store"
+    );
+
+    // A config blob symlinked to a root-only file: nothing of it is told.
+    let layout2 = s.path().join("layout2");
+    write_layout(
+        &layout2,
+        vec![(base_layer().finish(), Compression::Gzip)],
+        &RunConfig::default(),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout2.join("index.json")).unwrap()).unwrap();
+    let manifest_hex = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout2.join("blobs/sha256").join(&manifest_hex)).unwrap(),
+    )
+    .unwrap();
+    let config_hex = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
+    let config_blob = layout2.join("blobs/sha256").join(&config_hex);
+    std::fs::remove_file(&config_blob).unwrap();
+    std::os::unix::fs::symlink(&secret, &config_blob).unwrap();
+    chown_tree(&layout2);
+    let out = run_for_user(&s, &[layout2.to_str().unwrap(), "true"]);
+    assert!(!out.status.success());
+    assert!(
+        !stderr(&out).contains(&secret_hex),
+        "the error tells the root-only file's digest: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+}
+
+// 4 -------------------------------------------------------------------------
+
+/// A root filesystem directory image was checked as the user, then mounted
+/// by path as root: swapping it for a symlink to a root-only directory in
+/// between gave the user that directory. Now the directory is opened once
+/// with the user's rights and mounted from that descriptor.
+#[test]
+fn a_rootfs_directory_swapped_for_a_symlink_never_shows_root_only_files() {
+    needs_root();
+    let s = Sandbox::new();
+    let closed = s.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    rootfs_dir(&closed.join("victim"), "ROOT-ONLY-SECRET");
+    let race = user_dir(&s, "race");
+    let mine = race.join("img");
+    rootfs_dir(&mine, "mine");
+    let link = race.join("link");
+    std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
+    chown_tree(&race);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        let (a, b) = (mine.clone(), link.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                exchange(&a, &b);
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut runs = 0;
+    let mut own = 0;
+    while runs < 300 && (runs < 30 || swaps.load(Ordering::Relaxed) < 5000) {
+        runs += 1;
+        let out = run_for_user(
+            &s,
+            &[mine.to_str().unwrap(), "/bin/busybox", "cat", "/marker"],
+        );
+        let text = stdout(&out);
+        assert!(
+            !text.contains("ROOT-ONLY-SECRET"),
+            "run {runs}: the user saw a root-only directory"
+        );
+        if text.contains("mine") {
+            own += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    let swapped = swaps.load(Ordering::Relaxed);
+    assert!(swapped >= 5000, "only {swapped} swaps in {runs} runs");
+    assert!(own > 0, "no run started from the user's own directory");
+}
+
+/// `renameat2(RENAME_EXCHANGE)` of two paths.
+fn exchange(a: &Path, b: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(ret, 0, "renameat2: {}", std::io::Error::last_os_error());
+}
+
+// 5 -------------------------------------------------------------------------
+
+/// The container kept berth's session and terminal: TIOCSTI typed a line
+/// into the caller's shell (root's, when root ran it for a user). Now the
+/// container is a session of its own without a controlling terminal, and
+/// the filter refuses TIOCSTI and TIOCLINUX as well.
+#[test]
+fn the_container_cannot_type_into_its_callers_terminal() {
+    needs_root();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    let user = user_flag();
+    let inside = "berth-probe tiocsti; berth-probe ctty";
+    let berth = berth_path();
+    let config = s.config();
+    // `script` gives berth a real terminal as stdin, stdout and stderr.
+    let in_terminal = |command: String, as_user: bool| -> String {
+        let mut c = Command::new("script");
+        c.args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if as_user {
+            use std::os::unix::process::CommandExt;
+            let (uid, gid) = test_user();
+            c.uid(uid)
+                .gid(gid)
+                .env("HOME", s.user_home())
+                .current_dir(s.user_home());
+        }
+        let out = c.output().unwrap();
+        stdout(&out).replace('\r', "")
+    };
+    let as_root = in_terminal(
+        format!(
+            "{} --config {} run --user {user} {} sh -c '{inside}'",
+            berth.display(),
+            config.display(),
+            image.display()
+        ),
+        false,
+    );
+    let rootless = in_terminal(
+        format!(
+            "{} --config {} run {} sh -c '{inside}'",
+            berth.display(),
+            config.display(),
+            image.display()
+        ),
+        true,
+    );
+    for (who, text) in [("root for a user", &as_root), ("rootless", &rootless)] {
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert!(
+            lines.len() >= 2 && lines[0] == "EPERM" && lines[1] == "ENXIO",
+            "{who}: TIOCSTI must fail and /dev/tty must not open: {text:?}"
+        );
+    }
+}
+
+// 6 -------------------------------------------------------------------------
+
+/// A whiteout named `.wh..` strips to `..`: the extractor removed the
+/// store's tmp/ as root, with another user's extraction in it. Now such
+/// whiteouts fail the layer and nothing outside it is touched.
+#[test]
+fn whiteouts_naming_nothing_dot_or_dotdot_are_refused() {
+    needs_root();
+    let s = Sandbox::new();
+    ok(s.berth(&["images"])); // makes the store
+    let sentinel = s.store().join("tmp/someone-elses-extraction");
+    std::fs::create_dir_all(sentinel.join("inside")).unwrap();
+    for hidden in ["", ".", ".."] {
+        let top = Layer::new()
+            .dir("a", 0o755)
+            .file("a/file", b"x", 0o644)
+            .whiteout("a", hidden);
+        let image = s.image_on_base(&format!("wh{}", hidden.len()), top);
+        chown_tree(&image);
+        let out = run_for_user(&s, &[image.to_str().unwrap(), "true"]);
+        assert!(!out.status.success(), "whiteout .wh.{hidden} accepted");
+        assert!(
+            stderr(&out).contains("whiteout"),
+            ".wh.{hidden}: {}",
+            stderr(&out)
+        );
+        assert!(
+            sentinel.join("inside").is_dir(),
+            ".wh.{hidden} removed something outside the layer"
+        );
+    }
+}
+
+// 7 -------------------------------------------------------------------------
+
+/// Layer directories kept their tar modes on the host (a layer's /tmp
+/// 1777): users planted files into lower layers, held the layers' lock
+/// files and read image records. Now the store is root's alone.
+#[test]
+fn the_shared_store_is_roots_alone() {
+    needs_root();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    ok(run_for_user(&s, &[image.to_str().unwrap(), "true"]));
+    let store = s.store();
+    let mode = std::fs::metadata(&store).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "store mode {mode:o}");
+    let layer_tmp = std::fs::read_dir(store.join("layers/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("tmp"))
+        .find(|p| p.is_dir())
+        .expect("the base layer's /tmp");
+    let lock = std::fs::read_dir(store.join("locks"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a lock file")
+        .path();
+    let record = std::fs::read_dir(store.join("images"))
+        .unwrap()
+        .flatten()
+        .next()
+        .map(|e| e.path());
+    let (uid, gid) = test_user();
+    let as_user = |script: &str, path: &Path| {
+        use std::os::unix::process::CommandExt;
+        Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(path)
+            .uid(uid)
+            .gid(gid)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        !as_user("touch \"$1/planted\"", &layer_tmp),
+        "a user wrote a layer"
+    );
+    assert!(!layer_tmp.join("planted").exists());
+    assert!(
+        !as_user("exec 3<\"$1\"", &lock),
+        "a user opened a lock file"
+    );
+    if let Some(record) = record {
+        assert!(
+            !as_user("cat \"$1\" >/dev/null", &record),
+            "a user read a record"
+        );
+    }
+}
+
+// 10 ------------------------------------------------------------------------
+
+/// Root made the working directory following `/proc/PID/root`: a user
+/// created a directory inside another user's running container. Now no
+/// magic link is followed.
+#[test]
+fn the_working_directory_never_leads_into_another_container() {
+    needs_root();
+    let (s, cluster, image) = cluster_with_standard_image();
+    // Another user's container (root's own), running.
+    let mut other = s
+        .berth_command(&["run", &image, "berth-probe", "sleep", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(other.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let berth_pid = other.id();
+    let init = std::fs::read_to_string(format!("/proc/{berth_pid}/task/{berth_pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the container's init")
+        .to_string();
+    let target = format!("/proc/{init}/root/tmp/planted-by-a-user");
+    let workdir = format!("--container-workdir={target}");
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&[&image_opt, &workdir, "pwd"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(
+        !Path::new(&target).exists(),
+        "a directory was made in another container"
+    );
+}
+
+// 12 and the no-oracle rule ------------------------------------------------
+
+/// Hostile input costs bounded work and is refused with a clear message: a
+/// layer 4000 directories deep, a sparse 3 GB index.json, a FIFO as the
+/// image (it hung root forever).
+#[test]
+fn hostile_images_are_refused_without_unbounded_work() {
+    needs_root();
+    let s = Sandbox::new();
+    let deep_path = vec!["d"; 4000].join("/");
+    let mut deep = Layer::new();
+    let mut path = String::new();
+    for part in deep_path.split('/') {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(part);
+        deep = deep.dir(&path, 0o755);
+    }
+    let image = s.image_on_base("deep", deep);
+    chown_tree(&image);
+    let out = run_for_user(&s, &[image.to_str().unwrap(), "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("store.max_layer_depth"),
+        "{}",
+        stderr(&out)
+    );
+
+    let sparse = user_dir(&s, "sparse");
+    std::fs::write(
+        sparse.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = std::fs::File::create(sparse.join("index.json")).unwrap();
+    index.set_len(3 << 30).unwrap();
+    chown_tree(&sparse);
+    let out = run_for_user(&s, &[sparse.to_str().unwrap(), "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("index.json"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("MiB"), "{}", stderr(&out));
+
+    let fifo_dir = user_dir(&s, "fifo");
+    let fifo = fifo_dir.join("image.sqsh");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    chown_tree(&fifo_dir);
+    let user = user_flag();
+    let mut child = s
+        .berth_command(&["run", "--user", &user, fifo.to_str().unwrap(), "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth hangs on a FIFO named as the image");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+}
+
+/// Rootless, the command could PTRACE_ATTACH the container's init (same
+/// uid), and hang berth for ever. Now init is not dumpable.
+#[test]
+fn the_command_cannot_ptrace_its_init() {
+    needs_root();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    let out = s.berth_as_user(&["run", image.to_str().unwrap(), "berth-probe", "ptrace", "1"]);
+    assert_eq!(ok(out).trim(), "EPERM");
+}
+
+/// Root's errors for a path the user cannot reach are the same whether or
+/// not it exists: root's answers tell nothing the user could not find out.
+#[test]
+fn no_oracle_for_paths_the_user_cannot_reach() {
+    needs_root();
+    let s = Sandbox::new();
+    let closed = s.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(closed.join("there.sqsh"), b"hsqs").unwrap();
+    let message = |name: &str| {
+        let path = closed.join(name);
+        let out = run_for_user(&s, &[path.to_str().unwrap(), "true"]);
+        assert!(!out.status.success());
+        stderr(&out).replace(name, "NAME")
+    };
+    assert_eq!(message("there.sqsh"), message("absent.sqsh"));
+    let out = run_for_user(&s, &["/etc/shadow", "true"]);
+    let shadow = stderr(&out).replace("/etc/shadow", "PATH");
+    let out = run_for_user(&s, &["/etc/no-such-file", "true"]);
+    let missing = stderr(&out).replace("/etc/no-such-file", "PATH");
+    assert_eq!(shadow, missing);
+}
