@@ -90,8 +90,11 @@ pub fn plan(identity: &Identity) -> MapPlan {
     let (uid, gid) = (identity.host_uid, identity.host_gid);
     if identity.privileged {
         let inner = if identity.remap_root {
+            // setgroups denied: the container's root keeps the user's
+            // supplementary groups (set before the namespace was made) and
+            // cannot drop one to get past a "deny by group" permission.
             UserNsMaps {
-                allow_setgroups: true,
+                allow_setgroups: false,
                 ..UserNsMaps::single(0, uid, 0, gid)
             }
         } else {
@@ -151,6 +154,7 @@ mod tests {
         let p = plan(&id(true, true));
         assert_eq!(p.inner.uid_map_text(), "0 1000 1\n");
         assert_eq!(p.inner.gid_map_text(), "0 100 1\n");
+        assert!(!p.inner.allow_setgroups, "groups could be dropped");
     }
 
     #[test]

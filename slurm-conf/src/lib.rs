@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use size::{parse_size, SizeError};
+pub use size::{parse_duration, parse_size, DurationError, SizeError};
 
 /// Where berth looks for its configuration when no path is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/berth.toml";
@@ -249,6 +249,11 @@ pub struct RegistryConfig {
     pub insecure: Vec<String>,
     /// Layers downloaded and extracted at the same time.
     pub parallel_downloads: usize,
+    /// How long a user's successful access check of a private registry
+    /// image (a manifest request with their credentials) is remembered
+    /// before their next start from the node's cache asks the registry
+    /// again: `1h`, `30m`, `0` (ask every time).
+    pub auth_cache: String,
 }
 
 impl Default for RegistryConfig {
@@ -257,6 +262,7 @@ impl Default for RegistryConfig {
             credentials: vec![],
             insecure: vec![],
             parallel_downloads: 4,
+            auth_cache: "1h".to_string(),
         }
     }
 }
@@ -431,6 +437,8 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        parse_duration(&self.registry.auth_cache)
+            .map_err(|e| invalid("registry.auth_cache", e.to_string()))?;
         if self.registry.parallel_downloads == 0 || self.registry.parallel_downloads > 64 {
             return Err(invalid(
                 "registry.parallel_downloads",

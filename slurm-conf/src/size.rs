@@ -49,3 +49,44 @@ mod tests {
         assert!(parse_size("4X").is_err());
     }
 }
+
+/// A duration string that is not a duration.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0:?} is not a duration (write a number with s, m, h or d, e.g. \"1h\"; \"0\" for none)")]
+pub struct DurationError(pub String);
+
+/// Parses a duration in whole seconds: `90s`, `30m`, `1h`, `2d`, or `0`.
+pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
+    let err = || DurationError(text.to_string());
+    let t = text.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let unit = t.chars().last().ok_or_else(err)?;
+    let seconds: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(err()),
+    };
+    let number: u64 = t[..t.len() - 1].trim().parse().map_err(|_| err())?;
+    number.checked_mul(seconds).ok_or_else(err)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_people_write_them() {
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        for bad in ["", "1", "h", "1w", "-1h", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -383,6 +383,9 @@ fn enter_remapped_user_namespace(uid: u32, gid: u32, caps: &[u8]) -> Result<(), 
         .iter()
         .filter_map(|i| berth::caps::from_index(*i))
         .collect();
+    // A new user namespace starts with a full bounding set: cut it back to
+    // the configured capabilities, so nothing can ever be regained.
+    berth::caps::limit_bounding_set(&keep).map_err(|e| format!("--container-remap-root: {e}"))?;
     berth::caps::set_process_capabilities(&keep).map_err(|e| format!("--container-remap-root: {e}"))
 }
 

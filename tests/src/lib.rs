@@ -214,6 +214,17 @@ pub fn test_user() -> (u32, u32) {
     lookup().expect("cannot create the test user (useradd)")
 }
 
+/// The test user's home directory (from the name service).
+pub fn test_user_home() -> PathBuf {
+    let (uid, _) = test_user();
+    let out = Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    PathBuf::from(line.trim().split(':').nth(5).unwrap_or_default())
+}
+
 /// Whether this process is root (the tests need it to run berth both ways).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -543,6 +543,77 @@ fn the_shared_store_is_roots_alone() {
     }
 }
 
+// 8 -------------------------------------------------------------------------
+
+/// After one user pulled a private image with their credentials, a user
+/// without any ran it from the node's cache. Now a private image is
+/// started for a user only when the registry lets that user pull it (or
+/// did within `registry.auth_cache`); a public one needs no question.
+#[test]
+fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
+    needs_root();
+    let s = Sandbox::new();
+    let registry = berth_e2e::registry::Registry::start();
+    let layout = s.standard_image();
+    registry.push(&layout, "private/img:v1");
+    registry.push(&layout, "public/img:v1");
+    let gate = berth_e2e::registry::TokenGate::start(&registry, "alice", "s3cret");
+    let private = format!("{}/private/img:v1", gate.host());
+    let public = format!("{}/public/img:v1", registry.host());
+    // Root pulls with its own credentials (from its HOME, not berth.toml).
+    let root_home = s.path().join("root-home");
+    std::fs::create_dir_all(root_home.join(".config/enroot")).unwrap();
+    let netrc = format!("machine {} login alice password s3cret\n", gate.host());
+    std::fs::write(root_home.join(".config/enroot/.credentials"), &netrc).unwrap();
+    for reference in [&private, &public] {
+        let out = s
+            .berth_command(&["pull", reference])
+            .env("HOME", &root_home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // A user without credentials: the public image runs, the private not.
+    let user_netrc = test_user_home().join(".config/enroot/.credentials");
+    let _ = std::fs::remove_file(&user_netrc);
+    assert_eq!(
+        ok(run_for_user(&s, &[&public, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    let out = run_for_user(&s, &[&private, "cat", "/etc/motd"]);
+    assert!(
+        !out.status.success(),
+        "ran a private image: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("private image")
+            && (stderr(&out).contains("authoriz") || stderr(&out).contains("authentication")),
+        "{}",
+        stderr(&out)
+    );
+    // With their own credentials they may; the answer is remembered.
+    let dir = user_netrc.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    chown_tree(&test_user_home().join(".config"));
+    std::fs::write(&user_netrc, &netrc).unwrap();
+    chown_tree(&user_netrc);
+    assert_eq!(
+        ok(run_for_user(&s, &[&private, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    std::fs::remove_file(&user_netrc).unwrap();
+    assert_eq!(
+        ok(run_for_user(&s, &[&private, "cat", "/etc/motd"])),
+        "layer2\n",
+        "a successful check holds for registry.auth_cache"
+    );
+    // With no remembering, the registry is asked each time.
+    s.write_config("[registry]\nauth_cache = \"0\"\n");
+    let out = run_for_user(&s, &[&private, "true"]);
+    assert!(!out.status.success(), "the check was not made again");
+}
+
 // 10 ------------------------------------------------------------------------
 
 /// Root made the working directory following `/proc/PID/root`: a user
@@ -685,4 +756,82 @@ fn no_oracle_for_paths_the_user_cannot_reach() {
     let out = run_for_user(&s, &["/etc/no-such-file", "true"]);
     let missing = stderr(&out).replace("/etc/no-such-file", "PATH");
     assert_eq!(shadow, missing);
+}
+
+// 11 ------------------------------------------------------------------------
+
+/// Root-run `--remap-root` dropped the user's supplementary groups, so a
+/// file denied to one of them (mode 0604, that group's owner) became
+/// readable as "other". Now the groups stay, and cannot be dropped inside.
+#[test]
+fn remap_root_keeps_the_groups_that_deny_access() {
+    needs_root();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    let group = "berth-denied";
+    let _ = Command::new("groupadd").args(["-f", group]).status();
+    let added = Command::new("gpasswd")
+        .args(["-a", TEST_USER, group])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let dir = s.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("not-for-the-group");
+    std::fs::write(&file, "readable by others only\n").unwrap();
+    let chgrp = Command::new("chgrp")
+        .arg(group)
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(chgrp.success());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let mount = format!("{}:/shared", dir.display());
+    for remap in [false, true] {
+        let user = user_flag();
+        let mut args = vec!["run", "--user", user.as_str()];
+        if remap {
+            args.push("--remap-root");
+        }
+        args.extend_from_slice(&[
+            "-m",
+            &mount,
+            image.to_str().unwrap(),
+            "berth-probe",
+            "read",
+            "/shared/not-for-the-group",
+        ]);
+        let text = ok(s.berth(&args));
+        assert_eq!(text.trim(), "EACCES", "remap-root {remap}: {text}");
+    }
+}
+
+/// Slurm `--container-remap-root` tasks had a full bounding set (a new user
+/// namespace starts with one). Now it is the configured set, as the
+/// permitted one.
+#[test]
+fn slurm_remap_root_tasks_have_only_the_configured_bounding_set() {
+    needs_root();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-remap-root",
+        "grep",
+        "-E",
+        "^Cap(Prm|Bnd):",
+        "/proc/self/status",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let value = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(value("CapBnd:"), value("CapPrm:"), "{text}");
+    assert_ne!(value("CapPrm:"), "0000000000000000", "{text}");
 }

@@ -297,17 +297,7 @@ fn private_images_use_the_job_users_own_credentials_read_as_that_user() {
     let gate = berth_e2e::registry::TokenGate::start(&registry, "alice", "s3cret");
     let image_opt = format!("--container-image={}#private/img:v1", gate.host());
     let (uid, gid) = test_user();
-    let home = std::path::PathBuf::from(
-        String::from_utf8(
-            std::process::Command::new("sh")
-                .args(["-c", &format!("getent passwd {uid} | cut -d: -f6")])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim(),
-    );
+    let home = test_user_home();
     let enroot_dir = home.join(".config/enroot");
     let docker_dir = home.join(".docker");
     let cleanup = || {

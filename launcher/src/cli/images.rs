@@ -110,11 +110,71 @@ pub(crate) fn resolve(
     source: &ImageSource,
     whose: Credentials,
 ) -> Result<ResolvedImage> {
-    Ok(
-        source.resolve(&ctx.store, ctx.config.security.allow_setuid, &|r| {
-            pull_reference(ctx, r, whose)
-        })?,
-    )
+    let pull = |reference: &ImageRef| {
+        let record = pull_reference(ctx, reference, whose)?;
+        if let Credentials::User(uid, _) = whose {
+            remember_access(ctx, uid, &record.name);
+        }
+        Ok(record)
+    };
+    let may_use = |record: &ImageRecord| match whose {
+        Credentials::Caller => Ok(()),
+        Credentials::User(uid, gid) => check_access(ctx, record, uid, gid),
+    };
+    Ok(source.resolve(
+        &ctx.store,
+        ctx.config.security.allow_setuid,
+        &pull,
+        &may_use,
+    )?)
+}
+
+/// Private registry images stay private on a shared node: before a user
+/// starts one from the cache, the registry is asked (one manifest request
+/// with the user's own credentials) whether they may pull it. A yes is
+/// remembered for `registry.auth_cache`.
+fn check_access(
+    ctx: &Context,
+    record: &ImageRecord,
+    uid: u32,
+    gid: u32,
+) -> Result<(), berth::image::ImageError> {
+    let stamp = ctx.store.access_stamp(uid, &record.name);
+    let ttl = slurm_conf::parse_duration(&ctx.config.registry.auth_cache).unwrap_or(0);
+    let fresh = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() < ttl);
+    if fresh {
+        return Ok(());
+    }
+    let reference = ImageRef::parse(&record.name)?;
+    match registry::check_access(&reference, &pull_options(ctx, Credentials::User(uid, gid))) {
+        Ok(()) => {
+            remember_access(ctx, uid, &record.name);
+            Ok(())
+        }
+        Err(e) => Err(berth::image::ImageError::Invalid {
+            image: record.name.clone(),
+            message: format!(
+                "a private image in this node's cache; uid {uid} must be able to pull it to use it, \
+                 and the registry was asked: {}",
+                match e {
+                    berth::image::ImageError::Invalid { message, .. } => message,
+                    other => other.to_string(),
+                }
+            ),
+        }),
+    }
+}
+
+/// Notes that `uid` just showed it may pull the image `name`.
+fn remember_access(ctx: &Context, uid: u32, name: &str) {
+    let stamp = ctx.store.access_stamp(uid, name);
+    if let Err(e) = std::fs::write(&stamp, b"") {
+        tracing::debug!(path = %stamp.display(), error = %e, "cannot remember an access check");
+    }
 }
 
 pub(crate) fn pull(ctx: &Context, args: &PullArgs) -> Result<i32> {

@@ -113,6 +113,7 @@ pub fn import(
         layers: config.rootfs.diff_ids.clone(),
         config: config.config.unwrap_or_default(),
         created: records::now(),
+        public: false,
     };
     records::save(store, &record)?;
     Ok(record)

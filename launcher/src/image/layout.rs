@@ -188,6 +188,7 @@ impl<'a> Layout<'a> {
             layers: image.layer_digests,
             config: image.config,
             created: super::records::now(),
+            public: false,
         };
         super::records::save(store, &record)?;
         Ok(record)

@@ -75,7 +75,7 @@ pub struct ResolvedImage {
 /// used is a race an attacker wins).
 #[derive(Debug, Clone)]
 pub struct OpenedPath {
-    /// As the user named it, for messages.
+    /// Where it is (absolute, as opened), for messages and records.
     pub path: PathBuf,
     /// The open file or directory.
     pub fd: std::sync::Arc<OwnedFd>,
@@ -207,8 +207,15 @@ impl ImageSource {
         }
         };
         let kind = crate::as_user::file_kind(fd.as_fd()).map_err(|e| not_image(&e.to_string()))?;
+        // Named by where it really is (absolute): records of imported files
+        // carry this name, and it must never look like a reference another
+        // user could ask for ("ubuntu:22.04" as a file in someone's cwd).
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .ok()
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| PathBuf::from(name));
         let opened = OpenedPath {
-            path: PathBuf::from(name),
+            path,
             fd: std::sync::Arc::new(fd),
             user: user.cloned(),
         };
@@ -251,12 +258,15 @@ impl ImageSource {
     }
 
     /// Brings the image into the store when needed and returns it ready to
-    /// run. `pull` fetches a registry reference that is not in the store yet.
+    /// run. `pull` fetches a registry reference that is not in the store yet;
+    /// `may_use` is asked before a private registry image is started from
+    /// the store (the user must be able to pull it).
     pub fn resolve(
         &self,
         store: &Store,
         allow_setuid: bool,
         pull: &dyn Fn(&ImageRef) -> Result<records::ImageRecord, ImageError>,
+        may_use: &dyn Fn(&records::ImageRecord) -> Result<(), ImageError>,
     ) -> Result<ResolvedImage, ImageError> {
         let from_record = |record: records::ImageRecord, shown: &str| {
             record.resolve(store).ok_or_else(|| ImageError::Invalid {
@@ -305,6 +315,9 @@ impl ImageSource {
                 for candidate in Self::record_names(name) {
                     if let Some(record) = records::load(store, &candidate) {
                         if let Some(image) = record.resolve(store) {
+                            if record.needs_access_check() {
+                                may_use(&record)?;
+                            }
                             return Ok(image);
                         }
                     }

@@ -29,6 +29,19 @@ pub struct ImageRecord {
     pub config: RuntimeConfig,
     /// Seconds since the epoch when it was pulled or imported.
     pub created: u64,
+    /// A registry image anyone may pull (its manifest was served without
+    /// credentials): any user may start it from the cache. Otherwise a
+    /// user must show the registry lets them read it first.
+    #[serde(default)]
+    pub public: bool,
+}
+
+impl ImageRecord {
+    /// Whether a user other than whoever pulled it must show they may pull
+    /// it before starting it from the cache.
+    pub fn needs_access_check(&self) -> bool {
+        self.source == "registry" && !self.public
+    }
 }
 
 impl ImageRecord {

@@ -132,32 +132,7 @@ pub fn pull(
     options: &PullOptions,
     progress: &dyn PullProgress,
 ) -> Result<ImageRecord, ImageError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ImageError::Invalid {
-            image: reference.to_string(),
-            message: format!("cannot start the download runtime: {e}"),
-        })?;
-    let mut plain_http = options.insecure.clone();
-    if reference.is_loopback() {
-        plain_http.push(reference.registry.clone());
-    }
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(plain_http),
-        connect_timeout: Some(std::time::Duration::from_secs(30)),
-        read_timeout: Some(std::time::Duration::from_secs(120)),
-        ..ClientConfig::default()
-    });
-    let auth = match credentials::lookup(
-        &options.credentials,
-        &reference.registry,
-        reference.user.as_deref(),
-    ) {
-        Some(c) => RegistryAuth::Basic(c.login, c.password),
-        None => RegistryAuth::Anonymous,
-    };
+    let (runtime, client, auth) = connect(reference, options)?;
     let oci_ref = client_reference(reference);
     let (manifest, manifest_digest, config_text) = runtime
         .block_on(client.pull_manifest_and_config(&oci_ref, &auth))
@@ -221,6 +196,15 @@ pub fn pull(
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }
+    // Whether anyone may pull it: then any user of the node may start it
+    // from the cache; otherwise each user's own access is checked first.
+    let public = matches!(auth, RegistryAuth::Anonymous)
+        || runtime
+            .block_on(
+                new_client(reference, options)
+                    .fetch_manifest_digest(&oci_ref, &RegistryAuth::Anonymous),
+            )
+            .is_ok();
     let record = ImageRecord {
         name: reference.to_string(),
         source: "registry".into(),
@@ -229,9 +213,60 @@ pub fn pull(
         layers: config.rootfs.diff_ids.clone(),
         config: config.config.unwrap_or_default(),
         created: records::now(),
+        public,
     };
     records::save(store, &record)?;
     Ok(record)
+}
+
+/// A client for `reference`'s registry (plain HTTP only for loopback and
+/// `insecure` registries).
+fn new_client(reference: &ImageRef, options: &PullOptions) -> Client {
+    let mut plain_http = options.insecure.clone();
+    if reference.is_loopback() {
+        plain_http.push(reference.registry.clone());
+    }
+    Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(plain_http),
+        connect_timeout: Some(std::time::Duration::from_secs(30)),
+        read_timeout: Some(std::time::Duration::from_secs(120)),
+        ..ClientConfig::default()
+    })
+}
+
+/// A runtime, a client and the credentials `options` hold for `reference`.
+fn connect(
+    reference: &ImageRef,
+    options: &PullOptions,
+) -> Result<(tokio::runtime::Runtime, Client, RegistryAuth), ImageError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ImageError::Invalid {
+            image: reference.to_string(),
+            message: format!("cannot start the download runtime: {e}"),
+        })?;
+    let auth = match credentials::lookup(
+        &options.credentials,
+        &reference.registry,
+        reference.user.as_deref(),
+    ) {
+        Some(c) => RegistryAuth::Basic(c.login, c.password),
+        None => RegistryAuth::Anonymous,
+    };
+    Ok((runtime, new_client(reference, options), auth))
+}
+
+/// Whether `options`' credentials (or none: anonymous access counts) may
+/// read `reference`'s manifest now: one manifest request, nothing fetched.
+/// The error says whether the registry refused or could not be reached.
+pub fn check_access(reference: &ImageRef, options: &PullOptions) -> Result<(), ImageError> {
+    let (runtime, client, auth) = connect(reference, options)?;
+    runtime
+        .block_on(client.fetch_manifest_digest(&client_reference(reference), &auth))
+        .map(|_| ())
+        .map_err(|e| registry_err(reference, e))
 }
 
 /// Downloads one layer blob to tmp/ and extracts it, under the layer's lock.

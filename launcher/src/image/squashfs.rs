@@ -54,6 +54,7 @@ pub fn import(
         layers: vec![digest],
         config: Default::default(),
         created: records::now(),
+        public: false,
     };
     records::save(store, &record)?;
     Ok(record)

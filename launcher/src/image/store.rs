@@ -9,6 +9,7 @@
 //! <root>/locks/<hex>.use         shared flock held by every running container using the layer
 //! <root>/seccomp/<sha256>.bpf    compiled seccomp filters
 //! <root>/mnt/                    mount point used inside each container's private mount namespace
+//! <root>/access/<sha256>         when a user last showed the registry lets them pull a private image
 //! ```
 //! A layer directory exists only when its content was verified: extraction
 //! happens in `tmp/` and ends with an atomic rename, so a crash, a full disk
@@ -125,6 +126,7 @@ impl Store {
             "locks",
             "seccomp",
             "mnt",
+            "access",
         ] {
             let path = root.join(dir);
             if !path.is_dir() {
@@ -167,6 +169,13 @@ impl Store {
     /// The directory for compiled seccomp filters.
     pub fn seccomp_dir(&self) -> PathBuf {
         self.root.join("seccomp")
+    }
+
+    /// The stamp of `uid`'s last successful access check of the registry
+    /// image `name` (its mtime says when).
+    pub fn access_stamp(&self, uid: u32, name: &str) -> PathBuf {
+        let key = hex::encode(Sha256::digest(format!("{uid}\0{name}").as_bytes()));
+        self.root.join("access").join(key)
     }
 
     /// The mount point used inside container mount namespaces.

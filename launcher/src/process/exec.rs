@@ -32,12 +32,9 @@ fn prepare_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Fa
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", home_of(uid)));
     }
-    if id.privileged {
-        let groups: Vec<Gid> = if id.remap_root {
-            vec![]
-        } else {
-            id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect()
-        };
+    // Remapped, the groups were set by init before the user namespace.
+    if id.privileged && !id.remap_root {
+        let groups: Vec<Gid> = id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect();
         nix::unistd::setgroups(&groups)
             .map_err(|e| setup(format!("cannot set supplementary groups: {e}")))?;
     }

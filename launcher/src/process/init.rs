@@ -72,6 +72,19 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
     if let Err(e) = rootfs::prepare(&LinuxSyscall, spec, &is_dir) {
         fail!(Failure::setup(e));
     }
+    // With --remap-root the user's groups are taken here, while init may
+    // still set any: inside, only the user's own gid is mapped, but the
+    // kernel checks file access with all of them (setgroups is then denied
+    // there, so none can be dropped).
+    let id = &spec.identity;
+    if id.privileged && id.remap_root {
+        let groups: Vec<Gid> = id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        if let Err(e) = nix::unistd::setgroups(&groups) {
+            fail!(Failure::setup(format!(
+                "cannot set supplementary groups: {e}"
+            )));
+        }
+    }
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
         fail!(Failure::setup(format!(
             "cannot create the container's user namespace: {e}"
@@ -155,7 +168,8 @@ fn lock_down_init(spec: &ContainerSpec) -> Result<(), String> {
         Uid::from_raw(id.container_uid()),
         Gid::from_raw(id.container_gid()),
     );
-    if id.privileged {
+    // Remapped, init keeps the user's groups (setgroups is denied there).
+    if id.privileged && !id.remap_root {
         nix::unistd::setgroups(&[]).map_err(|e| format!("init setgroups: {e}"))?;
     }
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("init setresgid: {e}"))?;
