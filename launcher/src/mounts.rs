@@ -76,6 +76,7 @@ pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
         source,
         destination: dst.to_path_buf(),
         read_only,
+        tree: None,
     })
 }
 
@@ -118,6 +119,7 @@ mod tests {
             source: PathBuf::from(src),
             destination: PathBuf::from("/host"),
             read_only: true,
+            tree: None,
         };
         let err = check_policy(&mount("/"), &policy).unwrap_err().to_string();
         assert!(err.contains("holds /proc"), "{err}");
@@ -162,6 +164,7 @@ mod tests {
             source: PathBuf::from(s),
             destination: PathBuf::from("/x"),
             read_only: false,
+            tree: None,
         };
         assert!(check_policy(&m("/home/alice"), &policy).is_ok());
         assert!(check_policy(&m("/proc/1"), &policy).is_err());

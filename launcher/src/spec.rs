@@ -103,6 +103,26 @@ pub struct BindMount {
     pub destination: PathBuf,
     /// Read-only.
     pub read_only: bool,
+    /// For root acting for a user: the source as a detached mount, cloned
+    /// from what the user's rights opened (never from the path again), and
+    /// whether it is a directory. None: cloned from `source` in the
+    /// container's namespace (root for itself, rootless, the admin's CDI).
+    pub tree: Option<SourceTree>,
+}
+
+/// A detached mount tree (made private) of a bind mount's source.
+#[derive(Debug, Clone)]
+pub struct SourceTree {
+    /// The `open_tree` descriptor.
+    pub fd: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// Whether the source is a directory.
+    pub is_dir: bool,
+}
+
+impl PartialEq for SourceTree {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.fd, &other.fd)
+    }
 }
 
 /// Identity of the container's processes.

@@ -318,11 +318,13 @@ fn symlinked_layout_blobs_are_refused() {
 /// A root filesystem directory image was checked as the user, then mounted
 /// by path as root: swapping it for a symlink to a root-only directory in
 /// between gave the user that directory. Now the directory is opened once
-/// with the user's rights and mounted from that descriptor.
+/// with the user's rights and mounted from that descriptor. Mount sources
+/// (`-m`) get the same treatment and the same attack.
 #[test]
-fn a_rootfs_directory_swapped_for_a_symlink_never_shows_root_only_files() {
+fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
     needs_root();
     let s = Sandbox::new();
+    let image = s.standard_image();
     let closed = s.path().join("closed");
     std::fs::create_dir(&closed).unwrap();
     std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -333,41 +335,44 @@ fn a_rootfs_directory_swapped_for_a_symlink_never_shows_root_only_files() {
     let link = race.join("link");
     std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
     chown_tree(&race);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicU64::new(0));
-    let swapper = {
-        let (stop, swaps) = (stop.clone(), swaps.clone());
-        let (a, b) = (mine.clone(), link.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                exchange(&a, &b);
-                swaps.fetch_add(1, Ordering::Relaxed);
+    let mount = format!("{}:/m", mine.display());
+    let as_image = [mine.to_str().unwrap(), "/bin/busybox", "cat", "/marker"];
+    let as_mount = ["-m", &mount, image.to_str().unwrap(), "cat", "/m/marker"];
+    for args in [&as_image[..], &as_mount[..]] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let swapper = {
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (a, b) = (mine.clone(), link.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    exchange(&a, &b);
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let mut runs = 0;
+        let mut own = 0;
+        while runs < 300 && (runs < 30 || swaps.load(Ordering::Relaxed) < 5000) {
+            runs += 1;
+            let text = stdout(&run_for_user(&s, args));
+            assert!(
+                !text.contains("ROOT-ONLY-SECRET"),
+                "{args:?}, run {runs}: the user saw a root-only directory"
+            );
+            if text.contains("mine") {
+                own += 1;
             }
-        })
-    };
-    let mut runs = 0;
-    let mut own = 0;
-    while runs < 300 && (runs < 30 || swaps.load(Ordering::Relaxed) < 5000) {
-        runs += 1;
-        let out = run_for_user(
-            &s,
-            &[mine.to_str().unwrap(), "/bin/busybox", "cat", "/marker"],
-        );
-        let text = stdout(&out);
-        assert!(
-            !text.contains("ROOT-ONLY-SECRET"),
-            "run {runs}: the user saw a root-only directory"
-        );
-        if text.contains("mine") {
-            own += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        let swapped = swaps.load(Ordering::Relaxed);
+        assert!(swapped >= 5000, "only {swapped} swaps in {runs} runs");
+        assert!(own > 0, "{args:?}: no run used the user's own directory");
+        if !mine.is_dir() {
+            exchange(&mine, &link); // put it back for the next round
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
-    let swapped = swaps.load(Ordering::Relaxed);
-    assert!(swapped >= 5000, "only {swapped} swaps in {runs} runs");
-    assert!(own > 0, "no run started from the user's own directory");
 }
 
 /// `renameat2(RENAME_EXCHANGE)` of two paths.

@@ -234,14 +234,58 @@ pub(crate) fn user_mounts(
     identity: &Identity,
 ) -> Result<Vec<berth::spec::BindMount>> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // Root acting for a user resolves the path with the user's rights and
+    // takes the source from what those rights open: a detached clone made
+    // now, never the path again.
+    let rights =
+        (identity.privileged && identity.host_uid != 0).then(|| berth::as_user::UserRights {
+            uid: identity.host_uid,
+            gid: identity.host_gid,
+            groups: identity.host_groups.clone(),
+        });
     let mut mounts = Vec::new();
     for text in texts {
-        let mount = berth::mounts::parse_mount(text, &cwd)?;
+        let mut mount = match &rights {
+            Some(user) => user.with(|| berth::mounts::parse_mount(text, &cwd))??,
+            None => berth::mounts::parse_mount(text, &cwd)?,
+        };
         berth::mounts::check_policy(&mount, &config.mounts)?;
-        check_user_can_read(&mount.source, identity)?;
+        match &rights {
+            Some(user) => mount.tree = Some(source_tree(&mount.source, user)?),
+            None => check_user_can_read(&mount.source, identity)?,
+        }
         mounts.push(mount);
     }
     Ok(mounts)
+}
+
+/// A mount source opened with the user's rights, as a private detached tree.
+fn source_tree(
+    source: &Path,
+    user: &berth::as_user::UserRights,
+) -> Result<berth::spec::SourceTree> {
+    use std::os::fd::AsFd;
+    // Opened for reading (not O_PATH): the user must be able to read it.
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+    let opened =
+        berth::as_user::open_user_path(Some(user), source, flags).map_err(|e| match e {
+            berth::as_user::UserPathError::NotAccessible { .. } => {
+                anyhow::Error::from(berth::mounts::MountError::PermissionDenied {
+                    path: source.to_path_buf(),
+                    uid: user.uid,
+                })
+            }
+            other => other.into(),
+        })?;
+    let is_dir = berth::as_user::file_kind(opened.as_fd())? == berth::as_user::FileKind::Dir;
+    let tree = berth::sys::open_tree_clone_fd(opened.as_fd(), true)
+        .with_context(|| format!("cannot clone mount source {}", source.display()))?;
+    berth::sys::make_tree_private(tree.as_fd())
+        .with_context(|| format!("cannot make mount source {} private", source.display()))?;
+    Ok(berth::spec::SourceTree {
+        fd: std::sync::Arc::new(tree),
+        is_dir,
+    })
 }
 
 /// What the user asked for beyond the image: GPUs (`--gpus`) and limits.

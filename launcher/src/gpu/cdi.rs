@@ -188,6 +188,7 @@ fn apply_edits(edits: &Edits, out: &mut DeviceEdits) -> Result<(), String> {
             source: m.host_path.clone(),
             destination: m.container_path.clone(),
             read_only: m.options.iter().any(|o| o == "ro"),
+            tree: None,
         };
         if !out.mounts.contains(&mount) {
             out.mounts.push(mount);

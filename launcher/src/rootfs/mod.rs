@@ -240,6 +240,14 @@ fn clone_mount_sources(
     mounts
         .iter()
         .map(|m| {
+            if let Some(tree) = &m.tree {
+                // Cloned by root from what the user's rights opened: a copy
+                // of that descriptor (attaching consumes it).
+                let fd = nix::unistd::dup(std::os::fd::AsRawFd::as_raw_fd(&*tree.fd))
+                    .map_err(|e| io::Error::from(e))
+                    .map_err(at("cannot open mount source", &m.source))?;
+                return Ok((fd, tree.is_dir));
+            }
             let fd = sys
                 .clone_tree(&m.source, true)
                 .map_err(at("cannot open mount source", &m.source))?;
@@ -311,6 +319,7 @@ mod tests {
                 source: PathBuf::from("/data"),
                 destination: PathBuf::from("/mnt/data"),
                 read_only: true,
+                tree: None,
             }],
             identity: Identity {
                 host_uid: 1000,
