@@ -244,7 +244,7 @@ fn clone_mount_sources(
                 // Cloned by root from what the user's rights opened: a copy
                 // of that descriptor (attaching consumes it).
                 let fd = nix::unistd::dup(std::os::fd::AsRawFd::as_raw_fd(&*tree.fd))
-                    .map_err(|e| io::Error::from(e))
+                    .map_err(io::Error::from)
                     .map_err(at("cannot open mount source", &m.source))?;
                 return Ok((fd, tree.is_dir));
             }
