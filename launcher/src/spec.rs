@@ -33,8 +33,12 @@ pub struct ContainerSpec {
     /// its /proc is mounted with `hidepid=invisible`, so users see only their
     /// own processes.
     pub proc_hidepid: bool,
-    /// The host terminal to show as /dev/console, when stdin is one.
+    /// The host terminal to show as /dev/console: the container's own
+    /// pseudo-terminal, when berth's stdin is a terminal.
     pub console: Option<PathBuf>,
+    /// That pseudo-terminal's container end: the command's controlling
+    /// terminal (and its stdio where berth's is a terminal).
+    pub terminal: Option<std::os::fd::RawFd>,
     /// Compiled seccomp program (`sock_filter` array), or None to run unconfined.
     pub seccomp_program: Option<Vec<u8>>,
     /// GPUs and other host devices, with what their drivers need.

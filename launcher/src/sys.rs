@@ -398,11 +398,12 @@ pub fn move_mount_to(tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
 }
 
 /// Takes ownership of a raw descriptor that this process opened and whose
-/// ownership was handed around as an integer (see `syscall::Syscall::clone_tree`).
+/// ownership was handed around as an integer (see `syscall::Syscall::clone_tree`),
+/// or that it inherited and alone uses (the container's terminal).
 pub fn take_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
-    // SAFETY: callers pass descriptors from `clone_tree`, each exactly once,
-    // so no other owner exists.
+    // SAFETY: callers pass descriptors from `clone_tree` or inherited ones,
+    // each exactly once, so no other owner exists in this process.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
@@ -506,6 +507,43 @@ pub fn attach_device_filter(cgroup: BorrowedFd<'_>, program: BorrowedFd<'_>) -> 
         )
     };
     if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The window size of the terminal on `fd` (`TIOCGWINSZ`).
+pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<libc::winsize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: fd is live and `size` a winsize the kernel fills in.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// Sets the window size of the terminal on `fd` (`TIOCSWINSZ`).
+pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<()> {
+    // SAFETY: fd is live and `size` a winsize the kernel only reads.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal on `fd` the controlling terminal of the calling
+/// session leader (`TIOCSCTTY`).
+pub fn make_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fd is live; the argument 0 means "do not steal".
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if ret == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

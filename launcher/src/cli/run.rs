@@ -121,6 +121,9 @@ pub(crate) struct Purpose {
     /// Slurm confines the step's devices itself (cgroup.conf
     /// ConstrainDevices): berth's filter would only repeat it.
     pub(crate) slurm_constrains_devices: bool,
+    /// The container's own terminal (its end and host path), when berth's
+    /// stdin is a terminal.
+    pub(crate) terminal: Option<(std::os::fd::RawFd, PathBuf)>,
 }
 
 /// A Slurm step's GPUs and how to find their device files.
@@ -182,10 +185,7 @@ pub(crate) fn build_spec(
         .unwrap_or_else(|| config.container.hostname.clone());
     slurm_conf::validate_hostname(&hostname).map_err(|m| anyhow::anyhow!("--hostname: {m}"))?;
     let mut process = process_spec(args, &image, purpose.needs_command)?;
-    let console = std::io::stdin()
-        .is_terminal()
-        .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
-        .flatten();
+    let console = purpose.terminal.as_ref().map(|(_, path)| path.clone());
     let asks = Asks {
         gpus: args.gpus.as_deref(),
         limits: args.limits.asked(),
@@ -218,6 +218,7 @@ pub(crate) fn build_spec(
         process,
         root_capabilities,
         console,
+        terminal: purpose.terminal.as_ref().map(|(fd, _)| *fd),
         proc_hidepid: purpose.proc_hidepid,
         seccomp_program,
         devices,
@@ -474,7 +475,15 @@ fn gpu_devices(
 }
 
 pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
+    let terminal =
+        process::terminal::Terminal::for_stdin().context("cannot make the container's terminal")?;
     let purpose = Purpose {
+        terminal: terminal.as_ref().map(|t| {
+            (
+                std::os::fd::AsRawFd::as_raw_fd(&t.slave),
+                t.slave_path.clone(),
+            )
+        }),
         needs_command: true,
         default_hostname: None,
         proc_hidepid: false,
@@ -490,7 +499,7 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
     };
     let (spec, image, _in_use) = build_spec(ctx, args, &purpose)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");
-    let exit = process::run(&spec)?;
+    let exit = process::run(&spec, terminal)?;
     if exit.oom_kills > 0 {
         let limit = spec
             .cgroup

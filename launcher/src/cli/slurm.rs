@@ -64,6 +64,7 @@ impl SlurmStepArgs {
             None => (None, Default::default()),
         };
         Ok(Purpose {
+            terminal: None,
             needs_command: false,
             default_hostname: hostname,
             proc_hidepid: true,

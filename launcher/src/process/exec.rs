@@ -69,6 +69,13 @@ fn prepare_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Fa
         .map(|e| cstring(e.as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
 
+    // The container's terminal, inherited from berth: this process's copy
+    // is its own (exec closes it; stdio keeps the terminal).
+    let _terminal = spec.terminal.map(crate::sys::take_fd);
+    if let Some(fd) = &_terminal {
+        super::terminal::take_terminal(std::os::fd::AsFd::as_fd(fd))
+            .map_err(|e| setup(format!("cannot take the container's terminal: {e}")))?;
+    }
     // no_new_privs and the seccomp filter were set by init and are inherited.
     crate::sys::cloexec_from(3)
         .map_err(|e| setup(format!("cannot close inherited descriptors: {e}")))?;

@@ -132,6 +132,23 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
         Err(e) => fail!(Failure::setup(format!("cannot fork the command: {e}"))),
     };
     drop(status_w);
+    if let Some(fd) = spec.terminal {
+        // The caller's terminal stays with berth: init lets go of it, and
+        // of its copy of the container's terminal.
+        drop(crate::sys::take_fd(fd));
+        if let Ok(null) = nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            for n in 0..3 {
+                if nix::unistd::isatty(n).unwrap_or(false) {
+                    let _ = nix::unistd::dup2(null, n);
+                }
+            }
+            let _ = nix::unistd::close(null);
+        }
+    }
     if let Err(e) = lock_down_init(spec) {
         tracing::debug!(error = %e, "init could not drop its privileges");
         let _ = kill(command, Signal::SIGKILL);

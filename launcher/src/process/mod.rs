@@ -17,6 +17,7 @@ pub mod exec;
 pub mod init;
 pub mod keeper;
 mod signals;
+pub mod terminal;
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -78,10 +79,12 @@ pub struct Exit {
     pub oom_kills: u64,
 }
 
-/// Runs the container described by `spec` to completion.
+/// Runs the container described by `spec` to completion. With a
+/// `terminal` (whose slave is `spec.terminal`), berth relays its own
+/// terminal to the container's.
 ///
 /// Must be called while the process is single-threaded.
-pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
+pub fn run(spec: &ContainerSpec, terminal: Option<terminal::Terminal>) -> Result<Exit, RunError> {
     let cgroup = spec
         .cgroup
         .as_ref()
@@ -116,8 +119,11 @@ pub fn run(spec: &ContainerSpec) -> Result<Exit, RunError> {
     };
     drop(status_w);
     drop(sync_r);
-    let result =
-        start(child, &plan, status_r, &sync_w).and_then(|()| signals::wait_forwarding(child));
+    let master = terminal.map(|t| t.master); // the slave is the container's alone
+    let result = start(child, &plan, status_r, &sync_w).and_then(|()| match &master {
+        Some(master) => terminal::relay_until_exit(child, master),
+        None => signals::wait_forwarding(child),
+    });
     if result.is_err() {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);

@@ -335,6 +335,7 @@ mod tests {
             },
             root_capabilities: vec![],
             console: None,
+            terminal: None,
             proc_hidepid: false,
             seccomp_program: None,
             devices: Default::default(),
