@@ -334,16 +334,26 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
     rootfs_dir(&mine, "mine");
     let link = race.join("link");
     std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
+    // A symlink to / for the mount source: the host's root with its /proc
+    // and /dev, which the mount policy refuses.
+    let to_root = race.join("to-root");
+    std::os::unix::fs::symlink("/", &to_root).unwrap();
     chown_tree(&race);
     let mount = format!("{}:/m", mine.display());
     let as_image = [mine.to_str().unwrap(), "/bin/busybox", "cat", "/marker"];
     let as_mount = ["-m", &mount, image.to_str().unwrap(), "cat", "/m/marker"];
-    for args in [&as_image[..], &as_mount[..]] {
+    let host_root_check = "cat /m/marker; test -d /m/proc/self && echo ROOT-ONLY-SECRET";
+    let as_root_mount = ["-m", &mount, image.to_str().unwrap(), "sh", "-c", host_root_check];
+    for (args, link) in [
+        (&as_image[..], &link),
+        (&as_mount[..], &link),
+        (&as_root_mount[..], &to_root),
+    ] {
         let stop = Arc::new(AtomicBool::new(false));
         let swaps = Arc::new(AtomicU64::new(0));
         let swapper = {
             let (stop, swaps) = (stop.clone(), swaps.clone());
-            let (a, b) = (mine.clone(), link.clone());
+            let (a, b) = (mine.clone(), link.to_path_buf());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     exchange(&a, &b);
@@ -370,7 +380,7 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
         assert!(swapped >= 5000, "only {swapped} swaps in {runs} runs");
         assert!(own > 0, "{args:?}: no run used the user's own directory");
         if !mine.is_dir() {
-            exchange(&mine, &link); // put it back for the next round
+            exchange(&mine, link); // put it back for the next round
         }
     }
 }

@@ -252,7 +252,14 @@ pub(crate) fn user_mounts(
         };
         berth::mounts::check_policy(&mount, &config.mounts)?;
         match &rights {
-            Some(user) => mount.tree = Some(source_tree(&mount.source, user)?),
+            Some(user) => {
+                let (tree, opened_at) = source_tree(&mount.source, user)?;
+                // The policy holds for what was opened, wherever the path
+                // led by then (a component swapped after the first check).
+                mount.source = opened_at;
+                berth::mounts::check_policy(&mount, &config.mounts)?;
+                mount.tree = Some(tree);
+            }
             None => check_user_can_read(&mount.source, identity)?,
         }
         mounts.push(mount);
@@ -260,11 +267,12 @@ pub(crate) fn user_mounts(
     Ok(mounts)
 }
 
-/// A mount source opened with the user's rights, as a private detached tree.
+/// A mount source opened with the user's rights, as a private detached
+/// tree, and where the opened object is.
 fn source_tree(
     source: &Path,
     user: &berth::as_user::UserRights,
-) -> Result<berth::spec::SourceTree> {
+) -> Result<(berth::spec::SourceTree, PathBuf)> {
     use std::os::fd::AsFd;
     // Opened for reading (not O_PATH): the user must be able to read it.
     let flags = libc::O_RDONLY | libc::O_NONBLOCK;
@@ -279,14 +287,22 @@ fn source_tree(
             other => other.into(),
         })?;
     let is_dir = berth::as_user::file_kind(opened.as_fd())? == berth::as_user::FileKind::Dir;
+    let opened_at = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&opened)
+    ))
+    .with_context(|| format!("cannot tell where mount source {} is", source.display()))?;
     let tree = berth::sys::open_tree_clone_fd(opened.as_fd(), true)
         .with_context(|| format!("cannot clone mount source {}", source.display()))?;
     berth::sys::make_tree_private(tree.as_fd())
         .with_context(|| format!("cannot make mount source {} private", source.display()))?;
-    Ok(berth::spec::SourceTree {
-        fd: std::sync::Arc::new(tree),
-        is_dir,
-    })
+    Ok((
+        berth::spec::SourceTree {
+            fd: std::sync::Arc::new(tree),
+            is_dir,
+        },
+        opened_at,
+    ))
 }
 
 /// What the user asked for beyond the image: GPUs (`--gpus`) and limits.
