@@ -64,9 +64,13 @@ fn rootfs_dir(dir: &Path, marker: &str) {
     std::fs::write(dir.join("marker"), marker).unwrap();
 }
 
-fn sha256_file(path: &Path) -> String {
+fn sha256_of(data: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn sha256_file(path: &Path) -> String {
+    sha256_of(&std::fs::read(path).unwrap())
 }
 
 // 1 and 9 -----------------------------------------------------------------
@@ -178,11 +182,7 @@ fn a_squashfs_changed_during_import_never_poisons_the_store() {
     };
     let good = make("good");
     let trojan = make("trojan");
-    let hex_of = |data: &[u8]| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(data))
-    };
-    let (good_hex, trojan_hex) = (hex_of(&good), hex_of(&trojan));
+    let (good_hex, trojan_hex) = (sha256_of(&good), sha256_of(&trojan));
     let image = dir.join("site.sqsh");
     let other = dir.join("other.sqsh");
     std::fs::write(&image, &good).unwrap();
@@ -343,7 +343,14 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
     let as_image = [mine.to_str().unwrap(), "/bin/busybox", "cat", "/marker"];
     let as_mount = ["-m", &mount, image.to_str().unwrap(), "cat", "/m/marker"];
     let host_root_check = "cat /m/marker; test -d /m/proc/self && echo ROOT-ONLY-SECRET";
-    let as_root_mount = ["-m", &mount, image.to_str().unwrap(), "sh", "-c", host_root_check];
+    let as_root_mount = [
+        "-m",
+        &mount,
+        image.to_str().unwrap(),
+        "sh",
+        "-c",
+        host_root_check,
+    ];
     for (args, link) in [
         (&as_image[..], &link),
         (&as_mount[..], &link),
@@ -862,4 +869,122 @@ fn slurm_remap_root_tasks_have_only_the_configured_bounding_set() {
     };
     assert_eq!(value("CapBnd:"), value("CapPrm:"), "{text}");
     assert_ne!(value("CapPrm:"), "0000000000000000", "{text}");
+}
+
+/// More hostile input, from an outside review of this build: a layer of
+/// zeros that compresses to nothing filled the store's disk (written
+/// densely), a layer larger than the store, a sparse "squashfs" copied
+/// whole into the store, a GNU long name claiming gigabytes (the tar
+/// parser buffered it), a directory image with a mount inside (what the
+/// mount hides would show), and a chain of nested indexes.
+#[test]
+fn hostile_images_cost_no_disk_memory_or_stack() {
+    needs_root();
+    let s = Sandbox::new();
+    // 64 MiB of zeros: written as a hole.
+    let zeros = vec![0u8; 64 << 20];
+    let image = s.image_on_base("zeros", Layer::new().file("zeros", &zeros, 0o644));
+    chown_tree(&image);
+    ok(run_for_user(&s, &[image.to_str().unwrap(), "true"]));
+    let allocated: u64 = std::fs::read_dir(s.store().join("layers/sha256"))
+        .unwrap()
+        .flatten()
+        .filter_map(|layer| std::fs::metadata(layer.path().join("zeros")).ok())
+        .map(|m| m.blocks() * 512)
+        .sum();
+    assert!(
+        allocated < 1 << 20,
+        "64 MiB of zeros took {allocated} bytes of disk"
+    );
+    // The same layer is refused by a store smaller than it.
+    let small = Sandbox::new();
+    small.write_config("max_size = \"32M\"\n");
+    let image = small.image_on_base("zeros", Layer::new().file("zeros", &zeros, 0o644));
+    chown_tree(&image);
+    let out = run_for_user(&small, &[image.to_str().unwrap(), "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("store.max_size"), "{}", stderr(&out));
+
+    let files = user_dir(&s, "files");
+    // A "squashfs" of 4 KiB data and a 2 GiB hole.
+    let sparse = files.join("sparse.sqsh");
+    let mut head = b"hsqs".to_vec();
+    head.resize(4096, 1);
+    std::fs::write(&sparse, &head).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&sparse)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    // A docker-archive whose first entry is a GNU long name of 3 GiB.
+    let long = files.join("long.tar");
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_size(3 << 30);
+    header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_cksum();
+    let mut data = header.as_bytes().to_vec();
+    data.resize(1 << 20, b'a');
+    std::fs::write(&long, &data).unwrap();
+    chown_tree(&files);
+    for (file, expected) in [(&sparse, "sparse"), (&long, "long name")] {
+        let out = run_for_user(&s, &[file.to_str().unwrap(), "true"]);
+        assert!(!out.status.success(), "{expected}: accepted");
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+    }
+    assert_eq!(
+        count_entries(&s.store().join("tmp")),
+        0,
+        "a copy was left in the store"
+    );
+
+    // A directory image with a mount inside it.
+    let dir = user_dir(&s, "mounted");
+    rootfs_dir(&dir, "mine");
+    std::fs::create_dir(dir.join("hidden")).unwrap();
+    std::fs::write(dir.join("hidden/under-the-mount"), "HIDDEN").unwrap();
+    chown_tree(&dir);
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(dir.join("hidden"))
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let out = run_for_user(
+        &s,
+        &[
+            dir.to_str().unwrap(),
+            "/bin/busybox",
+            "cat",
+            "/hidden/under-the-mount",
+        ],
+    );
+    let _ = Command::new("umount").arg(dir.join("hidden")).status();
+    assert!(
+        !stdout(&out).contains("HIDDEN"),
+        "a mount's hidden files showed"
+    );
+    assert!(stderr(&out).contains("mounted inside"), "{}", stderr(&out));
+
+    // Twenty nested indexes.
+    let nested = user_dir(&s, "nested");
+    write_layout(
+        &nested,
+        vec![(base_layer().finish(), Compression::Gzip)],
+        &RunConfig::default(),
+    );
+    for _ in 0..20 {
+        let index = std::fs::read(nested.join("index.json")).unwrap();
+        let hex = sha256_of(&index);
+        std::fs::write(nested.join("blobs/sha256").join(&hex), &index).unwrap();
+        let wrapper = serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"), "size": index.len()}]});
+        std::fs::write(nested.join("index.json"), wrapper.to_string()).unwrap();
+    }
+    chown_tree(&nested);
+    let out = run_for_user(&s, &[nested.to_str().unwrap(), "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nested indexes"), "{}", stderr(&out));
 }

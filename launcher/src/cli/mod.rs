@@ -74,7 +74,8 @@ impl Context {
             privileged,
             config.security.allow_setuid,
         )?
-        .with_max_layer_depth(config.store.max_layer_depth);
+        .with_max_layer_depth(config.store.max_layer_depth)
+        .with_max_layer_bytes(slurm_conf::parse_size(&config.store.max_size).unwrap_or(u64::MAX));
         Ok(Context {
             config,
             store,

@@ -27,7 +27,7 @@ pub fn is_tar(head: &[u8]) -> bool {
 
 /// Where each member of the tar lies: name -> (offset of data, size).
 fn index(file: &OpenedPath) -> std::io::Result<std::collections::HashMap<String, (u64, u64)>> {
-    let mut archive = tar::Archive::new(file.reader()?);
+    let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(file.reader()?));
     let mut map = std::collections::HashMap::new();
     for entry in archive.entries_with_seek()? {
         let entry = entry?;

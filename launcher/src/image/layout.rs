@@ -99,8 +99,16 @@ impl<'a> Layout<'a> {
             .map_err(|e| self.bad(format!("blob {} is not valid JSON: {e}", desc.digest)))
     }
 
-    /// Picks the manifest for this machine from an index, following nested indexes.
-    fn select_manifest(&self, index: &Index) -> Result<Manifest, ImageError> {
+    /// Picks the manifest for this machine from an index, following nested
+    /// indexes (a few levels at most: a chain of thousands would exhaust
+    /// the stack).
+    fn select_manifest(&self, index: &Index, depth: usize) -> Result<Manifest, ImageError> {
+        const MAX_NESTED_INDEXES: usize = 8;
+        if depth > MAX_NESTED_INDEXES {
+            return Err(self.bad(format!(
+                "more than {MAX_NESTED_INDEXES} nested indexes: refused"
+            )));
+        }
         let arch = oci::host_architecture();
         let candidates: Vec<&Descriptor> = index
             .manifests
@@ -122,7 +130,7 @@ impl<'a> Layout<'a> {
         };
         if oci::INDEX_TYPES.contains(&desc.media_type.as_str()) {
             let nested: Index = self.read_json(desc)?;
-            return self.select_manifest(&nested);
+            return self.select_manifest(&nested, depth + 1);
         }
         if !oci::MANIFEST_TYPES.contains(&desc.media_type.as_str()) {
             return Err(self.bad(format!(
@@ -139,7 +147,7 @@ impl<'a> Layout<'a> {
             .map_err(|e| self.bad(format!("index.json: {e}")))?;
         let index: Index =
             serde_json::from_slice(&text).map_err(|e| self.bad(format!("index.json: {e}")))?;
-        let manifest = self.select_manifest(&index)?;
+        let manifest = self.select_manifest(&index, 0)?;
         let config: ImageConfigFile = self.read_json(&manifest.config)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
             return Err(self.bad(format!(

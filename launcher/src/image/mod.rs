@@ -14,6 +14,7 @@ pub mod reference;
 pub mod registry;
 pub mod squashfs;
 pub mod store;
+pub mod tar_guard;
 pub mod unpack;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -159,6 +160,41 @@ fn written_as_path(name: &str) -> bool {
         || name == ".."
 }
 
+/// Mount points strictly below `dir` in this mount namespace.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(unescape_mountinfo(point)))
+        .filter(|point| point != dir && point.starts_with(dir))
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(text: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 /// The first bytes of a file, read from its descriptor.
 fn head_of(fd: &OwnedFd, len: usize) -> Vec<u8> {
     let mut head = vec![0u8; len];
@@ -282,6 +318,18 @@ impl ImageSource {
                     message: e.to_string(),
                 };
                 let (layers, image_tree) = if store.privileged() {
+                    // Only the directory's own filesystem is the image: what a
+                    // mount below it hides would show (root's clone, unlike
+                    // the user's own, is not refused for that by the kernel).
+                    if let Some(below) = mounts_below(&dir.path).first() {
+                        return Err(ImageError::Invalid {
+                            image: dir.path.display().to_string(),
+                            message: format!(
+                                "{} is mounted inside it; a root filesystem directory image may hold no mount",
+                                below.display()
+                            ),
+                        });
+                    }
                     let tree =
                         crate::sys::open_tree_clone_fd(dir.fd.as_fd(), false).map_err(failed)?;
                     (vec![], Some(std::sync::Arc::new(tree)))

@@ -34,6 +34,7 @@ pub fn import(
         image: shown.clone(),
         message: e.to_string(),
     };
+    check_dense_and_small(file, store.max_layer_bytes()).map_err(bad)?;
     let mut digest = {
         let mut reader = HashingReader::new(file.reader().map_err(bad)?);
         std::io::copy(&mut reader, &mut std::io::sink()).map_err(bad)?;
@@ -58,6 +59,30 @@ pub fn import(
     };
     records::save(store, &record)?;
     Ok(record)
+}
+
+/// Refuses a file larger than the store may hold, or with holes: a real
+/// squashfs image has none, and a sparse one would cost root its whole
+/// apparent size in hashing and in the private copy.
+fn check_dense_and_small(file: &OpenedPath, max: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = nix::sys::stat::fstat(file.fd.as_raw_fd())
+        .map_err(std::io::Error::from)?
+        .st_size as u64;
+    if size > max {
+        return Err(std::io::Error::other(format!(
+            "{size} bytes, more than the store may hold (store.max_size)"
+        )));
+    }
+    let first_hole = nix::unistd::lseek(file.fd.as_raw_fd(), 0, nix::unistd::Whence::SeekHole)
+        .map(|at| at as u64)
+        .unwrap_or(size);
+    if first_hole < size {
+        return Err(std::io::Error::other(
+            "a sparse file (it has holes): not a squashfs image",
+        ));
+    }
+    Ok(())
 }
 
 /// A copy of a user's file in the store's tmp/ (mode 0600, root's), removed

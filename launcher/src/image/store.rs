@@ -79,6 +79,7 @@ pub struct Store {
     privileged: bool,
     allow_setuid: bool,
     max_layer_depth: usize,
+    max_layer_bytes: u64,
 }
 
 /// The exclusive lock on one layer, held while it is fetched or extracted.
@@ -111,6 +112,7 @@ impl Store {
             privileged,
             allow_setuid,
             max_layer_depth: super::unpack::DEFAULT_MAX_DEPTH,
+            max_layer_bytes: u64::MAX,
         };
         // A node's shared store is root's alone: users reach its layers
         // only through their containers (overlayfs checks the lower layers
@@ -159,6 +161,18 @@ impl Store {
     pub fn with_max_layer_depth(mut self, depth: usize) -> Store {
         self.max_layer_depth = depth;
         self
+    }
+
+    /// Sets the most a layer's files may add up to (`store.max_size`: a
+    /// layer larger than the store could never stay in it).
+    pub fn with_max_layer_bytes(mut self, bytes: u64) -> Store {
+        self.max_layer_bytes = bytes;
+        self
+    }
+
+    /// The most a layer (or an image file copied in) may hold.
+    pub fn max_layer_bytes(&self) -> u64 {
+        self.max_layer_bytes
     }
 
     /// The store's root directory.
@@ -299,6 +313,7 @@ impl Store {
             privileged: self.privileged,
             allow_setuid: self.allow_setuid,
             max_depth: self.max_layer_depth,
+            max_bytes: self.max_layer_bytes,
         };
         self.populate_layer(lock, diff_id, |tmp| {
             let mut compressed = HashingReader::new(blob);

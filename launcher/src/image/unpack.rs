@@ -71,6 +71,12 @@ pub enum UnpackError {
         /// The whiteout's path.
         path: String,
     },
+    /// The layer's files add up to more than the store may hold.
+    #[error("the layer's files add up to more than {max} bytes (store.max_size): refused")]
+    TooLarge {
+        /// The limit.
+        max: u64,
+    },
     /// An entry lies deeper than the configured limit.
     #[error("entry {path:?} lies {depth} directories deep, more than the limit of {max} (store.max_layer_depth)")]
     TooDeep {
@@ -105,6 +111,8 @@ pub struct UnpackOptions {
     pub allow_setuid: bool,
     /// The deepest entry accepted (directories below the layer root).
     pub max_depth: usize,
+    /// The most file content (apparent bytes) a layer may hold.
+    pub max_bytes: u64,
 }
 
 /// The default of `store.max_layer_depth`: real images nest a few dozen
@@ -122,6 +130,8 @@ pub struct UnpackReport {
     pub setid_cleared: u64,
     /// Whiteouts written.
     pub whiteouts: u64,
+    /// File content written (apparent bytes; runs of zeros become holes).
+    pub bytes: u64,
 }
 
 /// The xattr that marks an opaque directory.
@@ -152,7 +162,7 @@ pub fn unpack_layer<R: Read>(
         Mode::empty(),
     )
     .map_err(|e| write_err("/", e))?;
-    let mut archive = tar::Archive::new(tar);
+    let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(tar));
     let mut report = UnpackReport::default();
     let mut dirs: Vec<DeferredDir> = Vec::new();
     // The parent directory of the last entry, open: tar entries mostly
@@ -273,15 +283,25 @@ pub fn unpack_layer<R: Read>(
                 )
                 .map_err(|e| write_err(&shown, e))?;
                 let mut file = File::from(fd);
-                io::copy(&mut entry, &mut file).map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
+                let budget = options.max_bytes.saturating_sub(report.bytes);
+                let written = copy_sparse(&mut entry, &mut file, budget).map_err(|e| match e {
+                    CopyError::TooLarge => UnpackError::TooLarge {
+                        max: options.max_bytes,
+                    },
+                    CopyError::Io(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+                        ) =>
+                    {
                         UnpackError::Tar(e)
                     }
-                    _ => UnpackError::Write {
+                    CopyError::Io(e) => UnpackError::Write {
                         path: shown.clone(),
                         source: e,
                     },
                 })?;
+                report.bytes += written;
                 set_owner(parent, name, uid, gid, options, &shown)?;
                 fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
                     .map_err(|e| write_err(&shown, e))?;
@@ -353,6 +373,50 @@ pub fn unpack_layer<R: Read>(
         nix::sys::stat::futimens(fd.as_raw_fd(), &t, &t).map_err(|e| write_err(&shown, e))?;
     }
     Ok(report)
+}
+
+enum CopyError {
+    TooLarge,
+    Io(io::Error),
+}
+
+/// Copies a file's content from `from` to `to`, leaving holes for blocks
+/// of zeros (a sparse entry, or a layer of zeros that compresses to
+/// nothing, takes no disk), and at most `budget` bytes. Returns the size.
+fn copy_sparse(from: &mut impl Read, to: &mut File, budget: u64) -> Result<u64, CopyError> {
+    use std::io::{Seek, SeekFrom, Write};
+    const HOLE: usize = 4096;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size: u64 = 0;
+    let mut pending_hole: u64 = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Io(e)),
+        };
+        size += n as u64;
+        if size > budget {
+            return Err(CopyError::TooLarge);
+        }
+        for chunk in buf[..n].chunks(HOLE) {
+            if chunk.len() == HOLE && chunk.iter().all(|b| *b == 0) {
+                pending_hole += HOLE as u64;
+                continue;
+            }
+            if pending_hole > 0 {
+                to.seek(SeekFrom::Current(pending_hole as i64))
+                    .map_err(CopyError::Io)?;
+                pending_hole = 0;
+            }
+            to.write_all(chunk).map_err(CopyError::Io)?;
+        }
+    }
+    if pending_hole > 0 {
+        to.set_len(size).map_err(CopyError::Io)?;
+    }
+    Ok(size)
 }
 
 /// The target of a symlink or hardlink entry.
@@ -519,6 +583,7 @@ mod tests {
         privileged: false,
         allow_setuid: false,
         max_depth: DEFAULT_MAX_DEPTH,
+        max_bytes: u64::MAX,
     };
 
     /// A tar with raw entries: (type, name, link target, data, mode).
