@@ -2,7 +2,9 @@
 # Step start-up: `srun --container-image=<cached image> true` against bare
 # `srun true`, side by side in one run, for -n1 and -n8, on a one-node Slurm
 # cluster on localhost (the test kit's), as an unprivileged user. Reports the
-# milliseconds the container adds per step. Run as root on Debian 12.
+# milliseconds the container adds per step. BERTH_BIN=/path/to/berth runs
+# another build (its libspank_berth.so beside it) for a before/after
+# comparison. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/prepare.sh
@@ -15,7 +17,9 @@ user=berth-test
 id -u "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
 target/release/berth-mkimage "$work/image" >/dev/null
 printf '[store]\npath = "%s/store"\n' "$work" > "$work/berth.toml"
-"$PWD/target/release/berth" --config "$work/berth.toml" run "$work/image" true   # fill the store
+berth=${BERTH_BIN:-$PWD/target/release/berth}
+export BERTH_BIN=$berth
+"$berth" --config "$work/berth.toml" run "$work/image" true   # fill the store
 
 coproc CLUSTER { exec target/release/berth-testcluster "$work/berth.toml"; }
 read -r conf <&"${CLUSTER[0]}"

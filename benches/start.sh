@@ -5,7 +5,10 @@
 # a seccomp profile of berth's allow-list), bwrap (same namespaces, no
 # overlay), bare exec. runc always makes a cgroup; berth makes one only
 # with limits or GPUs, so the limits row (memory, pids and cpu) shows what a
-# cgroup costs. Prints medians and ratios. Run as root on Debian 12.
+# cgroup costs. Root acting for a user (`--user`, as the Slurm plugin does)
+# opens the image with that user's rights. BEFORE=/path/to/an/older/berth
+# adds its rows to the same run. Prints medians and ratios. Run as root on
+# Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/prepare.sh
@@ -14,6 +17,8 @@ prepare runc bubblewrap hyperfine jq python3 -- -p berth-launcher -p berth-e2e -
 runs=${RUNS:-300}
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"   # the images are read with the rights of the --user rows
+user=65534:65534
 berth=$PWD/target/release/berth
 target/release/berth-mkimage "$work/image" >/dev/null
 printf '[store]\npath = "%s/store"\n' "$work" > "$work/berth.toml"
@@ -44,16 +49,27 @@ jq --arg root "$rootfs" --argjson names "[$syscalls]" '.root.path = $root | .lin
 
 "$berth" --config "$work/berth.toml" run "$work/image" true   # fill the layer store and seccomp cache
 "$berth" --config "$work/berth.toml" run "$rootfs" /bin/true
+before=()
+if [ -n "${BEFORE:-}" ]; then
+    printf '[store]\npath = "%s/store-before"\n' "$work" > "$work/before.toml"
+    "$BEFORE" --config "$work/before.toml" run "$work/image" true
+    before=(-n "before: berth (OCI image, 3 layers)" "$BEFORE --config $work/before.toml run $work/image /bin/true"
+            -n "before: berth --user (OCI image)" "$BEFORE --config $work/before.toml run --user $user $work/image /bin/true"
+            -n "before: berth --user (rootfs dir)" "$BEFORE --config $work/before.toml run --user $user $rootfs /bin/true")
+fi
 
 hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/result.json" \
     -n "bare exec" "$rootfs/bin/true" \
     -n "berth (OCI image, 3 layers)" "$berth --config $work/berth.toml run $work/image /bin/true" \
     -n "berth (rootfs dir)" "$berth --config $work/berth.toml run $rootfs /bin/true" \
+    -n "berth --user (OCI image)" "$berth --config $work/berth.toml run --user $user $work/image /bin/true" \
+    -n "berth --user (rootfs dir)" "$berth --config $work/berth.toml run --user $user $rootfs /bin/true" \
     -n "berth, seccomp off" "$berth --config $work/noseccomp.toml run $work/image /bin/true" \
     -n "berth + limits (memory, pids, cpu)" "$berth --config $work/limits.toml run $work/image /bin/true" \
     -n "bwrap" "bwrap --unshare-user --uid 0 --gid 0 --unshare-ipc --unshare-pid --unshare-uts --unshare-cgroup --bind $rootfs / --proc /proc --dev /dev /bin/true" \
     -n "runc" "runc run --bundle $work/bundle berth-bench" \
-    -n "runc + seccomp" "runc run --bundle $work/bundle-seccomp berth-bench-s" >/dev/null
+    -n "runc + seccomp" "runc run --bundle $work/bundle-seccomp berth-bench-s" \
+    "${before[@]}" >/dev/null
 
 python3 - "$work/result.json" <<'PY'
 import json, statistics, sys
