@@ -151,7 +151,17 @@ impl Cluster {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}\n{}", stderr(&out), self.logs());
-        std::fs::read_to_string(output).unwrap()
+        // Without srun's notes about waiting for the node (a step may wait
+        // while the previous one ends, on a busy machine).
+        std::fs::read_to_string(output)
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                !(l.starts_with("srun: Job ") && l.contains("step creation temporarily disabled")
+                    || l.starts_with("srun: Step created for job "))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// Asserts the node comes back idle (never drained or down) after `after`.

@@ -365,12 +365,23 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
                 while !stop.load(Ordering::Relaxed) {
                     exchange(&a, &b);
                     swaps.fetch_add(1, Ordering::Relaxed);
+                    // Now and then long enough for a whole start to see
+                    // one state (the runs that use the user's own directory).
+                    let pause = if swaps.load(Ordering::Relaxed) % 64 == 0 {
+                        20_000
+                    } else {
+                        20
+                    };
+                    std::thread::sleep(std::time::Duration::from_micros(pause));
                 }
             })
         };
         let mut runs = 0;
         let mut own = 0;
-        while runs < 300 && (runs < 30 || swaps.load(Ordering::Relaxed) < 5000) {
+        let enough = |runs: usize, own: usize| {
+            runs >= 400 || (runs >= 40 && own > 0 && swaps.load(Ordering::Relaxed) >= 5000)
+        };
+        while !enough(runs, own) {
             runs += 1;
             let text = stdout(&run_for_user(&s, args));
             assert!(
@@ -386,8 +397,8 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
         let swapped = swaps.load(Ordering::Relaxed);
         assert!(swapped >= 5000, "only {swapped} swaps in {runs} runs");
         assert!(own > 0, "{args:?}: no run used the user's own directory");
-        if !mine.is_dir() {
-            exchange(&mine, link); // put it back for the next round
+        if mine.symlink_metadata().unwrap().file_type().is_symlink() {
+            exchange(&mine, link); // put the directory back for the next round
         }
     }
 }
@@ -987,4 +998,55 @@ fn hostile_images_cost_no_disk_memory_or_stack() {
     let out = run_for_user(&s, &[nested.to_str().unwrap(), "true"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nested indexes"), "{}", stderr(&out));
+}
+
+/// A layer already in the node's store was handed to anyone whose layout
+/// named its digest: a user who learnt a private image's diff_ids got its
+/// files without ever holding them. Now a user's layout or archive must
+/// hold each layer it names (checked once per file version).
+#[test]
+fn naming_a_layers_digest_does_not_give_the_layer() {
+    needs_root();
+    let s = Sandbox::new();
+    let secret = || Layer::new().file("secret", b"ROOT-ONLY-SECRET\n", 0o644);
+    let closed = s.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let layers = || {
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (secret().finish(), Compression::Gzip),
+        ]
+    };
+    write_layout(&closed.join("image"), layers(), &RunConfig::default());
+    let root_image = closed.join("image");
+    assert_eq!(
+        ok(s.berth(&["run", root_image.to_str().unwrap(), "cat", "/secret"])),
+        "ROOT-ONLY-SECRET\n"
+    );
+    // The user's layout names the same layers, without the secret one's blob.
+    let forged = user_dir(&s, "forged");
+    write_layout(&forged, layers(), &RunConfig::default());
+    let secret_blob = layout_layer_digests(&forged)[1].replace("sha256:", "");
+    let blob = forged.join("blobs/sha256").join(secret_blob);
+    let len = std::fs::metadata(&blob).unwrap().len() as usize;
+    std::fs::write(&blob, vec![0u8; len]).unwrap();
+    chown_tree(&forged);
+    let out = run_for_user(&s, &[forged.to_str().unwrap(), "cat", "/secret"]);
+    assert!(
+        !stdout(&out).contains("ROOT-ONLY-SECRET"),
+        "a layer was given for its digest alone"
+    );
+    assert!(!out.status.success());
+    // With the real blob the user holds the layer, and may use it.
+    let honest = user_dir(&s, "honest");
+    write_layout(&honest, layers(), &RunConfig::default());
+    chown_tree(&honest);
+    assert_eq!(
+        ok(run_for_user(
+            &s,
+            &[honest.to_str().unwrap(), "cat", "/secret"]
+        )),
+        "ROOT-ONLY-SECRET\n"
+    );
 }

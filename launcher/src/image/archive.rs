@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::oci::{self, ImageConfigFile};
 use super::records::{self, ImageRecord};
-use super::store::{sniff_compression, Store};
+use super::store::{file_identity, sniff_compression, Store};
 use super::{ImageError, OpenedPath};
 
 #[derive(Deserialize)]
@@ -92,11 +92,26 @@ pub fn import(
             config.rootfs.diff_ids.len()
         )));
     }
+    // A user's archive must hold the layers it names (checked once per file
+    // version), even those already in the store.
+    let identity = match &file.user {
+        Some(_) => Some(
+            file.fd
+                .try_clone()
+                .map(std::fs::File::from)
+                .and_then(|f| file_identity(&f))
+                .map_err(|e| bad(e.to_string()))?,
+        ),
+        None => None,
+    };
     for (member, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         let reader = read_member(member)?;
         let (compression, reader) =
             sniff_compression(reader).map_err(|e| bad(format!("{member}: {e}")))?;
-        store.ensure_layer(diff_id, None, compression, || Ok(Box::new(reader)))?;
+        let proof = identity.as_ref().map(|i| format!("{i}:{member}"));
+        store.ensure_layer(diff_id, None, compression, proof.as_deref(), || {
+            Ok(Box::new(reader))
+        })?;
     }
     let name = name
         .map(str::to_string)

@@ -10,7 +10,7 @@ use crate::sys;
 use sha2::{Digest, Sha256};
 
 use super::oci::{self, Compression, Descriptor, ImageConfigFile, Index, Manifest};
-use super::store::Store;
+use super::store::{file_identity, Store};
 use super::{ImageError, OpenedPath, ResolvedImage};
 
 /// True when the opened directory looks like an OCI image layout.
@@ -165,11 +165,30 @@ impl<'a> Layout<'a> {
                 ))
             })?;
             let blob = self.blob_name(&desc.digest)?;
-            // Opened only when the layer is missing; hashed while extracted.
-            let (path, _) = store.ensure_layer(diff_id, Some(&desc.digest), compression, || {
-                let file = self.open_file(&blob).map_err(std::io::Error::other)?;
-                Ok(Box::new(file) as Box<dyn std::io::Read>)
-            })?;
+            // A user's layout must hold the layer it names (checked once per
+            // blob file version); otherwise the blob is opened only when the
+            // layer is missing, and hashed while extracted.
+            let (user_blob, identity) = match &self.dir.user {
+                Some(_) => {
+                    let file = self.open_file(&blob)?;
+                    let identity = file_identity(&file).map_err(|e| self.bad(e.to_string()))?;
+                    (Some(file), Some(format!("{identity}:{diff_id}")))
+                }
+                None => (None, None),
+            };
+            let (path, _) = store.ensure_layer(
+                diff_id,
+                Some(&desc.digest),
+                compression,
+                identity.as_deref(),
+                || {
+                    let file = match user_blob {
+                        Some(file) => file,
+                        None => self.open_file(&blob).map_err(std::io::Error::other)?,
+                    };
+                    Ok(Box::new(file) as Box<dyn std::io::Read>)
+                },
+            )?;
             layers.push(path);
         }
         Ok(ResolvedImage {

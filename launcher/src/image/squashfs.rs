@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::records::{self, ImageRecord};
-use super::store::{HashingReader, Store, StoreError};
+use super::store::{file_identity, HashingReader, Store, StoreError};
 use super::{ImageError, OpenedPath};
 
 /// The squashfs magic, `hsqs`.
@@ -35,11 +35,7 @@ pub fn import(
         message: e.to_string(),
     };
     check_dense_and_small(file, store.max_layer_bytes()).map_err(bad)?;
-    let mut digest = {
-        let mut reader = HashingReader::new(file.reader().map_err(bad)?);
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(bad)?;
-        format!("sha256:{}", reader.finish())
-    };
+    let mut digest = file_digest(store, file).map_err(bad)?;
     if !store.has_layer(&digest) {
         let copy = PrivateCopy::of(store, file).map_err(bad)?;
         digest = copy.digest.clone();
@@ -59,6 +55,34 @@ pub fn import(
     };
     records::save(store, &record)?;
     Ok(record)
+}
+
+/// The file's digest: hashed from the descriptor, or remembered from an
+/// earlier hash of this very file version (same inode, size and times: a
+/// multi-gigabyte image is not read again by every step of every job).
+/// A remembered digest was computed from content this file once held, so
+/// it never names content its user did not supply.
+fn file_digest(store: &Store, file: &OpenedPath) -> std::io::Result<String> {
+    let identity = || {
+        file.fd
+            .try_clone()
+            .map(fs::File::from)
+            .and_then(|f| file_identity(&f))
+    };
+    let before = identity()?;
+    let remembered = store.remembered(&format!("digest\0{before}"));
+    if let Ok(text) = fs::read_to_string(&remembered) {
+        if super::oci::sha256_hex(&text).is_some() {
+            return Ok(text);
+        }
+    }
+    let mut reader = HashingReader::new(file.reader()?);
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    let digest = format!("sha256:{}", reader.finish());
+    if identity()? == before {
+        let _ = fs::write(&remembered, &digest);
+    }
+    Ok(digest)
 }
 
 /// Refuses a file larger than the store may hold, or with holes: a real

@@ -9,7 +9,7 @@
 //! <root>/locks/<hex>.use         shared flock held by every running container using the layer
 //! <root>/seccomp/<sha256>.bpf    compiled seccomp filters
 //! <root>/mnt/                    mount point used inside each container's private mount namespace
-//! <root>/access/<sha256>         when a user last showed the registry lets them pull a private image
+//! <root>/access/<sha256>         remembered checks: a user may pull a private image (mtime: when), a file version holds a layer or has a digest
 //! ```
 //! A layer directory exists only when its content was verified: extraction
 //! happens in `tmp/` and ends with an atomic rename, so a crash, a full disk
@@ -188,8 +188,7 @@ impl Store {
     /// The stamp of `uid`'s last successful access check of the registry
     /// image `name` (its mtime says when).
     pub fn access_stamp(&self, uid: u32, name: &str) -> PathBuf {
-        let key = hex::encode(Sha256::digest(format!("{uid}\0{name}").as_bytes()));
-        self.root.join("access").join(key)
+        self.remembered(&format!("{uid}\0{name}"))
     }
 
     /// The mount point used inside container mount namespaces.
@@ -277,22 +276,71 @@ impl Store {
 
     /// Makes sure layer `diff_id` is in the store, extracting the blob from
     /// `open_blob` when it is not. `blob_digest` (the compressed digest) is
-    /// checked when given. Returns the layer path and, when it extracted,
-    /// what extraction did.
+    /// checked when given. With `proof` (the identity of a user's file the
+    /// blob comes from, see [`file_identity`]), a layer already in the store
+    /// is only handed out once that file was shown to hold it: a user
+    /// cannot get a layer by naming its digest. Returns the layer path and,
+    /// when it extracted, what extraction did.
     pub fn ensure_layer(
         &self,
         diff_id: &str,
         blob_digest: Option<&str>,
         compression: Compression,
+        proof: Option<&str>,
         open_blob: impl FnOnce() -> io::Result<Box<dyn Read>>,
     ) -> Result<(PathBuf, Option<UnpackReport>), StoreError> {
         let final_path = self.layer_path(diff_id)?;
         let Some(lock) = self.lock_missing_layer(diff_id)? else {
+            if let Some(identity) = proof {
+                self.prove_possession(diff_id, identity, compression, open_blob)?;
+            }
             return Ok((final_path, None));
         };
         let blob = open_blob().map_err(io_err(&final_path))?;
         let report = self.extract_layer(&lock, diff_id, blob_digest, compression, blob)?;
         Ok((final_path, Some(report)))
+    }
+
+    /// Checks, once per file version, that the blob `open_blob` reads
+    /// decompresses to layer `diff_id`; remembered under the file's
+    /// identity (a changed file has another ctime, so another identity).
+    fn prove_possession(
+        &self,
+        diff_id: &str,
+        identity: &str,
+        compression: Compression,
+        open_blob: impl FnOnce() -> io::Result<Box<dyn Read>>,
+    ) -> Result<(), StoreError> {
+        let stamp = self.remembered(&format!("holds\0{identity}\0{diff_id}"));
+        if stamp.exists() {
+            return Ok(());
+        }
+        let blob = open_blob().map_err(io_err(&stamp))?;
+        let mut compressed = HashingReader::new(blob);
+        let decompressed: Box<dyn Read> = match compression {
+            Compression::None => Box::new(&mut compressed),
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(&mut compressed).map_err(io_err(&stamp))?)
+            }
+        };
+        let mut uncompressed = HashingReader::new(decompressed);
+        io::copy(&mut uncompressed, &mut io::sink()).map_err(io_err(&stamp))?;
+        check_digest(
+            uncompressed.finish(),
+            hex_of(diff_id)?,
+            diff_id,
+            "uncompressed",
+        )?;
+        let _ = fs::write(&stamp, b"");
+        Ok(())
+    }
+
+    /// A remembered fact's file under access/ (root's alone), by key.
+    pub fn remembered(&self, key: &str) -> PathBuf {
+        self.root
+            .join("access")
+            .join(hex::encode(Sha256::digest(key.as_bytes())))
     }
 
     /// Extracts a layer blob under its lock: to tmp/, verified, renamed into place.
@@ -510,6 +558,23 @@ impl Store {
 /// The hex part of a `sha256:` digest.
 pub fn hex_of(digest: &str) -> Result<&str, StoreError> {
     sha256_hex(digest).ok_or_else(|| StoreError::BadDigest(digest.to_string()))
+}
+
+/// What identifies one version of an open file: device, inode, size,
+/// modification and change times (a write changes the ctime, which no user
+/// can set back).
+pub fn file_identity(file: &File) -> io::Result<String> {
+    let m = file.metadata()?;
+    Ok(format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
 }
 
 /// Compares a computed hex digest with the expected one.
