@@ -367,7 +367,7 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
                     swaps.fetch_add(1, Ordering::Relaxed);
                     // Now and then long enough for a whole start to see
                     // one state (the runs that use the user's own directory).
-                    let pause = if swaps.load(Ordering::Relaxed) % 64 == 0 {
+                    let pause = if swaps.load(Ordering::Relaxed).is_multiple_of(64) {
                         20_000
                     } else {
                         20
@@ -1049,4 +1049,132 @@ fn naming_a_layers_digest_does_not_give_the_layer() {
         )),
         "ROOT-ONLY-SECRET\n"
     );
+}
+
+/// The same attacks through the Slurm plugin (its helper resolves images
+/// the way `berth run --user` does, as root for the job's user): a layout
+/// blob symlinked to a root-only layer, a directory image swapped for a
+/// symlink to a root-only directory while steps start, a squashfs swapped
+/// for a trojan while steps import it, and a root-only path that answers
+/// as a missing one.
+#[test]
+fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
+    needs_root();
+    let (s, cluster, _image) = cluster_with_standard_image();
+    let closed = s.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // 3: a symlinked layer blob.
+    let top = Layer::new().file("etc/motd", b"from a root-only tar\n", 0o644);
+    let layout = s.path().join("layout");
+    write_layout(
+        &layout,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (top.finish(), Compression::None),
+        ],
+        &RunConfig::default(),
+    );
+    let top_hex = layout_layer_digests(&layout)[1].replace("sha256:", "");
+    let blob = layout.join("blobs/sha256").join(&top_hex);
+    std::fs::rename(&blob, closed.join("layer.tar")).unwrap();
+    std::os::unix::fs::symlink(closed.join("layer.tar"), &blob).unwrap();
+    chown_tree(&layout);
+    let out = cluster.srun(&[
+        &format!("--container-image={}", layout.display()),
+        "cat",
+        "/etc/motd",
+    ]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+
+    // No oracle: a root-only path answers as a missing one.
+    std::fs::write(closed.join("there.sqsh"), b"hsqs").unwrap();
+    let message = |name: &str| {
+        let out = cluster.srun(&[
+            &format!("--container-image={}", closed.join(name).display()),
+            "true",
+        ]);
+        assert!(!out.status.success());
+        stderr(&out)
+            .lines()
+            .find(|l| l.contains("berth:"))
+            .unwrap_or_default()
+            .replace(name, "NAME")
+    };
+    assert_eq!(message("there.sqsh"), message("absent.sqsh"));
+
+    // 4 and 2: swaps while steps start.
+    rootfs_dir(&closed.join("victim"), "ROOT-ONLY-SECRET");
+    let race = user_dir(&s, "race");
+    let mine = race.join("img");
+    rootfs_dir(&mine, "mine");
+    let link = race.join("link");
+    std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
+    let squash = |name: &str| {
+        let root = s.path().join(format!("{name}-root"));
+        rootfs_dir(&root, name);
+        let file = race.join(format!("{name}.sqsh"));
+        let status = Command::new("mksquashfs")
+            .arg(&root)
+            .arg(&file)
+            .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        file
+    };
+    let (good, trojan) = (squash("good"), squash("trojan"));
+    let (good_hex, trojan_hex) = (
+        sha256_of(&std::fs::read(&good).unwrap()),
+        sha256_of(&std::fs::read(&trojan).unwrap()),
+    );
+    chown_tree(&race);
+    let layers = s.store().join("layers/sha256");
+    for (image, other) in [(&mine, &link), (&good, &trojan)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper =
+            {
+                let (stop, a, b) = (stop.clone(), image.clone(), other.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        exchange(&a, &b);
+                        n += 1;
+                        std::thread::sleep(std::time::Duration::from_micros(
+                            if n.is_multiple_of(32) { 20_000 } else { 50 },
+                        ));
+                    }
+                    n
+                })
+            };
+        for _ in 0..25 {
+            let out = cluster.srun(&[
+                &format!("--container-image={}", image.display()),
+                "/bin/busybox",
+                "cat",
+                "/marker",
+            ]);
+            assert!(
+                !stdout(&out).contains("ROOT-ONLY-SECRET"),
+                "a step saw a root-only directory"
+            );
+            for (hex, marker) in [(&good_hex, "good"), (&trojan_hex, "trojan")] {
+                if let Ok(text) = std::fs::read_to_string(layers.join(hex).join("marker")) {
+                    assert_eq!(
+                        text, marker,
+                        "the store holds other content under {marker}'s digest"
+                    );
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(swaps > 500, "only {swaps} swaps");
+        if image.symlink_metadata().unwrap().file_type().is_symlink() {
+            exchange(image, other);
+        }
+    }
 }
