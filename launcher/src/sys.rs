@@ -85,38 +85,15 @@ pub fn clone_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> nix::Resu
 /// (`mount_setattr(2)` with `AT_RECURSIVE`), keeping their other flags, which
 /// a `MS_REMOUNT` would have to repeat (and cannot, for locked mounts).
 pub fn make_readonly_recursive(path: &Path) -> io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
     let c_path = path_cstring(path)?;
-    // SAFETY: c_path is a valid NUL-terminated string and attr a valid
-    // mount_attr of the size passed; the kernel only reads both.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::AT_RECURSIVE as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    mount_setattr(
+        libc::AT_FDCWD,
+        &c_path,
+        libc::AT_RECURSIVE as libc::c_uint,
+        MOUNT_ATTR_RDONLY,
+        0,
+    )
 }
 
 /// Makes a detached mount tree (from [`open_tree_clone_fd`]) private, all
@@ -124,6 +101,24 @@ pub fn make_readonly_recursive(path: &Path) -> io::Result<()> {
 /// cloned from a shared host mount would otherwise share mount events with
 /// the host once attached in a container.
 pub fn make_tree_private(tree: BorrowedFd<'_>) -> io::Result<()> {
+    mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+        0,
+        libc::MS_PRIVATE,
+    )
+}
+
+/// `mount_setattr(2)`: sets mount attributes `attr_set` and propagation
+/// `propagation` (0: unchanged) on `path` relative to `dir`.
+fn mount_setattr(
+    dir: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+    attr_set: u64,
+    propagation: u64,
+) -> io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -132,19 +127,19 @@ pub fn make_tree_private(tree: BorrowedFd<'_>) -> io::Result<()> {
         userns_fd: u64,
     }
     let attr = MountAttr {
-        attr_set: 0,
+        attr_set,
         attr_clr: 0,
-        propagation: libc::MS_PRIVATE,
+        propagation,
         userns_fd: 0,
     };
-    // SAFETY: tree is a live descriptor, the empty path is NUL-terminated
+    // SAFETY: path is NUL-terminated, dir is AT_FDCWD or a live descriptor,
     // and attr a valid mount_attr of the size passed; the kernel only reads.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            dir,
+            path.as_ptr(),
+            flags,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )

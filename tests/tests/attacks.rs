@@ -46,6 +46,14 @@ fn user_dir(s: &Sandbox, name: &str) -> PathBuf {
     dir
 }
 
+/// A directory only root may enter, inside the sandbox.
+fn root_only_dir(s: &Sandbox, name: &str) -> PathBuf {
+    let dir = s.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 /// Gives a whole tree to the test user.
 fn chown_tree(path: &Path) {
     let (uid, gid) = test_user();
@@ -189,21 +197,10 @@ fn a_squashfs_changed_during_import_never_poisons_the_store() {
     std::fs::write(&other, &trojan).unwrap();
     chown_tree(&dir);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicU64::new(0));
-    let swapper = {
-        let (stop, swaps) = (stop.clone(), swaps.clone());
-        let (a, b) = (image.clone(), other.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                exchange(&a, &b);
-                swaps.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let swapper = Swapper::start(&image, &other, None);
     let layers = s.store().join("layers/sha256");
     let mut runs = 0;
-    while runs < 200 && (runs < 40 || swaps.load(Ordering::Relaxed) < 5000) {
+    while runs < 200 && (runs < 40 || swapper.swaps() < 5000) {
         runs += 1;
         let _ = run_for_user(
             &s,
@@ -221,9 +218,7 @@ fn a_squashfs_changed_during_import_never_poisons_the_store() {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
-    let swapped = swaps.load(Ordering::Relaxed);
+    let swapped = swapper.stop(&image, &other, false);
     assert!(swapped >= 5000, "only {swapped} swaps in {runs} imports");
 }
 
@@ -236,9 +231,7 @@ fn a_squashfs_changed_during_import_never_poisons_the_store() {
 fn symlinked_layout_blobs_are_refused() {
     needs_root();
     let s = Sandbox::new();
-    let closed = s.path().join("closed");
-    std::fs::create_dir(&closed).unwrap();
-    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let closed = root_only_dir(&s, "closed");
     let secret = closed.join("secret.json");
     std::fs::write(&secret, br#"{"secret": "root's"}"#).unwrap();
     let secret_hex = sha256_file(&secret);
@@ -325,9 +318,7 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
     needs_root();
     let s = Sandbox::new();
     let image = s.standard_image();
-    let closed = s.path().join("closed");
-    std::fs::create_dir(&closed).unwrap();
-    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let closed = root_only_dir(&s, "closed");
     rootfs_dir(&closed.join("victim"), "ROOT-ONLY-SECRET");
     let race = user_dir(&s, "race");
     let mine = race.join("img");
@@ -356,30 +347,11 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
         (&as_mount[..], &link),
         (&as_root_mount[..], &to_root),
     ] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let swaps = Arc::new(AtomicU64::new(0));
-        let swapper = {
-            let (stop, swaps) = (stop.clone(), swaps.clone());
-            let (a, b) = (mine.clone(), link.to_path_buf());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    exchange(&a, &b);
-                    swaps.fetch_add(1, Ordering::Relaxed);
-                    // Now and then long enough for a whole start to see
-                    // one state (the runs that use the user's own directory).
-                    let pause = if swaps.load(Ordering::Relaxed).is_multiple_of(64) {
-                        20_000
-                    } else {
-                        20
-                    };
-                    std::thread::sleep(std::time::Duration::from_micros(pause));
-                }
-            })
-        };
+        let swapper = Swapper::start(&mine, link, Some(64));
         let mut runs = 0;
         let mut own = 0;
         let enough = |runs: usize, own: usize| {
-            runs >= 400 || (runs >= 40 && own > 0 && swaps.load(Ordering::Relaxed) >= 5000)
+            runs >= 400 || (runs >= 40 && own > 0 && swapper.swaps() >= 5000)
         };
         while !enough(runs, own) {
             runs += 1;
@@ -392,14 +364,60 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
                 own += 1;
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        swapper.join().unwrap();
-        let swapped = swaps.load(Ordering::Relaxed);
+        let swapped = swapper.stop(&mine, link, true);
         assert!(swapped >= 5000, "only {swapped} swaps in {runs} runs");
         assert!(own > 0, "{args:?}: no run used the user's own directory");
-        if mine.symlink_metadata().unwrap().file_type().is_symlink() {
-            exchange(&mine, link); // put the directory back for the next round
+    }
+}
+
+/// A thread that swaps two paths (rename exchange) until stopped, as an
+/// attacker racing root does. Every `pause_every` swaps it holds still for
+/// 20 ms, so that some starts see one state from beginning to end.
+struct Swapper {
+    stop: Arc<AtomicBool>,
+    swaps: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Swapper {
+    fn start(a: &Path, b: &Path, pause_every: Option<u64>) -> Swapper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (a, b) = (a.to_path_buf(), b.to_path_buf());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    exchange(&a, &b);
+                    let n = swaps.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(every) = pause_every {
+                        let pause = if n.is_multiple_of(every) { 20_000 } else { 20 };
+                        std::thread::sleep(std::time::Duration::from_micros(pause));
+                    }
+                }
+            })
+        };
+        Swapper {
+            stop,
+            swaps,
+            thread,
         }
+    }
+
+    fn swaps(&self) -> u64 {
+        self.swaps.load(Ordering::Relaxed)
+    }
+
+    /// Stops and returns how many swaps were made; `a` is what it was at
+    /// the start again when `a_was_dir` (a directory, not a symlink).
+    fn stop(self, a: &Path, b: &Path, a_was_dir: bool) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let is_symlink = a.symlink_metadata().unwrap().file_type().is_symlink();
+        if a_was_dir && is_symlink {
+            exchange(a, b);
+        }
+        self.swaps.load(Ordering::Relaxed)
     }
 }
 
@@ -786,9 +804,7 @@ fn the_command_cannot_ptrace_its_init() {
 fn no_oracle_for_paths_the_user_cannot_reach() {
     needs_root();
     let s = Sandbox::new();
-    let closed = s.path().join("closed");
-    std::fs::create_dir(&closed).unwrap();
-    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let closed = root_only_dir(&s, "closed");
     std::fs::write(closed.join("there.sqsh"), b"hsqs").unwrap();
     let message = |name: &str| {
         let path = closed.join(name);
@@ -1009,9 +1025,7 @@ fn naming_a_layers_digest_does_not_give_the_layer() {
     needs_root();
     let s = Sandbox::new();
     let secret = || Layer::new().file("secret", b"ROOT-ONLY-SECRET\n", 0o644);
-    let closed = s.path().join("closed");
-    std::fs::create_dir(&closed).unwrap();
-    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let closed = root_only_dir(&s, "closed");
     let layers = || {
         vec![
             (base_layer().finish(), Compression::Gzip),
@@ -1061,9 +1075,7 @@ fn naming_a_layers_digest_does_not_give_the_layer() {
 fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
     needs_root();
     let (s, cluster, _image) = cluster_with_standard_image();
-    let closed = s.path().join("closed");
-    std::fs::create_dir(&closed).unwrap();
-    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let closed = root_only_dir(&s, "closed");
 
     // 3: a symlinked layer blob.
     let top = Layer::new().file("etc/motd", b"from a root-only tar\n", 0o644);
@@ -1134,22 +1146,7 @@ fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
     chown_tree(&race);
     let layers = s.store().join("layers/sha256");
     for (image, other) in [(&mine, &link), (&good, &trojan)] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let swapper =
-            {
-                let (stop, a, b) = (stop.clone(), image.clone(), other.clone());
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        exchange(&a, &b);
-                        n += 1;
-                        std::thread::sleep(std::time::Duration::from_micros(
-                            if n.is_multiple_of(32) { 20_000 } else { 50 },
-                        ));
-                    }
-                    n
-                })
-            };
+        let swapper = Swapper::start(image, other, Some(32));
         for _ in 0..25 {
             let out = cluster.srun(&[
                 &format!("--container-image={}", image.display()),
@@ -1170,11 +1167,8 @@ fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        let swaps = swapper.join().unwrap();
+        let is_dir = image == &mine;
+        let swaps = swapper.stop(image, other, is_dir);
         assert!(swaps > 500, "only {swaps} swaps");
-        if image.symlink_metadata().unwrap().file_type().is_symlink() {
-            exchange(image, other);
-        }
     }
 }

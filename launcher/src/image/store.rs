@@ -220,14 +220,7 @@ impl Store {
     /// fetching or extracting it).
     pub fn lock_layer(&self, digest: &str) -> Result<LayerLock, StoreError> {
         let hex = hex_of(digest)?.to_string();
-        let path = self.root.join("locks").join(format!("{hex}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let (path, file) = self.lock_file(&format!("{hex}.lock"))?;
         let flock =
             Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
                 path,
