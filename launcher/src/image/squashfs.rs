@@ -126,6 +126,7 @@ impl PrivateCopy {
             path,
             digest: String::new(),
         };
+        remove_stale_copies(store);
         let _ = fs::remove_file(&copy.path);
         let mut out = fs::OpenOptions::new()
             .write(true)
@@ -138,6 +139,25 @@ impl PrivateCopy {
         out.sync_data()?;
         copy.digest = format!("sha256:{}", reader.finish());
         Ok(copy)
+    }
+}
+
+/// Removes private copies a killed import left (their process is gone).
+fn remove_stale_copies(store: &Store) {
+    let Ok(entries) = fs::read_dir(store.tmp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("import."))
+            .and_then(|n| n.strip_suffix(".sqsh"));
+        if let Some(pid) = pid {
+            if !std::path::Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
