@@ -96,16 +96,19 @@ pub fn make_readonly_recursive(path: &Path) -> io::Result<()> {
     )
 }
 
-/// Makes a detached mount tree (from [`open_tree_clone_fd`]) private, all
-/// of it (`mount_setattr(2)` with `AT_EMPTY_PATH | AT_RECURSIVE`): a tree
-/// cloned from a shared host mount would otherwise share mount events with
-/// the host once attached in a container.
+/// Makes a detached mount tree (from [`open_tree_clone_fd`]) private,
+/// nosuid and nodev, all of it (`mount_setattr(2)` with `AT_EMPTY_PATH |
+/// AT_RECURSIVE`): a tree cloned from a shared host mount would otherwise
+/// share mount events with the host once attached in a container, and a
+/// user's bind mount brings no setuid file or device node that works.
 pub fn make_tree_private(tree: BorrowedFd<'_>) -> io::Result<()> {
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
     mount_setattr(
         tree.as_raw_fd(),
         c"",
         (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-        0,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         libc::MS_PRIVATE,
     )
 }

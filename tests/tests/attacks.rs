@@ -952,7 +952,7 @@ fn hostile_images_cost_no_disk_memory_or_stack() {
     header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
     header.set_cksum();
     let mut data = header.as_bytes().to_vec();
-    data.resize(1 << 20, b'a');
+    data.resize(9 << 20, b'a'); // past the 8 MiB the parser may read
     std::fs::write(&long, &data).unwrap();
     chown_tree(&files);
     for (file, expected) in [(&sparse, "sparse"), (&long, "long name")] {
@@ -1171,4 +1171,54 @@ fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
         let swaps = swapper.stop(image, other, is_dir);
         assert!(swaps > 500, "only {swaps} swaps");
     }
+}
+
+/// From a second outside review: `berth slurm-save` joined whatever mount
+/// namespace the given pid had (a pid the keeper left could be the user's
+/// own `unshare` by then), and a FIFO was accepted as a mount source. Now
+/// the save only enters a berth keeper (root's, running berth, pinned by a
+/// pidfd), and mount sources are files or directories.
+#[test]
+fn save_enters_only_a_keeper_and_mounts_are_files_or_directories() {
+    needs_root();
+    let s = Sandbox::new();
+    let out_dir = user_dir(&s, "out");
+    let (uid, gid) = test_user();
+    let mut users_own = {
+        use std::os::unix::process::CommandExt;
+        Command::new("sleep")
+            .arg("30")
+            .uid(uid)
+            .gid(gid)
+            .spawn()
+            .unwrap()
+    };
+    let target = out_dir.join("x.sqsh");
+    let out = s.berth(&[
+        "slurm-save",
+        "--pid",
+        &users_own.id().to_string(),
+        "--output",
+        target.to_str().unwrap(),
+        "--user",
+        &format!("{uid}:{gid}"),
+    ]);
+    let _ = users_own.kill();
+    let _ = users_own.wait();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a berth keeper"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(count_entries(&out_dir), 0, "something was written");
+
+    let fifo = out_dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    chown_tree(&out_dir);
+    let image = s.standard_image();
+    let mount = format!("{}:/f", fifo.display());
+    let out = run_for_user(&s, &["-m", &mount, image.to_str().unwrap(), "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
 }

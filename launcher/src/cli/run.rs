@@ -286,7 +286,14 @@ fn source_tree(
             }
             other => other.into(),
         })?;
-    let is_dir = berth::as_user::file_kind(opened.as_fd())? == berth::as_user::FileKind::Dir;
+    let is_dir = match berth::as_user::file_kind(opened.as_fd())? {
+        berth::as_user::FileKind::Dir => true,
+        berth::as_user::FileKind::File => false,
+        berth::as_user::FileKind::Other(what) => bail!(
+            "mount source {} is {what}: only files and directories may be mounted",
+            source.display()
+        ),
+    };
     let opened_at = std::fs::read_link(format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&opened)

@@ -415,9 +415,27 @@ pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
 /// be cloned), then this process goes back to its own.
 fn container_root_tree(keeper: i32) -> Result<std::os::fd::OwnedFd> {
     use nix::sched::{setns, CloneFlags};
+    use std::os::unix::fs::MetadataExt;
+    // The pidfd pins the process: its pid cannot be reused while it is
+    // checked (root's, running this same berth) and its namespace joined.
+    let pidfd = berth::sys::pidfd_open(Pid::from_raw(keeper))?;
+    let exe = |pid: &str| {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
+    };
+    let is_keeper = std::fs::metadata(format!("/proc/{keeper}")).is_ok_and(|m| m.uid() == 0)
+        && exe(&keeper.to_string()).is_some()
+        && exe(&keeper.to_string()) == exe("self");
+    if !is_keeper {
+        bail!("process {keeper} is not a berth keeper");
+    }
     let own = std::fs::File::open("/proc/self/ns/mnt")?;
-    let theirs = std::fs::File::open(format!("/proc/{keeper}/ns/mnt"))?;
-    setns(&theirs, CloneFlags::CLONE_NEWNS)?;
+    setns(&pidfd, CloneFlags::CLONE_NEWNS)?;
     let tree = berth::sys::open_tree_clone(std::path::Path::new("/"), false);
     setns(&own, CloneFlags::CLONE_NEWNS).context("cannot return to the host's mount namespace")?;
     Ok(tree?)

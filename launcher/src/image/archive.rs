@@ -27,9 +27,11 @@ pub fn is_tar(head: &[u8]) -> bool {
 
 /// Where each member of the tar lies: name -> (offset of data, size).
 fn index(file: &OpenedPath) -> std::io::Result<std::collections::HashMap<String, (u64, u64)>> {
-    let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(file.reader()?));
+    let (reader, budget) = super::tar_guard::capped(file.reader()?);
+    let mut archive = tar::Archive::new(reader);
     let mut map = std::collections::HashMap::new();
-    for entry in archive.entries_with_seek()? {
+    let mut entries = archive.entries_with_seek()?;
+    while let Some(entry) = budget.next_entry(|| entries.next()) {
         let entry = entry?;
         let name = entry
             .path()?
@@ -95,13 +97,15 @@ pub fn import(
     // A user's archive must hold the layers it names (checked once per file
     // version), even those already in the store.
     let identity = match &file.user {
-        Some(_) => Some(
+        Some(user) => Some(format!(
+            "uid {}:{}",
+            user.uid,
             file.fd
                 .try_clone()
                 .map(std::fs::File::from)
                 .and_then(|f| file_identity(&f))
-                .map_err(|e| bad(e.to_string()))?,
-        ),
+                .map_err(|e| bad(e.to_string()))?
+        )),
         None => None,
     };
     for (member, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {

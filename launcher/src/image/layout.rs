@@ -169,10 +169,10 @@ impl<'a> Layout<'a> {
             // blob file version); otherwise the blob is opened only when the
             // layer is missing, and hashed while extracted.
             let (user_blob, identity) = match &self.dir.user {
-                Some(_) => {
+                Some(user) => {
                     let file = self.open_file(&blob)?;
                     let identity = file_identity(&file).map_err(|e| self.bad(e.to_string()))?;
-                    (Some(file), Some(format!("{identity}:{diff_id}")))
+                    (Some(file), Some(format!("uid {}:{identity}", user.uid)))
                 }
                 None => (None, None),
             };

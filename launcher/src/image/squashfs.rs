@@ -63,11 +63,13 @@ pub fn import(
 /// A remembered digest was computed from content this file once held, so
 /// it never names content its user did not supply.
 fn file_digest(store: &Store, file: &OpenedPath) -> std::io::Result<String> {
+    let whose = file.user.as_ref().map_or(u32::MAX, |u| u.uid);
     let identity = || {
         file.fd
             .try_clone()
             .map(fs::File::from)
             .and_then(|f| file_identity(&f))
+            .map(|id| format!("uid {whose}:{id}"))
     };
     let before = identity()?;
     let remembered = store.remembered(&format!("digest\0{before}"));

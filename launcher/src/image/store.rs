@@ -553,13 +553,20 @@ pub fn hex_of(digest: &str) -> Result<&str, StoreError> {
     sha256_hex(digest).ok_or_else(|| StoreError::BadDigest(digest.to_string()))
 }
 
-/// What identifies one version of an open file: device, inode, size,
-/// modification and change times (a write changes the ctime, which no user
-/// can set back).
+/// What identifies one version of an open file: device, inode, birth time
+/// (where the filesystem keeps one), size, modification and change times (a
+/// write changes the ctime, which no user can set back). Callers add whose
+/// rights opened it, so a remembered fact is never another user's.
 pub fn file_identity(file: &File) -> io::Result<String> {
     let m = file.metadata()?;
+    let born = m
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     Ok(format!(
-        "{}:{}:{}:{}.{}:{}.{}",
+        "{}:{}:{born}:{}:{}.{}:{}.{}",
         m.dev(),
         m.ino(),
         m.size(),

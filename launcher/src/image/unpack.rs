@@ -162,13 +162,15 @@ pub fn unpack_layer<R: Read>(
         Mode::empty(),
     )
     .map_err(|e| write_err("/", e))?;
-    let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(tar));
+    let (reader, budget) = super::tar_guard::capped(tar);
+    let mut archive = tar::Archive::new(reader);
     let mut report = UnpackReport::default();
     let mut dirs: Vec<DeferredDir> = Vec::new();
     // The parent directory of the last entry, open: tar entries mostly
     // come directory by directory, so most entries need no lookup at all.
     let mut last_parent: Option<(Vec<OsString>, OwnedFd)> = None;
-    for entry in archive.entries().map_err(UnpackError::Tar)? {
+    let mut entries = archive.entries().map_err(UnpackError::Tar)?;
+    while let Some(entry) = budget.next_entry(|| entries.next()) {
         let mut entry = entry.map_err(UnpackError::Tar)?;
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();

@@ -112,6 +112,15 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| failed("cannot create a signalfd", e))?;
     let _raw = RawMode::enter();
+    // Non-blocking towards the container: one that never reads its
+    // terminal must not stop berth (typed input waits in `pending`, and
+    // stdin is read no further while much is waiting).
+    let _ = nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    const MOST_PENDING: usize = 64 * 1024;
+    let mut pending: Vec<u8> = Vec::new();
     let mut stdin_open = true;
     let mut master_open = true;
     let mut buf = vec![0u8; 16 * 1024];
@@ -125,10 +134,14 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
         let stdin = std::io::stdin();
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let master_at = master_open.then(|| {
-            fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
+            let mut events = PollFlags::POLLIN;
+            if !pending.is_empty() {
+                events |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(master.as_fd(), events));
             fds.len() - 1
         });
-        let stdin_at = stdin_open.then(|| {
+        let stdin_at = (stdin_open && pending.len() < MOST_PENDING).then(|| {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             fds.len() - 1
         });
@@ -140,7 +153,7 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
             at.and_then(|i| fds[i].revents())
                 .unwrap_or(PollFlags::empty())
         };
-        let (signals, from_master, from_stdin) =
+        let (signals, master_ready, from_stdin) =
             (ready(Some(0)), ready(master_at), ready(stdin_at));
         drop(fds);
         if !signals.is_empty() {
@@ -154,22 +167,28 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
                 }
             }
         }
-        if !from_master.is_empty() {
+        if master_ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             match nix::unistd::read(master.as_raw_fd(), &mut buf) {
                 Ok(n) if n > 0 => {
                     let mut out = std::io::stdout().lock();
                     let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
                 }
+                Err(nix::errno::Errno::EAGAIN) => {}
                 _ => master_open = false, // EIO: the container's end is closed
             }
         }
-        if stdin_open && !from_stdin.is_empty() {
-            match std::io::stdin().lock().read(&mut buf) {
-                Ok(n) if n > 0 => {
-                    if write_all(master, &buf[..n]).is_err() {
-                        stdin_open = false;
-                    }
+        if master_open && master_ready.contains(PollFlags::POLLOUT) {
+            match nix::unistd::write(master, &pending) {
+                Ok(n) => {
+                    pending.drain(..n);
                 }
+                Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => pending.clear(),
+            }
+        }
+        if !from_stdin.is_empty() {
+            match std::io::stdin().lock().read(&mut buf) {
+                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
                 _ => stdin_open = false,
             }
         }
@@ -191,15 +210,4 @@ fn drain(master: &OwnedFd, buf: &mut [u8]) {
         }
     }
     let _ = out.flush();
-}
-
-fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
