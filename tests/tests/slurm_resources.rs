@@ -130,8 +130,9 @@ fn under_slurms_own_cgroups_the_container_cgroup_is_a_child_of_the_step() {
     let image_opt = format!("--container-image={image}");
     // Slurm confines devices here (task/cgroup, ConstrainDevices), so berth
     // adds no filter of its own: the allocated GPU opens as far as its
-    // absent driver goes, the other one is refused though its node is
-    // mounted in. berth's cgroup holds the memory limit.
+    // absent driver goes; the other one's node, mounted in from the host,
+    // is refused (a user's bind mount is nodev: EACCES before Slurm's
+    // device cgroup would say EPERM). berth's cgroup holds the memory limit.
     let mount_opt = format!(
         "--container-mounts={}:/hostdev",
         cluster.dir().join("dev").display()
@@ -145,7 +146,7 @@ fn under_slurms_own_cgroups_the_container_cgroup_is_a_child_of_the_step() {
         "ls /dev | grep -c 'nvidia[0-9]'; n=$(ls /dev | grep 'nvidia[0-9]'); o=nvidia0; [ $n = nvidia0 ] && o=nvidia1; berth-probe open /dev/$n; berth-probe open /hostdev/$o",
     ]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
-    assert_eq!(stdout(&out), "1\nENXIO\nEPERM\n");
+    assert_eq!(stdout(&out), "1\nENXIO\nEACCES\n");
     // Seen from outside, the task's cgroup is berth's, inside Slurm's step.
     let mut step = cluster.sleeping_step("slurm-cgroup", &[&image_opt]);
     let mut dirs = Vec::new();
