@@ -676,6 +676,23 @@ fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
     s.write_config("[registry]\nauth_cache = \"0\"\n");
     let out = run_for_user(&s, &[&private, "true"]);
     assert!(!out.status.success(), "the check was not made again");
+    // A registry that cannot be asked, and nothing remembered: refused,
+    // saying why; the public image still runs from the cache.
+    drop(gate);
+    std::fs::write(&user_netrc, &netrc).unwrap();
+    chown_tree(&user_netrc);
+    let out = run_for_user(&s, &[&private, "true"]);
+    let _ = std::fs::remove_file(&user_netrc);
+    assert!(!out.status.success(), "ran a private image unchecked");
+    assert!(
+        stderr(&out).contains("private image") && stderr(&out).contains("cannot reach"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        ok(run_for_user(&s, &[&public, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
 }
 
 // 10 ------------------------------------------------------------------------
