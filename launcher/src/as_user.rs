@@ -83,6 +83,27 @@ impl UserRights {
     }
 }
 
+/// Runs `f` with the filesystem rights of `user`, or as the caller itself
+/// when there is none (berth run by a user, or root for itself).
+pub fn with_rights<T>(user: Option<&UserRights>, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    match user {
+        Some(user) => user.with(f),
+        None => Ok(f()),
+    }
+}
+
+/// The path that reaches exactly the object `fd` is open on, from this
+/// process and its children (`/proc/self/fd/N`), for APIs that take paths.
+pub fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Where the object `fd` is open on is now (what the kernel says of it).
+pub fn opened_at(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<std::path::PathBuf> {
+    std::fs::read_link(fd_path(fd))
+}
+
 /// Why a path a user named was not opened.
 #[derive(Debug, thiserror::Error)]
 pub enum UserPathError {
@@ -157,10 +178,7 @@ pub fn open_user_path(
         }
         Ok(fd)
     };
-    match user {
-        Some(user) => user.with(open).map_err(fail)?,
-        None => open(),
-    }
+    with_rights(user, open).map_err(fail)?
 }
 
 /// What an opened image path is, read from its descriptor.

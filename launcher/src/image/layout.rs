@@ -35,10 +35,7 @@ fn open_beneath(dir: &OpenedPath, name: &str) -> std::io::Result<OwnedFd> {
             sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
         )
     };
-    match &dir.user {
-        Some(user) => user.with(open)?,
-        None => open(),
-    }
+    crate::as_user::with_rights(dir.user.as_ref(), open)?
 }
 
 /// An OCI layout on disk.

@@ -17,7 +17,7 @@ pub mod store;
 pub mod tar_guard;
 pub mod unpack;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::as_user::{FileKind, UserRights};
@@ -95,7 +95,7 @@ impl OpenedPath {
     /// The path that reaches exactly the opened object from this process
     /// and its children (`/proc/self/fd/N`), for APIs that take paths.
     pub fn fd_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+        crate::as_user::fd_path(self.fd.as_fd())
     }
 
     /// A reader of the opened file from offset 0, independent of any other.
@@ -246,7 +246,7 @@ impl ImageSource {
         // Named by where it really is (absolute): records of imported files
         // carry this name, and it must never look like a reference another
         // user could ask for ("ubuntu:22.04" as a file in someone's cwd).
-        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        let path = crate::as_user::opened_at(fd.as_fd())
             .ok()
             .filter(|p| p.is_absolute())
             .unwrap_or_else(|| PathBuf::from(name));

@@ -309,14 +309,7 @@ impl Store {
             return Ok(());
         }
         let blob = open_blob().map_err(io_err(&stamp))?;
-        let mut compressed = HashingReader::new(blob);
-        let decompressed: Box<dyn Read> = match compression {
-            Compression::None => Box::new(&mut compressed),
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::new(&mut compressed).map_err(io_err(&stamp))?)
-            }
-        };
+        let decompressed = decompress(compression, blob).map_err(io_err(&stamp))?;
         let mut uncompressed = HashingReader::new(decompressed);
         io::copy(&mut uncompressed, &mut io::sink()).map_err(io_err(&stamp))?;
         check_digest(
@@ -359,14 +352,8 @@ impl Store {
         self.populate_layer(lock, diff_id, |tmp| {
             let mut compressed = HashingReader::new(blob);
             let report = {
-                let decompressed: Box<dyn Read> = match compression {
-                    Compression::None => Box::new(&mut compressed),
-                    Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
-                    Compression::Zstd => Box::new(
-                        zstd::stream::read::Decoder::new(&mut compressed)
-                            .map_err(|e| unpack_err(UnpackError::Tar(e)))?,
-                    ),
-                };
+                let decompressed = decompress(compression, &mut compressed)
+                    .map_err(|e| unpack_err(UnpackError::Tar(e)))?;
                 let mut uncompressed = HashingReader::new(decompressed);
                 let report = unpack_layer(&mut uncompressed, tmp, options).map_err(unpack_err)?;
                 io::copy(&mut uncompressed, &mut io::sink())
@@ -551,6 +538,18 @@ impl Store {
 /// The hex part of a `sha256:` digest.
 pub fn hex_of(digest: &str) -> Result<&str, StoreError> {
     sha256_hex(digest).ok_or_else(|| StoreError::BadDigest(digest.to_string()))
+}
+
+/// A reader of `blob`'s uncompressed content.
+fn decompress<'a>(
+    compression: Compression,
+    blob: impl Read + 'a,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        Compression::None => Box::new(blob),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob)?),
+    })
 }
 
 /// What identifies one version of an open file: device, inode, birth time

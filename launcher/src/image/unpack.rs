@@ -523,7 +523,7 @@ fn remove_existing(
         Err(Errno::EISDIR) if is_whiteout => {
             // A directory this layer made and then whites out: remove it
             // (std's remove_dir_all never follows symlinks).
-            let path = Path::new(&format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+            let path = crate::as_user::fd_path(parent.as_fd()).join(name);
             std::fs::remove_dir_all(&path).map_err(|e| UnpackError::Write {
                 path: shown.to_string(),
                 source: e,
