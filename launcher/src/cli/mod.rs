@@ -1,10 +1,12 @@
 //! The `berth` command line: parsing, logging, config and store, and the
 //! dispatch to each verb (`run.rs`, `images.rs`).
 
+mod identity;
 mod images;
 mod progress;
 mod run;
 mod slurm;
+mod user_mounts;
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,8 @@ use berth::image::{ImageSource, ResolvedImage};
 use berth::process;
 use berth::spec::{ContainerSpec, Identity, ProcessSpec};
 
+use super::identity::{asked_identity, identity};
+use super::user_mounts::user_mounts;
 use super::Context;
 
 #[derive(clap::Args, Debug)]
@@ -28,7 +30,7 @@ pub(crate) struct RunArgs {
     hostname: Option<String>,
     /// Appear as root inside the container (still your own user outside).
     #[arg(long)]
-    remap_root: bool,
+    pub(crate) remap_root: bool,
     /// Read-only root filesystem, with a tmpfs /tmp.
     #[arg(long)]
     read_only: bool,
@@ -40,7 +42,7 @@ pub(crate) struct RunArgs {
     limits: LimitArgs,
     /// Run as this user (UID[:GID]); only root may ask.
     #[arg(long, value_name = "UID[:GID]")]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// The image: a registry reference, a name in the store, an OCI layout, a
     /// docker-archive tar, a squashfs file or a root filesystem directory.
     image: String,
@@ -225,91 +227,6 @@ pub(crate) fn build_spec(
         cgroup,
     };
     Ok((spec, image, in_use))
-}
-
-/// The host paths `texts` (`SRC:DST[:OPTIONS]`) ask to bind, checked
-/// against berth.toml's mount policy and readable by the container's user.
-pub(crate) fn user_mounts(
-    config: &slurm_conf::Config,
-    texts: &[String],
-    identity: &Identity,
-) -> Result<Vec<berth::spec::BindMount>> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    // Root acting for a user resolves the path with the user's rights and
-    // takes the source from what those rights open: a detached clone made
-    // now, never the path again.
-    let rights =
-        (identity.privileged && identity.host_uid != 0).then(|| berth::as_user::UserRights {
-            uid: identity.host_uid,
-            gid: identity.host_gid,
-            groups: identity.host_groups.clone(),
-        });
-    let mut mounts = Vec::new();
-    for text in texts {
-        let mut mount = match &rights {
-            Some(user) => user.with(|| berth::mounts::parse_mount(text, &cwd))??,
-            None => berth::mounts::parse_mount(text, &cwd)?,
-        };
-        berth::mounts::check_policy(&mount, &config.mounts)?;
-        match &rights {
-            Some(user) => {
-                let (tree, opened_at) = source_tree(&mount.source, user)?;
-                // The policy holds for what was opened, wherever the path
-                // led by then (a component swapped after the first check).
-                mount.source = opened_at;
-                berth::mounts::check_policy(&mount, &config.mounts)?;
-                mount.tree = Some(tree);
-            }
-            None => check_user_can_read(&mount.source, identity)?,
-        }
-        mounts.push(mount);
-    }
-    Ok(mounts)
-}
-
-/// A mount source opened with the user's rights, as a private detached
-/// tree, and where the opened object is.
-fn source_tree(
-    source: &Path,
-    user: &berth::as_user::UserRights,
-) -> Result<(berth::spec::SourceTree, PathBuf)> {
-    use std::os::fd::AsFd;
-    // Opened for reading (not O_PATH): the user must be able to read it.
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-    let opened =
-        berth::as_user::open_user_path(Some(user), source, flags).map_err(|e| match e {
-            berth::as_user::UserPathError::NotAccessible { .. } => {
-                anyhow::Error::from(berth::mounts::MountError::PermissionDenied {
-                    path: source.to_path_buf(),
-                    uid: user.uid,
-                })
-            }
-            other => other.into(),
-        })?;
-    let is_dir = match berth::as_user::file_kind(opened.as_fd())? {
-        berth::as_user::FileKind::Dir => true,
-        berth::as_user::FileKind::File => false,
-        berth::as_user::FileKind::Other(what) => bail!(
-            "mount source {} is {what}: only files and directories may be mounted",
-            source.display()
-        ),
-    };
-    let opened_at = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&opened)
-    ))
-    .with_context(|| format!("cannot tell where mount source {} is", source.display()))?;
-    let tree = berth::sys::open_tree_clone_fd(opened.as_fd(), true)
-        .with_context(|| format!("cannot clone mount source {}", source.display()))?;
-    berth::sys::make_tree_private(tree.as_fd())
-        .with_context(|| format!("cannot make mount source {} private", source.display()))?;
-    Ok((
-        berth::spec::SourceTree {
-            fd: std::sync::Arc::new(tree),
-            is_dir,
-        },
-        opened_at,
-    ))
 }
 
 /// What the user asked for beyond the image: GPUs (`--gpus`) and limits.
@@ -550,146 +467,6 @@ fn human_size(bytes: u64) -> String {
         .find(|(_, n)| bytes >= *n && bytes.is_multiple_of(*n))
         .map(|(u, n)| format!("{}{u}", bytes / n))
         .unwrap_or_else(|| format!("{bytes} bytes"))
-}
-
-fn parse_ids(text: &str) -> Result<(u32, Option<u32>)> {
-    let mut parts = text.splitn(2, ':');
-    let uid = parts
-        .next()
-        .unwrap_or("")
-        .parse()
-        .with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
-    let gid = parts
-        .next()
-        .map(str::parse)
-        .transpose()
-        .with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
-    Ok((uid, gid))
-}
-
-/// Who the container runs as: the caller; root may name a user with --user,
-/// and a root caller honours the image's User.
-/// The identity `--user` asks for (root only), or None without it.
-fn asked_identity(args: &RunArgs, privileged: bool) -> Result<Option<Identity>> {
-    match (&args.user, privileged) {
-        (Some(user), true) => user_identity(user, args.remap_root).map(Some),
-        (Some(_), false) => bail!("--user: only root may choose the user a container runs as"),
-        (None, _) => Ok(None),
-    }
-}
-
-/// The identity of `--user UID[:GID]` for root acting for that user.
-pub(crate) fn user_identity(user: &str, remap_root: bool) -> Result<Identity> {
-    let (uid, gid) = parse_ids(user)?;
-    Ok(host_identity(uid, gid, remap_root, true))
-}
-
-/// Without `--user`: the caller, or for a root caller the image's User.
-fn identity(args: &RunArgs, image: &ResolvedImage, privileged: bool) -> Result<Identity> {
-    let (uid, gid) = match (privileged, &image.config.user) {
-        (true, Some(user)) if !user.is_empty() => image_user(user, image)?,
-        (true, _) => (0, Some(0)),
-        (false, _) => (
-            nix::unistd::getuid().as_raw(),
-            Some(nix::unistd::getgid().as_raw()),
-        ),
-    };
-    Ok(host_identity(uid, gid, args.remap_root, privileged))
-}
-
-/// Completes a host identity: the gid from the name service when not given,
-/// and the supplementary groups (kept only when berth runs as root).
-fn host_identity(uid: u32, gid: Option<u32>, remap_root: bool, privileged: bool) -> Identity {
-    // The name service (maybe LDAP) is asked only for another user's group
-    // list; it costs more than the rest of start-up together.
-    let (gid, host_groups) = if !privileged {
-        (gid.unwrap_or(uid), vec![])
-    } else if uid == 0 && gid.is_none_or(|g| g == 0) {
-        let groups = nix::unistd::getgroups().unwrap_or_default();
-        (0, groups.iter().map(|g| g.as_raw()).collect())
-    } else {
-        let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
-        let gid = gid.or(user.as_ref().map(|u| u.gid.as_raw())).unwrap_or(uid);
-        (gid, supplementary_groups(uid, gid))
-    };
-    Identity {
-        host_uid: uid,
-        host_gid: gid,
-        host_groups,
-        remap_root,
-        privileged,
-    }
-}
-
-/// Resolves an image's `User` (numeric or a name in the image's /etc/passwd).
-fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
-    let (name, group) = user
-        .split_once(':')
-        .map_or((user, None), |(u, g)| (u, Some(g)));
-    let passwd = image
-        .layers
-        .iter()
-        .rev()
-        .find_map(|l| std::fs::read_to_string(l.join("etc/passwd")).ok())
-        .unwrap_or_default();
-    let uid = name.parse().ok().or_else(|| {
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && f[0] == name)
-            .and_then(|f| f[2].parse().ok())
-    });
-    let Some(uid) = uid else {
-        bail!("the image's User {user:?} is not in its /etc/passwd")
-    };
-    let gid = match group {
-        Some(g) => Some(
-            g.parse()
-                .with_context(|| format!("the image's User {user:?}: group must be numeric"))?,
-        ),
-        None => passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && f[2].parse() == Ok(uid))
-            .and_then(|f| f[3].parse().ok()),
-    };
-    Ok((uid, gid))
-}
-
-/// A host user's supplementary groups, from the name service.
-pub(crate) fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
-    let Some(user) = nix::unistd::User::from_uid(uid.into()).ok().flatten() else {
-        return vec![gid];
-    };
-    let Ok(name) = std::ffi::CString::new(user.name.as_str()) else {
-        return vec![gid];
-    };
-    nix::unistd::getgrouplist(&name, gid.into())
-        .map(|g| g.iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_else(|_| vec![gid])
-}
-
-/// Checks, as the container's user, that a mount source is readable: root
-/// mounting for someone else must not open paths that user cannot reach.
-fn check_user_can_read(path: &Path, id: &Identity) -> Result<()> {
-    use nix::unistd::AccessFlags;
-    let denied = || berth::mounts::MountError::PermissionDenied {
-        path: path.to_path_buf(),
-        uid: id.host_uid,
-    };
-    let readable = if !id.privileged {
-        nix::unistd::access(path, AccessFlags::R_OK).is_ok()
-    } else {
-        id.host_uid == 0
-            || berth::as_user::as_user(id.host_uid, id.host_gid, &id.host_groups, || {
-                nix::unistd::access(path, AccessFlags::R_OK).is_ok()
-            })
-    };
-    if readable {
-        Ok(())
-    } else {
-        Err(denied().into())
-    }
 }
 
 fn process_spec(args: &RunArgs, image: &ResolvedImage, needs_command: bool) -> Result<ProcessSpec> {

@@ -16,9 +16,9 @@ use berth::process::keeper::{self, Kept};
 use berth::spec::StepViewSpec;
 use nix::unistd::Pid;
 
-use super::run::{
-    build_spec, devices_and_cgroup, user_identity, user_mounts, Asks, Purpose, RunArgs, SlurmGpus,
-};
+use super::identity::user_identity;
+use super::run::{build_spec, devices_and_cgroup, Asks, Purpose, RunArgs, SlurmGpus};
+use super::user_mounts::user_mounts;
 use super::Context;
 
 /// What the plugin tells both helpers about the step.
@@ -302,7 +302,7 @@ pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
     let rights = berth::as_user::UserRights {
         uid,
         gid,
-        groups: super::run::supplementary_groups(uid, gid),
+        groups: super::identity::supplementary_groups(uid, gid),
     };
     let (Some(parent), Some(name)) = (args.output.parent(), args.output.file_name()) else {
         bail!(
@@ -319,9 +319,9 @@ pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
         name.to_string_lossy(),
         std::process::id()
     );
-    let fd_path = |fd: &std::os::fd::OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let source = format!("{}/", fd_path(&tree));
-    let target = format!("{}/{tmp_name}", fd_path(&dir));
+    let fd_path = |fd: &std::os::fd::OwnedFd| berth::as_user::fd_path(fd.as_fd());
+    let source = format!("{}/", fd_path(&tree).display());
+    let target = fd_path(&dir).join(&tmp_name);
     let log = nix::sys::memfd::memfd_create(
         c"berth-save-log",
         nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
