@@ -1,0 +1,286 @@
+//! The node's store: no poisoning, no planting, no layer for its digest alone, private images stay private (findings 2, 6, 7, 8).
+
+use super::*;
+
+/// squashfs images were hashed by path and extracted by path again: a user
+/// who changed the file in between put a trojan in the store under a site
+/// image's digest. Now the layer is extracted from a private copy and keyed
+/// by that copy's digest. The user's file is swapped (rename exchange)
+/// with a trojan thousands of times while root imports it again and again.
+#[test]
+fn a_squashfs_changed_during_import_never_poisons_the_store() {
+    needs_root();
+    let s = Sandbox::new();
+    let dir = user_dir(&s, "squash");
+    let make = |name: &str| {
+        let root = s.path().join(format!("{name}-root"));
+        rootfs_dir(&root, name);
+        let file = s.path().join(format!("{name}.sqsh"));
+        let status = Command::new("mksquashfs")
+            .arg(&root)
+            .arg(&file)
+            .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(&file).unwrap()
+    };
+    let good = make("good");
+    let trojan = make("trojan");
+    let (good_hex, trojan_hex) = (sha256_of(&good), sha256_of(&trojan));
+    let image = dir.join("site.sqsh");
+    let other = dir.join("other.sqsh");
+    std::fs::write(&image, &good).unwrap();
+    std::fs::write(&other, &trojan).unwrap();
+    chown_tree(&dir);
+
+    let swapper = Swapper::start(&image, &other, None);
+    let layers = s.store().join("layers/sha256");
+    let mut runs = 0;
+    while runs < 200 && (runs < 40 || swapper.swaps() < 5000) {
+        runs += 1;
+        let _ = run_for_user(
+            &s,
+            &[image.to_str().unwrap(), "/bin/busybox", "cat", "/marker"],
+        );
+        for (hex, marker) in [(&good_hex, "good"), (&trojan_hex, "trojan")] {
+            let layer = layers.join(hex);
+            if layer.exists() {
+                assert_eq!(
+                    std::fs::read_to_string(layer.join("marker")).unwrap(),
+                    marker,
+                    "the store holds other content under the {marker} image's digest"
+                );
+                std::fs::remove_dir_all(&layer).unwrap();
+            }
+        }
+    }
+    let swapped = swapper.stop(&image, &other, false);
+    assert!(swapped >= 5000, "only {swapped} swaps in {runs} imports");
+}
+
+/// A whiteout named `.wh..` strips to `..`: the extractor removed the
+/// store's tmp/ as root, with another user's extraction in it. Now such
+/// whiteouts fail the layer and nothing outside it is touched.
+#[test]
+fn whiteouts_naming_nothing_dot_or_dotdot_are_refused() {
+    needs_root();
+    let s = Sandbox::new();
+    ok(s.berth(&["images"])); // makes the store
+    let sentinel = s.store().join("tmp/someone-elses-extraction");
+    std::fs::create_dir_all(sentinel.join("inside")).unwrap();
+    for hidden in ["", ".", ".."] {
+        let top = Layer::new()
+            .dir("a", 0o755)
+            .file("a/file", b"x", 0o644)
+            .whiteout("a", hidden);
+        let image = s.image_on_base(&format!("wh{}", hidden.len()), top);
+        chown_tree(&image);
+        let out = run_for_user(&s, &[image.to_str().unwrap(), "true"]);
+        assert!(!out.status.success(), "whiteout .wh.{hidden} accepted");
+        assert!(
+            stderr(&out).contains("whiteout"),
+            ".wh.{hidden}: {}",
+            stderr(&out)
+        );
+        assert!(
+            sentinel.join("inside").is_dir(),
+            ".wh.{hidden} removed something outside the layer"
+        );
+    }
+}
+
+/// Layer directories kept their tar modes on the host (a layer's /tmp
+/// 1777): users planted files into lower layers, held the layers' lock
+/// files and read image records. Now the store is root's alone.
+#[test]
+fn the_shared_store_is_roots_alone() {
+    needs_root();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    ok(run_for_user(&s, &[image.to_str().unwrap(), "true"]));
+    let store = s.store();
+    let mode = std::fs::metadata(&store).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "store mode {mode:o}");
+    let layer_tmp = std::fs::read_dir(store.join("layers/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("tmp"))
+        .find(|p| p.is_dir())
+        .expect("the base layer's /tmp");
+    let lock = std::fs::read_dir(store.join("locks"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a lock file")
+        .path();
+    let record = std::fs::read_dir(store.join("images"))
+        .unwrap()
+        .flatten()
+        .next()
+        .map(|e| e.path());
+    let (uid, gid) = test_user();
+    let as_user = |script: &str, path: &Path| {
+        use std::os::unix::process::CommandExt;
+        Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(path)
+            .uid(uid)
+            .gid(gid)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        !as_user("touch \"$1/planted\"", &layer_tmp),
+        "a user wrote a layer"
+    );
+    assert!(!layer_tmp.join("planted").exists());
+    assert!(
+        !as_user("exec 3<\"$1\"", &lock),
+        "a user opened a lock file"
+    );
+    if let Some(record) = record {
+        assert!(
+            !as_user("cat \"$1\" >/dev/null", &record),
+            "a user read a record"
+        );
+    }
+}
+
+/// After one user pulled a private image with their credentials, a user
+/// without any ran it from the node's cache. Now a private image is
+/// started for a user only when the registry lets that user pull it (or
+/// did within `registry.auth_cache`); a public one needs no question.
+#[test]
+fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
+    needs_root();
+    let s = Sandbox::new();
+    let registry = berth_e2e::registry::Registry::start();
+    let layout = s.standard_image();
+    registry.push(&layout, "private/img:v1");
+    registry.push(&layout, "public/img:v1");
+    let gate = berth_e2e::registry::TokenGate::start(&registry, "alice", "s3cret");
+    let private = format!("{}/private/img:v1", gate.host());
+    let public = format!("{}/public/img:v1", registry.host());
+    // Root pulls with its own credentials (from its HOME, not berth.toml).
+    let root_home = s.path().join("root-home");
+    std::fs::create_dir_all(root_home.join(".config/enroot")).unwrap();
+    let netrc = format!("machine {} login alice password s3cret\n", gate.host());
+    std::fs::write(root_home.join(".config/enroot/.credentials"), &netrc).unwrap();
+    for reference in [&private, &public] {
+        let out = s
+            .berth_command(&["pull", reference])
+            .env("HOME", &root_home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // A user without credentials: the public image runs, the private not.
+    let user_netrc = test_user_home().join(".config/enroot/.credentials");
+    let _ = std::fs::remove_file(&user_netrc);
+    assert_eq!(
+        ok(run_for_user(&s, &[&public, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    let out = run_for_user(&s, &[&private, "cat", "/etc/motd"]);
+    assert!(
+        !out.status.success(),
+        "ran a private image: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("private image")
+            && (stderr(&out).contains("authoriz") || stderr(&out).contains("authentication")),
+        "{}",
+        stderr(&out)
+    );
+    // With their own credentials they may; the answer is remembered.
+    let dir = user_netrc.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    chown_tree(&test_user_home().join(".config"));
+    std::fs::write(&user_netrc, &netrc).unwrap();
+    chown_tree(&user_netrc);
+    assert_eq!(
+        ok(run_for_user(&s, &[&private, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    std::fs::remove_file(&user_netrc).unwrap();
+    assert_eq!(
+        ok(run_for_user(&s, &[&private, "cat", "/etc/motd"])),
+        "layer2\n",
+        "a successful check holds for registry.auth_cache"
+    );
+    // With no remembering, the registry is asked each time.
+    s.write_config("[registry]\nauth_cache = \"0\"\n");
+    let out = run_for_user(&s, &[&private, "true"]);
+    assert!(!out.status.success(), "the check was not made again");
+    // A registry that cannot be asked, and nothing remembered: refused,
+    // saying why; the public image still runs from the cache.
+    drop(gate);
+    std::fs::write(&user_netrc, &netrc).unwrap();
+    chown_tree(&user_netrc);
+    let out = run_for_user(&s, &[&private, "true"]);
+    let _ = std::fs::remove_file(&user_netrc);
+    assert!(!out.status.success(), "ran a private image unchecked");
+    assert!(
+        stderr(&out).contains("private image") && stderr(&out).contains("cannot reach"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        ok(run_for_user(&s, &[&public, "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+}
+
+/// A layer already in the node's store was handed to anyone whose layout
+/// named its digest: a user who learnt a private image's diff_ids got its
+/// files without ever holding them. Now a user's layout or archive must
+/// hold each layer it names (checked once per file version).
+#[test]
+fn naming_a_layers_digest_does_not_give_the_layer() {
+    needs_root();
+    let s = Sandbox::new();
+    let secret = || Layer::new().file("secret", b"ROOT-ONLY-SECRET\n", 0o644);
+    let closed = root_only_dir(&s, "closed");
+    let layers = || {
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (secret().finish(), Compression::Gzip),
+        ]
+    };
+    write_layout(&closed.join("image"), layers(), &RunConfig::default());
+    let root_image = closed.join("image");
+    assert_eq!(
+        ok(s.berth(&["run", root_image.to_str().unwrap(), "cat", "/secret"])),
+        "ROOT-ONLY-SECRET\n"
+    );
+    // The user's layout names the same layers, without the secret one's blob.
+    let forged = user_dir(&s, "forged");
+    write_layout(&forged, layers(), &RunConfig::default());
+    let secret_blob = layout_layer_digests(&forged)[1].replace("sha256:", "");
+    let blob = forged.join("blobs/sha256").join(secret_blob);
+    let len = std::fs::metadata(&blob).unwrap().len() as usize;
+    std::fs::write(&blob, vec![0u8; len]).unwrap();
+    chown_tree(&forged);
+    let out = run_for_user(&s, &[forged.to_str().unwrap(), "cat", "/secret"]);
+    assert!(
+        !stdout(&out).contains("ROOT-ONLY-SECRET"),
+        "a layer was given for its digest alone"
+    );
+    assert!(!out.status.success());
+    // With the real blob the user holds the layer, and may use it.
+    let honest = user_dir(&s, "honest");
+    write_layout(&honest, layers(), &RunConfig::default());
+    chown_tree(&honest);
+    assert_eq!(
+        ok(run_for_user(
+            &s,
+            &[honest.to_str().unwrap(), "cat", "/secret"]
+        )),
+        "ROOT-ONLY-SECRET\n"
+    );
+}
