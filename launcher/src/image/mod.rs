@@ -92,12 +92,6 @@ impl PartialEq for OpenedPath {
 }
 
 impl OpenedPath {
-    /// The path that reaches exactly the opened object from this process
-    /// and its children (`/proc/self/fd/N`), for APIs that take paths.
-    pub fn fd_path(&self) -> PathBuf {
-        crate::as_user::fd_path(self.fd.as_fd())
-    }
-
     /// A reader of the opened file from offset 0, independent of any other.
     pub fn reader(&self) -> std::io::Result<FileAt> {
         Ok(FileAt {
@@ -195,18 +189,6 @@ fn unescape_mountinfo(text: &str) -> std::ffi::OsString {
     std::ffi::OsString::from_vec(out)
 }
 
-/// The first bytes of a file, read from its descriptor.
-fn head_of(fd: &OwnedFd, len: usize) -> Vec<u8> {
-    let mut head = vec![0u8; len];
-    let n = fd
-        .try_clone()
-        .map(std::fs::File::from)
-        .and_then(|f| std::os::unix::fs::FileExt::read_at(&f, &mut head, 0))
-        .unwrap_or(0);
-    head.truncate(n);
-    head
-}
-
 impl ImageSource {
     /// Works out what kind of image `name` is. A path is opened here, once,
     /// with the rights of `user` (root acting for a user; None: the caller's
@@ -259,7 +241,10 @@ impl ImageSource {
             FileKind::Dir if layout::is_layout(&opened) => Ok(ImageSource::OciLayout(opened)),
             FileKind::Dir => Ok(ImageSource::RootfsDir(opened)),
             FileKind::File => {
-                let head = head_of(&opened.fd, 263);
+                use std::io::Read;
+                let mut head = Vec::with_capacity(263);
+                let reader = opened.reader().map_err(|e| not_image(&e.to_string()))?;
+                let _ = reader.take(263).read_to_end(&mut head);
                 if head.starts_with(squashfs::MAGIC) {
                     Ok(ImageSource::Squashfs(opened))
                 } else if archive::is_tar(&head) {
@@ -334,10 +319,7 @@ impl ImageSource {
                         crate::sys::open_tree_clone_fd(dir.fd.as_fd(), false).map_err(failed)?;
                     (vec![], Some(std::sync::Arc::new(tree)))
                 } else {
-                    (
-                        vec![std::fs::read_link(dir.fd_path()).map_err(failed)?],
-                        None,
-                    )
+                    (vec![dir.path.clone()], None) // the user's own rights: by path
                 };
                 Ok(ResolvedImage {
                     layers,
