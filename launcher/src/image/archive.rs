@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::oci::{self, ImageConfigFile};
 use super::records::{self, ImageRecord};
-use super::store::{file_identity, sniff_compression, Store};
+use super::store::{file_version, sniff_compression, Store};
 use super::{ImageError, OpenedPath};
 
 #[derive(Deserialize)]
@@ -97,15 +97,10 @@ pub fn import(
     // A user's archive must hold the layers it names (checked once per file
     // version), even those already in the store.
     let identity = match &file.user {
-        Some(user) => Some(format!(
-            "uid {}:{}",
-            user.uid,
-            file.fd
-                .try_clone()
-                .map(std::fs::File::from)
-                .and_then(|f| file_identity(&f))
-                .map_err(|e| bad(e.to_string()))?
-        )),
+        Some(user) => Some(
+            file_version(std::os::fd::AsFd::as_fd(&*file.fd), Some(user))
+                .map_err(|e| bad(e.to_string()))?,
+        ),
         None => None,
     };
     for (member, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {

@@ -10,7 +10,7 @@ use crate::sys;
 use sha2::{Digest, Sha256};
 
 use super::oci::{self, Compression, Descriptor, ImageConfigFile, Index, Manifest};
-use super::store::{file_identity, Store};
+use super::store::{file_version, Store};
 use super::{ImageError, OpenedPath, ResolvedImage};
 
 /// True when the opened directory looks like an OCI image layout.
@@ -168,8 +168,9 @@ impl<'a> Layout<'a> {
             let (user_blob, identity) = match &self.dir.user {
                 Some(user) => {
                     let file = self.open_file(&blob)?;
-                    let identity = file_identity(&file).map_err(|e| self.bad(e.to_string()))?;
-                    (Some(file), Some(format!("uid {}:{identity}", user.uid)))
+                    let identity = file_version(file.as_fd(), Some(user))
+                        .map_err(|e| self.bad(e.to_string()))?;
+                    (Some(file), Some(identity))
                 }
                 None => (None, None),
             };

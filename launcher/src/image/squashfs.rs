@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::records::{self, ImageRecord};
-use super::store::{file_identity, HashingReader, Store, StoreError};
+use super::store::{file_version, HashingReader, Store, StoreError};
 use super::{ImageError, OpenedPath};
 
 /// The squashfs magic, `hsqs`.
@@ -63,14 +63,8 @@ pub fn import(
 /// A remembered digest was computed from content this file once held, so
 /// it never names content its user did not supply.
 fn file_digest(store: &Store, file: &OpenedPath) -> std::io::Result<String> {
-    let whose = file.user.as_ref().map_or(u32::MAX, |u| u.uid);
-    let identity = || {
-        file.fd
-            .try_clone()
-            .map(fs::File::from)
-            .and_then(|f| file_identity(&f))
-            .map(|id| format!("uid {whose}:{id}"))
-    };
+    use std::os::fd::AsFd;
+    let identity = || file_version(file.fd.as_fd(), file.user.as_ref());
     let before = identity()?;
     let remembered = store.remembered(&format!("digest\0{before}"));
     if let Ok(text) = fs::read_to_string(&remembered) {

@@ -270,7 +270,7 @@ impl Store {
     /// Makes sure layer `diff_id` is in the store, extracting the blob from
     /// `open_blob` when it is not. `blob_digest` (the compressed digest) is
     /// checked when given. With `proof` (the identity of a user's file the
-    /// blob comes from, see [`file_identity`]), a layer already in the store
+    /// blob comes from, see [`file_version`]), a layer already in the store
     /// is only handed out once that file was shown to hold it: a user
     /// cannot get a layer by naming its digest. Returns the layer path and,
     /// when it extracted, what extraction did.
@@ -552,12 +552,16 @@ fn decompress<'a>(
     })
 }
 
-/// What identifies one version of an open file: device, inode, birth time
-/// (where the filesystem keeps one), size, modification and change times (a
-/// write changes the ctime, which no user can set back). Callers add whose
-/// rights opened it, so a remembered fact is never another user's.
-pub fn file_identity(file: &File) -> io::Result<String> {
-    let m = file.metadata()?;
+/// What identifies one version of an open file, for whom: whose rights
+/// opened it (a remembered fact is never another user's), device, inode,
+/// birth time (where the filesystem keeps one), size, modification and
+/// change times (a write changes the ctime, which no user can set back).
+pub fn file_version(
+    fd: std::os::fd::BorrowedFd<'_>,
+    user: Option<&crate::as_user::UserRights>,
+) -> io::Result<String> {
+    let m = File::from(fd.try_clone_to_owned()?).metadata()?;
+    let whose = user.map_or_else(|| "caller".to_string(), |u| format!("uid {}", u.uid));
     let born = m
         .created()
         .ok()
@@ -565,7 +569,7 @@ pub fn file_identity(file: &File) -> io::Result<String> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     Ok(format!(
-        "{}:{}:{born}:{}:{}.{}:{}.{}",
+        "{whose}:{}:{}:{born}:{}:{}.{}:{}.{}",
         m.dev(),
         m.ino(),
         m.size(),
