@@ -72,6 +72,42 @@ fn rootfs_dir(dir: &Path, marker: &str) {
     std::fs::write(dir.join("marker"), marker).unwrap();
 }
 
+/// Writes a squashfs image at `file` of a root filesystem with busybox and
+/// a `/marker` holding `marker`.
+fn squashfs_image(s: &Sandbox, file: &Path, marker: &str) {
+    let root = s.path().join(format!("{marker}-root"));
+    rootfs_dir(&root, marker);
+    let status = Command::new("mksquashfs")
+        .arg(&root)
+        .arg(file)
+        .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A user's OCI layout whose top layer (an `/etc/motd` saying "from a
+/// root-only tar") is a symlink to a copy only root may read, in `closed`.
+fn layout_with_root_only_top_layer(s: &Sandbox, closed: &Path) -> PathBuf {
+    let top = Layer::new().file("etc/motd", b"from a root-only tar\n", 0o644);
+    let layout = s.path().join("layout");
+    write_layout(
+        &layout,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (top.finish(), Compression::None),
+        ],
+        &RunConfig::default(),
+    );
+    let top_hex = layout_layer_digests(&layout)[1].replace("sha256:", "");
+    let blob = layout.join("blobs/sha256").join(&top_hex);
+    std::fs::rename(&blob, closed.join("layer.tar")).unwrap();
+    std::os::unix::fs::symlink(closed.join("layer.tar"), &blob).unwrap();
+    chown_tree(&layout);
+    layout
+}
+
 fn sha256_of(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))

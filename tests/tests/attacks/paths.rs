@@ -14,23 +14,8 @@ fn symlinked_layout_blobs_are_refused() {
     std::fs::write(&secret, br#"{"secret": "root's"}"#).unwrap();
     let secret_hex = sha256_file(&secret);
 
-    let top = Layer::new().file("etc/motd", b"from a root-only tar\n", 0o644);
-    let layout = s.path().join("layout");
-    write_layout(
-        &layout,
-        vec![
-            (base_layer().finish(), Compression::Gzip),
-            (top.finish(), Compression::None),
-        ],
-        &RunConfig::default(),
-    );
-    let blobs = layout.join("blobs/sha256");
-    let digests = layout_layer_digests(&layout);
-    let top_hex = digests[1].strip_prefix("sha256:").unwrap().to_string();
-    // The top layer's blob now lives only where root can read it.
-    std::fs::rename(blobs.join(&top_hex), closed.join("layer.tar")).unwrap();
-    std::os::unix::fs::symlink(closed.join("layer.tar"), blobs.join(&top_hex)).unwrap();
-    chown_tree(&layout);
+    // The top layer's blob lives only where root can read it.
+    let layout = layout_with_root_only_top_layer(&s, &closed);
     let out = run_for_user(&s, &[layout.to_str().unwrap(), "cat", "/etc/motd"]);
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(
@@ -221,21 +206,7 @@ fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
     let closed = root_only_dir(&s, "closed");
 
     // 3: a symlinked layer blob.
-    let top = Layer::new().file("etc/motd", b"from a root-only tar\n", 0o644);
-    let layout = s.path().join("layout");
-    write_layout(
-        &layout,
-        vec![
-            (base_layer().finish(), Compression::Gzip),
-            (top.finish(), Compression::None),
-        ],
-        &RunConfig::default(),
-    );
-    let top_hex = layout_layer_digests(&layout)[1].replace("sha256:", "");
-    let blob = layout.join("blobs/sha256").join(&top_hex);
-    std::fs::rename(&blob, closed.join("layer.tar")).unwrap();
-    std::os::unix::fs::symlink(closed.join("layer.tar"), &blob).unwrap();
-    chown_tree(&layout);
+    let layout = layout_with_root_only_top_layer(&s, &closed);
     let out = cluster.srun(&[
         &format!("--container-image={}", layout.display()),
         "cat",
@@ -268,17 +239,8 @@ fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
     let link = race.join("link");
     std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
     let squash = |name: &str| {
-        let root = s.path().join(format!("{name}-root"));
-        rootfs_dir(&root, name);
         let file = race.join(format!("{name}.sqsh"));
-        let status = Command::new("mksquashfs")
-            .arg(&root)
-            .arg(&file)
-            .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        squashfs_image(&s, &file, name);
         file
     };
     let (good, trojan) = (squash("good"), squash("trojan"));

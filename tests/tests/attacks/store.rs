@@ -13,17 +13,8 @@ fn a_squashfs_changed_during_import_never_poisons_the_store() {
     let s = Sandbox::new();
     let dir = user_dir(&s, "squash");
     let make = |name: &str| {
-        let root = s.path().join(format!("{name}-root"));
-        rootfs_dir(&root, name);
         let file = s.path().join(format!("{name}.sqsh"));
-        let status = Command::new("mksquashfs")
-            .arg(&root)
-            .arg(&file)
-            .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        squashfs_image(&s, &file, name);
         std::fs::read(&file).unwrap()
     };
     let good = make("good");
