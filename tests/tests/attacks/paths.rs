@@ -80,12 +80,7 @@ fn a_directory_swapped_for_a_symlink_never_shows_root_only_files() {
     let s = Sandbox::new();
     let image = s.standard_image();
     let closed = root_only_dir(&s, "closed");
-    rootfs_dir(&closed.join("victim"), "ROOT-ONLY-SECRET");
-    let race = user_dir(&s, "race");
-    let mine = race.join("img");
-    rootfs_dir(&mine, "mine");
-    let link = race.join("link");
-    std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
+    let (race, mine, link) = directory_race(&s, &closed);
     // A symlink to / for the mount source: the host's root with its /proc
     // and /dev, which the mount policy refuses.
     let to_root = race.join("to-root");
@@ -232,12 +227,7 @@ fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
     assert_eq!(message("there.sqsh"), message("absent.sqsh"));
 
     // 4 and 2: swaps while steps start.
-    rootfs_dir(&closed.join("victim"), "ROOT-ONLY-SECRET");
-    let race = user_dir(&s, "race");
-    let mine = race.join("img");
-    rootfs_dir(&mine, "mine");
-    let link = race.join("link");
-    std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
+    let (race, mine, link) = directory_race(&s, &closed);
     let squash = |name: &str| {
         let file = race.join(format!("{name}.sqsh"));
         squashfs_image(&s, &file, name);
@@ -276,4 +266,17 @@ fn the_plugin_opens_the_jobs_images_with_the_users_rights() {
         let swaps = swapper.stop(image, other, is_dir);
         assert!(swaps > 500, "only {swaps} swaps");
     }
+}
+
+/// The directory race's pieces: a root filesystem the user owns
+/// (`race/img`, marker "mine") and a symlink the user owns (`race/link`) to
+/// a root filesystem only root may reach (marker "ROOT-ONLY-SECRET").
+fn directory_race(s: &Sandbox, closed: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    rootfs_dir(&closed.join("victim"), "ROOT-ONLY-SECRET");
+    let race = user_dir(s, "race");
+    let mine = race.join("img");
+    rootfs_dir(&mine, "mine");
+    let link = race.join("link");
+    std::os::unix::fs::symlink(closed.join("victim"), &link).unwrap();
+    (race, mine, link)
 }
