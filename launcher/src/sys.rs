@@ -214,6 +214,18 @@ pub fn load_seccomp_program(program: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Closes every descriptor from `first` upwards.
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range takes plain integers; the caller owns nothing it
+    // still uses above `first`.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Marks every descriptor from `first` upwards close-on-exec, so nothing of
 /// the host leaks into the container's command.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
@@ -238,6 +250,13 @@ pub fn reset_signal_dispositions() {
         // numbers only make signal() fail, which is ignored.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
+}
+
+/// Ignores SIGCHLD, so the kernel reaps this process's children (orphans
+/// handed to a pid namespace's init included) as they exit.
+pub fn reap_children_automatically() {
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
 }
 
 /// `fork(2)`. The caller must be single-threaded, and the child must only make
@@ -403,6 +422,47 @@ pub fn take_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     // SAFETY: callers pass descriptors from `clone_tree` or inherited ones,
     // each exactly once, so no other owner exists in this process.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Sends signal number `signo` (real-time ones included, which
+/// `nix::sys::signal::Signal` cannot name) to process `pid`.
+pub fn send_signal(pid: nix::unistd::Pid, signo: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    if unsafe { libc::kill(pid.as_raw(), signo) } == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// How a child ended, by raw numbers (a real-time signal included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildEnd {
+    /// exit(code).
+    Exited(i32),
+    /// Killed by signal number.
+    Signaled(i32),
+}
+
+/// Reaps child `pid` if it has ended (`None`: it runs, or only stopped or
+/// continued); with `block`, waits for it to end, stop or continue first.
+pub fn reap_child(pid: nix::unistd::Pid, block: bool) -> io::Result<Option<ChildEnd>> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    // SAFETY: waitpid writes one int through a valid pointer.
+    let ret = unsafe { libc::waitpid(pid.as_raw(), &mut status, flags) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(if ret == 0 {
+        None
+    } else if libc::WIFEXITED(status) {
+        Some(ChildEnd::Exited(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(ChildEnd::Signaled(libc::WTERMSIG(status)))
+    } else {
+        None
+    })
 }
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits, and

@@ -182,10 +182,15 @@ pub fn optarg(p: *const c_char) -> Option<String> {
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
 
-/// Joins the namespaces of process `pidfd` (mount, ipc, uts, cgroup).
+/// Joins the namespaces of process `pidfd` (mount, ipc, uts, cgroup; pid
+/// for the task's children, see `relay`).
 pub fn join_namespaces(pidfd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP;
+    let flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWPID;
     // SAFETY: setns with a live pidfd and namespace flags; no memory is passed.
     if unsafe { libc::setns(pidfd.as_raw_fd(), flags) } == -1 {
         Err(std::io::Error::last_os_error())

@@ -13,6 +13,7 @@
 mod ffi;
 mod helper;
 mod options;
+mod relay;
 mod remote;
 
 use std::ffi::{c_char, c_int};

@@ -31,6 +31,8 @@ pub struct Joined {
     /// With --container-workdir: where the task starts (Slurm's own chdir to
     /// the job's directory comes after the privileged hook).
     workdir: Option<String>,
+    /// Which signals the task's relay passes on (see `relay`).
+    forwarding: crate::relay::Forwarding,
 }
 
 /// `berth-entrypoint` (entrypoint/main.rs), built static by build.rs.
@@ -260,6 +262,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             remap_root,
             entrypoint,
             workdir,
+            forwarding: crate::relay::Forwarding::of_this_node(),
         })
     });
     Ok(())
@@ -317,6 +320,8 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     let Some(joined) = with_state(|s| s.joined.take()) else {
         return Ok(());
     };
+    // From here on, the child in the container's pid namespace.
+    crate::relay::enter_pid_namespace(joined.forwarding)?;
     if let Some(dir) = &joined.workdir {
         std::env::set_current_dir(dir)
             .map_err(|e| format!("--container-workdir {dir}: cannot enter it: {e}"))?;

@@ -1,7 +1,9 @@
 //! The SPANK plugin on a real Slurm cluster (munged, slurmctld, slurmd on
 //! localhost), driven as an unprivileged user with srun and sbatch.
 
-use berth_e2e::slurm::{cluster_with_standard_image, keeper_cmdlines, keepers_of};
+use std::process::Stdio;
+
+use berth_e2e::slurm::{cluster_with_standard_image, keeper_cmdlines, keepers_of, Cluster};
 use berth_e2e::*;
 
 #[test]
@@ -568,6 +570,83 @@ fn readonly_and_mount_home_do_what_they_say_as_options_and_variables() {
         assert!(
             text.contains(expected),
             "{expected:?} missing from:\n{text}"
+        );
+    }
+}
+
+/// Each task is forked into the container's pid namespace, and the task
+/// Slurm knows relays to it from outside. A step's signal still arrives
+/// exactly once whichever way Slurm tracks steps (proctrack/cgroup signals
+/// only the tasks, that is the relays; proctrack/linuxproc the process tree
+/// but not the relay), the task ends with its command's exit code or
+/// signal, and `scancel --batch --signal` (what `#SBATCH --signal=B:...`
+/// does: the batch task's pid alone) reaches a contained batch script.
+#[test]
+fn signals_arrive_once_and_tasks_end_as_their_command() {
+    use std::io::BufRead;
+    require_root!();
+    // A real-time signal: every copy sent is delivered, so a duplicate counts.
+    let rt_signal = (libc::SIGRTMIN() + 2).to_string();
+    let counting = format!("exec berth-probe count-signal {rt_signal}");
+    for cgroups in [false, true] {
+        let s = Sandbox::new();
+        let image = s.standard_image().to_str().unwrap().to_string();
+        let cluster = Cluster::start_with(&s.config(), cgroups);
+        let image_opt = format!("--container-image={image}");
+        let mut srun = cluster
+            .as_user(
+                "srun",
+                &["-J", "signalled", &image_opt, "sh", "-c", &counting],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(srun.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        assert!(cluster.scancel(&["-s", &rt_signal, "-n", "signalled"]));
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(srun.wait().unwrap().success(), "{}", cluster.logs());
+        assert_eq!(
+            rest,
+            [format!("signal {rt_signal} x1")],
+            "cgroups: {cgroups}"
+        );
+
+        let out = cluster.srun(&[&image_opt, "sh", "-c", "exit 7"]);
+        assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+        let out = cluster.srun(&[&image_opt, "sh", "-c", "kill -TERM $$"]);
+        assert!(
+            stderr(&out).contains("Terminated"),
+            "the task did not end by its signal: {}",
+            stderr(&out)
+        );
+        let dir = shared_dir(&s, "batch-signal");
+        let script = dir.join("job.sh");
+        let output = dir.join("out.txt");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n#SBATCH --output={}\n#SBATCH -J batch-signalled\n#SBATCH {image_opt}\n{counting}\n",
+                output.display()
+            ),
+        )
+        .unwrap();
+        let mut sbatch = cluster
+            .as_user("sbatch", &["--wait", script.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the batch script is ready", || {
+            std::fs::read_to_string(&output).is_ok_and(|t| t.contains("ready"))
+        });
+        assert!(cluster.scancel(&["--batch", "-s", &rt_signal, "-n", "batch-signalled"]));
+        assert!(sbatch.wait().unwrap().success(), "{}", cluster.logs());
+        let text = std::fs::read_to_string(&output).unwrap();
+        assert_eq!(
+            text,
+            format!("ready\nsignal {rt_signal} x1\n"),
+            "batch: {text}"
         );
     }
 }

@@ -202,16 +202,9 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
 /// Whether Slurm's cgroup.conf has it confine devices (ConstrainDevices=yes).
 fn constrains_devices(cgroup_conf: &std::path::Path) -> bool {
     std::fs::read_to_string(cgroup_conf)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            l.split('#')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .any(|l| l.replace(' ', "") == "constraindevices=yes")
+        .ok()
+        .and_then(|text| berth::slurm_files::setting(&text, "ConstrainDevices"))
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes"))
 }
 
 /// The container's cgroups inside a Slurm step's (from its slurmstepd's

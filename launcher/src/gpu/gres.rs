@@ -6,10 +6,7 @@ use std::path::PathBuf;
 
 /// gres.conf beside slurm.conf: in `$SLURM_CONF`'s directory, else /etc/slurm.
 pub fn conf_path() -> PathBuf {
-    std::env::var_os("SLURM_CONF")
-        .map(PathBuf::from)
-        .and_then(|c| c.parent().map(|d| d.join("gres.conf")))
-        .unwrap_or_else(|| PathBuf::from("/etc/slurm/gres.conf"))
+    crate::slurm_files::path("gres.conf")
 }
 
 /// The GPU device files gres.conf lists for `node`, in index order.

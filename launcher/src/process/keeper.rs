@@ -1,10 +1,12 @@
 //! The keeper of a Slurm step's container: a small process that owns the
-//! container's mount, ipc, uts and cgroup namespaces (with the root
+//! container's mount, pid, ipc, uts and cgroup namespaces (with the root
 //! filesystem built inside) so that every task of the step can join them with
-//! `setns`. It stays in the host's pid namespace (tasks cannot enter a pid
-//! namespace themselves), its /proc hides other users' processes, and it exits
-//! when the process it watches (the step's slurmstepd) is gone or when it is
-//! sent SIGTERM/SIGKILL at the end of the step.
+//! `setns`. It is the pid namespace's init: tasks are forked into the
+//! namespace (the plugin's `relay`), orphans are reaped here, and when the
+//! keeper ends so does every process left in the container. Its /proc
+//! (the pid namespace's own) hides root's processes. It exits when the
+//! process it watches (the step's slurmstepd) is gone or when it is sent
+//! SIGKILL at the end of the step.
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -55,12 +57,25 @@ pub fn start_keeper(
         .map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
     // The cgroup namespace is made by the keeper once it is in the
     // container's cgroup (see process::run).
-    // A step view joins the named container's namespaces itself.
+    // A step view joins the named container's namespaces itself, but it is
+    // born in the named container's pid namespace (a process cannot enter
+    // one), so that the step's tasks, forked into the view's, join the
+    // named container's processes.
     let flags = match kept {
         Kept::Container(_) => {
-            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWPID
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWUTS
         }
-        Kept::StepView { .. } => CloneFlags::empty(),
+        Kept::StepView { join, .. } => {
+            nix::sched::setns(join, CloneFlags::CLONE_NEWPID).map_err(|e| {
+                RunError::Host(format!(
+                    "cannot enter the named container's pid namespace: {e}"
+                ))
+            })?;
+            CloneFlags::empty()
+        }
     };
     match super::clone_child(flags, cgroup)? {
         None => {
@@ -140,6 +155,9 @@ fn keeper_main(kept: Kept, status_w: OwnedFd, sync_r: OwnedFd, watch: Option<Own
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }
     }
+    // The container's init reaps the orphans the kernel hands it at once
+    // (an ignored SIGCHLD leaves no zombie); nothing is waited for from here on.
+    sys::reap_children_automatically();
     let _ = nix::unistd::write(&status_w, b"R");
     drop(status_w);
     let Some(watch) = watch else {

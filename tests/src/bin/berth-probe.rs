@@ -19,6 +19,7 @@ fn errno_name(e: i32) -> String {
         libc::EROFS => "EROFS".into(),
         libc::ENXIO => "ENXIO".into(),
         libc::ENODEV => "ENODEV".into(),
+        libc::ESRCH => "ESRCH".into(),
         other => format!("errno {other}"),
     }
 }
@@ -170,6 +171,29 @@ fn main() {
                 unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
             }
             out
+        }
+        // Counts deliveries of signal N (a real-time one queues every copy,
+        // so a duplicate shows): says "ready", waits for the first (up to
+        // 20 s), then 1 s more, and prints the count.
+        "count-signal" => {
+            static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            extern "C" fn counted(_: libc::c_int) {
+                COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let signo: libc::c_int = arg(1).parse().unwrap_or(libc::SIGUSR1);
+            unsafe { libc::signal(signo, counted as *const () as libc::sighandler_t) };
+            println!("ready");
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while COUNT.load(std::sync::atomic::Ordering::SeqCst) == 0
+                && std::time::Instant::now() < give_up
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            format!(
+                "signal {signo} x{}",
+                COUNT.load(std::sync::atomic::Ordering::SeqCst)
+            )
         }
         // Reads a file and prints its first line (or the errno).
         "read" => match std::fs::read_to_string(arg(1)) {

@@ -1,4 +1,6 @@
-//! Processes: init cannot be ptraced, remap-root keeps its groups and its bounding set (findings 11 and 12).
+//! Processes: init cannot be ptraced, Slurm tasks cannot reach the user's
+//! processes outside their container, remap-root keeps its groups and its
+//! bounding set (findings 11 and 12).
 
 use super::*;
 
@@ -87,4 +89,56 @@ fn slurm_remap_root_tasks_have_only_the_configured_bounding_set() {
     };
     assert_eq!(value("CapBnd:"), value("CapPrm:"), "{text}");
     assert_ne!(value("CapPrm:"), "0000000000000000", "{text}");
+}
+
+/// Slurm tasks shared the host's pid namespace: a task could ptrace the
+/// user's own processes outside the container (a login shell, another job)
+/// and read the host's files through their `/proc/PID/root`. Now the tasks
+/// of a step are in the container's pid namespace: they reach each other
+/// (MPI's cross-memory attach needs that) and nothing outside.
+#[test]
+fn slurm_tasks_cannot_reach_the_users_processes_outside_the_container() {
+    needs_root();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let (uid, gid) = test_user();
+    let marker = test_user_home().join("outside-only");
+    std::fs::write(&marker, "HOST-ONLY\n").unwrap();
+    std::os::unix::fs::chown(&marker, Some(uid), Some(gid)).unwrap();
+    let mut outside = Command::new("setpriv")
+        .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+        .args(["--clear-groups", "sleep", "300"])
+        .spawn()
+        .unwrap();
+    let pid = outside.id();
+    wait_until("the user's process outside runs as the user", || {
+        std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
+    });
+    let script = format!(
+        "berth-probe ptrace {pid}; berth-probe read /proc/{pid}/root{marker}; \
+         echo $$ > /dev/shm/pid.$SLURM_PROCID; \
+         while [ ! -e /dev/shm/pid.0 ] || [ ! -e /dev/shm/pid.1 ]; do sleep 0.05; done; \
+         [ $SLURM_PROCID = 0 ] && echo peer $(berth-probe ptrace $(cat /dev/shm/pid.1)); sleep 0.5",
+        marker = marker.display()
+    );
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&["-n2", "-O", &image_opt, "sh", "-c", &script]);
+    let _ = outside.kill();
+    let _ = outside.wait();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| **l == "ESRCH").count(),
+        2,
+        "a task could ptrace the user's process outside: {text}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| **l == "ENOENT").count(),
+        2,
+        "a task could read the host through /proc/{pid}/root: {text}"
+    );
+    assert!(
+        lines.contains(&"peer OK"),
+        "tasks cannot reach each other: {text}"
+    );
 }

@@ -1,0 +1,178 @@
+//! A Slurm task inside the container's pid namespace.
+//!
+//! `setns(CLONE_NEWPID)` (done as root in task_init_privileged, with the
+//! container's other namespaces) moves only the task's future children. So
+//! in task_init, as the job's user and after Slurm has put the task in its
+//! process group, cgroup and CPU set, the task forks: the child inherits all
+//! of that and goes on to exec the user's program inside the namespace; the
+//! task Slurm knows stays outside as its **relay**: it passes signals on and
+//! ends as the child ended (same exit code, or killed by the same signal).
+//!
+//! The container cannot reach the relay: its pid is outside the namespace,
+//! and the child leads a process group of its own (with the terminal, under
+//! `srun --pty`), so `kill(0, …)` inside stays inside. The child dies with
+//! the relay (parent-death signal), and with the container's init.
+
+use std::os::fd::AsFd;
+
+use berth::sys::ChildEnd;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{siginfo, SfdFlags, SignalFd};
+use nix::unistd::{ForkResult, Pid};
+
+/// Which signals sent to the task the relay passes on to its child.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding {
+    /// slurmstepd signals the task and its descendants alike (proctrack/cgroup
+    /// with SignalChildrenProcesses=yes): its signals reach the child
+    /// directly, and passing them on would deliver them twice. (Otherwise
+    /// they reach the relay alone, or, with proctrack/linuxproc, which skips
+    /// processes named like slurmstepd as the relay is, the child alone.)
+    pub stepd_reaches_child: bool,
+}
+
+impl Forwarding {
+    /// What this node's Slurm configuration does.
+    pub fn of_this_node() -> Forwarding {
+        Forwarding {
+            stepd_reaches_child: berth::slurm_files::signals_tasks_and_descendants(),
+        }
+    }
+
+    /// Whether a signal the relay received goes on to the child.
+    fn passes_on(&self, info: &siginfo, stepd: Pid) -> bool {
+        self.passes_on_signal(info.ssi_signo as i32, info.ssi_code, info.ssi_pid, stepd)
+    }
+
+    /// `passes_on` of a signal's number (real-time ones too), `si_code` and sender.
+    fn passes_on_signal(&self, signo: i32, code: i32, sender: u32, stepd: Pid) -> bool {
+        // Signals the kernel generates (a terminal's, a hang-up) reach the
+        // child's process group by themselves.
+        let sent_by_a_process = code <= 0;
+        if signo == libc::SIGCHLD || !sent_by_a_process {
+            return false;
+        }
+        // slurmstepd sends SIGWINCH (srun --pty) to the task's pid alone.
+        let reached_child_already =
+            signo != libc::SIGWINCH && self.stepd_reaches_child && sender as i32 == stepd.as_raw();
+        !reached_child_already
+    }
+}
+
+/// Forks the task into the pid namespace its `setns` chose. Returns in the
+/// child; the parent becomes the relay and never returns.
+pub fn enter_pid_namespace(forwarding: Forwarding) -> Result<(), String> {
+    // Nothing is delivered between the fork and the relay's signalfd (or
+    // the child's own handlers): both start with every signal blocked.
+    let mut saved = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut saved),
+    )
+    .map_err(|e| format!("cannot block signals: {e}"))?;
+    let relay_fd = berth::sys::pidfd_open(nix::unistd::getpid())
+        .map_err(|e| format!("cannot open the task's pidfd: {e}"))?;
+    match berth::sys::fork() {
+        Err(e) => {
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None);
+            Err(format!("cannot fork the task into the container: {e}"))
+        }
+        Ok(ForkResult::Parent { child }) => relay(child, forwarding),
+        Ok(ForkResult::Child) => {
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            // The relay may have been killed before that took effect.
+            let mut fds = [PollFd::new(relay_fd.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+                berth::sys::exit_child(137);
+            }
+            drop(relay_fd);
+            lead_own_process_group();
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)
+                .map_err(|e| format!("cannot restore the signal mask: {e}"))
+        }
+    }
+}
+
+/// The child takes a process group of its own, and the terminal's
+/// foreground with it when the relay had it (`srun --pty`).
+fn lead_own_process_group() {
+    use nix::unistd::{getpgrp, setpgid, tcgetpgrp, tcsetpgrp};
+    let relay_group = getpgrp();
+    let stdin = std::io::stdin();
+    let had_terminal = tcgetpgrp(stdin.as_fd()).is_ok_and(|g| g == relay_group);
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    if had_terminal {
+        // SIGTTOU is blocked here, so a background group may take the terminal.
+        let _ = tcsetpgrp(stdin.as_fd(), getpgrp());
+    }
+}
+
+/// The task Slurm knows: holds nothing, passes signals on, ends as the child.
+fn relay(child: Pid, forwarding: Forwarding) -> ! {
+    let _ = berth::sys::close_from(0);
+    let stepd = nix::unistd::getppid();
+    let signals = SignalFd::with_flags(&SigSet::all(), SfdFlags::SFD_CLOEXEC);
+    loop {
+        // Without a signalfd (out of descriptors?), at least end as the child does.
+        match berth::sys::reap_child(child, signals.is_err()) {
+            Ok(Some(ChildEnd::Exited(code))) => berth::sys::exit_child(code),
+            Ok(Some(ChildEnd::Signaled(signo))) => die_by(signo),
+            Ok(None) => {}
+            Err(_) => berth::sys::exit_child(1),
+        }
+        let Ok(signals) = &signals else { continue };
+        if let Ok(Some(info)) = signals.read_signal() {
+            if forwarding.passes_on(&info, stepd) {
+                let _ = berth::sys::send_signal(child, info.ssi_signo as i32);
+            }
+        }
+    }
+}
+
+/// Ends the relay by signal `signo`, as its child ended, without a core dump.
+fn die_by(signo: i32) -> ! {
+    let _ = nix::sys::prctl::set_dumpable(false);
+    berth::sys::reset_signal_dispositions();
+    // Every signal is blocked: the one sent to itself stays pending until
+    // all are unblocked, and then it is the first delivered.
+    let _ = berth::sys::send_signal(nix::unistd::getpid(), signo);
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    berth::sys::exit_child(128 + signo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEPD: Pid = Pid::from_raw(100);
+    const CGROUP: Forwarding = Forwarding {
+        stepd_reaches_child: false,
+    };
+    const SIGNAL_CHILDREN: Forwarding = Forwarding {
+        stepd_reaches_child: true,
+    };
+
+    fn passes(fw: Forwarding, signo: i32, code: i32, sender: u32) -> bool {
+        fw.passes_on_signal(signo, code, sender, STEPD)
+    }
+
+    #[test]
+    fn slurmstepd_signals_pass_on_only_where_they_do_not_reach_the_child() {
+        assert!(passes(CGROUP, libc::SIGTERM, 0, 100));
+        assert!(passes(CGROUP, libc::SIGRTMIN() + 2, 0, 100));
+        assert!(!passes(SIGNAL_CHILDREN, libc::SIGTERM, 0, 100));
+        // SIGWINCH goes to the task's pid alone, whatever tracks the step.
+        assert!(passes(SIGNAL_CHILDREN, libc::SIGWINCH, 0, 100));
+        // Anyone else's kill(2) of the task is passed on.
+        assert!(passes(SIGNAL_CHILDREN, libc::SIGUSR1, 0, 4242));
+    }
+
+    #[test]
+    fn kernel_signals_and_sigchld_stay_with_the_relay() {
+        assert!(!passes(CGROUP, libc::SIGHUP, libc::SI_KERNEL, 0));
+        assert!(!passes(CGROUP, libc::SIGCHLD, 1, 4242));
+        assert!(!passes(CGROUP, libc::SIGCHLD, 0, 4242));
+    }
+}
