@@ -1,7 +1,7 @@
 //! slurmstepd's side: the first task of a step on a node has the `berth`
 //! binary start the step's container keeper; every task joins the keeper's
-//! namespaces, takes the image's environment, and before exec sets
-//! no_new_privs and the seccomp filter. The step's exit hook (or the job
+//! namespaces, takes the image's environment, forks into its pid namespace
+//! (`relay`), and before exec sets no_new_privs and the seccomp filter. The step's exit hook (or the job
 //! epilog, if slurmstepd was killed) ends the keeper.
 //!
 //! Per-step state lives in `<runtime_dir>/slurm/<job>.<step>/` (root only):

@@ -265,6 +265,30 @@ fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
     });
 }
 
+/// A step of a named container runs in the same pid namespace as the
+/// container's other steps, also while they run (`--overlap`): it sees and
+/// can signal their processes, as with pyxis.
+#[test]
+fn a_step_joins_the_processes_of_a_running_named_container() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let dir = shared_dir(&s, "joined");
+    let text = cluster.batch(
+        &dir,
+        &format!(
+            "srun --container-name=c1 --container-image={image} sh -c 'echo $$ > /tmp/first; exec sleep 60' &\n\
+             for i in $(seq 100); do srun --overlap --container-name=c1 test -e /tmp/first && break; sleep 0.2; done\n\
+             srun --overlap --container-name=c1 sh -c 'kill $(cat /tmp/first) && echo stopped-the-first-step'\n\
+             wait\n\
+             echo done\n"
+        ),
+    );
+    assert!(
+        text.contains("stopped-the-first-step\n") && text.ends_with("done\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn remap_root_shows_root_inside_and_the_user_outside() {
     require_root!();
