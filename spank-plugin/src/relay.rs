@@ -47,10 +47,11 @@ impl Forwarding {
 
     /// `passes_on` of a signal's number (real-time ones too), `si_code` and sender.
     fn passes_on_signal(&self, signo: i32, code: i32, sender: u32, stepd: Pid) -> bool {
-        // Signals the kernel generates (a terminal's, a hang-up) reach the
-        // child's process group by themselves.
+        // Signals a terminal generates go to its foreground process group,
+        // the child's; but a hang-up goes to the session leader alone,
+        // which the relay is under `srun --pty`.
         let sent_by_a_process = code <= 0;
-        if signo == libc::SIGCHLD || !sent_by_a_process {
+        if signo == libc::SIGCHLD || !(sent_by_a_process || signo == libc::SIGHUP) {
             return false;
         }
         // slurmstepd sends SIGWINCH (srun --pty) to the task's pid alone.
@@ -170,8 +171,11 @@ mod tests {
     }
 
     #[test]
-    fn kernel_signals_and_sigchld_stay_with_the_relay() {
-        assert!(!passes(CGROUP, libc::SIGHUP, libc::SI_KERNEL, 0));
+    fn kernel_signals_but_a_hang_up_and_sigchld_stay_with_the_relay() {
+        assert!(!passes(CGROUP, libc::SIGINT, libc::SI_KERNEL, 0));
+        assert!(!passes(CGROUP, libc::SIGCONT, libc::SI_KERNEL, 0));
+        // ...but a terminal's hang-up reaches only the session leader.
+        assert!(passes(CGROUP, libc::SIGHUP, libc::SI_KERNEL, 0));
         assert!(!passes(CGROUP, libc::SIGCHLD, 1, 4242));
         assert!(!passes(CGROUP, libc::SIGCHLD, 0, 4242));
     }

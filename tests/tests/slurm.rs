@@ -674,3 +674,40 @@ fn signals_arrive_once_and_tasks_end_as_their_command() {
         );
     }
 }
+
+/// Under `srun --pty` the contained command holds the terminal's
+/// foreground (it reads the terminal without being stopped, and gets its
+/// ^C), though the task Slurm made the session leader stays outside as the
+/// relay.
+#[test]
+fn srun_pty_gives_the_contained_command_the_terminal() {
+    use std::io::{Read, Write};
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let srun = format!(
+        "srun --pty --container-image={image} sh -c 'berth-probe foreground; read line; echo got:$line'"
+    );
+    // `script` gives srun a terminal; `timeout` keeps a stopped task from
+    // hanging the test.
+    let mut child = cluster
+        .as_user("timeout", &["60", "script", "-qec", &srun, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{text}\n{}", cluster.logs());
+    assert!(text.contains("FG"), "{text}");
+    assert!(text.contains("got:hello"), "{text}");
+}

@@ -162,6 +162,15 @@ fn main() {
             let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) };
             result(fd as libc::c_long)
         }
+        // Whether this process's group is its terminal's foreground group.
+        "foreground" => {
+            let (fg, own) = unsafe { (libc::tcgetpgrp(0), libc::getpgrp()) };
+            if fg == own {
+                "FG".into()
+            } else {
+                format!("BG (group {own}, foreground {fg})")
+            }
+        }
         // Tries to attach to process PID with ptrace (detaches when it can).
         "ptrace" => {
             let pid: libc::pid_t = arg(1).parse().unwrap_or(1);
