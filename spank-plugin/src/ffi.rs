@@ -38,6 +38,13 @@ pub fn info(message: &str) {
     unsafe { bindings::slurm_info(c"%s".as_ptr(), m.as_ptr()) }
 }
 
+/// Logs through Slurm at verbose level (slurmd's log at `-v`, srun -v).
+pub fn verbose(message: &str) {
+    let m = cstring(message);
+    // SAFETY: a constant "%s" format with one valid NUL-terminated argument.
+    unsafe { bindings::slurm_verbose(c"%s".as_ptr(), m.as_ptr()) }
+}
+
 /// Logs an error through Slurm (srun prints it to the user).
 pub fn error(message: &str) {
     let m = cstring(message);

@@ -3,7 +3,7 @@
 //! a named container). Each answers with one JSON line; a failure's last
 //! line is what srun shows.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use slurm_conf::plugstack::PlugstackArgs;
@@ -21,9 +21,13 @@ fn helper_command(
     (uid, gid): (u32, u32),
     tied_to_step: bool,
     container_id: &str,
-) -> Command {
+) -> Result<Command, String> {
+    let job_dir = job_dir(sp);
     let mut cmd = Command::new(&args.berth);
-    cmd.arg("--config").arg(&args.config).arg("-q").arg(verb);
+    cmd.arg("--config-if-present")
+        .arg(&args.config)
+        .arg("-q")
+        .arg(verb);
     let stepd = nix::unistd::getppid().to_string();
     if tied_to_step {
         cmd.arg("--watch-pid").arg(&stepd);
@@ -51,7 +55,8 @@ fn helper_command(
         cmd.arg("--node-name").arg(node);
     }
     for mount in values.mounts() {
-        cmd.arg("--mount").arg(mount);
+        cmd.arg("--mount")
+            .arg(mount_from_job_dir(mount, job_dir.as_ref())?);
     }
     if values.flag("container-mount-home") {
         if let Some(home) = nix::unistd::User::from_uid(uid.into())
@@ -68,23 +73,101 @@ fn helper_command(
     if let Some(w) = values.get("container-workdir") {
         cmd.arg("--workdir").arg(w);
     }
-    // Relative image and mount paths are the user's: resolve them from the job's directory.
-    if let Some(pwd) = ffi::getenv(sp, "PWD").filter(|p| Path::new(p).is_absolute()) {
-        cmd.current_dir(pwd);
-    }
-    cmd.env_clear()
+    // Relative paths were made absolute from the job's directory (above,
+    // and the image in `start_keeper`): the helper needs no working
+    // directory of the user's, which may not exist on this node (a submit
+    // directory compute nodes do not mount) or not be root's to enter. It
+    // runs in an empty directory of root's, so that a bare image name is
+    // never found as a file there (berth takes a name that exists as a
+    // path for a path): `team/app` is a registry reference, not `/tmp`'s
+    // `team/app` or the job directory's.
+    cmd.current_dir(empty_dir(args))
+        .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/root");
-    cmd
+    Ok(cmd)
+}
+
+/// `<runtime_dir>/empty`, made when missing (root's, empty, read-only);
+/// "/" if it cannot be.
+fn empty_dir(args: &PlugstackArgs) -> std::path::PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = args.runtime_dir.join("empty");
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o555)
+        .create(&dir);
+    match std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+        true => dir,
+        false => "/".into(),
+    }
+}
+
+/// Where relative image and mount paths of the user's are found.
+#[derive(Debug, PartialEq)]
+enum JobDir {
+    /// The task's directory: where Slurm runs it (`srun -D`, the submit directory).
+    At(PathBuf),
+    /// The job's directory does not exist on this node and Slurm fell back
+    /// to /tmp, which anyone may write to: relative paths are refused.
+    Missing,
+}
+
+impl JobDir {
+    /// Read in task_init_privileged: the task's working directory is then
+    /// already the one Slurm chose for it (as the user: it falls back to
+    /// /tmp when that fails), except under job_container/tmpfs, which leaves
+    /// the task in "/" until later; then the job's `PWD` says.
+    fn of_task(cwd: Option<PathBuf>, pwd: Option<String>) -> Option<JobDir> {
+        let pwd = pwd.map(PathBuf::from).filter(|p| p.is_absolute());
+        match cwd {
+            Some(cwd) if cwd == Path::new("/tmp") && pwd.as_deref() != Some(Path::new("/tmp")) => {
+                Some(JobDir::Missing)
+            }
+            Some(cwd) if cwd != Path::new("/") => Some(JobDir::At(cwd)),
+            _ => pwd.map(JobDir::At),
+        }
+    }
+}
+
+fn job_dir(sp: ffi::spank_t) -> Option<JobDir> {
+    JobDir::of_task(std::env::current_dir().ok(), ffi::getenv(sp, "PWD"))
+}
+
+/// `path` as the user meant it: relative ones from the job's directory.
+fn from_job_dir(path: &str, job_dir: Option<&JobDir>, what: &str) -> Result<String, String> {
+    if Path::new(path).is_absolute() {
+        return Ok(path.to_string());
+    }
+    match job_dir {
+        Some(JobDir::At(dir)) => Ok(dir.join(path).to_string_lossy().into_owned()),
+        Some(JobDir::Missing) => Err(format!(
+            "{what} {path}: a relative path, but the job's directory does not exist on this node (Slurm runs the tasks in /tmp instead): give an absolute path"
+        )),
+        None => Err(format!(
+            "{what} {path}: a relative path, but the job has no working directory to find it from: give an absolute path"
+        )),
+    }
+}
+
+/// A `SRC:DST[:FLAGS]` mount with a relative source made absolute.
+fn mount_from_job_dir(mount: &str, job_dir: Option<&JobDir>) -> Result<String, String> {
+    let (source, rest) = mount.split_once(':').unwrap_or((mount, ""));
+    let source = from_job_dir(source, job_dir, "--container-mounts")?;
+    Ok(match mount.contains(':') {
+        true => format!("{source}:{rest}"),
+        false => source,
+    })
 }
 
 /// Runs a helper; its JSON answer, or its last error line.
 fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<serde_json::Value, String> {
-    let out = cmd.output().map_err(|e| {
-        format!(
-            "cannot run {}: {e} (is berth installed on this node?)",
+    let out = cmd.output().map_err(|e| match args.berth.exists() {
+        true => format!("cannot run {}: {e}", args.berth.display()),
+        false => format!(
+            "cannot run {}: {e} (is berth installed on this node? plugstack.conf's berth= names it)",
             args.berth.display()
-        )
+        ),
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -118,13 +201,19 @@ pub(crate) fn start_keeper(
         user,
         tied_to_step,
         container_id,
-    );
+    )?;
     if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
         cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
     }
     if values.flag("container-readonly") {
         cmd.arg("--read-only");
     }
+    // Only a name written as a path is one (as in pyxis): `ubuntu` is a
+    // registry reference, `./ubuntu` the job directory's.
+    let image = match berth::image::written_as_path(image) {
+        true => from_job_dir(image, job_dir(sp).as_ref(), "--container-image")?,
+        false => image.to_string(),
+    };
     cmd.arg(image);
     run_helper(cmd, args)
 }
@@ -147,7 +236,7 @@ pub(crate) fn step_view(
         return Ok(view);
     }
     let container_id = format!("{job}.{step}");
-    let mut cmd = helper_command(sp, args, values, "slurm-join", user, true, &container_id);
+    let mut cmd = helper_command(sp, args, values, "slurm-join", user, true, &container_id)?;
     cmd.arg("--join-pid").arg(named["pid"].to_string());
     let answer = run_helper(cmd, args)?;
     // The named container's answer with this step's keeper, devices and
@@ -170,4 +259,47 @@ pub(crate) fn step_view(
     ));
     record_keeper(&dir, &view)?;
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(cwd: &str, pwd: Option<&str>) -> Option<JobDir> {
+        JobDir::of_task(Some(PathBuf::from(cwd)), pwd.map(String::from))
+    }
+
+    #[test]
+    fn the_job_directory_is_where_slurm_runs_the_task() {
+        let at = |p: &str| Some(JobDir::At(PathBuf::from(p)));
+        assert_eq!(dir("/home/u/run", Some("/home/u")), at("/home/u/run"));
+        // Slurm's fallback when the directory is missing on the node...
+        assert_eq!(dir("/tmp", Some("/home/u")), Some(JobDir::Missing));
+        // ...unlike a job really run from /tmp.
+        assert_eq!(dir("/tmp", Some("/tmp")), at("/tmp"));
+        // job_container/tmpfs leaves the task in "/" until later.
+        assert_eq!(dir("/", Some("/home/u")), at("/home/u"));
+        assert_eq!(dir("/", Some("relative")), None);
+    }
+
+    #[test]
+    fn relative_paths_come_from_the_job_directory_or_fail_clearly() {
+        let at = JobDir::At(PathBuf::from("/home/u"));
+        assert_eq!(
+            mount_from_job_dir("data:/data:ro", Some(&at)).unwrap(),
+            "/home/u/data:/data:ro"
+        );
+        assert_eq!(mount_from_job_dir("/x:/y", Some(&at)).unwrap(), "/x:/y");
+        assert_eq!(
+            mount_from_job_dir("data", Some(&at)).unwrap(),
+            "/home/u/data"
+        );
+        let e =
+            from_job_dir("./img.sqsh", Some(&JobDir::Missing), "--container-image").unwrap_err();
+        assert!(
+            e.contains("./img.sqsh") && e.contains("does not exist on this node"),
+            "{e}"
+        );
+        assert!(from_job_dir("./img.sqsh", None, "--container-image").is_err());
+    }
 }

@@ -35,6 +35,15 @@ pub static plugin_version: u32 = ffi::SLURM_VERSION_NUMBER;
 /// The SPANK plugin interface version.
 #[no_mangle]
 pub static spank_plugin_version: u32 = 1;
+/// What a failing `slurm_spank_init` of this required plugin does, from
+/// Slurm 25.05 on: `ESPANK_JOB_FAILURE` (3012) fails the job instead of
+/// draining the node. Older releases never look the symbol up.
+#[no_mangle]
+pub static slurm_spank_init_failure_mode: c_int = 3012;
+
+/// The Slurm release whose headers the plugin was built with (build.rs):
+/// the only release it loads in.
+pub const BUILT_FOR_SLURM: &str = env!("BERTH_SLURM_RELEASE");
 
 /// What the plugin knows in this process.
 #[derive(Default)]
@@ -104,6 +113,10 @@ pub unsafe extern "C" fn slurm_spank_init(
 ) -> c_int {
     let args = ffi::args(ac, av);
     let context = ffi::context();
+    ffi::verbose(&format!(
+        "berth: spank_berth.so {} built for Slurm {BUILT_FOR_SLURM}",
+        env!("CARGO_PKG_VERSION")
+    ));
     choke_point("init", || {
         let parsed = PlugstackArgs::parse(&args).map_err(|e| e.to_string());
         with_state(|s| s.args = Some(parsed.clone()));

@@ -427,7 +427,7 @@ fn save_container(
         ffi::job_gid(sp).ok_or("no gid")?,
     );
     let out = Command::new(&args.berth)
-        .arg("--config")
+        .arg("--config-if-present")
         .arg(&args.config)
         .args([
             "-q",

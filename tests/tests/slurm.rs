@@ -711,3 +711,45 @@ fn srun_pty_gives_the_contained_command_the_terminal() {
     assert!(text.contains("FG"), "{text}");
     assert!(text.contains("got:hello"), "{text}");
 }
+
+/// The job's directory may not exist on the node (a submit directory that
+/// compute nodes do not mount): the container starts anyway, in Slurm's
+/// fallback /tmp. Relative image and mount paths are the job directory's,
+/// and where it is missing they fail naming the path they were looked for at.
+#[test]
+fn a_job_directory_missing_on_the_node_fails_only_relative_paths() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&["-D", "/no/such/dir", &image_opt, "pwd"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), "/tmp\n");
+
+    let job_dir = shared_dir(&s, "jobdir");
+    std::os::unix::fs::symlink(&image, job_dir.join("image")).unwrap();
+    std::fs::create_dir(job_dir.join("data")).unwrap();
+    std::fs::write(job_dir.join("data/note"), "from the job dir\n").unwrap();
+    let relative = [
+        "--container-image=./image",
+        "--container-mounts=data:/data",
+        "cat",
+        "/data/note",
+    ];
+    let mut args = vec!["-D", job_dir.to_str().unwrap()];
+    args.extend(relative);
+    let out = cluster.srun(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from the job dir\n");
+
+    let mut args = vec!["-D", "/no/such/dir"];
+    args.extend(relative);
+    let out = cluster.srun(&args);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("a relative path, but the job's directory does not exist on this node"),
+        "{}",
+        stderr(&out)
+    );
+    cluster.assert_node_stays_up("a relative image path from a missing job directory");
+}

@@ -24,6 +24,16 @@ struct Cli {
     /// Configuration file [default: /etc/berth/berth.toml, or $BERTH_CONFIG].
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Configuration file read if it exists, else the built-in defaults (the
+    /// SPANK plugin passes its plugstack `config=` this way).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        hide = true,
+        conflicts_with = "config"
+    )]
+    config_if_present: Option<PathBuf>,
     /// Only print errors.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -149,10 +159,12 @@ fn init_logging(quiet: bool, verbose: u8) {
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    let (path, named) = match (&cli.config, std::env::var_os("BERTH_CONFIG")) {
-        (Some(p), _) => (p.clone(), true),
-        (None, Some(p)) => (PathBuf::from(p), true),
-        (None, None) => (PathBuf::from(slurm_conf::DEFAULT_CONFIG_PATH), false),
+    let from_env = std::env::var_os("BERTH_CONFIG");
+    let (path, named) = match (&cli.config, &cli.config_if_present, from_env) {
+        (Some(p), _, _) => (p.clone(), true),
+        (None, Some(p), _) => (p.clone(), false),
+        (None, None, Some(p)) => (PathBuf::from(p), true),
+        (None, None, None) => (PathBuf::from(slurm_conf::DEFAULT_CONFIG_PATH), false),
     };
     Ok(Config::load(&path, named)?)
 }

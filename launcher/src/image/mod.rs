@@ -146,7 +146,9 @@ pub enum ImageSource {
 
 /// Whether `name` is written as a path (else it may still be one, when a
 /// file of that name exists).
-fn written_as_path(name: &str) -> bool {
+/// Whether an image name is written as a path (`/…`, `./…`, `../…`), never
+/// taken for a registry reference.
+pub fn written_as_path(name: &str) -> bool {
     name.starts_with('/')
         || name.starts_with("./")
         || name.starts_with("../")
