@@ -9,5 +9,8 @@ bash scripts/install-deps.sh
 if [ "$(id -u)" != 0 ]; then
     echo "note: not root: the end-to-end tests will be SKIPPED (they run berth as root and as a user)" >&2
 fi
+# Slurm 24.11 and 26.05 in debootstrap roots, the plugin built for each
+# (before the host's build, which the other tests load).
+bash scripts/slurm-roots.sh
 cargo build --locked -p berth-launcher -p spank-berth
 cargo test --locked --workspace "$@"

@@ -191,8 +191,16 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         fs::write(dir.join("cgroup.procs"), "0")
             .map_err(|e| format!("cannot enter the container's cgroup {}: {e}", dir.display()))?;
     }
+    // setns gives the task its new mount namespace's root, which is the
+    // container's only when slurmstepd's own root is its namespace's (not
+    // under chroot): check that the task really stands in the container.
+    let container_root = root_identity(&format!("/proc/{pid}/root"))
+        .map_err(|e| format!("the step's container is gone ({e})"))?;
     ffi::join_namespaces(pidfd.as_fd())
         .map_err(|e| format!("cannot enter the step's container: {e}"))?;
+    if root_identity("/").ok() != Some(container_root) {
+        return Err("the task did not land in the container's root filesystem (is slurmd running under chroot?); tell the cluster admins".into());
+    }
 
     let listed: Vec<&str> = values
         .get("container-env")
@@ -266,6 +274,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         })
     });
     Ok(())
+}
+
+/// The device and inode of a directory, to tell two roots apart.
+fn root_identity(path: &str) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
 /// Whether `dir` (a host path) is writable by `uid`/`gid`: checked in a child

@@ -4,6 +4,7 @@
 
 mod image;
 pub mod registry;
+pub mod releases;
 pub mod slurm;
 pub mod vm;
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::releases::{Release, RootNamespace};
 use crate::{berth_path, stderr, test_user, Sandbox};
 
 /// A running cluster of one node.
@@ -14,6 +15,10 @@ pub struct Cluster {
     daemons: Vec<Child>,
     /// The node's name.
     pub node: String,
+    /// The Slurm release it runs.
+    pub release: Release,
+    /// Where a release other than the host's runs (its own munged too).
+    root: Option<RootNamespace>,
 }
 
 /// spank_berth.so built beside the tests.
@@ -193,7 +198,19 @@ impl Cluster {
     /// Starts one; with `cgroups`, Slurm tracks and confines steps with its
     /// cgroup plugins (proctrack/cgroup, task/cgroup, ConstrainDevices).
     pub fn start_with(berth_config: &Path, cgroups: bool) -> Cluster {
-        ensure_munged();
+        Cluster::start_release(berth_config, Release::Host, cgroups)
+    }
+
+    /// Starts one of `release` (with `cgroups`: on the host only).
+    pub fn start_release(berth_config: &Path, release: Release, cgroups: bool) -> Cluster {
+        assert!(
+            !cgroups || release == Release::Host,
+            "Slurm's cgroup plugins are only tested with the host's release"
+        );
+        let root = release.root().map(|r| RootNamespace::enter(&r));
+        if root.is_none() {
+            ensure_munged();
+        }
         let dir = tempfile::Builder::new()
             .prefix("berth-slurm-")
             .tempdir()
@@ -230,12 +247,24 @@ impl Cluster {
             .map(|n| n.get())
             .unwrap_or(2);
         let [ctld_port, slurmd_port] = crate::free_ports::<2>();
+        // A root's Slurm talks to a munged of its own (its own version), whose
+        // socket the config names; 24.11 renamed CryptoType to CredType.
+        let auth = match &root {
+            None => "AuthType=auth/munge\nCryptoType=crypto/munge".to_string(),
+            Some(ns) => {
+                start_own_munged(ns, &d.join("munge"));
+                format!(
+                    "AuthType=auth/munge\nAuthInfo=socket={}\nCredType=cred/munge",
+                    d.join("munge/munge.sock").display()
+                )
+            }
+        };
         let conf = format!(
             "ClusterName=berthtest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n\
              SlurmctldPort={}\nSlurmdPort={}\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
              SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
              SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
-             AuthType=auth/munge\nCryptoType=crypto/munge\n{tracking}\n\
+             {auth}\n{tracking}\n\
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\nMpiDefault=none\n\
              SchedulerType=sched/backfill\nJobCompType=jobcomp/none\nPlugStackConfig={d}/plugstack.conf\n\
              KillWait=2\nInactiveLimit=0\nGresTypes=gpu\n\
@@ -258,13 +287,16 @@ impl Cluster {
                 "CgroupPlugin=autodetect\nConstrainDevices=yes\nConstrainCores=no\nConstrainRAMSpace=yes\n",
             )
             .unwrap();
+        } else if root.is_some() {
+            // Newer releases look for a cgroup plugin even when nothing uses it.
+            std::fs::write(d.join("cgroup.conf"), "CgroupPlugin=disabled\n").unwrap();
         }
         std::fs::write(d.join("slurm.conf"), conf).unwrap();
         std::fs::write(
             d.join("plugstack.conf"),
             format!(
                 "required {} config={} berth={} runtime_dir={}\n",
-                plugin_path().display(),
+                release.plugin().display(),
                 berth_config.display(),
                 berth_path().display(),
                 d.join("run").display()
@@ -273,7 +305,7 @@ impl Cluster {
         .unwrap();
         let conf = d.join("slurm.conf");
         let spawn = |program: &str, args: &[&str]| {
-            Command::new(program)
+            command_in(root.as_ref(), program, None)
                 .args(args)
                 .arg("-f")
                 .arg(&conf)
@@ -284,13 +316,17 @@ impl Cluster {
                     panic!("{program} missing ({e}): apt-get install slurmctld slurmd")
                 })
         };
-        let mut cluster = Cluster {
+        let daemons = vec![
+            spawn("slurmctld", &["-D", "-i"]),
+            spawn("slurmd", &["-D", "-N", &node]),
+        ];
+        let cluster = Cluster {
             dir,
-            daemons: vec![],
+            daemons,
             node: node.clone(),
+            release,
+            root,
         };
-        cluster.daemons.push(spawn("slurmctld", &["-D", "-i"]));
-        cluster.daemons.push(spawn("slurmd", &["-D", "-N", &node]));
         let deadline = Instant::now() + Duration::from_secs(30);
         while cluster.node_state() != "idle" {
             assert!(
@@ -315,7 +351,8 @@ impl Cluster {
 
     /// The node's state as sinfo shows it (`idle`, `drained`, ...).
     pub fn node_state(&self) -> String {
-        let out = Command::new("sinfo")
+        let out = self
+            .command("sinfo")
             .args(["-h", "-N", "-o", "%T"])
             .env("SLURM_CONF", self.conf())
             .output();
@@ -325,15 +362,17 @@ impl Cluster {
 
     /// A Slurm client command (`srun`, `sbatch`, ...) as the unprivileged test user.
     pub fn as_user(&self, program: &str, args: &[&str]) -> Command {
-        use std::os::unix::process::CommandExt;
-        let (uid, gid) = test_user();
-        let mut c = Command::new(program);
+        let mut c = command_in(self.root.as_ref(), program, Some(test_user()));
         c.args(args)
             .env("SLURM_CONF", self.conf())
-            .uid(uid)
-            .gid(gid)
-            .current_dir("/tmp")
             .stdin(Stdio::null());
+        c
+    }
+
+    /// A Slurm command (`sinfo`, `scancel`, ...) of this cluster's release, as root.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = command_in(self.root.as_ref(), program, None);
+        c.env("SLURM_CONF", self.conf());
         c
     }
 
@@ -344,9 +383,8 @@ impl Cluster {
 
     /// Runs `scancel ARGS` as root; whether it succeeded.
     pub fn scancel(&self, args: &[&str]) -> bool {
-        Command::new("scancel")
+        self.command("scancel")
             .args(args)
-            .env("SLURM_CONF", self.conf())
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -375,6 +413,68 @@ impl Cluster {
     }
 }
 
+/// `program` of the host's Slurm, or run in a release's root; from /tmp,
+/// as `user` (uid, gid) or root.
+fn command_in(root: Option<&RootNamespace>, program: &str, user: Option<(u32, u32)>) -> Command {
+    use std::os::unix::process::CommandExt;
+    match (root, user) {
+        (Some(ns), user) => ns.command_as(program, user),
+        (None, user) => {
+            let mut c = Command::new(program);
+            c.current_dir("/tmp");
+            if let Some((uid, gid)) = user {
+                c.uid(uid).gid(gid);
+            }
+            c
+        }
+    }
+}
+
+/// Starts the root's own munged with a fresh key, its socket in `dir`.
+fn start_own_munged(ns: &RootNamespace, dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.join("munge.key");
+    let mut bytes = vec![0u8; 1024];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    std::fs::write(&key, bytes).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let out = ns
+        .command("munged")
+        .arg(format!("--socket={}", path("munge.sock")))
+        .arg(format!("--key-file={}", path("munge.key")))
+        .arg(format!("--pid-file={}", path("munged.pid")))
+        .arg(format!("--log-file={}", path("munged.log")))
+        .arg(format!("--seed-file={}", path("munged.seed")))
+        .arg("--force")
+        .output()
+        .expect("nsenter");
+    assert!(
+        out.status.success(),
+        "munged in the root: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Ends the munged `start_own_munged` started (it runs in the background).
+fn stop_own_munged(dir: &Path) {
+    if let Some(pid) = std::fs::read_to_string(dir.join("munged.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
 fn nix_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -389,6 +489,9 @@ impl Drop for Cluster {
         for d in self.daemons.iter_mut().rev() {
             let _ = d.kill();
             let _ = d.wait();
+        }
+        if self.root.is_some() {
+            stop_own_munged(&self.dir().join("munge"));
         }
         // slurmstepd processes of this cluster die with their steps; give them a moment.
         std::thread::sleep(Duration::from_millis(200));

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Debian roots holding newer Slurm releases for the tests
+# (tests/src/releases.rs): trixie (Debian 13, Slurm 24.11) and sid (26.05),
+# made with debootstrap from Debian's archive and kept in
+#     /var/cache/berth-tests/roots/SUITE        (about 300 MB and 40 s each)
+# A root already there is kept; delete it to take a newer sid. Then the
+# plugin is built against each root's headers into
+#     target/slurm-releases/SUITE/libspank_berth.so
+# (only the plugin crate is compiled again). Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=/var/cache/berth-tests/roots
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+suites=(trixie sid)
+mkdir -p "$dir"
+exec 9>"$dir/.lock"
+flock 9
+for suite in "${suites[@]}"; do
+    [ -x "$dir/$suite/usr/sbin/slurmd" ] && continue
+    echo "making the $suite root with debootstrap"
+    rm -rf "$dir/$suite.tmp"
+    debootstrap --variant=minbase \
+        --include=slurmctld,slurmd,slurm-client,munge,libslurm-dev,libseccomp2 \
+        "$suite" "$dir/$suite.tmp" "$mirror" >"$dir/$suite.log" 2>&1 \
+        || { tail -20 "$dir/$suite.log" >&2; echo "debootstrap of $suite failed" >&2; exit 1; }
+    mv "$dir/$suite.tmp" "$dir/$suite"
+done
+exec 9>&-
+for suite in "${suites[@]}"; do
+    SLURM_INCLUDE_DIR="$dir/$suite/usr/include" cargo build --locked -q -p spank-berth
+    mkdir -p "target/slurm-releases/$suite"
+    cp target/debug/libspank_berth.so "target/slurm-releases/$suite/"
+done

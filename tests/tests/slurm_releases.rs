@@ -1,0 +1,124 @@
+//! The plugin on every Slurm release berth supports: 22.05 (the host's),
+//! 24.11 (Debian 13) and 26.05 (Debian sid), each with its own slurmctld,
+//! slurmd, munged, srun and sbatch (tests/src/releases.rs), and a
+//! spank_berth.so built against that release's headers.
+
+use berth_e2e::releases::Release;
+use berth_e2e::slurm::{keepers_of, Cluster};
+use berth_e2e::*;
+
+/// What must work on every release: a contained task, four tasks in one
+/// container, a batch script in the container, a named container across
+/// steps, a bad image failing only the task, nothing left after scancel.
+fn contained_steps_work_on(release: Release) {
+    let s = Sandbox::new();
+    let image = s.standard_image().to_str().unwrap().to_string();
+    let cluster = Cluster::start_release(&s.config(), release, false);
+    let version = cluster.command("srun").arg("--version").output().unwrap();
+    assert!(
+        stdout(&version)
+            .split_whitespace()
+            .last()
+            .is_some_and(|v| v.starts_with(release.version_prefix())),
+        "{release:?} runs {}",
+        stdout(&version)
+    );
+    let image_opt = format!("--container-image={image}");
+    let context = |what: &str, out: &std::process::Output| {
+        format!(
+            "{release:?}: {what}\n{}\n{}\n{}",
+            stdout(out),
+            stderr(out),
+            cluster.logs()
+        )
+    };
+
+    let out = cluster.srun(&[
+        &image_opt,
+        "sh",
+        "-c",
+        "cat /etc/motd; id -u; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status",
+    ]);
+    let (uid, _) = test_user();
+    assert_eq!(
+        stdout(&out),
+        format!("layer2\n{uid}\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n"),
+        "{}",
+        context("a contained task", &out)
+    );
+
+    let out = cluster.srun(&[
+        "-n4",
+        "-O",
+        &image_opt,
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/mnt; readlink /proc/self/ns/pid",
+    ]);
+    let lines: Vec<String> = stdout(&out).lines().map(|l| l.trim().to_string()).collect();
+    let mut namespaces = lines.clone();
+    namespaces.sort();
+    namespaces.dedup();
+    assert!(
+        lines.len() == 8 && namespaces.len() == 2,
+        "{}",
+        context("four tasks in one container", &out)
+    );
+
+    let text = cluster.batch(
+        &shared_dir(&s, "batch"),
+        &format!("#SBATCH --container-image={image}\ncat /etc/motd\n"),
+    );
+    assert_eq!(
+        text, "layer2\n",
+        "{release:?}: a batch script in the container"
+    );
+    let text = cluster.batch(
+        &shared_dir(&s, "named"),
+        &format!(
+            "srun --container-name=kept --container-image={image} sh -c 'echo saved > /tmp/state'\n\
+             srun --container-name=kept cat /tmp/state\n"
+        ),
+    );
+    assert_eq!(
+        text, "saved\n",
+        "{release:?}: a named container across steps"
+    );
+
+    let out = cluster.srun(&["--container-image=/no/such/image.sqsh", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("berth: ") && stderr(&out).contains("/no/such/image.sqsh"),
+        "{}",
+        context("a bad image", &out)
+    );
+    cluster.assert_node_stays_up("a bad image");
+
+    let mut srun = cluster.sleeping_step("to-cancel", &[&image_opt]);
+    wait_until("the container runs", || keepers_of(&s) == 1);
+    assert!(cluster.scancel(&["-n", "to-cancel"]));
+    let _ = srun.wait();
+    wait_until("the keeper is gone after scancel", || keepers_of(&s) == 0);
+    wait_until("the step's state is removed", || {
+        count_entries(&cluster.dir().join("run/slurm")) == 0
+    });
+    cluster.assert_node_stays_up("scancel");
+}
+
+#[test]
+fn slurm_22_05_the_hosts() {
+    require_root!();
+    contained_steps_work_on(Release::Host);
+}
+
+#[test]
+fn slurm_24_11_debian_13() {
+    require_root!();
+    contained_steps_work_on(Release::Trixie);
+}
+
+#[test]
+fn slurm_26_05_debian_sid() {
+    require_root!();
+    contained_steps_work_on(Release::Sid);
+}
