@@ -145,6 +145,29 @@ pub fn replace_task_argv0(sp: spank_t, program: &str) -> Option<String> {
     Some(old)
 }
 
+/// `spank_prepend_task_argv` (Slurm 23.11+) with `args`: None where the
+/// running Slurm lacks it. Looked up at run time: the plugin is linked with
+/// BIND_NOW, so a direct reference would stop it loading in older releases.
+pub fn prepend_task_argv(sp: spank_t, args: &[String]) -> Option<bool> {
+    type Prepend =
+        unsafe extern "C" fn(spank_t, c_int, *mut *const c_char) -> bindings::spank_err_t;
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
+    // the symbol up.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"spank_prepend_task_argv".as_ptr()) };
+    if symbol.is_null() {
+        return None;
+    }
+    // SAFETY: the symbol Slurm exports under this name has spank.h's signature.
+    let prepend: Prepend = unsafe { std::mem::transmute::<*mut libc::c_void, Prepend>(symbol) };
+    let strings: Vec<CString> = args.iter().map(|a| cstring(a)).collect();
+    let mut pointers: Vec<*const c_char> = strings.iter().map(|c| c.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    // SAFETY: `pointers` holds args.len() valid NUL-terminated strings and a
+    // final NULL; Slurm copies the strings before this returns.
+    let rc = unsafe { prepend(sp, args.len() as c_int, pointers.as_mut_ptr()) };
+    Some(rc == bindings::ESPANK_SUCCESS as bindings::spank_err_t)
+}
+
 /// A variable of the job's environment (remote context).
 pub fn getenv(sp: spank_t, name: &str) -> Option<String> {
     let n = cstring(name);

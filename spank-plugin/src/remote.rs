@@ -355,10 +355,23 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     Ok(())
 }
 
-/// --container-entrypoint: Slurm will exec this task's argv, which cannot
-/// grow, so `berth-entrypoint` takes argv[0]'s place (from a memfd, through
-/// the container's /proc) and execs `ENTRYPOINT... ARGV0 ARGS...`.
+/// --container-entrypoint: the task runs `ENTRYPOINT... ARGV...`. Slurm
+/// 23.11 and later prepend the entrypoint to the argv Slurm execs (and
+/// look its first word up in the container's PATH); before, that argv
+/// cannot grow, so `berth-entrypoint` takes argv[0]'s place (from a memfd,
+/// through the container's /proc) and execs `ENTRYPOINT... ARGV0 ARGS...`.
 fn run_through_entrypoint(sp: ffi::spank_t, entrypoint: &[String]) -> Result<(), String> {
+    match ffi::prepend_task_argv(sp, entrypoint) {
+        Some(true) => Ok(()),
+        Some(false) => {
+            Err("--container-entrypoint: Slurm refused to prepend the entrypoint".into())
+        }
+        None => run_through_entrypoint_helper(sp, entrypoint),
+    }
+}
+
+/// `run_through_entrypoint` where Slurm has no `spank_prepend_task_argv` (22.05).
+fn run_through_entrypoint_helper(sp: ffi::spank_t, entrypoint: &[String]) -> Result<(), String> {
     use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
     use std::os::fd::{AsRawFd, IntoRawFd};
     let fail = |e: &dyn std::fmt::Display| format!("--container-entrypoint: {e}");

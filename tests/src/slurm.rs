@@ -85,6 +85,58 @@ pub fn cluster_with_standard_image() -> (Sandbox, Cluster, String) {
     (s, cluster, image)
 }
 
+/// An image whose Entrypoint (`/entry.sh --from-image`) says what it was
+/// given, sets SET_BY_ENTRYPOINT and runs the rest.
+pub fn image_with_entrypoint(s: &Sandbox) -> PathBuf {
+    use crate::{base_layer, write_layout, Compression, Layer, RunConfig};
+    let entry = b"#!/bin/sh\necho \"entrypoint saw: $*\"\nexport SET_BY_ENTRYPOINT=yes\n[ \"$1\" = --from-image ] && shift\nexec \"$@\"\n";
+    let image = s.path().join("with-entrypoint");
+    write_layout(
+        &image,
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (
+                Layer::new().file("entry.sh", entry, 0o755).finish(),
+                Compression::Gzip,
+            ),
+        ],
+        &RunConfig {
+            entrypoint: vec!["/entry.sh".into(), "--from-image".into()],
+            ..Default::default()
+        },
+    );
+    image
+}
+
+/// `srun --container-entrypoint -n2` of `image_with_entrypoint` runs each
+/// task's command through the Entrypoint, leaving no variable of berth's.
+pub fn assert_entrypoint_runs(cluster: &Cluster, image_opt: &str) {
+    let script = "echo \"cmd: $0 $SET_BY_ENTRYPOINT ${BERTH_ARGV0:-clean}\"";
+    let out = cluster.srun(&[
+        image_opt,
+        "--container-entrypoint",
+        "-n2",
+        "sh",
+        "-c",
+        script,
+        "arg1",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let text = crate::stdout(&out);
+    assert_eq!(
+        text.matches("entrypoint saw: --from-image sh -c").count(),
+        2,
+        "{:?}: {text}",
+        cluster.release
+    );
+    assert_eq!(
+        text.matches("cmd: arg1 yes clean").count(),
+        2,
+        "{:?}: {text}",
+        cluster.release
+    );
+}
+
 /// Command lines of the container keepers (and named containers' step
 /// views) started with this sandbox's config.
 pub fn keeper_cmdlines(s: &Sandbox) -> Vec<String> {

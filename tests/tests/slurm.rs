@@ -3,7 +3,10 @@
 
 use std::process::Stdio;
 
-use berth_e2e::slurm::{cluster_with_standard_image, keeper_cmdlines, keepers_of, Cluster};
+use berth_e2e::slurm::{
+    assert_entrypoint_runs, cluster_with_standard_image, image_with_entrypoint, keeper_cmdlines,
+    keepers_of, Cluster,
+};
 use berth_e2e::*;
 
 #[test]
@@ -415,41 +418,9 @@ fn container_save_writes_a_squashfs_the_user_owns_and_berth_runs() {
 fn container_entrypoint_runs_the_images_entrypoint_before_the_command() {
     require_root!();
     let (s, cluster, _) = cluster_with_standard_image();
-    let entry = b"#!/bin/sh\necho \"entrypoint saw: $*\"\nexport SET_BY_ENTRYPOINT=yes\n[ \"$1\" = --from-image ] && shift\nexec \"$@\"\n";
-    let image = s.path().join("with-entrypoint");
-    write_layout(
-        &image,
-        vec![
-            (base_layer().finish(), Compression::Gzip),
-            (
-                Layer::new().file("entry.sh", entry, 0o755).finish(),
-                Compression::Gzip,
-            ),
-        ],
-        &RunConfig {
-            entrypoint: vec!["/entry.sh".into(), "--from-image".into()],
-            ..Default::default()
-        },
-    );
+    let image = image_with_entrypoint(&s);
     let image_opt = format!("--container-image={}", image.display());
-    let script = "echo \"cmd: $0 $SET_BY_ENTRYPOINT ${BERTH_ARGV0:-clean}\"";
-    let out = cluster.srun(&[
-        &image_opt,
-        "--container-entrypoint",
-        "-n2",
-        "sh",
-        "-c",
-        script,
-        "arg1",
-    ]);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
-    let text = stdout(&out);
-    assert_eq!(
-        text.matches("entrypoint saw: --from-image sh -c").count(),
-        2,
-        "{text}"
-    );
-    assert_eq!(text.matches("cmd: arg1 yes clean").count(), 2, "{text}");
+    assert_entrypoint_runs(&cluster, &image_opt);
     // It is off by default (as in pyxis), and the environment variable turns it on.
     let out = cluster.srun(&[&image_opt, "sh", "-c", "echo plain"]);
     assert_eq!(stdout(&out), "plain\n");

@@ -4,12 +4,13 @@
 //! spank_berth.so built against that release's headers.
 
 use berth_e2e::releases::Release;
-use berth_e2e::slurm::{keepers_of, Cluster};
+use berth_e2e::slurm::{assert_entrypoint_runs, image_with_entrypoint, keepers_of, Cluster};
 use berth_e2e::*;
 
 /// What must work on every release: a contained task, four tasks in one
 /// container, a batch script in the container, a named container across
-/// steps, a bad image failing only the task, nothing left after scancel.
+/// steps, the image's entrypoint, a bad image failing only the task,
+/// nothing left after scancel.
 fn contained_steps_work_on(release: Release) {
     let s = Sandbox::new();
     let image = s.standard_image().to_str().unwrap().to_string();
@@ -83,6 +84,13 @@ fn contained_steps_work_on(release: Release) {
     assert_eq!(
         text, "saved\n",
         "{release:?}: a named container across steps"
+    );
+
+    // 23.11 and later: the entrypoint is prepended to the task's argv.
+    let entrypoint_image = image_with_entrypoint(&s);
+    assert_entrypoint_runs(
+        &cluster,
+        &format!("--container-image={}", entrypoint_image.display()),
     );
 
     let out = cluster.srun(&["--container-image=/no/such/image.sqsh", "true"]);
