@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Debian roots holding newer Slurm releases for the tests
-# (tests/src/releases.rs): trixie (Debian 13, Slurm 24.11) and sid (26.05),
-# made with debootstrap from Debian's archive and kept in
+# Debian roots for the tests (tests/src/releases.rs): trixie (Debian 13,
+# Slurm 24.11) and sid (26.05) with Slurm's headers, and a bare Debian 12
+# with Slurm where the packages are installed; made with debootstrap from
+# Debian's archive and kept in
 #     /var/cache/berth-tests/roots/SUITE        (about 300 MB and 40 s each)
 # A root already there is kept; delete it to take a newer sid. Then the
 # plugin is built against each root's headers into
@@ -11,16 +12,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=/var/cache/berth-tests/roots
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-suites=(trixie sid)
+suites=(trixie sid)            # the releases the plugin is built for
+slurm=slurmctld,slurmd,slurm-client,munge,libseccomp2
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
-for suite in "${suites[@]}"; do
+for suite in "${suites[@]}" bookworm; do
     [ -x "$dir/$suite/usr/sbin/slurmd" ] && continue
+    include=$slurm,libslurm-dev
+    [ "$suite" = bookworm ] && include=$slurm,squashfs-tools   # and what berth's package depends on
     echo "making the $suite root with debootstrap"
     rm -rf "$dir/$suite.tmp"
     debootstrap --variant=minbase \
-        --include=slurmctld,slurmd,slurm-client,munge,libslurm-dev,libseccomp2 \
+        --include="$include" \
         "$suite" "$dir/$suite.tmp" "$mirror" >"$dir/$suite.log" 2>&1 \
         || { tail -20 "$dir/$suite.log" >&2; echo "debootstrap of $suite failed" >&2; exit 1; }
     mv "$dir/$suite.tmp" "$dir/$suite"

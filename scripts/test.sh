@@ -13,4 +13,6 @@ fi
 # (before the host's build, which the other tests load).
 bash scripts/slurm-roots.sh
 cargo build --locked -p berth-launcher -p spank-berth
+# The Debian packages, installed into a clean Debian 12 root by a test.
+bash scripts/package.sh --debug
 cargo test --locked --workspace "$@"

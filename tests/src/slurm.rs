@@ -19,6 +19,22 @@ pub struct Cluster {
     pub release: Release,
     /// Where a release other than the host's runs (its own munged too).
     root: Option<RootNamespace>,
+    /// The plugin's runtime directory (host path).
+    runtime_dir: PathBuf,
+}
+
+/// How the plugin is set up on the test node.
+pub enum Plugstack<'a> {
+    /// The cluster's own plugstack.conf: the build's plugin for the release,
+    /// the build's `berth`, berth's config `berth_config`, the runtime
+    /// directory in the cluster's `run/`.
+    Own {
+        /// berth.toml for the plugin.
+        berth_config: &'a Path,
+    },
+    /// What the packages installed in the root: Slurm's default
+    /// plugstack.conf, which includes plugstack.conf.d, and berth's defaults.
+    Installed,
 }
 
 /// spank_berth.so built beside the tests.
@@ -255,11 +271,33 @@ impl Cluster {
 
     /// Starts one of `release` (with `cgroups`: on the host only).
     pub fn start_release(berth_config: &Path, release: Release, cgroups: bool) -> Cluster {
+        let root = release.root();
+        Cluster::start_in(
+            root.as_deref(),
+            release,
+            Plugstack::Own { berth_config },
+            cgroups,
+        )
+    }
+
+    /// Starts one on the host or in `root` (a root of `release`), with the
+    /// plugin set up as `plugstack` says.
+    pub fn start_in(
+        root: Option<&Path>,
+        release: Release,
+        plugstack: Plugstack,
+        cgroups: bool,
+    ) -> Cluster {
         assert!(
-            !cgroups || release == Release::Host,
-            "Slurm's cgroup plugins are only tested with the host's release"
+            !cgroups || root.is_none(),
+            "Slurm's cgroup plugins are only tested on the host"
         );
-        let root = release.root().map(|r| RootNamespace::enter(&r));
+        let runtime_dir = match (&plugstack, root) {
+            (Plugstack::Installed, Some(root)) => root.join("run/berth"),
+            (Plugstack::Installed, None) => panic!("installed packages are tested in a root"),
+            (Plugstack::Own { .. }, _) => PathBuf::new(), // the cluster's run/, below
+        };
+        let root = root.map(RootNamespace::enter);
         if root.is_none() {
             ensure_munged();
         }
@@ -301,15 +339,24 @@ impl Cluster {
         let [ctld_port, slurmd_port] = crate::free_ports::<2>();
         // A root's Slurm talks to a munged of its own (its own version), whose
         // socket the config names; 24.11 renamed CryptoType to CredType.
-        let auth = match &root {
-            None => "AuthType=auth/munge\nCryptoType=crypto/munge".to_string(),
+        let socket = match &root {
+            None => String::new(),
             Some(ns) => {
                 start_own_munged(ns, &d.join("munge"));
-                format!(
-                    "AuthType=auth/munge\nAuthInfo=socket={}\nCredType=cred/munge",
-                    d.join("munge/munge.sock").display()
-                )
+                format!("AuthInfo=socket={}\n", d.join("munge/munge.sock").display())
             }
+        };
+        let cred = match release {
+            Release::Host => "CryptoType=crypto/munge",
+            _ => "CredType=cred/munge",
+        };
+        let auth = format!("AuthType=auth/munge\n{socket}{cred}");
+        // The packages' plugstack.conf.d is read through Debian's
+        // /etc/slurm/plugstack.conf (the default beside a slurm.conf in
+        // /etc/slurm; this one is elsewhere); the tests' own names its file.
+        let plugstack_line = match plugstack {
+            Plugstack::Installed => "PlugStackConfig=/etc/slurm/plugstack.conf\n".to_string(),
+            Plugstack::Own { .. } => format!("PlugStackConfig={}/plugstack.conf\n", d.display()),
         };
         let conf = format!(
             "ClusterName=berthtest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n\
@@ -318,7 +365,7 @@ impl Cluster {
              SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
              {auth}\n{tracking}\n\
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\nMpiDefault=none\n\
-             SchedulerType=sched/backfill\nJobCompType=jobcomp/none\nPlugStackConfig={d}/plugstack.conf\n\
+             SchedulerType=sched/backfill\nJobCompType=jobcomp/none\n{plugstack_line}\
              KillWait=2\nInactiveLimit=0\nGresTypes=gpu\n\
              NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus}{memory} Gres=gpu:2 State=UNKNOWN\n\
              PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP\n",
@@ -339,22 +386,28 @@ impl Cluster {
                 "CgroupPlugin=autodetect\nConstrainDevices=yes\nConstrainCores=no\nConstrainRAMSpace=yes\n",
             )
             .unwrap();
-        } else if root.is_some() {
+        } else if release != Release::Host {
             // Newer releases look for a cgroup plugin even when nothing uses it.
             std::fs::write(d.join("cgroup.conf"), "CgroupPlugin=disabled\n").unwrap();
         }
         std::fs::write(d.join("slurm.conf"), conf).unwrap();
-        std::fs::write(
-            d.join("plugstack.conf"),
-            format!(
-                "required {} config={} berth={} runtime_dir={}\n",
-                release.plugin().display(),
-                berth_config.display(),
-                berth_path().display(),
-                d.join("run").display()
-            ),
-        )
-        .unwrap();
+        let runtime_dir = match plugstack {
+            Plugstack::Installed => runtime_dir,
+            Plugstack::Own { berth_config } => {
+                std::fs::write(
+                    d.join("plugstack.conf"),
+                    format!(
+                        "required {} config={} berth={} runtime_dir={}\n",
+                        release.plugin().display(),
+                        berth_config.display(),
+                        berth_path().display(),
+                        d.join("run").display()
+                    ),
+                )
+                .unwrap();
+                d.join("run")
+            }
+        };
         let conf = d.join("slurm.conf");
         let spawn = |program: &str, args: &[&str]| {
             command_in(root.as_ref(), program, None)
@@ -378,6 +431,7 @@ impl Cluster {
             node: node.clone(),
             release,
             root,
+            runtime_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while cluster.node_state() != "idle" {
@@ -556,7 +610,7 @@ impl Cluster {
     /// epilog ran (a named container's keeper, its cgroup): the plugin's
     /// own record of each is in the runtime dir.
     fn sweep_containers(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir().join("run/slurm")) else {
+        let Ok(entries) = std::fs::read_dir(self.runtime_dir.join("slurm")) else {
             return;
         };
         for entry in entries.flatten() {

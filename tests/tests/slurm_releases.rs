@@ -3,8 +3,13 @@
 //! slurmd, munged, srun and sbatch (tests/src/releases.rs), and a
 //! spank_berth.so built against that release's headers.
 
-use berth_e2e::releases::Release;
-use berth_e2e::slurm::{assert_entrypoint_runs, image_with_entrypoint, keepers_of, Cluster};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_e2e::releases::{Release, ROOTS_DIR};
+use berth_e2e::slurm::{
+    assert_entrypoint_runs, image_with_entrypoint, keepers_of, Cluster, Plugstack,
+};
 use berth_e2e::*;
 
 /// What must work on every release: a contained task, four tasks in one
@@ -129,4 +134,71 @@ fn slurm_24_11_debian_13() {
 fn slurm_26_05_debian_sid() {
     require_root!();
     contained_steps_work_on(Release::Sid);
+}
+
+/// The Debian packages (`scripts/package.sh`) install with dpkg on a clean
+/// Debian 12 with Slurm (their dependencies are Debian's), and a job runs
+/// in a container with the plugin loaded from plugstack.conf.d by its bare
+/// name (Slurm's PluginDir) and no berth.toml at all.
+#[test]
+fn the_packages_install_on_debian_12_and_run_a_job() {
+    require_root!();
+    let base = Path::new(ROOTS_DIR).join("bookworm");
+    assert!(
+        base.join("usr/sbin/slurmd").exists(),
+        "{} missing: run scripts/slurm-roots.sh",
+        base.display()
+    );
+    let packages: Vec<PathBuf> = std::fs::read_dir(target_root().join("packages"))
+        .expect("target/packages: run scripts/package.sh --debug (scripts/test.sh does)")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(packages.len(), 2, "{packages:?}");
+    // A copy of the clean root, for this test alone.
+    let copy = tempfile::Builder::new()
+        .prefix("berth-debian12-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = copy.path().join("root");
+    run_ok(Command::new("cp").arg("-a").arg(&base).arg(&root));
+    let debs = root.join("var/cache/berth-debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    let mut dpkg = Command::new("chroot");
+    dpkg.arg(&root).args(["dpkg", "-i"]);
+    for p in &packages {
+        std::fs::copy(p, debs.join(p.file_name().unwrap())).unwrap();
+        dpkg.arg(Path::new("/var/cache/berth-debs").join(p.file_name().unwrap()));
+    }
+    run_ok(&mut dpkg);
+    assert!(root.join("usr/bin/berth").exists());
+    let plugin_dir = root.join("usr/lib/x86_64-linux-gnu/slurm-wlm");
+    assert!(plugin_dir.join("spank_berth.so").exists());
+    std::fs::remove_file(root.join("etc/berth/berth.toml")).unwrap();
+
+    let s = Sandbox::new();
+    let image = s.standard_image().to_str().unwrap().to_string();
+    let cluster = Cluster::start_in(Some(&root), Release::Host, Plugstack::Installed, false);
+    let out = cluster.srun(&[&format!("--container-image={image}"), "cat", "/etc/motd"]);
+    assert_eq!(
+        stdout(&out),
+        "layer2\n",
+        "{}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
+    // The node's own store, by default.
+    assert!(root.join("var/lib/berth/layers").is_dir());
+    drop(cluster);
+}
+
+fn run_ok(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
