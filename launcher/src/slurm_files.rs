@@ -31,29 +31,85 @@ pub fn setting(text: &str, key: &str) -> Option<String> {
         .last()
 }
 
-/// `setting` of the file `name` beside slurm.conf (None when unreadable).
+/// `setting` of the file `name` beside slurm.conf (None when unreadable),
+/// with the files its `Include` lines name (relative ones beside it).
 pub fn file_setting(name: &str, key: &str) -> Option<String> {
-    setting(&std::fs::read_to_string(path(name)).ok()?, key)
+    setting_in(&path(name), key)
 }
 
-/// Whether slurmstepd sends a step's signals both to the processes it forked
-/// (its tasks) and to their descendants: proctrack/cgroup with
-/// `SignalChildrenProcesses=yes`. By default proctrack/cgroup signals only
-/// the tasks (and SIGKILL everything); proctrack/pgid signals the step's
-/// process group; proctrack/linuxproc signals the task's process tree but
+/// `setting` of `file` and the files its `Include` lines name.
+fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let dir = file.parent().unwrap_or(std::path::Path::new("/"));
+    let mut found = None;
+    for line in text.lines() {
+        let words: Vec<&str> = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        match words.as_slice() {
+            [include, included] if include.eq_ignore_ascii_case("include") => {
+                let text = std::fs::read_to_string(dir.join(included)).unwrap_or_default();
+                found = setting(&text, key).or(found);
+            }
+            _ => found = setting(line, key).or(found),
+        }
+    }
+    found
+}
+
+/// Whether slurmstepd sends a step's signals both to the processes it
+/// forked (its tasks) and to their descendants: proctrack/pgid (the task's
+/// process group) and proctrack/cgroup with `SignalChildrenProcesses=yes`.
+/// Slurm's default, proctrack/cgroup, signals only the tasks (and SIGKILL
+/// everything); proctrack/linuxproc signals the task's process tree but
 /// skips every process still named like slurmstepd (a task that has not
 /// exec'd, as a berth task's relay).
 pub fn signals_tasks_and_descendants() -> bool {
     let proctrack =
         file_setting("slurm.conf", "ProctrackType").unwrap_or_else(|| "proctrack/cgroup".into());
-    proctrack.eq_ignore_ascii_case("proctrack/cgroup")
-        && file_setting("cgroup.conf", "SignalChildrenProcesses")
-            .is_some_and(|v| v.eq_ignore_ascii_case("yes"))
+    match proctrack.to_ascii_lowercase().as_str() {
+        "proctrack/pgid" => true,
+        "proctrack/cgroup" => file_setting("cgroup.conf", "SignalChildrenProcesses")
+            .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::setting;
+    use super::{setting, setting_in};
+
+    #[test]
+    fn included_files_count_where_they_are_included() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tracking.conf"),
+            "ProctrackType=proctrack/pgid\n",
+        )
+        .unwrap();
+        let main = dir.path().join("slurm.conf");
+        std::fs::write(
+            &main,
+            "ProctrackType=proctrack/cgroup\nInclude tracking.conf\n",
+        )
+        .unwrap();
+        assert_eq!(
+            setting_in(&main, "ProctrackType").as_deref(),
+            Some("proctrack/pgid")
+        );
+        std::fs::write(
+            &main,
+            "include tracking.conf\nProctrackType=proctrack/linuxproc\n",
+        )
+        .unwrap();
+        assert_eq!(
+            setting_in(&main, "proctracktype").as_deref(),
+            Some("proctrack/linuxproc")
+        );
+    }
 
     #[test]
     fn a_setting_is_found_case_insensitively_past_comments_and_other_keys() {

@@ -435,17 +435,38 @@ pub fn send_signal(pid: nix::unistd::Pid, signo: i32) -> io::Result<()> {
     }
 }
 
-/// How a child ended, by raw numbers (a real-time signal included).
+/// How a child ended, by raw numbers (a real-time signal included), or
+/// stopped under ptrace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChildEnd {
     /// exit(code).
     Exited(i32),
     /// Killed by signal number.
     Signaled(i32),
+    /// Stopped for its tracer (the caller): it traced itself, PTRACE_TRACEME.
+    TraceStopped,
+}
+
+/// Blocks every signal but `signo`.
+pub fn unblock_only(signo: i32) -> io::Result<()> {
+    // SAFETY: sigfillset/sigdelset write into a local sigset_t;
+    // sigprocmask reads it and takes no old-set pointer.
+    let ret = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::sigdelset(&mut set, signo);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Reaps child `pid` if it has ended (`None`: it runs, or only stopped or
 /// continued); with `block`, waits for it to end, stop or continue first.
+/// A traced child's stops are reported too (waitpid always does).
 pub fn reap_child(pid: nix::unistd::Pid, block: bool) -> io::Result<Option<ChildEnd>> {
     let mut status = 0;
     let flags = if block { 0 } else { libc::WNOHANG };
@@ -460,6 +481,8 @@ pub fn reap_child(pid: nix::unistd::Pid, block: bool) -> io::Result<Option<Child
         Some(ChildEnd::Exited(libc::WEXITSTATUS(status)))
     } else if libc::WIFSIGNALED(status) {
         Some(ChildEnd::Signaled(libc::WTERMSIG(status)))
+    } else if libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP {
+        Some(ChildEnd::TraceStopped)
     } else {
         None
     })

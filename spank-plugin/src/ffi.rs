@@ -252,8 +252,9 @@ pub fn set_no_new_privs() -> std::io::Result<()> {
     }
 }
 
-/// Makes the calling task dumpable again (its /proc files become its own).
-pub fn set_dumpable() {
+/// Makes the calling task dumpable (its /proc files its own, others of
+/// its user may ptrace it) or not.
+pub fn set_dumpable(dumpable: bool) {
     // SAFETY: PR_SET_DUMPABLE takes integers only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) };
 }

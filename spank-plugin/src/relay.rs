@@ -5,13 +5,18 @@
 //! in task_init, as the job's user and after Slurm has put the task in its
 //! process group, cgroup and CPU set, the task forks: the child inherits all
 //! of that and goes on to exec the user's program inside the namespace; the
-//! task Slurm knows stays outside as its **relay**: it passes signals on and
-//! ends as the child ended (same exit code, or killed by the same signal).
+//! task Slurm knows stays outside as its **relay**: it passes on the
+//! signals slurmstepd sends to it alone and ends as the child ended (same
+//! exit code, or killed by the same signal).
 //!
-//! The container cannot reach the relay: its pid is outside the namespace,
-//! and the child leads a process group of its own (with the terminal, under
-//! `srun --pty`), so `kill(0, …)` inside stays inside. The child dies with
-//! the relay (parent-death signal), and with the container's init.
+//! The child stays in the task's process group and session, so what Slurm
+//! sends to the group (proctrack/pgid, suspend, `scancel --full` of a batch
+//! step) and a terminal's signals under `srun --pty` reach it directly, as
+//! they reach a task without a container. The container cannot name the
+//! relay (its pid is outside the namespace); a signal a container process
+//! sends to the whole group (`kill 0`) reaches the relay too, which passes
+//! on slurmstepd's only. The child dies with the relay (parent-death
+//! signal), and with the container's init.
 
 use std::os::fd::AsFd;
 
@@ -24,11 +29,13 @@ use nix::unistd::{ForkResult, Pid};
 /// Which signals sent to the task the relay passes on to its child.
 #[derive(Clone, Copy, Debug)]
 pub struct Forwarding {
-    /// slurmstepd signals the task and its descendants alike (proctrack/cgroup
-    /// with SignalChildrenProcesses=yes): its signals reach the child
-    /// directly, and passing them on would deliver them twice. (Otherwise
-    /// they reach the relay alone, or, with proctrack/linuxproc, which skips
-    /// processes named like slurmstepd as the relay is, the child alone.)
+    /// slurmstepd signals the task and its descendants alike
+    /// (proctrack/pgid: the task's process group, which the child is in;
+    /// proctrack/cgroup with SignalChildrenProcesses=yes): its signals
+    /// reach the child directly, and passing them on would deliver them
+    /// twice. Otherwise they reach the relay alone (proctrack/cgroup), or
+    /// the child alone (proctrack/linuxproc skips processes named like
+    /// slurmstepd, as the relay is).
     pub stepd_reaches_child: bool,
 }
 
@@ -47,17 +54,23 @@ impl Forwarding {
 
     /// `passes_on` of a signal's number (real-time ones too), `si_code` and sender.
     fn passes_on_signal(&self, signo: i32, code: i32, sender: u32, stepd: Pid) -> bool {
-        // Signals a terminal generates go to its foreground process group,
-        // the child's; but a hang-up goes to the session leader alone,
-        // which the relay is under `srun --pty`.
+        if signo == libc::SIGCHLD {
+            return false;
+        }
+        // A terminal's hang-up goes to the session leader alone, which the
+        // relay is under `srun --pty` (its other signals go to the
+        // foreground process group, the child's).
         let sent_by_a_process = code <= 0;
-        if signo == libc::SIGCHLD || !(sent_by_a_process || signo == libc::SIGHUP) {
+        if !sent_by_a_process {
+            return signo == libc::SIGHUP;
+        }
+        // Anyone but slurmstepd reaches the relay by signalling the task's
+        // whole process group (a container's `kill 0`): the child has it.
+        if sender as i32 != stepd.as_raw() {
             return false;
         }
         // slurmstepd sends SIGWINCH (srun --pty) to the task's pid alone.
-        let reached_child_already =
-            signo != libc::SIGWINCH && self.stepd_reaches_child && sender as i32 == stepd.as_raw();
-        !reached_child_already
+        signo == libc::SIGWINCH || !self.stepd_reaches_child
     }
 }
 
@@ -89,30 +102,18 @@ pub fn enter_pid_namespace(forwarding: Forwarding) -> Result<(), String> {
                 berth::sys::exit_child(137);
             }
             drop(relay_fd);
-            lead_own_process_group();
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)
                 .map_err(|e| format!("cannot restore the signal mask: {e}"))
         }
     }
 }
 
-/// The child takes a process group of its own, and the terminal's
-/// foreground with it when the relay had it (`srun --pty`).
-fn lead_own_process_group() {
-    use nix::unistd::{getpgrp, setpgid, tcgetpgrp, tcsetpgrp};
-    let relay_group = getpgrp();
-    let stdin = std::io::stdin();
-    let had_terminal = tcgetpgrp(stdin.as_fd()).is_ok_and(|g| g == relay_group);
-    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    if had_terminal {
-        // SIGTTOU is blocked here, so a background group may take the terminal.
-        let _ = tcsetpgrp(stdin.as_fd(), getpgrp());
-    }
-}
-
-/// The task Slurm knows: holds nothing, passes signals on, ends as the child.
+/// The task Slurm knows: holds nothing but its stderr (for its one
+/// message), passes signals on, ends as the child.
 fn relay(child: Pid, forwarding: Forwarding) -> ! {
-    let _ = berth::sys::close_from(0);
+    let _ = nix::unistd::close(0);
+    let _ = nix::unistd::close(1);
+    let _ = berth::sys::close_from(3);
     let stepd = nix::unistd::getppid();
     let signals = SignalFd::with_flags(&SigSet::all(), SfdFlags::SFD_CLOEXEC);
     loop {
@@ -120,6 +121,17 @@ fn relay(child: Pid, forwarding: Forwarding) -> ! {
         match berth::sys::reap_child(child, signals.is_err()) {
             Ok(Some(ChildEnd::Exited(code))) => berth::sys::exit_child(code),
             Ok(Some(ChildEnd::Signaled(signo))) => die_by(signo),
+            // Slurm's parallel-debugger launch (srun --debugger-test, MPIR)
+            // has the task it forked trace itself: that is the child, whose
+            // tracer is then the relay, while Slurm waits for the relay to
+            // stop, for ever.
+            Ok(Some(ChildEnd::TraceStopped)) => {
+                let _ = berth::sys::send_signal(child, libc::SIGKILL);
+                eprintln!(
+                    "berth: a parallel debugger cannot attach to a task in a container (srun --debugger-test): run it without --container-image"
+                );
+                berth::sys::exit_child(1)
+            }
             Ok(None) => {}
             Err(_) => berth::sys::exit_child(1),
         }
@@ -136,10 +148,10 @@ fn relay(child: Pid, forwarding: Forwarding) -> ! {
 fn die_by(signo: i32) -> ! {
     let _ = nix::sys::prctl::set_dumpable(false);
     berth::sys::reset_signal_dispositions();
-    // Every signal is blocked: the one sent to itself stays pending until
-    // all are unblocked, and then it is the first delivered.
+    // Every signal is blocked; only this one is let through, so no signal
+    // still unread in the signalfd can end the relay first.
     let _ = berth::sys::send_signal(nix::unistd::getpid(), signo);
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = berth::sys::unblock_only(signo);
     berth::sys::exit_child(128 + signo)
 }
 
@@ -151,7 +163,7 @@ mod tests {
     const CGROUP: Forwarding = Forwarding {
         stepd_reaches_child: false,
     };
-    const SIGNAL_CHILDREN: Forwarding = Forwarding {
+    const TO_ALL: Forwarding = Forwarding {
         stepd_reaches_child: true,
     };
 
@@ -163,11 +175,16 @@ mod tests {
     fn slurmstepd_signals_pass_on_only_where_they_do_not_reach_the_child() {
         assert!(passes(CGROUP, libc::SIGTERM, 0, 100));
         assert!(passes(CGROUP, libc::SIGRTMIN() + 2, 0, 100));
-        assert!(!passes(SIGNAL_CHILDREN, libc::SIGTERM, 0, 100));
+        assert!(!passes(TO_ALL, libc::SIGTERM, 0, 100));
         // SIGWINCH goes to the task's pid alone, whatever tracks the step.
-        assert!(passes(SIGNAL_CHILDREN, libc::SIGWINCH, 0, 100));
-        // Anyone else's kill(2) of the task is passed on.
-        assert!(passes(SIGNAL_CHILDREN, libc::SIGUSR1, 0, 4242));
+        assert!(passes(TO_ALL, libc::SIGWINCH, 0, 100));
+    }
+
+    #[test]
+    fn other_senders_signal_the_group_the_child_is_in() {
+        // A container's `kill 0`, anyone's kill of the group.
+        assert!(!passes(CGROUP, libc::SIGUSR1, 0, 4242));
+        assert!(!passes(CGROUP, libc::SIGTERM, -6, 4242));
     }
 
     #[test]
@@ -176,7 +193,7 @@ mod tests {
         assert!(!passes(CGROUP, libc::SIGCONT, libc::SI_KERNEL, 0));
         // ...but a terminal's hang-up reaches only the session leader.
         assert!(passes(CGROUP, libc::SIGHUP, libc::SI_KERNEL, 0));
-        assert!(!passes(CGROUP, libc::SIGCHLD, 1, 4242));
-        assert!(!passes(CGROUP, libc::SIGCHLD, 0, 4242));
+        assert!(!passes(CGROUP, libc::SIGCHLD, 1, 100));
+        assert!(!passes(CGROUP, libc::SIGCHLD, 0, 100));
     }
 }

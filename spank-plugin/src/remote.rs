@@ -403,7 +403,7 @@ fn enter_remapped_user_namespace(uid: u32, gid: u32, caps: &[u8]) -> Result<(), 
         .map_err(|e| format!("--container-remap-root: cannot create a user namespace: {e}"))?;
     // After Slurm's setuid the task is not dumpable, which leaves its /proc
     // files to root; it is the user's own task (exec would reset this too).
-    ffi::set_dumpable();
+    ffi::set_dumpable(true);
     let write = |file: &str, text: String| {
         fs::write(format!("/proc/self/{file}"), text)
             .map_err(|e| format!("--container-remap-root: cannot write {file}: {e}"))
@@ -411,6 +411,9 @@ fn enter_remapped_user_namespace(uid: u32, gid: u32, caps: &[u8]) -> Result<(), 
     write("setgroups", "deny".into())?;
     write("uid_map", format!("0 {uid} 1\n"))?;
     write("gid_map", format!("0 {gid} 1\n"))?;
+    // Not dumpable again until exec: the task still holds slurmstepd's
+    // descriptors, which no process of the container may take.
+    ffi::set_dumpable(false);
     let keep: berth::caps::CapsHashSet = caps
         .iter()
         .filter_map(|i| berth::caps::from_index(*i))

@@ -23,6 +23,17 @@ pub struct Cluster {
     runtime_dir: PathBuf,
 }
 
+/// How Slurm tracks (and signals) a step's processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracking {
+    /// proctrack/linuxproc: the task's process tree; no cgroups.
+    LinuxProc,
+    /// proctrack/pgid: the task's process group; no cgroups.
+    Pgid,
+    /// proctrack/cgroup and task/cgroup (ConstrainDevices, ConstrainRAMSpace).
+    Cgroup,
+}
+
 /// How the plugin is set up on the test node.
 pub enum Plugstack<'a> {
     /// The cluster's own plugstack.conf: the build's plugin for the release,
@@ -266,17 +277,31 @@ impl Cluster {
     /// Starts one; with `cgroups`, Slurm tracks and confines steps with its
     /// cgroup plugins (proctrack/cgroup, task/cgroup, ConstrainDevices).
     pub fn start_with(berth_config: &Path, cgroups: bool) -> Cluster {
-        Cluster::start_release(berth_config, Release::Host, cgroups)
+        let tracking = match cgroups {
+            true => Tracking::Cgroup,
+            false => Tracking::LinuxProc,
+        };
+        Cluster::start_tracking(berth_config, tracking)
     }
 
-    /// Starts one of `release` (with `cgroups`: on the host only).
-    pub fn start_release(berth_config: &Path, release: Release, cgroups: bool) -> Cluster {
+    /// Starts one on the host whose steps Slurm tracks as `tracking` says.
+    pub fn start_tracking(berth_config: &Path, tracking: Tracking) -> Cluster {
+        Cluster::start_in(
+            None,
+            Release::Host,
+            Plugstack::Own { berth_config },
+            tracking,
+        )
+    }
+
+    /// Starts one of `release`.
+    pub fn start_release(berth_config: &Path, release: Release) -> Cluster {
         let root = release.root();
         Cluster::start_in(
             root.as_deref(),
             release,
             Plugstack::Own { berth_config },
-            cgroups,
+            Tracking::LinuxProc,
         )
     }
 
@@ -286,8 +311,9 @@ impl Cluster {
         root: Option<&Path>,
         release: Release,
         plugstack: Plugstack,
-        cgroups: bool,
+        tracking: Tracking,
     ) -> Cluster {
+        let cgroups = tracking == Tracking::Cgroup;
         assert!(
             !cgroups || root.is_none(),
             "Slurm's cgroup plugins are only tested on the host"
@@ -374,10 +400,10 @@ impl Cluster {
             d = d.display(),
             host = nix_hostname(),
             memory = if cgroups { " RealMemory=2048" } else { "" },
-            tracking = if cgroups {
-                "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup"
-            } else {
-                "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none"
+            tracking = match tracking {
+                Tracking::Cgroup => "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup",
+                Tracking::LinuxProc => "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none",
+                Tracking::Pgid => "ProctrackType=proctrack/pgid\nTaskPlugin=task/none",
             },
         );
         if cgroups {

@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use berth_e2e::slurm::{
     assert_entrypoint_runs, cluster_with_standard_image, image_with_entrypoint, keeper_cmdlines,
-    keepers_of, Cluster,
+    keepers_of, Cluster, Tracking,
 };
 use berth_e2e::*;
 
@@ -583,10 +583,10 @@ fn signals_arrive_once_and_tasks_end_as_their_command() {
     // A real-time signal: every copy sent is delivered, so a duplicate counts.
     let rt_signal = (libc::SIGRTMIN() + 2).to_string();
     let counting = format!("exec berth-probe count-signal {rt_signal}");
-    for cgroups in [false, true] {
+    for tracking in [Tracking::LinuxProc, Tracking::Pgid, Tracking::Cgroup] {
         let s = Sandbox::new();
         let image = s.standard_image().to_str().unwrap().to_string();
-        let cluster = Cluster::start_with(&s.config(), cgroups);
+        let cluster = Cluster::start_tracking(&s.config(), tracking);
         let image_opt = format!("--container-image={image}");
         let mut srun = cluster
             .as_user(
@@ -602,11 +602,7 @@ fn signals_arrive_once_and_tasks_end_as_their_command() {
         assert!(cluster.scancel(&["-s", &rt_signal, "-n", "signalled"]));
         let rest: Vec<String> = lines.map_while(Result::ok).collect();
         assert!(srun.wait().unwrap().success(), "{}", cluster.logs());
-        assert_eq!(
-            rest,
-            [format!("signal {rt_signal} x1")],
-            "cgroups: {cgroups}"
-        );
+        assert_eq!(rest, [format!("signal {rt_signal} x1")], "{tracking:?}");
 
         let out = cluster.srun(&[&image_opt, "sh", "-c", "exit 7"]);
         assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
@@ -616,6 +612,12 @@ fn signals_arrive_once_and_tasks_end_as_their_command() {
             "the task did not end by its signal: {}",
             stderr(&out)
         );
+        if tracking == Tracking::Pgid {
+            // slurmstepd signals the task's process group there, so the relay
+            // passes nothing of slurmstepd's on, and the batch task's pid
+            // alone is not reached (docs/security.md, known gaps).
+            continue;
+        }
         let dir = shared_dir(&s, "batch-signal");
         let script = dir.join("job.sh");
         let output = dir.join("out.txt");
@@ -723,4 +725,116 @@ fn a_job_directory_missing_on_the_node_fails_only_relative_paths() {
         stderr(&out)
     );
     cluster.assert_node_stays_up("a relative image path from a missing job directory");
+}
+
+/// Suspending a job stops every process of its container, resuming
+/// continues them, and scancel ends them all (nothing keeps the step
+/// alive), whichever way Slurm tracks steps.
+#[test]
+fn suspend_and_scancel_reach_every_process_of_the_container() {
+    require_root!();
+    for tracking in [Tracking::LinuxProc, Tracking::Pgid, Tracking::Cgroup] {
+        let s = Sandbox::new();
+        let image = s.standard_image().to_str().unwrap().to_string();
+        let cluster = Cluster::start_tracking(&s.config(), tracking);
+        let image_opt = format!("--container-image={image}");
+        let mut srun = cluster
+            .as_user(
+                "srun",
+                &[
+                    "-J",
+                    "suspended",
+                    &image_opt,
+                    "sh",
+                    "-c",
+                    "trap '' TSTP; sleep 300 & sleep 301 & wait",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sleeps = || processes_of_the_test_user(&["sleep\x00300\x00", "sleep\x00301\x00"]);
+        wait_until("both processes run", || sleeps().len() == 2);
+        let job = cluster
+            .command("squeue")
+            .args(["-h", "-n", "suspended", "-o", "%i"])
+            .output()
+            .unwrap();
+        let job = stdout(&job).trim().to_string();
+        let scontrol = |verb: &str| {
+            let out = cluster
+                .command("scontrol")
+                .args([verb, &job])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "scontrol {verb}: {}", stderr(&out));
+        };
+        scontrol("suspend");
+        // Stopped by a signal (T), or frozen by the cgroup freezer (D).
+        let stopped = |p: &(i32, char)| p.1 == 'T' || p.1 == 'D';
+        wait_until(&format!("{tracking:?}: the processes are stopped"), || {
+            sleeps().iter().filter(|p| stopped(p)).count() == 2
+        });
+        scontrol("resume");
+        wait_until(&format!("{tracking:?}: the processes run again"), || {
+            sleeps().iter().all(|p| !stopped(p))
+        });
+        assert!(cluster.scancel(&["-n", "suspended"]));
+        let _ = srun.wait();
+        wait_until(&format!("{tracking:?}: nothing is left"), || {
+            sleeps().is_empty() && keepers_of(&s) == 0
+        });
+        cluster.assert_node_stays_up("scancel of a suspended and resumed step");
+    }
+}
+
+/// The test user's processes whose command line is one of `cmdlines`
+/// (NUL-separated), with their state letter.
+fn processes_of_the_test_user(cmdlines: &[&str]) -> Vec<(i32, char)> {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, _) = test_user();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let owned = std::fs::metadata(e.path()).ok()?.uid() == uid;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let wanted = cmdlines.iter().any(|c| cmdline == c.as_bytes());
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let state = stat.rsplit(") ").next()?.chars().next()?;
+            (owned && wanted).then_some((pid, state))
+        })
+        .collect()
+}
+
+/// Slurm's parallel-debugger launch cannot trace a contained task (the
+/// task Slurm forked is the relay): it fails at once with a message,
+/// instead of leaving the job hanging.
+#[test]
+fn a_parallel_debugger_launch_fails_clearly() {
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let out = cluster
+        .as_user(
+            "timeout",
+            &[
+                "60",
+                "srun",
+                "--debugger-test",
+                &format!("--container-image={image}"),
+                "true",
+            ],
+        )
+        .output()
+        .unwrap();
+    // (srun --debugger-test itself exits 0 whatever the tasks did.)
+    assert_ne!(out.status.code(), Some(124), "srun hung: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a parallel debugger cannot attach to a task in a container"),
+        "{}",
+        stderr(&out)
+    );
+    cluster.assert_node_stays_up("a parallel debugger launch");
 }

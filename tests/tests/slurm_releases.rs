@@ -8,7 +8,7 @@ use std::process::Command;
 
 use berth_e2e::releases::{Release, ROOTS_DIR};
 use berth_e2e::slurm::{
-    assert_entrypoint_runs, image_with_entrypoint, keepers_of, Cluster, Plugstack,
+    assert_entrypoint_runs, image_with_entrypoint, keepers_of, Cluster, Plugstack, Tracking,
 };
 use berth_e2e::*;
 
@@ -19,7 +19,7 @@ use berth_e2e::*;
 fn contained_steps_work_on(release: Release) {
     let s = Sandbox::new();
     let image = s.standard_image().to_str().unwrap().to_string();
-    let cluster = Cluster::start_release(&s.config(), release, false);
+    let cluster = Cluster::start_release(&s.config(), release);
     let version = cluster.command("srun").arg("--version").output().unwrap();
     assert!(
         stdout(&version)
@@ -179,7 +179,12 @@ fn the_packages_install_on_debian_12_and_run_a_job() {
 
     let s = Sandbox::new();
     let image = s.standard_image().to_str().unwrap().to_string();
-    let cluster = Cluster::start_in(Some(&root), Release::Host, Plugstack::Installed, false);
+    let cluster = Cluster::start_in(
+        Some(&root),
+        Release::Host,
+        Plugstack::Installed,
+        Tracking::LinuxProc,
+    );
     let out = cluster.srun(&[&format!("--container-image={image}"), "cat", "/etc/motd"]);
     assert_eq!(
         stdout(&out),

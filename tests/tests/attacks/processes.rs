@@ -142,3 +142,41 @@ fn slurm_tasks_cannot_reach_the_users_processes_outside_the_container() {
         "tasks cannot reach each other: {text}"
     );
 }
+
+/// With `--container-remap-root` the task made itself dumpable to write its
+/// id maps and stayed so until exec: any process of the container (here the
+/// user's own task prolog, which Slurm runs after the plugin's hooks) could
+/// read, and with pidfd_getfd take, the descriptors slurmstepd left it
+/// (root's slurmd log, open for writing; slurmstepd's sockets).
+#[test]
+fn a_task_not_yet_started_lends_the_container_none_of_its_descriptors() {
+    needs_root();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let dir = shared_dir(&s, "prolog");
+    let prolog = dir.join("prolog.sh");
+    std::fs::write(
+        &prolog,
+        "#!/bin/sh\necho \"print fds: $(ls /proc/$PPID/fd 2>&1 | tr '\\n' ' ')\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&prolog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image_opt = format!("--container-image={image}");
+    let mount_opt = format!("--container-mounts={}:/prolog:ro", dir.display());
+    for remap in ["--container-remap-root", "--no-container-remap-root"] {
+        let out = cluster.srun(&[
+            &image_opt,
+            &mount_opt,
+            remap,
+            "--task-prolog=/prolog/prolog.sh",
+            "true",
+        ]);
+        assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+        let text = stdout(&out);
+        assert!(text.starts_with("fds: "), "the prolog did not run: {text}");
+        // Hidden (hidepid) or refused: either way, no descriptor listed.
+        assert!(
+            text.contains("No such file") || text.contains("Permission denied"),
+            "{remap}: the task's descriptors were open to the container: {text}"
+        );
+    }
+}
