@@ -12,8 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The oldest and newest Slurm releases berth is built and tested for.
-const SUPPORTED: ((u32, u32), (u32, u32)) = ((22, 5), (26, 5));
+use slurm_conf::slurm_release::{SlurmRelease, SUPPORTED};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -48,24 +47,21 @@ fn main() {
             header.display()
         ));
     }
-    let release = slurm_release(&version_header);
-    let (oldest, newest) = SUPPORTED;
-    if release < oldest || release > newest {
+    let release = SlurmRelease::of_include_dir(&include).unwrap_or_else(|| {
         fail(&format!(
-            "{} is Slurm {}.{:02}; berth supports Slurm {}.{:02} to {}.{:02}",
+            "no SLURM_VERSION_NUMBER in {}",
+            version_header.display()
+        ))
+    });
+    if !release.is_supported() {
+        fail(&format!(
+            "{} is Slurm {release}; berth supports Slurm {} to {}",
             version_header.display(),
-            release.0,
-            release.1,
-            oldest.0,
-            oldest.1,
-            newest.0,
-            newest.1
+            SUPPORTED.0,
+            SUPPORTED.1
         ));
     }
-    println!(
-        "cargo:rustc-env=BERTH_SLURM_RELEASE={}.{:02}",
-        release.0, release.1
-    );
+    println!("cargo:rustc-env=BERTH_SLURM_RELEASE={release}");
     let bindings = bindgen::Builder::default()
         .header_contents(
             "wrapper.h",
@@ -88,23 +84,6 @@ fn fail(message: &str) -> ! {
     eprintln!("error: {message}");
     println!("cargo:warning={message}");
     std::process::exit(1)
-}
-
-/// The (major, minor) of `SLURM_VERSION_NUMBER` in slurm_version.h.
-fn slurm_release(version_header: &Path) -> (u32, u32) {
-    let text = std::fs::read_to_string(version_header)
-        .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", version_header.display())));
-    let number = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("#define SLURM_VERSION_NUMBER"))
-        .find_map(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
-        .unwrap_or_else(|| {
-            fail(&format!(
-                "no SLURM_VERSION_NUMBER in {}",
-                version_header.display()
-            ))
-        });
-    ((number >> 16) & 0xff, (number >> 8) & 0xff)
 }
 
 /// Builds `berth-entrypoint` (entrypoint/main.rs) as a static executable with

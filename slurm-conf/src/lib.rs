@@ -7,6 +7,7 @@
 mod limits;
 pub mod plugstack;
 mod size;
+pub mod slurm_release;
 
 use std::path::{Path, PathBuf};
 

@@ -19,7 +19,7 @@ use slurm_conf::Config;
 
 /// berth: secure job containers for Slurm clusters and GPU servers.
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, about)]
+#[command(name = "berth", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BERTH_BUILT_FOR"), ")"), about)]
 struct Cli {
     /// Configuration file [default: /etc/berth/berth.toml, or $BERTH_CONFIG].
     #[arg(long, global = true, value_name = "PATH")]
