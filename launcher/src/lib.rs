@@ -16,7 +16,7 @@ pub mod mounts;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
-pub mod slurm_files;
+pub mod slurm;
 pub mod spec;
 pub mod sys;
 pub mod syscall;

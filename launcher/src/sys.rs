@@ -488,6 +488,27 @@ pub fn reap_child(pid: nix::unistd::Pid, block: bool) -> io::Result<Option<Child
     })
 }
 
+/// `pidfd_send_signal(2)`: signal number `signo` to the process `pidfd` is.
+pub fn pidfd_send_signal(pidfd: std::os::fd::BorrowedFd<'_>, signo: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a live descriptor, a signal number, no
+    // siginfo and no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signo,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits, and
 /// that `setns(2)` accepts to join all of its namespaces at once.
 pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {

@@ -8,8 +8,10 @@ use std::process::Command;
 
 use slurm_conf::plugstack::PlugstackArgs;
 
+use berth::slurm::record::KeeperRecord;
+
 use crate::ffi;
-use crate::remote::{live_keeper, make_state_dir, record_keeper, step_dir, strings};
+use crate::state::{live_keeper, make_state_dir, record_keeper, step_dir};
 
 /// The `berth` helper (`slurm-start` or `slurm-join`) with what both are told
 /// about the step: its slurmstepd, cgroup, partition, user, GPUs and mounts.
@@ -161,7 +163,7 @@ fn mount_from_job_dir(mount: &str, job_dir: Option<&JobDir>) -> Result<String, S
 }
 
 /// Runs a helper; its JSON answer, or its last error line.
-fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<serde_json::Value, String> {
+fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<KeeperRecord, String> {
     let out = cmd.output().map_err(|e| match args.berth.exists() {
         true => format!("cannot run {}: {e}", args.berth.display()),
         false => format!(
@@ -178,12 +180,12 @@ fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<serde_json::Valu
             .unwrap_or("the container could not be started");
         return Err(line.trim_start_matches("berth: ").to_string());
     }
-    serde_json::from_slice(&out.stdout)
+    KeeperRecord::from_line(&out.stdout)
         .map_err(|e| format!("unreadable answer from {}: {e}", args.berth.display()))
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn start_keeper(
+pub(crate) fn run_slurm_start(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
     values: &crate::options::Values,
@@ -192,7 +194,7 @@ pub(crate) fn start_keeper(
     batch_script: Option<&str>,
     tied_to_step: bool,
     container_id: &str,
-) -> Result<serde_json::Value, String> {
+) -> Result<KeeperRecord, String> {
     let mut cmd = helper_command(
         sp,
         args,
@@ -228,8 +230,8 @@ pub(crate) fn step_view(
     values: &crate::options::Values,
     user: (u32, u32),
     (job, step): (u32, u32),
-    named: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
+    named: &KeeperRecord,
+) -> Result<KeeperRecord, String> {
     let dir = step_dir(args, job, step);
     make_state_dir(&dir)?;
     if let Some(view) = live_keeper(&dir) {
@@ -237,25 +239,11 @@ pub(crate) fn step_view(
     }
     let container_id = format!("{job}.{step}");
     let mut cmd = helper_command(sp, args, values, "slurm-join", user, true, &container_id)?;
-    cmd.arg("--join-pid").arg(named["pid"].to_string());
-    let answer = run_helper(cmd, args)?;
-    // The named container's answer with this step's keeper, devices and
-    // cgroup: the earlier step's device variables are not this step's.
-    let mut view = named.clone();
-    let earlier_device_keys: Vec<&str> = strings(named, "device_env")
-        .filter_map(|e| e.split('=').next())
-        .collect();
-    let env: Vec<&str> = strings(named, "env")
-        .filter(|e| !earlier_device_keys.contains(&e.split('=').next().unwrap_or_default()))
-        .collect();
-    view["env"] = serde_json::json!(env);
-    for key in ["pid", "device_env", "cgroup_dirs"] {
-        view[key] = answer[key].clone();
-    }
-    view["step"] = serde_json::json!(step);
+    cmd.arg("--join-pid").arg(named.pid.to_string());
+    let view = named.seen_from(&run_helper(cmd, args)?, step);
     ffi::info(&format!(
         "berth: job {job} step {step}: joined the named container (keeper pid {}) with this step's view (keeper pid {})",
-        named["pid"], view["pid"]
+        named.pid, view.pid
     ));
     record_keeper(&dir, &view)?;
     Ok(view)

@@ -15,6 +15,7 @@ mod helper;
 mod options;
 mod relay;
 mod remote;
+mod state;
 
 use std::ffi::{c_char, c_int};
 use std::sync::Mutex;

@@ -43,7 +43,7 @@ impl Forwarding {
     /// What this node's Slurm configuration does.
     pub fn of_this_node() -> Forwarding {
         Forwarding {
-            stepd_reaches_child: berth::slurm_files::signals_tasks_and_descendants(),
+            stepd_reaches_child: berth::slurm::files::signals_tasks_and_descendants(),
         }
     }
 

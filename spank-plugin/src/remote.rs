@@ -11,13 +11,17 @@
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use slurm_conf::plugstack::PlugstackArgs;
 
-use crate::helper::{start_keeper, step_view};
+use berth::slurm::record::KeeperRecord;
+
+use crate::helper::{run_slurm_start, step_view};
+use crate::state::{
+    container_dir, live_keeper, make_state_dir, record_keeper, recorded_keeper, step_dir,
+};
 use crate::{ffi, with_state};
 
 /// What a task keeps between its privileged and its user hook.
@@ -48,21 +52,6 @@ fn job_owns(name: &str, listed: &[&str]) -> bool {
         ]
         .iter()
         .any(|p| name.starts_with(p))
-}
-
-pub(crate) fn step_dir(args: &PlugstackArgs, job: u32, step: u32) -> PathBuf {
-    args.runtime_dir.join("slurm").join(format!("{job}.{step}"))
-}
-
-/// Where a container's state lives: per job for a named container, per step otherwise.
-fn container_dir(args: &PlugstackArgs, name: Option<&str>, job: u32, step: u32) -> PathBuf {
-    match name {
-        Some(name) => args
-            .runtime_dir
-            .join("slurm")
-            .join(format!("{job}.name.{name}")),
-        None => step_dir(args, job, step),
-    }
 }
 
 fn plugstack(state_args: &Option<Result<PlugstackArgs, String>>) -> Result<PlugstackArgs, String> {
@@ -120,9 +109,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let existing = live_keeper(&dir);
     // `create` replaces a named container; the first task of the step does
     // that, the others find the one it made (recorded with the step id).
-    let made_by_this_step = existing
-        .as_ref()
-        .is_some_and(|r| r["step"].as_u64() == Some(step as u64));
+    let made_by_this_step = existing.as_ref().is_some_and(|r| r.step == Some(step));
     let existing = match (existing, mode) {
         (Some(old), "create") if name.is_some() && !made_by_this_step => {
             end_container(&old);
@@ -150,7 +137,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut reply = start_keeper(
+            let mut reply = run_slurm_start(
                 sp,
                 &args,
                 &values,
@@ -160,10 +147,10 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
                 name.is_none(),
                 &container_id,
             )?;
-            reply["step"] = serde_json::json!(step);
+            reply.step = Some(step);
             ffi::info(&format!(
                 "berth: job {job} step {step}: container of {image} started for uid {uid} (keeper pid {})",
-                reply["pid"]
+                reply.pid
             ));
             record_keeper(&dir, &reply)?;
             reply
@@ -174,20 +161,18 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
     // A later step sees the named container's files through its own view
     // (made under the container's lock, so the container stays meanwhile).
-    let reply = match name.is_some() && reply["step"].as_u64() != Some(step as u64) {
+    let reply = match name.is_some() && reply.step != Some(step) {
         true => step_view(sp, &args, &values, (uid, gid), (job, step), &reply)?,
         false => reply,
     };
     drop(lock);
 
-    let pid = reply["pid"]
-        .as_i64()
-        .ok_or("the helper gave no keeper pid")? as i32;
+    let pid = reply.pid;
     let pidfd = berth::sys::pidfd_open(nix::unistd::Pid::from_raw(pid))
         .map_err(|e| format!("the step's container is gone ({e})"))?;
     // Into the container's cgroup (its limits and device filter) before
     // joining its cgroup namespace, whose root that cgroup is.
-    for dir in cgroup_dirs(&reply) {
+    for dir in container_cgroup_dirs(&reply) {
         fs::write(dir.join("cgroup.procs"), "0")
             .map_err(|e| format!("cannot enter the container's cgroup {}: {e}", dir.display()))?;
     }
@@ -206,7 +191,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .get("container-env")
         .map(|e| e.split(',').collect())
         .unwrap_or_default();
-    for entry in strings(&reply, "env") {
+    for entry in &reply.env {
         let Some((name, value)) = entry.split_once('=') else {
             continue;
         };
@@ -217,28 +202,18 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
     // What the container's devices need wins over the job's values: the
     // container counts its GPUs from 0 (CUDA_VISIBLE_DEVICES).
-    for entry in strings(&reply, "device_env") {
+    for entry in &reply.device_env {
         if let Some((name, value)) = entry.split_once('=') {
             ffi::setenv(sp, name, value, true);
         }
     }
-    let seccomp = reply["seccomp"]
-        .as_str()
-        .map(|h| hex::decode(h).map_err(|e| format!("bad seccomp program from the helper: {e}")))
-        .transpose()?;
+    let seccomp = reply.seccomp_program()?;
     // With --container-remap-root the task later becomes root of a user
     // namespace of its own; the capabilities it may hold there must stay in
     // the bounding set (they mean nothing outside that namespace).
-    let remap_root = values.flag("container-remap-root").then(|| {
-        let caps: Vec<u8> = reply["root_capabilities"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_u64())
-            .map(|c| c as u8)
-            .collect();
-        (uid, gid, caps)
-    });
+    let remap_root = values
+        .flag("container-remap-root")
+        .then(|| (uid, gid, reply.root_capabilities.clone()));
     ffi::drop_bounding_set_except(remap_root.as_ref().map(|r| r.2.as_slice()).unwrap_or(&[]));
     if step == ffi::BATCH_STEP {
         // srun steps started by the script inherit its container options
@@ -256,11 +231,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
     let entrypoint = values
         .flag("container-entrypoint")
-        .then(|| {
-            strings(&reply, "entrypoint")
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
+        .then(|| reply.entrypoint.clone())
         .filter(|e| !e.is_empty());
     // The step's helper made it (slurm-start or slurm-join --workdir).
     let workdir = values.get("container-workdir").map(String::from);
@@ -288,46 +259,6 @@ fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
     berth::as_user::as_user(uid, gid, &[], || {
         nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
     })
-}
-
-/// Makes a container's state directory (root only).
-pub(crate) fn make_state_dir(dir: &Path) -> Result<(), String> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-}
-
-/// The helper's answer recorded in a state directory (`keeper.json`).
-fn recorded_keeper(dir: &Path) -> Option<serde_json::Value> {
-    fs::read(dir.join("keeper.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-/// The recorded answer, if its keeper still runs.
-pub(crate) fn live_keeper(dir: &Path) -> Option<serde_json::Value> {
-    recorded_keeper(dir).filter(keeper_alive)
-}
-
-/// Records the helper's answer in a state directory.
-pub(crate) fn record_keeper(dir: &Path, reply: &serde_json::Value) -> Result<(), String> {
-    let path = dir.join("keeper.json");
-    fs::write(&path, reply.to_string()).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// Whether the keeper recorded in `reply` still runs (and is a berth keeper).
-fn keeper_alive(reply: &serde_json::Value) -> bool {
-    let Some(pid) = reply["pid"].as_i64() else {
-        return false;
-    };
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            let cmdline = String::from_utf8_lossy(&c);
-            cmdline.contains("slurm-start") || cmdline.contains("slurm-join")
-        })
-        .unwrap_or(false)
 }
 
 pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
@@ -450,8 +381,7 @@ fn save_container(
     dir: &Path,
     path: &str,
 ) -> Result<(), String> {
-    let reply = live_keeper(dir).ok_or("the container is already gone")?;
-    let pid = reply["pid"].as_i64().ok_or("no keeper pid")?;
+    let pid = live_keeper(dir).ok_or("the container is already gone")?.pid;
     let (uid, gid) = (
         ffi::job_uid(sp).ok_or("no uid")?,
         ffi::job_gid(sp).ok_or("no gid")?,
@@ -512,37 +442,27 @@ fn remove_step(dir: &Path) {
 }
 
 /// Ends a container's keeper and removes its cgroup.
-fn end_container(reply: &serde_json::Value) {
-    kill_keeper(reply);
-    remove_cgroup(reply);
-}
-
-/// The strings of the helper's list `key` (none when it is absent).
-pub(crate) fn strings<'a>(
-    reply: &'a serde_json::Value,
-    key: &str,
-) -> impl Iterator<Item = &'a str> {
-    reply[key]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.as_str())
+fn end_container(record: &KeeperRecord) {
+    kill_keeper(record);
+    remove_cgroup(record);
 }
 
 /// The container's cgroup directories, as the helper reported them.
-fn cgroup_dirs(reply: &serde_json::Value) -> Vec<PathBuf> {
-    strings(reply, "cgroup_dirs")
-        .map(PathBuf::from)
+fn container_cgroup_dirs(record: &KeeperRecord) -> Vec<PathBuf> {
+    record
+        .cgroup_dirs
+        .iter()
         .filter(|d| d.starts_with("/sys/fs/cgroup"))
+        .cloned()
         .collect()
 }
 
 /// Removes the container's cgroup: what is still in it (a task orphaned by
 /// a killed slurmstepd) is killed, and the directory removed once they are
 /// gone (up to 2 s).
-fn remove_cgroup(reply: &serde_json::Value) {
+fn remove_cgroup(record: &KeeperRecord) {
     use berth::limits::cgroup::{oom_kills_in, remove_dir_killing};
-    let dirs = cgroup_dirs(reply);
+    let dirs = container_cgroup_dirs(record);
     let oom_kills: u64 = dirs.iter().map(|d| oom_kills_in(d)).sum();
     if oom_kills > 0 {
         ffi::error(&format!(
@@ -561,22 +481,18 @@ fn remove_cgroup(reply: &serde_json::Value) {
 }
 
 /// Ends a keeper (if it is still the one recorded).
-fn kill_keeper(reply: &serde_json::Value) {
-    if !keeper_alive(reply) {
+fn kill_keeper(record: &KeeperRecord) {
+    if !record.is_alive() {
         return;
     }
-    let Some(pid) = reply["pid"]
-        .as_i64()
-        .map(|p| nix::unistd::Pid::from_raw(p as i32))
-    else {
-        return;
-    };
+    let pid = nix::unistd::Pid::from_raw(record.pid);
     // Its pidfd says when it is gone (its cgroup can then be removed): no
     // polling loop on the step's way out.
     let pidfd = berth::sys::pidfd_open(pid).ok();
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    if let Some(fd) = &pidfd {
-        use std::os::fd::AsFd;
+    // Signalled through its pidfd, taken after the check: a pid reused in
+    // between is a different process, which the pidfd never reaches.
+    if let Some(fd) = pidfd.filter(|_| record.is_alive()).as_ref() {
+        let _ = berth::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
         let mut fds = [nix::poll::PollFd::new(
             fd.as_fd(),
             nix::poll::PollFlags::POLLIN,

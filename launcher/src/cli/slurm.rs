@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 
 use berth::limits::cgroup::ContainerCgroup;
 use berth::process::keeper::{self, Kept};
+use berth::slurm::record::KeeperRecord;
 use berth::spec::StepViewSpec;
 use nix::unistd::Pid;
 
@@ -89,17 +90,20 @@ impl SlurmStepArgs {
     }
 }
 
-/// Makes the cgroup, starts the keeper in it; the keeper's pid and the
-/// cgroup's directories (which outlive this helper: the plugin removes
+/// Makes the cgroup, starts the keeper in it; the keeper's record with
+/// the cgroup's directories (which outlive this helper: the plugin removes
 /// them with the container).
-fn start_keeper(
+fn start_keeper_in_cgroup(
     kept: Kept,
     cgroup: Option<&berth::spec::CgroupSpec>,
     step: &SlurmStepArgs,
-) -> Result<(Pid, Vec<std::path::PathBuf>)> {
+) -> Result<KeeperRecord> {
     let cgroup = cgroup.map(ContainerCgroup::for_spec).transpose()?;
-    let pid = keeper::start_keeper(kept, step.watch_pid.map(Pid::from_raw), cgroup.as_ref())?;
-    Ok((pid, cgroup.map(ContainerCgroup::keep).unwrap_or_default()))
+    let pid = keeper::spawn_keeper(kept, step.watch_pid.map(Pid::from_raw), cgroup.as_ref())?;
+    let mut record = KeeperRecord::of_keeper(pid.as_raw())
+        .map_err(|e| anyhow::anyhow!("the container's keeper is gone ({e})"))?;
+    record.cgroup_dirs = cgroup.map(ContainerCgroup::keep).unwrap_or_default();
+    Ok(record)
 }
 
 #[derive(clap::Args, Debug)]
@@ -117,20 +121,17 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let purpose = args.step.purpose()?;
     // The layer locks are inherited by the keeper and held as long as it lives.
     let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
-    let (pid, cgroup_dirs) =
-        start_keeper(Kept::Container(&spec), spec.cgroup.as_ref(), &args.step)?;
-    let reply = serde_json::json!({
-        "pid": pid.as_raw(),
-        "image": image.id,
-        "env": spec.process.env,
-        "device_env": spec.devices.env,
-        "workdir": spec.process.cwd,
-        "entrypoint": image.config.entrypoint.clone().unwrap_or_default(),
-        "seccomp": spec.seccomp_program.as_deref().map(hex::encode),
-        "root_capabilities": spec.root_capabilities.iter().map(|c| c.index()).collect::<Vec<u8>>(),
-        "cgroup_dirs": cgroup_dirs,
-    });
-    println!("{reply}");
+    let record = KeeperRecord {
+        image: image.id.clone(),
+        env: spec.process.env.clone(),
+        device_env: spec.devices.env.clone(),
+        workdir: Some(spec.process.cwd.to_string_lossy().into_owned()),
+        entrypoint: image.config.entrypoint.clone().unwrap_or_default(),
+        seccomp: spec.seccomp_program.as_deref().map(hex::encode),
+        root_capabilities: spec.root_capabilities.iter().map(|c| c.index()).collect(),
+        ..start_keeper_in_cgroup(Kept::Container(&spec), spec.cgroup.as_ref(), &args.step)?
+    };
+    println!("{}", record.to_line());
     Ok(0)
 }
 
@@ -182,20 +183,18 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
     };
     let join = berth::sys::pidfd_open(Pid::from_raw(args.join_pid))
         .map_err(|e| anyhow::anyhow!("the named container is gone ({e})"))?;
-    let (pid, cgroup_dirs) = start_keeper(
-        Kept::StepView {
-            join: &join,
-            view: &view,
-        },
-        view.cgroup.as_ref(),
-        &args.step,
-    )?;
-    let reply = serde_json::json!({
-        "pid": pid.as_raw(),
-        "device_env": view.devices.env,
-        "cgroup_dirs": cgroup_dirs,
-    });
-    println!("{reply}");
+    let record = KeeperRecord {
+        device_env: view.devices.env.clone(),
+        ..start_keeper_in_cgroup(
+            Kept::StepView {
+                join: &join,
+                view: &view,
+            },
+            view.cgroup.as_ref(),
+            &args.step,
+        )?
+    };
+    println!("{}", record.to_line());
     Ok(0)
 }
 
@@ -203,7 +202,7 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
 fn constrains_devices(cgroup_conf: &std::path::Path) -> bool {
     std::fs::read_to_string(cgroup_conf)
         .ok()
-        .and_then(|text| berth::slurm_files::setting(&text, "ConstrainDevices"))
+        .and_then(|text| berth::slurm::files::setting(&text, "ConstrainDevices"))
         .is_some_and(|v| v.eq_ignore_ascii_case("yes"))
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// gres.conf beside slurm.conf: in `$SLURM_CONF`'s directory, else /etc/slurm.
 pub fn conf_path() -> PathBuf {
-    crate::slurm_files::path("gres.conf")
+    crate::slurm::files::path("gres.conf")
 }
 
 /// The GPU device files gres.conf lists for `node`, in index order.

@@ -40,7 +40,7 @@ pub enum Kept<'a> {
 /// Starts a keeper of `kept` that lives as long as process `watch` does (or
 /// until it is killed, without `watch`), and returns its pid once the
 /// container is ready. Must be called while single-threaded, by root.
-pub fn start_keeper(
+pub fn spawn_keeper(
     kept: Kept,
     watch: Option<Pid>,
     cgroup: Option<&ContainerCgroup>,

@@ -1,0 +1,198 @@
+//! The record of a Slurm step's container keeper: what `berth slurm-start`
+//! (and `slurm-join`, for a step's view into a named container) answers
+//! the SPANK plugin with one JSON line, and what the plugin keeps in the
+//! container's state directory (`keeper.json`, root's only).
+//!
+//! A keeper is recognised by its pid and its start time (`/proc/PID/stat`),
+//! read when it was started: a pid reused by another process never
+//! passes for it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A keeper and what tasks need to join its container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct KeeperRecord {
+    /// The keeper's pid (in the host's pid namespace).
+    pub pid: i32,
+    /// Its start time in clock ticks after boot (/proc/PID/stat, field 22).
+    pub started: u64,
+    /// The image's id in the store.
+    pub image: String,
+    /// The container's environment (image ENV, PATH): `NAME=value`.
+    pub env: Vec<String>,
+    /// What the container's devices need (CUDA_VISIBLE_DEVICES...): `NAME=value`.
+    pub device_env: Vec<String>,
+    /// The image's working directory.
+    pub workdir: Option<String>,
+    /// The image's Entrypoint.
+    pub entrypoint: Vec<String>,
+    /// The seccomp program tasks load before exec, hex-encoded BPF.
+    pub seccomp: Option<String>,
+    /// The capabilities (numbers) a remapped root keeps in its own user namespace.
+    pub root_capabilities: Vec<u8>,
+    /// The container's cgroup directories, removed with it.
+    pub cgroup_dirs: Vec<PathBuf>,
+    /// The step that made it (set by the plugin).
+    pub step: Option<u32>,
+}
+
+impl KeeperRecord {
+    /// A record of the keeper `pid`, started just now.
+    pub fn of_keeper(pid: i32) -> io::Result<KeeperRecord> {
+        Ok(KeeperRecord {
+            pid,
+            started: start_time(pid)?,
+            ..Default::default()
+        })
+    }
+
+    /// Whether the keeper still runs (the same process, not a reused pid).
+    pub fn is_alive(&self) -> bool {
+        self.pid > 0 && start_time(self.pid).is_ok_and(|t| t == self.started)
+    }
+
+    /// The record in `path`, if there is a readable one.
+    pub fn read(path: &Path) -> Option<KeeperRecord> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Writes the record to `path` whole (a temporary file renamed over it).
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, self.to_line())?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The record as one JSON line.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The record a helper printed.
+    pub fn from_line(line: &[u8]) -> Result<KeeperRecord, serde_json::Error> {
+        serde_json::from_slice(line)
+    }
+
+    /// The seccomp program, decoded.
+    pub fn seccomp_program(&self) -> Result<Option<Vec<u8>>, String> {
+        self.seccomp
+            .as_deref()
+            .map(|h| {
+                hex::decode(h).map_err(|e| format!("bad seccomp program in the keeper record: {e}"))
+            })
+            .transpose()
+    }
+
+    /// A later step's record for a named container: this container's
+    /// files, environment and image with the step's own keeper (`view`,
+    /// which holds the step's mount namespace), devices and cgroups. The
+    /// earlier step's device variables are not the step's.
+    pub fn seen_from(&self, view: &KeeperRecord, step: u32) -> KeeperRecord {
+        let earlier_device_names: Vec<&str> = self
+            .device_env
+            .iter()
+            .filter_map(|e| e.split('=').next())
+            .collect();
+        KeeperRecord {
+            pid: view.pid,
+            started: view.started,
+            env: self
+                .env
+                .iter()
+                .filter(|e| {
+                    !earlier_device_names.contains(&e.split('=').next().unwrap_or_default())
+                })
+                .cloned()
+                .collect(),
+            device_env: view.device_env.clone(),
+            cgroup_dirs: view.cgroup_dirs.clone(),
+            step: Some(step),
+            ..self.clone()
+        }
+    }
+}
+
+/// Process `pid`'s start time (clock ticks after boot).
+fn start_time(pid: i32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/stat"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_survives_its_file_and_names_a_live_process_only_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut record = KeeperRecord::of_keeper(child.id() as i32).unwrap();
+        record.env = vec!["PATH=/bin".into()];
+        record.cgroup_dirs = vec!["/sys/fs/cgroup/x".into()];
+        let path = dir.path().join("keeper.json");
+        record.write(&path).unwrap();
+        let read = KeeperRecord::read(&path).unwrap();
+        assert_eq!(read, record);
+        assert!(read.is_alive());
+        // Another start time: a reused pid.
+        let other = KeeperRecord {
+            started: record.started + 1,
+            ..record.clone()
+        };
+        assert!(!other.is_alive());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!read.is_alive());
+        assert!(!KeeperRecord::default().is_alive());
+    }
+
+    #[test]
+    fn a_view_keeps_the_containers_files_and_takes_the_steps_devices() {
+        let named = KeeperRecord {
+            pid: 10,
+            started: 1,
+            image: "sha256:abc".into(),
+            env: vec!["PATH=/bin".into(), "CUDA_VISIBLE_DEVICES=0".into()],
+            device_env: vec!["CUDA_VISIBLE_DEVICES=0".into()],
+            entrypoint: vec!["/entry".into()],
+            cgroup_dirs: vec!["/sys/fs/cgroup/a".into()],
+            step: Some(0),
+            ..Default::default()
+        };
+        let view = KeeperRecord {
+            pid: 20,
+            started: 2,
+            device_env: vec!["CUDA_VISIBLE_DEVICES=0,1".into()],
+            cgroup_dirs: vec!["/sys/fs/cgroup/b".into()],
+            ..Default::default()
+        };
+        let seen = named.seen_from(&view, 3);
+        assert_eq!((seen.pid, seen.started, seen.step), (20, 2, Some(3)));
+        assert_eq!(seen.env, ["PATH=/bin"]);
+        assert_eq!(seen.device_env, view.device_env);
+        assert_eq!(seen.cgroup_dirs, view.cgroup_dirs);
+        assert_eq!(
+            (seen.image.as_str(), &seen.entrypoint),
+            ("sha256:abc", &named.entrypoint)
+        );
+    }
+
+    #[test]
+    fn a_helpers_line_parses_with_fields_missing() {
+        let record = KeeperRecord::from_line(br#"{"pid":5,"started":7,"device_env":[]}"#).unwrap();
+        assert_eq!((record.pid, record.started), (5, 7));
+        assert!(record.env.is_empty() && record.seccomp.is_none());
+    }
+}

@@ -1,0 +1,59 @@
+//! Where the plugin keeps a container's state on the node (root's only):
+//! `<runtime_dir>/slurm/<job>.<step>/` for a step's container (or a step's
+//! view into a named one), `<runtime_dir>/slurm/<job>.name.<NAME>/` for a
+//! named container; in each, `lock` (flock: one task creates the
+//! container, the others wait) and `keeper.json` (its `KeeperRecord`).
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use berth::slurm::record::KeeperRecord;
+use slurm_conf::plugstack::PlugstackArgs;
+
+/// A step's own state directory.
+pub(crate) fn step_dir(args: &PlugstackArgs, job: u32, step: u32) -> PathBuf {
+    args.runtime_dir.join("slurm").join(format!("{job}.{step}"))
+}
+
+/// Where a container's state lives: per job for a named container, per step otherwise.
+pub(crate) fn container_dir(
+    args: &PlugstackArgs,
+    name: Option<&str>,
+    job: u32,
+    step: u32,
+) -> PathBuf {
+    match name {
+        Some(name) => args
+            .runtime_dir
+            .join("slurm")
+            .join(format!("{job}.name.{name}")),
+        None => step_dir(args, job, step),
+    }
+}
+
+/// Makes a state directory (root only).
+pub(crate) fn make_state_dir(dir: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// The record in a state directory, whether or not its keeper still runs.
+pub(crate) fn recorded_keeper(dir: &Path) -> Option<KeeperRecord> {
+    KeeperRecord::read(&dir.join("keeper.json"))
+}
+
+/// The record in a state directory, if its keeper still runs.
+pub(crate) fn live_keeper(dir: &Path) -> Option<KeeperRecord> {
+    recorded_keeper(dir).filter(KeeperRecord::is_alive)
+}
+
+/// Records a keeper in a state directory.
+pub(crate) fn record_keeper(dir: &Path, record: &KeeperRecord) -> Result<(), String> {
+    let path = dir.join("keeper.json");
+    record
+        .write(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
