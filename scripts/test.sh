@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 if [ "$(id -u)" != 0 ]; then
-    echo "note: not root: the end-to-end tests will be SKIPPED (they run berth as root and as a user)" >&2
+    echo "note: not root: the end-to-end tests will FAIL (they run berth as root and as a user)" >&2
 fi
 # Slurm 24.11 and 26.05 in debootstrap roots, the plugin built for each
 # (before the host's build, which the other tests load).

@@ -232,16 +232,15 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Skips (returns early from) a test that needs root, saying so.
+/// Fails a test that needs root when it is not run as root: a test that
+/// did not run never reports as passed.
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !$crate::is_root() {
-            eprintln!(
-                "SKIPPED: this test needs root (it runs berth as root and as an unprivileged user)"
-            );
-            return;
-        }
+        assert!(
+            $crate::is_root(),
+            "this test needs root (it runs berth as root and as an unprivileged user): run scripts/test.sh as root"
+        );
     };
 }
 

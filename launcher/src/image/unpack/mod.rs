@@ -543,7 +543,21 @@ mod tests {
 
     #[test]
     fn read_only_directories_get_their_mode_after_their_contents() {
+        // Without the capabilities that let root write into a 0555
+        // directory (this thread's only), as an ordinary user unpacks.
+        use caps::{CapSet, Capability};
+        let overrides = [Capability::CAP_DAC_OVERRIDE, Capability::CAP_FOWNER];
+        let held: Vec<Capability> = overrides
+            .into_iter()
+            .filter(|c| caps::has_cap(None, CapSet::Effective, *c).unwrap_or(false))
+            .collect();
+        for cap in &held {
+            caps::drop(None, CapSet::Effective, *cap).unwrap();
+        }
         let (dir, r) = unpack(&[(Dir, "ro", "", b"", 0o555), (File, "ro/f", "", b"x", 0o444)]);
+        for cap in &held {
+            caps::raise(None, CapSet::Effective, *cap).unwrap();
+        }
         r.unwrap();
         assert_eq!(
             std::fs::metadata(dir.path().join("ro"))
