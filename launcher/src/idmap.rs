@@ -55,6 +55,30 @@ impl UserNsMaps {
         }
     }
 
+    /// Root inside mapped to `uid`/`gid` outside, setgroups denied: the
+    /// single-id map any user may write for a namespace of its own.
+    pub fn root_as(uid: u32, gid: u32) -> UserNsMaps {
+        UserNsMaps::single(0, uid, 0, gid)
+    }
+
+    /// Writes the maps of the process whose /proc directory is `proc_dir`
+    /// (`/proc/self`, `/proc/PID`): `setgroups` first when it is denied.
+    pub fn write_to(&self, proc_dir: &std::path::Path) -> std::io::Result<()> {
+        let write = |file: &str, text: &str| {
+            std::fs::write(proc_dir.join(file), text).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write {file} {:?}: {e}", text.trim()),
+                )
+            })
+        };
+        if !self.allow_setgroups {
+            write("setgroups", "deny")?;
+        }
+        write("uid_map", &self.uid_map_text())?;
+        write("gid_map", &self.gid_map_text())
+    }
+
     /// The text written to `/proc/PID/uid_map`.
     pub fn uid_map_text(&self) -> String {
         map_text(&self.uids)

@@ -213,14 +213,14 @@ impl Syscall for LinuxSyscall {
                         nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target)
                             .map_err(nix_io)?;
                     }
-                    let none = crate::caps::CapsHashSet::new();
-                    crate::caps::limit_bounding_set(&none).map_err(io::Error::other)?;
-                    crate::caps::set_process_capabilities(&none).map_err(io::Error::other)?;
-                    nix::sys::prctl::set_no_new_privs().map_err(nix_io)?;
-                    if let Some(program) = seccomp {
-                        crate::sys::load_seccomp_program(program)?;
+                    crate::process::confine::Confinement {
+                        groups: None,
+                        ids: None,
+                        capabilities: &crate::caps::CapsHashSet::new(),
+                        filter: crate::process::confine::Filter::Set(seccomp),
                     }
-                    Ok(())
+                    .apply()
+                    .map_err(io::Error::other)
                 };
                 if confine().is_ok() {
                     let _ = nix::unistd::fexecve(

@@ -16,6 +16,8 @@ use std::process::Command;
 
 use slurm_conf::plugstack::PlugstackArgs;
 
+use berth::idmap::UserNsMaps;
+use berth::process::confine::{Confinement, Filter};
 use berth::slurm::record::KeeperRecord;
 
 use crate::helper::{run_slurm_start, step_view};
@@ -181,8 +183,18 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     // under chroot): check that the task really stands in the container.
     let container_root = root_identity(&format!("/proc/{pid}/root"))
         .map_err(|e| format!("the step's container is gone ({e})"))?;
-    ffi::join_namespaces(pidfd.as_fd())
-        .map_err(|e| format!("cannot enter the step's container: {e}"))?;
+    // Its mount, ipc, uts and cgroup namespaces, and its pid namespace for
+    // the task's children (see relay.rs).
+    use nix::sched::CloneFlags;
+    nix::sched::setns(
+        pidfd.as_fd(),
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWPID,
+    )
+    .map_err(|e| format!("cannot enter the step's container: {e}"))?;
     if root_identity("/").ok() != Some(container_root) {
         return Err("the task did not land in the container's root filesystem (is slurmd running under chroot?); tell the cluster admins".into());
     }
@@ -214,7 +226,11 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let remap_root = values
         .flag("container-remap-root")
         .then(|| (uid, gid, reply.root_capabilities.clone()));
-    ffi::drop_bounding_set_except(remap_root.as_ref().map(|r| r.2.as_slice()).unwrap_or(&[]));
+    // While still root: after Slurm's setuid the task cannot change it.
+    berth::caps::limit_bounding_set(&capabilities_of(
+        remap_root.as_ref().map(|r| r.2.as_slice()).unwrap_or(&[]),
+    ))
+    .map_err(|e| format!("cannot limit the task's bounding set: {e}"))?;
     if step == ffi::BATCH_STEP {
         // srun steps started by the script inherit its container options
         // through their environment (unless they give their own).
@@ -275,15 +291,31 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     if let Some(entrypoint) = &joined.entrypoint {
         run_through_entrypoint(sp, entrypoint)?;
     }
-    if let Some((uid, gid, caps)) = &joined.remap_root {
-        enter_remapped_user_namespace(*uid, *gid, caps)?;
+    // Remapped, the task is root of a user namespace of its own, with the
+    // configured capabilities there; otherwise it has none (Slurm's setuid).
+    let capabilities = match &joined.remap_root {
+        Some((uid, gid, caps)) => {
+            enter_remapped_user_namespace(*uid, *gid)?;
+            capabilities_of(caps)
+        }
+        None => berth::caps::CapsHashSet::new(),
+    };
+    Confinement {
+        groups: None,
+        ids: None,
+        capabilities: &capabilities,
+        filter: Filter::Set(joined.seccomp.as_deref()),
     }
-    ffi::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
-    if let Some(program) = joined.seccomp {
-        berth::sys::load_seccomp_program(&program)
-            .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
-    }
-    Ok(())
+    .apply()
+    .map_err(|e| e.to_string())
+}
+
+/// Capabilities by number, as the keeper record has them.
+fn capabilities_of(numbers: &[u8]) -> berth::caps::CapsHashSet {
+    numbers
+        .iter()
+        .filter_map(|i| berth::caps::from_index(*i))
+        .collect()
 }
 
 /// --container-entrypoint: the task runs `ENTRYPOINT... ARGV...`. Slurm
@@ -326,33 +358,21 @@ fn run_through_entrypoint_helper(sp: ffi::spank_t, entrypoint: &[String]) -> Res
 }
 
 /// --container-remap-root: the task (already the job's user) enters a user
-/// namespace of its own where it is root, with only `caps`. The container's
-/// mount namespace belongs to the host's user namespace, so this root can
-/// change no mount; outside, the task is still the user.
-fn enter_remapped_user_namespace(uid: u32, gid: u32, caps: &[u8]) -> Result<(), String> {
+/// namespace of its own where it is root (its capabilities there are set
+/// by the confinement that follows). The container's mount namespace
+/// belongs to the host's user namespace, so this root can change no mount;
+/// outside, the task is still the user.
+fn enter_remapped_user_namespace(uid: u32, gid: u32) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
         .map_err(|e| format!("--container-remap-root: cannot create a user namespace: {e}"))?;
     // After Slurm's setuid the task is not dumpable, which leaves its /proc
-    // files to root; it is the user's own task (exec would reset this too).
-    ffi::set_dumpable(true);
-    let write = |file: &str, text: String| {
-        fs::write(format!("/proc/self/{file}"), text)
-            .map_err(|e| format!("--container-remap-root: cannot write {file}: {e}"))
-    };
-    write("setgroups", "deny".into())?;
-    write("uid_map", format!("0 {uid} 1\n"))?;
-    write("gid_map", format!("0 {gid} 1\n"))?;
+    // files to root: for as long as it writes its maps, they are its own.
+    let _ = nix::sys::prctl::set_dumpable(true);
+    let written = UserNsMaps::root_as(uid, gid).write_to(Path::new("/proc/self"));
     // Not dumpable again until exec: the task still holds slurmstepd's
     // descriptors, which no process of the container may take.
-    ffi::set_dumpable(false);
-    let keep: berth::caps::CapsHashSet = caps
-        .iter()
-        .filter_map(|i| berth::caps::from_index(*i))
-        .collect();
-    // A new user namespace starts with a full bounding set: cut it back to
-    // the configured capabilities, so nothing can ever be regained.
-    berth::caps::limit_bounding_set(&keep).map_err(|e| format!("--container-remap-root: {e}"))?;
-    berth::caps::set_process_capabilities(&keep).map_err(|e| format!("--container-remap-root: {e}"))
+    let _ = nix::sys::prctl::set_dumpable(false);
+    written.map_err(|e| format!("--container-remap-root: {e}"))
 }
 
 /// Ends the keeper of this step and removes its state.

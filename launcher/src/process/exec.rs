@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use caps::CapsHashSet;
 use nix::errno::Errno;
-use nix::unistd::{Gid, Uid};
 
+use super::confine::{Confinement, Filter};
 use super::init::Failure;
 use super::{encode_error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::spec::ContainerSpec;
@@ -21,7 +21,7 @@ pub fn exec_command(spec: &ContainerSpec, status_w: OwnedFd) -> ! {
     std::process::exit(code)
 }
 
-fn setup(message: String) -> Failure {
+fn setup(message: impl std::fmt::Display) -> Failure {
     Failure::setup(message)
 }
 
@@ -32,23 +32,21 @@ fn prepare_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Fa
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", home_of(uid)));
     }
-    // Remapped, the groups were set by init before the user namespace.
-    if id.privileged && !id.remap_root {
-        let groups: Vec<Gid> = id.host_groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        nix::unistd::setgroups(&groups)
-            .map_err(|e| setup(format!("cannot set supplementary groups: {e}")))?;
-    }
     let keep: CapsHashSet = if uid == 0 {
         spec.root_capabilities.iter().copied().collect()
     } else {
         CapsHashSet::new()
     };
-    crate::caps::limit_bounding_set(&keep).map_err(|e| setup(e.to_string()))?;
-    nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
-        .map_err(|e| setup(format!("cannot become gid {gid}: {e}")))?;
-    nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
-        .map_err(|e| setup(format!("cannot become uid {uid}: {e}")))?;
-    crate::caps::set_process_capabilities(&keep).map_err(|e| setup(e.to_string()))?;
+    Confinement {
+        // Remapped, the groups were set by init before the user namespace.
+        groups: (id.privileged && !id.remap_root).then_some(&id.host_groups[..]),
+        ids: Some((uid, gid)),
+        capabilities: &keep,
+        // Set by init before it forked this process.
+        filter: Filter::Inherited,
+    }
+    .apply()
+    .map_err(setup)?;
     nix::unistd::chdir(&spec.process.cwd).map_err(|e| {
         setup(format!(
             "cannot enter working directory {}: {e}",
@@ -90,7 +88,7 @@ fn prepare_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Fa
 }
 
 fn cstring(bytes: &[u8]) -> Result<CString, Failure> {
-    CString::new(bytes).map_err(|_| setup("an argument or variable contains a NUL byte".into()))
+    CString::new(bytes).map_err(|_| setup("an argument or variable contains a NUL byte"))
 }
 
 fn exec_failure(command: &str, err: Errno) -> Failure {

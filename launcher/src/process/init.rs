@@ -12,11 +12,12 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag};
-use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use nix::unistd::{ForkResult, Gid, Pid};
 
+use super::confine::{self, Confinement, Filter};
 use super::signals::{forwarded_set, should_forward};
 use super::{encode_error, exec, exit_code_of, EXIT_BERTH_ERROR};
-use crate::idmap::{MapPlan, UserNsMaps};
+use crate::idmap::MapPlan;
 use crate::rootfs;
 use crate::spec::ContainerSpec;
 use crate::syscall::LinuxSyscall;
@@ -97,22 +98,15 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
         if let Err(f) = wait_go(&mut sync) {
             return Err((f, None));
         }
-    } else if let Err(e) = write_own_maps(&plan.inner) {
-        fail!(Failure::setup(e));
+    } else if let Err(e) = plan.inner.write_to(Path::new("/proc/self")) {
+        fail!(Failure::setup(format!("the container's {e}")));
     }
     // no_new_privs and the seccomp filter are set once here and inherited by
     // the command: init is confined too (an unconfined init of the same uid
     // could be ptraced into making syscalls for the command), and the filter
     // is loaded only once.
-    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
-        fail!(Failure::setup(format!("cannot set no_new_privs: {e}")));
-    }
-    if let Some(program) = &spec.seccomp_program {
-        if let Err(e) = crate::sys::load_seccomp_program(program) {
-            fail!(Failure::setup(format!(
-                "cannot load the seccomp filter: {e}"
-            )));
-        }
+    if let Err(e) = confine::set_filter(spec.seccomp_program.as_deref()) {
+        fail!(Failure::setup(e));
     }
 
     // A session of its own: the container never has its caller's terminal
@@ -166,34 +160,19 @@ fn wait_go(sync: &mut std::fs::File) -> Result<(), Failure> {
     }
 }
 
-/// Writes this process's own single-id maps, as an unprivileged user may.
-fn write_own_maps(maps: &UserNsMaps) -> Result<(), String> {
-    let write = |file: &str, text: &str| {
-        std::fs::write(format!("/proc/self/{file}"), text)
-            .map_err(|e| format!("cannot write the container's {file} {:?}: {e}", text.trim()))
-    };
-    write("setgroups", "deny")?;
-    write("uid_map", &maps.uid_map_text())?;
-    write("gid_map", &maps.gid_map_text())
-}
-
 /// Init keeps nothing it does not need: the command's uid and no
 /// capabilities (no_new_privs and seccomp are already in place).
 fn lock_down_init(spec: &ContainerSpec) -> Result<(), String> {
     let id = &spec.identity;
-    let (uid, gid) = (
-        Uid::from_raw(id.container_uid()),
-        Gid::from_raw(id.container_gid()),
-    );
-    // Remapped, init keeps the user's groups (setgroups is denied there).
-    if id.privileged && !id.remap_root {
-        nix::unistd::setgroups(&[]).map_err(|e| format!("init setgroups: {e}"))?;
+    Confinement {
+        // Remapped, init keeps the user's groups (setgroups is denied there).
+        groups: (id.privileged && !id.remap_root).then_some(&[][..]),
+        ids: Some((id.container_uid(), id.container_gid())),
+        capabilities: &caps::CapsHashSet::new(),
+        filter: Filter::Inherited,
     }
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("init setresgid: {e}"))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("init setresuid: {e}"))?;
-    let none = caps::CapsHashSet::new();
-    let _ = crate::caps::limit_bounding_set(&none);
-    crate::caps::set_process_capabilities(&none).map_err(|e| e.to_string())
+    .apply()
+    .map_err(|e| format!("init: {e}"))
 }
 
 /// pid 1's loop: reap every child, pass signals to the command, and exit with

@@ -13,13 +13,14 @@
 //! A status pipe carries setup errors from inside to berth: it reaches EOF
 //! with no message exactly when the command was exec'd.
 
+pub mod confine;
 pub mod exec;
 pub mod init;
 pub mod keeper;
 mod signals;
 pub mod terminal;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 
 use nix::fcntl::OFlag;
@@ -211,24 +212,8 @@ fn start(
 
 /// Writes a user namespace's maps for process `pid` (from its parent namespace).
 fn write_maps(pid: Pid, maps: &UserNsMaps) -> Result<(), RunError> {
-    let proc = format!("/proc/{pid}");
-    let write = |file: &str, text: &str| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("{proc}/{file}"))
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(|e| {
-                RunError::Host(format!(
-                    "cannot write {file} {:?} for the container: {e}",
-                    text.trim()
-                ))
-            })
-    };
-    if !maps.allow_setgroups {
-        write("setgroups", "deny")?;
-    }
-    write("uid_map", &maps.uid_map_text())?;
-    write("gid_map", &maps.gid_map_text())
+    maps.write_to(&std::path::Path::new("/proc").join(pid.to_string()))
+        .map_err(|e| RunError::Host(format!("{e} for the container")))
 }
 
 /// Encodes an error for the status pipe: `E`, the exit code, the message.
