@@ -135,6 +135,20 @@ fn capabilities_are_dropped_for_a_user_and_small_for_remap_root() {
         assert!(out.contains("NoNewPrivs:\t1"), "{out}");
         assert!(out.contains("Seccomp:\t2"), "{out}");
     }
+    // Init (pid 1, the same uid) is confined as the command is: it kept a
+    // full bounding set before (dropped after setuid, which then failed).
+    let (as_root, rootless) = both_ways(
+        &s,
+        &[&image, "grep", "-E", "^Cap(Eff|Prm|Bnd):", "/proc/1/status"],
+    );
+    for out in [&as_root, &rootless] {
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            assert!(
+                out.contains(&format!("{set}:\t0000000000000000")),
+                "init's {set} not empty: {out}"
+            );
+        }
+    }
     let (as_root, rootless) = both_ways(
         &s,
         &[
