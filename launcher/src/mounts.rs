@@ -41,40 +41,69 @@ pub enum MountError {
     },
 }
 
+/// A bind mount as written, `SRC:DST[:ro|rw]`, checked without looking at
+/// any file: the one parser of that syntax, for `berth run --mount`, the
+/// SPANK plugin's srun-time check of `--container-mounts` and the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// The source as written (relative: from the caller's directory).
+    pub source: String,
+    /// Where it goes in the container: absolute, no `..`, not `/`.
+    pub destination: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl MountSpec {
+    /// Parses one `SRC:DST[:ro|rw]`.
+    pub fn parse(spec: &str) -> Result<MountSpec, MountError> {
+        let syntax = |why: &str| MountError::Syntax {
+            spec: spec.to_string(),
+            why: why.to_string(),
+        };
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (src, dst, read_only) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, false),
+            [src, dst, "ro"] => (*src, *dst, true),
+            [src, dst, "rw"] => (*src, *dst, false),
+            [_, _, flag] => return Err(syntax(&format!("unknown flag {flag:?}"))),
+            _ => return Err(syntax("wrong number of ':' separated fields")),
+        };
+        if src.is_empty() {
+            return Err(syntax("empty source"));
+        }
+        let dst = Path::new(dst);
+        if !dst.is_absolute() {
+            return Err(syntax("destination is not an absolute path"));
+        }
+        if dst.components().any(|c| c == Component::ParentDir) {
+            return Err(syntax("destination contains '..'"));
+        }
+        if dst == Path::new("/") {
+            return Err(syntax("cannot mount over the container's root"));
+        }
+        Ok(MountSpec {
+            source: src.to_string(),
+            destination: dst.to_path_buf(),
+            read_only,
+        })
+    }
+}
+
 /// Parses one `--mount` value. Relative sources are taken from `cwd`.
 pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
-    let syntax = |why: &str| MountError::Syntax {
-        spec: spec.to_string(),
-        why: why.to_string(),
-    };
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (src, dst, read_only) = match parts.as_slice() {
-        [src, dst] => (*src, *dst, false),
-        [src, dst, "ro"] => (*src, *dst, true),
-        [src, dst, "rw"] => (*src, *dst, false),
-        [_, _, flag] => return Err(syntax(&format!("unknown flag {flag:?}"))),
-        _ => return Err(syntax("wrong number of ':' separated fields")),
-    };
-    if src.is_empty() {
-        return Err(syntax("empty source"));
-    }
-    let dst = Path::new(dst);
-    if !dst.is_absolute() {
-        return Err(syntax("destination is not an absolute path"));
-    }
-    if dst.components().any(|c| c == Component::ParentDir) {
-        return Err(syntax("destination contains '..'"));
-    }
-    if dst == Path::new("/") {
-        return Err(syntax("cannot mount over the container's root"));
-    }
-    let source = cwd.join(src);
+    let MountSpec {
+        source,
+        destination,
+        read_only,
+    } = MountSpec::parse(spec)?;
+    let source = cwd.join(source);
     let source = source
         .canonicalize()
         .map_err(|_| MountError::Missing(source.clone()))?;
     Ok(BindMount {
         source,
-        destination: dst.to_path_buf(),
+        destination,
         read_only,
         tree: None,
     })

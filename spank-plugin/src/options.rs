@@ -90,6 +90,11 @@ impl Values {
             .unwrap_or_default()
     }
 
+    /// `--container-name`, parsed (None when not given).
+    pub fn container_name(&self) -> Option<Result<ContainerName, String>> {
+        self.get("container-name").map(ContainerName::parse)
+    }
+
     /// Checks every value; the error names the option.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |name: &str, why: String| Err(format!("--{name}: {why}"));
@@ -98,31 +103,10 @@ impl Values {
                 return bad("container-image", "empty image name".into());
             }
         }
+        // The node's own parser: what srun accepts, the node accepts.
         for mount in self.mounts() {
-            let parts: Vec<&str> = mount.split(':').collect();
-            let ok_flags = |f: &str| f.split('+').all(|x| matches!(x, "ro" | "rw"));
-            match parts.as_slice() {
-                [src, dst] | [src, dst, _] if src.is_empty() || !dst.starts_with('/') => {
-                    return bad(
-                        "container-mounts",
-                        format!("{mount:?}: expected SRC:DST[:ro|rw] with an absolute DST"),
-                    );
-                }
-                [_, _] => {}
-                [_, _, flags] if ok_flags(flags) => {}
-                [_, _, flags] => {
-                    return bad(
-                        "container-mounts",
-                        format!("{mount:?}: unknown flag {flags:?} (ro or rw)"),
-                    )
-                }
-                _ => {
-                    return bad(
-                        "container-mounts",
-                        format!("{mount:?}: expected SRC:DST[:ro|rw]"),
-                    )
-                }
-            }
+            berth::mounts::MountSpec::parse(mount)
+                .map_err(|e| format!("--container-mounts: {e}"))?;
         }
         if let Some(w) = self.get("container-workdir") {
             if !w.starts_with('/') {
@@ -132,25 +116,9 @@ impl Values {
                 );
             }
         }
-        if let Some(n) = self.get("container-name") {
-            let (name, mode) = n.split_once(':').unwrap_or((n, "auto"));
-            let name_ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-            if !name_ok {
-                return bad(
-                    "container-name",
-                    format!("{name:?}: use letters, digits, '_', '.' and '-'"),
-                );
-            }
-            if !matches!(mode, "create" | "exec" | "auto" | "no_exec") {
-                return bad(
-                    "container-name",
-                    format!("unknown mode {mode:?} (create, exec, auto or no_exec)"),
-                );
-            }
-        }
+        self.container_name()
+            .transpose()
+            .map_err(|e| format!("--container-name: {e}"))?;
         if let Some(p) = self.get("container-save") {
             if !p.starts_with('/') {
                 return bad("container-save", format!("{p:?} is not an absolute path"));
@@ -214,6 +182,26 @@ mod tests {
                 vec![("container-image", "u"), ("container-mounts", "/a:/b:rx")],
                 "--container-mounts",
             ),
+            // What the node refuses, srun refuses (one parser).
+            (
+                vec![
+                    ("container-image", "u"),
+                    ("container-mounts", "/a:/b:ro+rw"),
+                ],
+                "--container-mounts",
+            ),
+            (
+                vec![("container-image", "u"), ("container-mounts", "/a:/")],
+                "--container-mounts",
+            ),
+            (
+                vec![("container-image", "u"), ("container-mounts", "/a:/b/../c")],
+                "--container-mounts",
+            ),
+            (
+                vec![("container-image", "u"), ("container-name", "a/b")],
+                "--container-name",
+            ),
             (
                 vec![("container-image", "u"), ("container-workdir", "rel")],
                 "--container-workdir",
@@ -242,6 +230,22 @@ mod tests {
     }
 
     #[test]
+    fn a_container_name_parses_once_with_its_mode() {
+        let parse = |t: &str| ContainerName::parse(t).unwrap();
+        assert_eq!(parse("dev").mode, NameMode::Auto);
+        assert_eq!(parse("dev:create").mode, NameMode::Create);
+        assert_eq!(parse("dev:exec").mode, NameMode::Exec);
+        let no_exec = parse("d.e-v_1:no_exec");
+        assert_eq!(
+            (no_exec.name.as_str(), no_exec.mode),
+            ("d.e-v_1", NameMode::NoExec)
+        );
+        for bad in ["", ":exec", "a b", "dev:later"] {
+            assert!(ContainerName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn environment_fills_in() {
         let mut v = values(&[("container-workdir", "/given")]);
         v.fill_from_env(|k| match k {
@@ -253,5 +257,56 @@ mod tests {
         assert_eq!(v.image(), Some("img"));
         assert_eq!(v.get("container-workdir"), Some("/given"));
         assert!(v.flag("container-readonly"));
+    }
+}
+
+/// `--container-name=NAME[:MODE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerName {
+    /// Letters, digits, '_', '.' and '-'.
+    pub name: String,
+    /// What the step does with it.
+    pub mode: NameMode,
+}
+
+/// What a step does with a named container (as in pyxis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameMode {
+    /// Use it if it exists, else make it (the default).
+    Auto,
+    /// Make it afresh (an existing one of another step is replaced).
+    Create,
+    /// Use it; it must exist.
+    Exec,
+    /// Make it (or keep it), but run the tasks outside it.
+    NoExec,
+}
+
+impl ContainerName {
+    /// Parses `NAME[:create|exec|auto|no_exec]`.
+    pub fn parse(text: &str) -> Result<ContainerName, String> {
+        let (name, mode) = text.split_once(':').unwrap_or((text, "auto"));
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !name_ok {
+            return Err(format!("{name:?}: use letters, digits, '_', '.' and '-'"));
+        }
+        let mode = match mode {
+            "auto" => NameMode::Auto,
+            "create" => NameMode::Create,
+            "exec" => NameMode::Exec,
+            "no_exec" => NameMode::NoExec,
+            other => {
+                return Err(format!(
+                    "unknown mode {other:?} (create, exec, auto or no_exec)"
+                ))
+            }
+        };
+        Ok(ContainerName {
+            name: name.to_string(),
+            mode,
+        })
     }
 }

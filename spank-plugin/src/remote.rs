@@ -21,6 +21,7 @@ use berth::process::confine::{Confinement, Filter};
 use berth::slurm::record::KeeperRecord;
 
 use crate::helper::{run_slurm_start, step_view};
+use crate::options::NameMode;
 use crate::state::{
     container_dir, live_keeper, make_state_dir, record_keeper, recorded_keeper, step_dir,
 };
@@ -97,11 +98,11 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
     // A named container lives for the whole job (the epilog ends it); an
     // unnamed one for this step.
-    let name = values
-        .get("container-name")
-        .map(|n| n.split_once(':').unwrap_or((n, "auto")));
-    let dir = container_dir(&args, name.map(|n| n.0), job, step);
-    let mode = name.map(|(_, mode)| mode).unwrap_or("create");
+    let name = values.container_name().transpose()?;
+    let dir = container_dir(&args, name.as_ref().map(|n| n.name.as_str()), job, step);
+    // An unnamed container is always the step's own, new one.
+    let mode = name.as_ref().map_or(NameMode::Create, |n| n.mode);
+    let shown_name = name.as_ref().map_or("", |n| n.name.as_str());
 
     make_state_dir(&dir)?;
     let lock_file = fs::File::create(dir.join("lock"))
@@ -113,7 +114,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     // that, the others find the one it made (recorded with the step id).
     let made_by_this_step = existing.as_ref().is_some_and(|r| r.step == Some(step));
     let existing = match (existing, mode) {
-        (Some(old), "create") if name.is_some() && !made_by_this_step => {
+        (Some(old), NameMode::Create) if name.is_some() && !made_by_this_step => {
             end_container(&old);
             None
         }
@@ -122,13 +123,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let reply = match existing {
         Some(reply) => reply,
         None => {
-            if mode == "exec" {
-                return Err(format!("there is no container named {:?} in this job (use :auto or :create to make one)", name.map(|n| n.0).unwrap_or("")));
+            if mode == NameMode::Exec {
+                return Err(format!("there is no container named {shown_name:?} in this job (use :auto or :create to make one)"));
             }
             let image = values.image().ok_or_else(|| {
                 format!(
-                    "there is no container named {:?} in this job yet: give --container-image",
-                    name.map(|n| n.0).unwrap_or("")
+                    "there is no container named {shown_name:?} in this job yet: give --container-image"
                 )
             })?;
             // The batch script lives in slurmd's spool directory: bring it in.
@@ -158,7 +158,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             reply
         }
     };
-    if mode == "no_exec" {
+    if mode == NameMode::NoExec {
         return Ok(()); // the container is made (or kept); the tasks run outside it
     }
     // A later step sees the named container's files through its own view
@@ -384,10 +384,9 @@ pub fn step_exit(sp: ffi::spank_t) {
         return;
     };
     if let Some(path) = values.get("container-save") {
-        let name = values
-            .get("container-name")
-            .map(|n| n.split_once(':').map_or(n, |(n, _)| n));
-        if let Err(e) = save_container(sp, &args, &container_dir(&args, name, job, step), path) {
+        let name = values.container_name().and_then(Result::ok).map(|n| n.name);
+        let dir = container_dir(&args, name.as_deref(), job, step);
+        if let Err(e) = save_container(sp, &args, &dir, path) {
             ffi::error(&format!("berth: --container-save: {e}"));
         }
     }
