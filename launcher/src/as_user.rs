@@ -10,7 +10,12 @@ use nix::unistd::{ForkResult, Gid, Uid};
 /// true when the ids could be taken and `f` returned true. The caller must
 /// be single-threaded; `f` should only make system calls.
 pub fn as_user(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> bool) -> bool {
-    match crate::sys::fork() {
+    // SAFETY: its callers are single-threaded (berth's commands and
+    // slurmstepd's task process), and the child only takes the ids, runs
+    // `f`'s system calls and exits.
+    #[allow(unsafe_code)]
+    let forked = unsafe { crate::sys::fork() };
+    match forked {
         Ok(ForkResult::Child) => {
             let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
             let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));

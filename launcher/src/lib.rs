@@ -4,7 +4,9 @@
 //! ([`image`]), the caller builds a [`spec::ContainerSpec`], and
 //! [`process::run`] starts it: namespaces ([`idmap`]), root filesystem
 //! ([`rootfs`]), capabilities ([`caps`]), seccomp ([`seccomp`]).
-//! All `unsafe` code is in [`sys`].
+//! All `unsafe` code is in [`sys`]; the few callers of its `unsafe fn`s
+//! (fork, clone, taking a raw descriptor) say why each call holds.
+#![deny(unsafe_code)]
 
 pub mod as_user;
 pub mod caps;

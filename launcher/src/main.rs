@@ -1,4 +1,5 @@
 //! The `berth` command.
+#![deny(unsafe_code)]
 
 mod cli;
 

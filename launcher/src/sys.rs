@@ -1,5 +1,6 @@
 //! The few raw system calls nix does not wrap. Every `unsafe` block of the
 //! launcher lives in this file.
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
@@ -19,13 +20,14 @@ fn path_cstring(path: &Path) -> io::Result<CString> {
 /// Forks into new namespaces (`clone(2)` without a new stack, like `fork`).
 /// Returns `None` in the child.
 ///
-/// The caller must be single-threaded: the child is a copy of this thread only.
-pub fn clone_into_namespaces(flags: CloneFlags) -> nix::Result<Option<Pid>> {
+/// # Safety
+/// The caller must be single-threaded (the child is a copy of this thread
+/// only: a lock another thread held would stay held in it for ever).
+pub unsafe fn clone_into_namespaces(flags: CloneFlags) -> nix::Result<Option<Pid>> {
     let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: clone with a NULL stack behaves like fork(2): the child continues
-    // on a copy of the caller's stack. No pointer arguments are passed. berth
-    // calls this while single-threaded, so no lock held by another thread is
-    // copied into the child.
+    // on a copy of the caller's stack. No pointer arguments are passed; the
+    // caller is single-threaded (this function's contract).
     let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     match ret {
         -1 => Err(Errno::last()),
@@ -39,8 +41,12 @@ pub fn clone_into_namespaces(flags: CloneFlags) -> nix::Result<Option<Pid>> {
 /// moving a process in later waits for an RCU grace period, milliseconds.
 /// ENOSYS or E2BIG from an older kernel.
 ///
-/// The caller must be single-threaded: the child is a copy of this thread only.
-pub fn clone_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> nix::Result<Option<Pid>> {
+/// # Safety
+/// The caller must be single-threaded, as for [`clone_into_namespaces`].
+pub unsafe fn clone_into_cgroup(
+    flags: CloneFlags,
+    cgroup: BorrowedFd<'_>,
+) -> nix::Result<Option<Pid>> {
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {
@@ -259,11 +265,14 @@ pub fn reap_children_automatically() {
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
 }
 
-/// `fork(2)`. The caller must be single-threaded, and the child must only make
-/// system calls and exit (or exec).
-pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: berth forks only while single-threaded, so the child cannot
-    // inherit a lock held by another thread.
+/// `fork(2)`.
+///
+/// # Safety
+/// The caller must be single-threaded (a lock another thread held would
+/// stay held in the child for ever), or the child must only make system
+/// calls and exit or exec.
+pub unsafe fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: the caller's contract above is nix's.
     unsafe { nix::unistd::fork() }
 }
 
@@ -417,10 +426,13 @@ pub fn move_mount_to(tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
 /// Takes ownership of a raw descriptor that this process opened and whose
 /// ownership was handed around as an integer (see `syscall::Syscall::clone_tree`),
 /// or that it inherited and alone uses (the container's terminal).
-pub fn take_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+///
+/// # Safety
+/// `fd` must be open and owned by nothing else in this process: the
+/// returned owner closes it.
+pub unsafe fn take_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
-    // SAFETY: callers pass descriptors from `clone_tree` or inherited ones,
-    // each exactly once, so no other owner exists in this process.
+    // SAFETY: the caller's contract above.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 

@@ -168,7 +168,9 @@ impl Syscall for LinuxSyscall {
     }
 
     fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()> {
-        let owned = crate::sys::take_fd(tree);
+        // SAFETY: `tree` came from `clone_tree` and is attached once.
+        #[allow(unsafe_code)]
+        let owned = unsafe { crate::sys::take_fd(tree) };
         crate::sys::move_mount_to(std::os::fd::AsFd::as_fd(&owned), target)
     }
 
@@ -178,7 +180,10 @@ impl Syscall for LinuxSyscall {
     }
 
     fn close(&self, fd: i32) {
-        drop(crate::sys::take_fd(fd));
+        // SAFETY: the caller hands over a descriptor it owns (`clone_tree`'s
+        // or `open_executable`'s), once.
+        #[allow(unsafe_code)]
+        drop(unsafe { crate::sys::take_fd(fd) });
     }
 
     fn open_executable(&self, path: &Path) -> io::Result<i32> {
@@ -199,13 +204,19 @@ impl Syscall for LinuxSyscall {
     fn run_confined(&self, fd: i32, args: &[String], seccomp: Option<&[u8]>) -> io::Result<()> {
         use nix::sys::wait::{waitpid, WaitStatus};
         use nix::unistd::ForkResult;
-        let program = crate::sys::take_fd(fd);
+        // SAFETY: `fd` came from `open_executable` and is run once.
+        #[allow(unsafe_code)]
+        let program = unsafe { crate::sys::take_fd(fd) };
         let argv: Vec<std::ffi::CString> = args
             .iter()
             .map(|a| std::ffi::CString::new(a.as_str()).unwrap_or_default())
             .collect();
         let env = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"];
-        match crate::sys::fork().map_err(nix_io)? {
+        // SAFETY: root filesystems are built by a single-threaded process
+        // (init, or a keeper), and the child only confines itself and execs.
+        #[allow(unsafe_code)]
+        let forked = unsafe { crate::sys::fork() };
+        match forked.map_err(nix_io)? {
             ForkResult::Child => {
                 let confine = || -> io::Result<()> {
                     let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;

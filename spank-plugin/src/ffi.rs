@@ -130,7 +130,8 @@ fn raw_argv(sp: spank_t) -> Option<(c_int, *mut *mut c_char)> {
 
 /// The job's argv (the batch script's path in the batch step).
 pub fn job_argv(sp: spank_t) -> Vec<String> {
-    raw_argv(sp).map_or_else(Vec::new, |(argc, argv)| args(argc, argv))
+    // SAFETY: Slurm's argv of the job: `argc` strings.
+    raw_argv(sp).map_or_else(Vec::new, |(argc, argv)| unsafe { args(argc, argv) })
 }
 
 /// Puts `program` in the place of the task's argv[0] (task_init, in the
@@ -138,7 +139,8 @@ pub fn job_argv(sp: spank_t) -> Vec<String> {
 /// there. The list itself cannot grow: Slurm owns it.
 pub fn replace_task_argv0(sp: spank_t, program: &str) -> Option<String> {
     let (argc, argv) = raw_argv(sp).filter(|(argc, _)| *argc >= 1)?;
-    let old = args(argc.min(1), argv).into_iter().next()?;
+    // SAFETY: Slurm's argv of the task: `argc` (>= 1) strings.
+    let old = unsafe { args(argc.min(1), argv) }.into_iter().next()?;
     // SAFETY: argv has argc >= 1 valid entries; the old string stays Slurm's
     // (not freed), the new one is leaked: this process execs right after.
     unsafe { *argv = cstring(program).into_raw() };
@@ -196,18 +198,26 @@ pub fn setenv(sp: spank_t, name: &str, value: &str, overwrite: bool) -> bool {
 }
 
 /// The plugin's arguments from plugstack.conf.
-pub fn args(ac: c_int, av: *mut *mut c_char) -> Vec<String> {
+///
+/// # Safety
+/// `av` must hold `ac` pointers, each NULL or a NUL-terminated string (as
+/// Slurm passes them to a hook).
+pub unsafe fn args(ac: c_int, av: *mut *mut c_char) -> Vec<String> {
     (0..ac.max(0) as usize)
         .filter_map(|i| {
-            // SAFETY: Slurm passes an array of `ac` string pointers in `av`.
+            // SAFETY: `av` holds `ac` pointers (the contract above).
             let p = unsafe { *av.add(i) };
-            optarg(p)
+            // SAFETY: each is NULL or a NUL-terminated string.
+            unsafe { optarg(p) }
         })
         .collect()
 }
 
 /// A C string argument of an option callback.
-pub fn optarg(p: *const c_char) -> Option<String> {
-    // SAFETY: Slurm passes NULL or a valid NUL-terminated string.
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string that lives for the call.
+pub unsafe fn optarg(p: *const c_char) -> Option<String> {
+    // SAFETY: NULL or a NUL-terminated string (the contract above).
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }

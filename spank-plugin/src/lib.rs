@@ -9,7 +9,12 @@
 //! In slurmstepd, remote-context `init` never fails on user input or config
 //! errors (that would drain the node): they are recorded and raised in
 //! `task_init_privileged`, which fails only the tasks.
+//!
+//! `unsafe` code is fenced in `ffi.rs` and in the exported symbols below
+//! (Slurm finds them by name).
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 mod ffi;
 mod helper;
 mod options;
@@ -25,20 +30,25 @@ use slurm_conf::plugstack::PlugstackArgs;
 use options::{Values, OPTIONS};
 
 /// The plugin's name, as Slurm reads it.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub static plugin_name: [u8; 6] = *b"berth\0";
 /// The plugin type: a SPANK plugin.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub static plugin_type: [u8; 6] = *b"spank\0";
 /// The Slurm version the plugin was built against.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub static plugin_version: u32 = ffi::SLURM_VERSION_NUMBER;
 /// The SPANK plugin interface version.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub static spank_plugin_version: u32 = 1;
 /// What a failing `slurm_spank_init` of this required plugin does, from
 /// Slurm 25.05 on: `ESPANK_JOB_FAILURE` (3012) fails the job instead of
 /// draining the node. Older releases never look the symbol up.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub static slurm_spank_init_failure_mode: c_int = 3012;
 
@@ -86,8 +96,10 @@ fn choke_point(hook: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
     }
 }
 
+#[allow(unsafe_code)]
 unsafe extern "C" fn option_callback(val: c_int, optarg: *const c_char, remote: c_int) -> c_int {
-    let value = ffi::optarg(optarg);
+    // SAFETY: Slurm passes NULL or the option's NUL-terminated argument.
+    let value = unsafe { ffi::optarg(optarg) };
     choke_point("option", || {
         let result = with_state(|s| s.values.set(val as usize, value));
         match (result, remote != 0) {
@@ -106,13 +118,15 @@ unsafe extern "C" fn option_callback(val: c_int, optarg: *const c_char, remote: 
 ///
 /// # Safety
 /// Called by Slurm with a valid handle and `ac` strings in `av`.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_init(
     sp: ffi::spank_t,
     ac: c_int,
     av: *mut *mut c_char,
 ) -> c_int {
-    let args = ffi::args(ac, av);
+    // SAFETY: Slurm passes the plugstack line's `ac` arguments in `av`.
+    let args = unsafe { ffi::args(ac, av) };
     let context = ffi::context();
     ffi::verbose(&format!(
         "berth: spank_berth.so {} built for Slurm {BUILT_FOR_SLURM}",
@@ -155,6 +169,7 @@ pub unsafe extern "C" fn slurm_spank_init(
 ///
 /// # Safety
 /// Called by Slurm with a valid handle.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_init_post_opt(
     _sp: ffi::spank_t,
@@ -181,6 +196,7 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
 ///
 /// # Safety
 /// Called by Slurm with a valid handle.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_task_init_privileged(
     sp: ffi::spank_t,
@@ -195,6 +211,7 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
 ///
 /// # Safety
 /// Called by Slurm with a valid handle.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_task_init(
     sp: ffi::spank_t,
@@ -208,6 +225,7 @@ pub unsafe extern "C" fn slurm_spank_task_init(
 ///
 /// # Safety
 /// Called by Slurm with a valid handle.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_exit(
     sp: ffi::spank_t,
@@ -228,13 +246,15 @@ pub unsafe extern "C" fn slurm_spank_exit(
 ///
 /// # Safety
 /// Called by Slurm with a valid handle.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub unsafe extern "C" fn slurm_spank_job_epilog(
     sp: ffi::spank_t,
     ac: c_int,
     av: *mut *mut c_char,
 ) -> c_int {
-    let args = ffi::args(ac, av);
+    // SAFETY: Slurm passes the plugstack line's `ac` arguments in `av`.
+    let args = unsafe { ffi::args(ac, av) };
     choke_point("job_epilog", || {
         // Never fail: a failing epilog drains the node.
         remote::job_epilog(sp, &PlugstackArgs::parse(&args).unwrap_or_default());

@@ -88,7 +88,10 @@ pub fn enter_pid_namespace(forwarding: Forwarding) -> Result<(), String> {
     .map_err(|e| format!("cannot block signals: {e}"))?;
     let relay_fd = berth::sys::pidfd_open(nix::unistd::getpid())
         .map_err(|e| format!("cannot open the task's pidfd: {e}"))?;
-    match berth::sys::fork() {
+    // SAFETY: a Slurm task process is single-threaded (slurmstepd forked it).
+    #[allow(unsafe_code)]
+    let forked = unsafe { berth::sys::fork() };
+    match forked {
         Err(e) => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None);
             Err(format!("cannot fork the task into the container: {e}"))

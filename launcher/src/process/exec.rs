@@ -69,7 +69,10 @@ fn prepare_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Fa
 
     // The container's terminal, inherited from berth: this process's copy
     // is its own (exec closes it; stdio keeps the terminal).
-    let _terminal = spec.terminal.map(crate::sys::take_fd);
+    // SAFETY: the terminal's descriptor was inherited from init, which
+    // hands it on and keeps no owner of this process's copy.
+    #[allow(unsafe_code)]
+    let _terminal = spec.terminal.map(|fd| unsafe { crate::sys::take_fd(fd) });
     if let Some(fd) = &_terminal {
         super::terminal::take_terminal(std::os::fd::AsFd::as_fd(fd))
             .map_err(|e| setup(format!("cannot take the container's terminal: {e}")))?;

@@ -120,7 +120,10 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         fail!(Failure::setup(format!("cannot make init undumpable: {e}")));
     }
-    let command = match crate::sys::fork() {
+    // SAFETY: init is single-threaded.
+    #[allow(unsafe_code)]
+    let forked = unsafe { crate::sys::fork() };
+    let command = match forked {
         Ok(ForkResult::Child) => exec::exec_command(spec, status_w),
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail!(Failure::setup(format!("cannot fork the command: {e}"))),
@@ -129,7 +132,10 @@ fn init(spec: &ContainerSpec, plan: &MapPlan, status_w: OwnedFd, sync_r: OwnedFd
     if let Some(fd) = spec.terminal {
         // The caller's terminal stays with berth: init lets go of it, and
         // of its copy of the container's terminal.
-        drop(crate::sys::take_fd(fd));
+        // SAFETY: init's copy of the container's terminal, inherited: no
+        // other owner in this process.
+        #[allow(unsafe_code)]
+        drop(unsafe { crate::sys::take_fd(fd) });
         if let Ok(null) = nix::fcntl::open(
             "/dev/null",
             nix::fcntl::OFlag::O_RDWR,

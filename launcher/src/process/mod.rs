@@ -148,7 +148,11 @@ fn clone_child(
     let namespaces_failed =
         |e: nix::Error| RunError::Host(format!("cannot create the container's namespaces: {e}"));
     if let Some(dir) = cgroup.and_then(ContainerCgroup::open_v2_dir) {
-        match sys::clone_into_cgroup(flags, dir.as_fd()) {
+        // SAFETY: berth starts containers while single-threaded (the
+        // registry's threads are gone by then).
+        #[allow(unsafe_code)]
+        let cloned = unsafe { sys::clone_into_cgroup(flags, dir.as_fd()) };
+        match cloned {
             Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {} // before Linux 5.7
             cloned => {
                 if let Ok(Some(pid)) = cloned {
@@ -158,7 +162,9 @@ fn clone_child(
             }
         }
     }
-    let cloned = sys::clone_into_namespaces(flags).map_err(namespaces_failed)?;
+    // SAFETY: as above, single-threaded.
+    #[allow(unsafe_code)]
+    let cloned = unsafe { sys::clone_into_namespaces(flags) }.map_err(namespaces_failed)?;
     if let (Some(pid), Some(cg)) = (cloned, cgroup) {
         if let Err(e) = cg.add_process(pid.as_raw() as u32) {
             let _ = kill(pid, Signal::SIGKILL);

@@ -169,9 +169,11 @@ mod tests {
     }
 
     /// Runs `f` in a child that loaded the default program; its exit code.
+    #[allow(unsafe_code)]
     fn in_filtered_child(f: impl FnOnce() -> i32) -> i32 {
         let program = compile_default_profile().unwrap();
-        match crate::sys::fork().unwrap() {
+        // SAFETY: the child only makes system calls (`f`'s) and exits.
+        match unsafe { crate::sys::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 let code = if nix::sys::prctl::set_no_new_privs().is_ok()
                     && crate::sys::load_seccomp_program(&program).is_ok()
@@ -192,6 +194,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn terminal_injection_ioctls_are_refused_others_pass() {
         // On a pipe: TIOCSTI (also with high bits set) and TIOCLINUX fail
         // with EPERM from the filter, TCGETS reaches the kernel (ENOTTY).

@@ -447,6 +447,7 @@ mod tests {
     use tar::EntryType::{Char, Directory as Dir, Link, Regular as File, Symlink};
 
     #[test]
+    #[allow(unsafe_code)]
     fn whiteouts_and_opaque_markers_become_overlay_format() {
         let (dir, r) = unpack(&[
             (Dir, "etc", "", b"", 0o755),
