@@ -120,3 +120,131 @@ fn remove(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::oci::Compression;
+    use crate::image::records::ImageRecord;
+    use sha2::Digest;
+    use std::time::{Duration, SystemTime};
+
+    /// A store in a temporary directory (unprivileged: nothing chowned).
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), false, false).unwrap();
+        (dir, store)
+    }
+
+    /// Adds a layer holding one file of `bytes` bytes, last used `age` ago.
+    fn layer(store: &Store, name: &str, bytes: usize, age: u64) -> String {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        tar.append_data(&mut header, name, &vec![b'x'; bytes][..])
+            .unwrap();
+        let data = tar.into_inner().unwrap();
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+        store
+            .ensure_layer(&digest, None, Compression::None, None, || {
+                Ok(Box::new(std::io::Cursor::new(data)))
+            })
+            .unwrap();
+        let used = SystemTime::now() - Duration::from_secs(age);
+        let meta = store
+            .root()
+            .join("layers/meta")
+            .join(format!("{}.json", &digest["sha256:".len()..]));
+        std::fs::File::options()
+            .write(true)
+            .open(meta)
+            .unwrap()
+            .set_modified(used)
+            .unwrap();
+        digest
+    }
+
+    fn image(store: &Store, name: &str, layers: &[&String], created: u64) {
+        records::save(
+            store,
+            &ImageRecord {
+                name: name.into(),
+                source: "oci-layout".into(),
+                id: format!("sha256:{name}"),
+                manifest_digest: None,
+                layers: layers.iter().map(|d| d.to_string()).collect(),
+                config: Default::default(),
+                created,
+                public: false,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn under_the_limit_nothing_goes() {
+        let (_dir, store) = store();
+        let a = layer(&store, "a", 1000, 100);
+        let report = collect(&store, u64::MAX).unwrap();
+        assert_eq!(report.layers_removed, 0);
+        assert!(store.has_layer(&a));
+    }
+
+    #[test]
+    fn unreferenced_layers_go_first_oldest_first_and_only_as_many_as_needed() {
+        let (_dir, store) = store();
+        let old = layer(&store, "old", 4000, 300);
+        let newer = layer(&store, "newer", 4000, 100);
+        let kept = layer(&store, "kept", 4000, 500);
+        image(&store, "img", &[&kept], 1);
+        let total: u64 = [&old, &newer, &kept]
+            .iter()
+            .map(|d| store.layer_meta(d).bytes)
+            .sum();
+        // One orphan's worth over the limit: the oldest orphan goes.
+        let report = collect(&store, total - 1).unwrap();
+        assert_eq!(report.layers_removed, 1, "{report:?}");
+        assert!(!store.has_layer(&old));
+        assert!(store.has_layer(&newer) && store.has_layer(&kept));
+        assert!(report.images_removed.is_empty());
+        assert_eq!(report.bytes_left, total - report.bytes_freed);
+    }
+
+    #[test]
+    fn then_whole_images_least_recently_used_first() {
+        let (_dir, store) = store();
+        let shared = layer(&store, "shared", 2000, 50);
+        let stale = layer(&store, "stale", 2000, 900);
+        let fresh = layer(&store, "fresh", 2000, 10);
+        // Made after the other: use, not age, decides.
+        image(&store, "stale-image", &[&shared, &stale], 2);
+        image(&store, "fresh-image", &[&shared, &fresh], 1);
+        let report = collect(&store, store.layer_meta(&shared).bytes * 2).unwrap();
+        assert_eq!(report.images_removed, ["stale-image"]);
+        // The shared layer stays with the image still using it.
+        assert!(store.has_layer(&shared) && store.has_layer(&fresh));
+        assert!(!store.has_layer(&stale));
+        assert!(records::load(&store, "stale-image").is_none());
+        assert!(records::load(&store, "fresh-image").is_some());
+    }
+
+    #[test]
+    fn a_layer_a_container_uses_is_never_removed() {
+        let (_dir, store) = store();
+        let busy = layer(&store, "busy", 3000, 900);
+        let image_layer = layer(&store, "img", 3000, 800);
+        image(&store, "running", &[&busy, &image_layer], 1);
+        let _held = store.hold_layers(std::slice::from_ref(&busy)).unwrap();
+        let report = collect(&store, 0).unwrap();
+        assert!(store.has_layer(&busy));
+        // The image of a running container is not removed either.
+        assert!(report.images_removed.is_empty(), "{report:?}");
+        assert!(store.has_layer(&image_layer));
+    }
+}

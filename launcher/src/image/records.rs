@@ -131,3 +131,60 @@ pub fn remove(store: &Store, name: &str) -> Result<bool, StoreError> {
         Err(e) => Err(io_err(&path)(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, source: &str, public: bool) -> ImageRecord {
+        ImageRecord {
+            name: name.into(),
+            source: source.into(),
+            id: "sha256:abc".into(),
+            manifest_digest: None,
+            layers: vec![format!("sha256:{}", "0".repeat(64))],
+            config: Default::default(),
+            created: 7,
+            public,
+        }
+    }
+
+    #[test]
+    fn a_record_is_found_by_its_name_whatever_the_name_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), false, false).unwrap();
+        let name = "registry.local:5000/team/../img:1.0";
+        save(&store, &record(name, "registry", false)).unwrap();
+        assert_eq!(load(&store, name), Some(record(name, "registry", false)));
+        // One file per name, inside images/, whatever the name's slashes.
+        assert_eq!(
+            std::fs::read_dir(store.root().join("images"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert_eq!(list(&store).len(), 1);
+        // Replaced, not added.
+        save(&store, &record(name, "registry", true)).unwrap();
+        assert_eq!(list(&store).len(), 1);
+        assert!(load(&store, name).unwrap().public);
+        assert!(remove(&store, name).unwrap());
+        assert!(!remove(&store, name).unwrap());
+        assert_eq!(load(&store, name), None);
+    }
+
+    #[test]
+    fn only_private_registry_images_need_an_access_check() {
+        assert!(record("r", "registry", false).needs_access_check());
+        assert!(!record("r", "registry", true).needs_access_check());
+        assert!(!record("f", "oci-layout", false).needs_access_check());
+        assert!(!record("f", "squashfs", false).needs_access_check());
+    }
+
+    #[test]
+    fn an_image_whose_layer_is_gone_does_not_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), false, false).unwrap();
+        assert!(record("x", "oci-layout", false).resolve(&store).is_none());
+    }
+}
