@@ -58,9 +58,17 @@ impl SlurmStepArgs {
             .and_then(|h| h.into_string().ok());
         let (cgroup_path, cgroup_v1_paths) = match self.stepd_pid {
             Some(pid) => {
-                let (path, v1_paths) =
-                    container_cgroups(pid, self.watch_pid.is_none(), &self.container_id);
-                (Some(path), v1_paths)
+                use berth::limits::cgroup::{is_v2, V1_CONTROLLERS};
+                let text =
+                    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                let placement = berth::slurm::placement::container_cgroups(
+                    &text,
+                    pid,
+                    self.watch_pid.is_none(),
+                    &self.container_id,
+                    (!is_v2()).then_some(V1_CONTROLLERS),
+                );
+                (Some(placement.unified), placement.v1)
             }
             None => (None, Default::default()),
         };
@@ -72,9 +80,10 @@ impl SlurmStepArgs {
             cgroup_path,
             cgroup_v1_paths,
             partition: self.partition.clone(),
-            slurm_constrains_devices: constrains_devices(
-                &self.gres_conf.with_file_name("cgroup.conf"),
-            ),
+            slurm_constrains_devices: std::fs::read_to_string(
+                self.gres_conf.with_file_name("cgroup.conf"),
+            )
+            .is_ok_and(|text| berth::slurm::placement::constrains_devices(&text)),
             slurm_gpus: match self.slurm_gpus.as_deref() {
                 None => None,
                 Some(list) => Some(SlurmGpus {
@@ -196,68 +205,6 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
     };
     println!("{}", record.to_line());
     Ok(0)
-}
-
-/// Whether Slurm's cgroup.conf has it confine devices (ConstrainDevices=yes).
-fn constrains_devices(cgroup_conf: &std::path::Path) -> bool {
-    std::fs::read_to_string(cgroup_conf)
-        .ok()
-        .and_then(|text| berth::slurm::files::setting(&text, "ConstrainDevices"))
-        .is_some_and(|v| v.eq_ignore_ascii_case("yes"))
-}
-
-/// The container's cgroups inside a Slurm step's (from its slurmstepd's
-/// /proc/PID/cgroup, read once): the unified hierarchy's path and, on v1,
-/// one per controller berth uses (Slurm's step cgroups differ between
-/// hierarchies). Each is named by container and slurmstepd, unique on the
-/// node even when Slurm gives steps no cgroups. slurmstepd sits in
-/// `<step>/slurm` with cgroup/v2; a named container lives for the whole
-/// job, so it goes in the job's cgroup, beside the steps.
-fn container_cgroups(
-    stepd: i32,
-    whole_job: bool,
-    container_id: &str,
-) -> (String, std::collections::BTreeMap<String, String>) {
-    use berth::limits::cgroup::{is_v2, V1_CONTROLLERS};
-    let text = std::fs::read_to_string(format!("/proc/{stepd}/cgroup")).unwrap_or_default();
-    // The path in the hierarchy of `controller` ("" for the unified one).
-    let step_path = |controller: &str| {
-        let mut path = text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-                let matches = match controller {
-                    "" => controllers.is_empty(),
-                    c => controllers.split(',').any(|x| x == c),
-                };
-                matches.then(|| path.to_string())
-            })
-            .next()
-            .unwrap_or_default();
-        if path.ends_with("/slurm") || path.ends_with("/slurm_processes") {
-            path.truncate(path.rfind('/').unwrap_or(0));
-        }
-        if whole_job
-            && path
-                .rsplit('/')
-                .next()
-                .is_some_and(|last| last.starts_with("step_"))
-        {
-            path.truncate(path.rfind('/').unwrap_or(0));
-        }
-        format!("{path}/berth_{container_id}_{stepd}")
-            .trim_start_matches('/')
-            .to_string()
-    };
-    let v1_paths = match is_v2() {
-        true => Default::default(),
-        false => V1_CONTROLLERS
-            .iter()
-            .map(|c| (c.to_string(), step_path(c)))
-            .collect(),
-    };
-    (step_path(""), v1_paths)
 }
 
 #[derive(clap::Args, Debug)]

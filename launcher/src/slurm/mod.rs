@@ -1,4 +1,7 @@
-//! What berth shares with the SPANK plugin about Slurm steps' containers.
+//! Slurm steps' containers: what berth shares with the SPANK plugin (the
+//! keeper record), Slurm's config files, and where a step's container
+//! cgroup goes.
 
 pub mod files;
+pub mod placement;
 pub mod record;
