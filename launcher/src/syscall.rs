@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -54,21 +55,25 @@ pub trait Syscall {
     /// `sethostname(2)`.
     fn sethostname(&self, name: &str) -> io::Result<()>;
     /// Clones the host mount at `path` (recursively when asked) into a
-    /// detached mount, to attach after pivot_root; returns its descriptor.
-    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32>;
-    /// Attaches a detached mount from `clone_tree` at `target` and closes it.
-    fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()>;
+    /// detached mount, to attach after pivot_root (dropped unattached, it
+    /// is gone).
+    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<OwnedFd>;
+    /// Attaches a detached mount from `clone_tree` at `target`.
+    fn attach_tree(&self, tree: OwnedFd, target: &Path) -> io::Result<()>;
     /// Whether `path` is a symlink (not followed).
     fn is_symlink(&self, path: &Path) -> bool;
-    /// Closes a descriptor from `clone_tree` that was not attached.
-    fn close(&self, fd: i32);
     /// Opens a host executable (before pivot_root) to run later with
     /// [`Syscall::run_confined`]; it must be a static ELF.
-    fn open_executable(&self, path: &Path) -> io::Result<i32>;
-    /// Runs the executable `fd` with `args` in a child that holds no
+    fn open_executable(&self, path: &Path) -> io::Result<OwnedFd>;
+    /// Runs the executable `program` with `args` in a child that holds no
     /// capability, has no_new_privs and `seccomp` (when given), with its
-    /// output discarded; Ok when it exits 0. Closes `fd`.
-    fn run_confined(&self, fd: i32, args: &[String], seccomp: Option<&[u8]>) -> io::Result<()>;
+    /// output discarded; Ok when it exits 0.
+    fn run_confined(
+        &self,
+        program: OwnedFd,
+        args: &[String],
+        seccomp: Option<&[u8]>,
+    ) -> io::Result<()>;
 }
 
 fn nix_io(e: nix::Error) -> io::Error {
@@ -162,16 +167,12 @@ impl Syscall for LinuxSyscall {
         nix::unistd::sethostname(name).map_err(nix_io)
     }
 
-    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32> {
-        use std::os::fd::IntoRawFd;
-        Ok(crate::sys::open_tree_clone(path, recursive)?.into_raw_fd())
+    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+        crate::sys::open_tree_clone(path, recursive)
     }
 
-    fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()> {
-        // SAFETY: `tree` came from `clone_tree` and is attached once.
-        #[allow(unsafe_code)]
-        let owned = unsafe { crate::sys::take_fd(tree) };
-        crate::sys::move_mount_to(std::os::fd::AsFd::as_fd(&owned), target)
+    fn attach_tree(&self, tree: OwnedFd, target: &Path) -> io::Result<()> {
+        crate::sys::move_mount_to(std::os::fd::AsFd::as_fd(&tree), target)
     }
 
     fn is_symlink(&self, path: &Path) -> bool {
@@ -179,16 +180,8 @@ impl Syscall for LinuxSyscall {
             .is_ok_and(|m| m.file_type().is_symlink())
     }
 
-    fn close(&self, fd: i32) {
-        // SAFETY: the caller hands over a descriptor it owns (`clone_tree`'s
-        // or `open_executable`'s), once.
-        #[allow(unsafe_code)]
-        drop(unsafe { crate::sys::take_fd(fd) });
-    }
-
-    fn open_executable(&self, path: &Path) -> io::Result<i32> {
+    fn open_executable(&self, path: &Path) -> io::Result<OwnedFd> {
         use std::io::Read;
-        use std::os::fd::IntoRawFd;
         let mut file = std::fs::File::open(path)?;
         let mut magic = [0u8; 4];
         file.read_exact(&mut magic)?;
@@ -198,15 +191,17 @@ impl Syscall for LinuxSyscall {
                 format!("{} is not an ELF executable", path.display()),
             ));
         }
-        Ok(file.into_raw_fd())
+        Ok(OwnedFd::from(file))
     }
 
-    fn run_confined(&self, fd: i32, args: &[String], seccomp: Option<&[u8]>) -> io::Result<()> {
+    fn run_confined(
+        &self,
+        program: OwnedFd,
+        args: &[String],
+        seccomp: Option<&[u8]>,
+    ) -> io::Result<()> {
         use nix::sys::wait::{waitpid, WaitStatus};
         use nix::unistd::ForkResult;
-        // SAFETY: `fd` came from `open_executable` and is run once.
-        #[allow(unsafe_code)]
-        let program = unsafe { crate::sys::take_fd(fd) };
         let argv: Vec<std::ffi::CString> = args
             .iter()
             .map(|a| std::ffi::CString::new(a.as_str()).unwrap_or_default())
@@ -260,7 +255,6 @@ impl Syscall for LinuxSyscall {
 #[derive(Debug, Default)]
 pub struct RecordingSyscall {
     calls: RefCell<Vec<String>>,
-    next_fd: RefCell<i32>,
 }
 
 impl RecordingSyscall {
@@ -334,35 +328,38 @@ impl Syscall for RecordingSyscall {
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.record(format!("sethostname {name}"))
     }
-    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<i32> {
-        let fd = 100 + *self.next_fd.borrow();
-        *self.next_fd.borrow_mut() += 1;
+    fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+        // A real descriptor stands for the detached mount.
+        let fd = OwnedFd::from(std::fs::File::open("/dev/null")?);
         let how = if recursive {
             "clone_tree -r"
         } else {
             "clone_tree"
         };
-        self.record(format!("{how} {} = {fd}", path.display()))?;
+        self.record(format!("{how} {} = {}", path.display(), fd.as_raw_fd()))?;
         Ok(fd)
     }
-    fn attach_tree(&self, tree: i32, target: &Path) -> io::Result<()> {
-        self.record(format!("attach {tree} {}", target.display()))
+    fn attach_tree(&self, tree: OwnedFd, target: &Path) -> io::Result<()> {
+        self.record(format!("attach {} {}", tree.as_raw_fd(), target.display()))
     }
     fn is_symlink(&self, _path: &Path) -> bool {
         false
     }
-    fn open_executable(&self, path: &Path) -> io::Result<i32> {
+    fn open_executable(&self, path: &Path) -> io::Result<OwnedFd> {
         self.record(format!("open_executable {}", path.display()))?;
-        Ok(900)
+        Ok(OwnedFd::from(std::fs::File::open("/dev/null")?))
     }
-    fn run_confined(&self, fd: i32, args: &[String], seccomp: Option<&[u8]>) -> io::Result<()> {
+    fn run_confined(
+        &self,
+        program: OwnedFd,
+        args: &[String],
+        seccomp: Option<&[u8]>,
+    ) -> io::Result<()> {
         self.record(format!(
-            "run_confined {fd} {} seccomp={}",
+            "run_confined {} {} seccomp={}",
+            program.as_raw_fd(),
             args.join(" "),
             seccomp.is_some()
         ))
-    }
-    fn close(&self, fd: i32) {
-        let _ = self.record(format!("close {fd}"));
     }
 }

@@ -138,7 +138,7 @@ fn keeper_main(kept: Kept, status_w: OwnedFd, sync_r: OwnedFd, watch: Option<Own
             if let Err(e) = joined {
                 fail(format!("cannot enter the named container: {e}"));
             }
-            rootfs::view::build(&LinuxSyscall, view, &sources)
+            rootfs::view::build(&LinuxSyscall, view, sources)
         }
     };
     if let Err(e) = built {

@@ -2,6 +2,7 @@
 //! bound in, a private devpts, shm and mqueue. No other host device is there.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::mount::MsFlags;
@@ -13,7 +14,7 @@ pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty
 
 /// Clones the host device nodes as detached mounts (before pivot_root), in
 /// `DEVICES` order, plus the console terminal when there is one.
-pub fn clone_host_devices(sys: &dyn Syscall, console: Option<&Path>) -> io::Result<Vec<i32>> {
+pub fn clone_host_devices(sys: &dyn Syscall, console: Option<&Path>) -> io::Result<Vec<OwnedFd>> {
     let mut fds = Vec::new();
     for name in DEVICES {
         fds.push(sys.clone_tree(&Path::new("/dev").join(name), false)?);
@@ -27,7 +28,7 @@ pub fn clone_host_devices(sys: &dyn Syscall, console: Option<&Path>) -> io::Resu
 /// Builds /dev inside the new root (after pivot_root). `fds` come from
 /// [`clone_host_devices`]. `privileged` says the mount namespace belongs to the
 /// host's user namespace, where gid 5 (tty) exists.
-pub fn setup_dev(sys: &dyn Syscall, fds: &[i32], privileged: bool) -> io::Result<()> {
+pub fn setup_dev(sys: &dyn Syscall, fds: Vec<OwnedFd>, privileged: bool) -> io::Result<()> {
     let dev = Path::new("/dev");
     sys.mkdir_all(dev, 0o755)?;
     sys.mount(
@@ -37,10 +38,11 @@ pub fn setup_dev(sys: &dyn Syscall, fds: &[i32], privileged: bool) -> io::Result
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=65536k"),
     )?;
-    for (i, name) in DEVICES.iter().enumerate() {
-        bind_fd(sys, fds[i], &dev.join(name))?;
+    let mut fds = fds.into_iter();
+    for (name, fd) in DEVICES.iter().zip(fds.by_ref()) {
+        bind_fd(sys, fd, &dev.join(name))?;
     }
-    if let Some(&console) = fds.get(DEVICES.len()) {
+    if let Some(console) = fds.next() {
         bind_fd(sys, console, &dev.join("console"))?;
     }
     let pts = dev.join("pts");
@@ -88,7 +90,7 @@ pub fn setup_dev(sys: &dyn Syscall, fds: &[i32], privileged: bool) -> io::Result
 }
 
 /// Attaches the detached mount `fd` of a device node onto `target` (a file).
-pub fn bind_fd(sys: &dyn Syscall, fd: i32, target: &Path) -> io::Result<()> {
+pub fn bind_fd(sys: &dyn Syscall, fd: OwnedFd, target: &Path) -> io::Result<()> {
     sys.touch(target)?;
     sys.attach_tree(fd, target)
 }

@@ -14,6 +14,7 @@ pub mod user_paths;
 pub mod view;
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::mount::MsFlags;
@@ -72,6 +73,10 @@ pub fn prepare(
         let image = base.join("image");
         sys.mkdir_all(&image, 0o755)
             .map_err(at("cannot create", &image))?;
+        // SAFETY: the spec's image tree is this process's own copy of the
+        // descriptor (inherited through the fork), attached once, here.
+        #[allow(unsafe_code)]
+        let tree = unsafe { crate::sys::take_fd(tree) };
         sys.attach_tree(tree, &image)
             .map_err(at("cannot attach the image directory on", &image))?;
         layers.push(image);
@@ -123,9 +128,9 @@ pub fn prepare(
     sys.pivot_to_cwd()
         .map_err(at("cannot pivot_root into", &root))?;
 
-    dev::setup_dev(sys, &device_fds, spec.identity.privileged)
+    dev::setup_dev(sys, device_fds, spec.identity.privileged)
         .map_err(at("cannot set up", Path::new("/dev")))?;
-    for (node, &fd) in spec.devices.nodes.iter().zip(&node_fds) {
+    for (node, fd) in spec.devices.nodes.iter().zip(node_fds) {
         dev::bind_fd(sys, fd, &node.path).map_err(at("cannot bind device onto", &node.path))?;
     }
     proc::mount_sys(sys, sys_fd).map_err(at("cannot mount", Path::new("/sys")))?;
@@ -137,7 +142,7 @@ pub fn prepare(
 
     // A device's driver files come first, and the library cache is rebuilt
     // before any of the user's mounts exist.
-    attach_mounts(sys, &spec.devices.mounts, &device_mount_fds, None)?;
+    attach_mounts(sys, &spec.devices.mounts, device_mount_fds, None)?;
     for (target, link) in &spec.devices.symlinks {
         if let Some(parent) = link.parent() {
             sys.mkdir_all(parent, 0o755)
@@ -160,7 +165,7 @@ pub fn prepare(
                 &spec.devices.ldcache_folders[0],
             ))?;
     }
-    attach_mounts(sys, &spec.mounts, &mount_fds, Some(&spec.identity))?;
+    attach_mounts(sys, &spec.mounts, mount_fds, Some(&spec.identity))?;
     sys.make_user_path(&spec.process.cwd, user_paths::Kind::Dir, &spec.identity)
         .map_err(at("cannot create working directory", &spec.process.cwd))?;
     if spec.read_only {
@@ -221,7 +226,7 @@ fn mount_own_cgroup(sys: &dyn Syscall) -> Result<(), RootfsError> {
 fn clone_device_nodes(
     sys: &dyn Syscall,
     nodes: &[crate::spec::DeviceNode],
-) -> Result<Vec<i32>, RootfsError> {
+) -> Result<Vec<OwnedFd>, RootfsError> {
     nodes
         .iter()
         .map(|node| {
@@ -236,15 +241,16 @@ fn clone_mount_sources(
     sys: &dyn Syscall,
     mounts: &[crate::spec::BindMount],
     is_dir: &dyn Fn(&Path) -> Option<bool>,
-) -> Result<Vec<(i32, bool)>, RootfsError> {
+) -> Result<Vec<(OwnedFd, bool)>, RootfsError> {
     mounts
         .iter()
         .map(|m| {
             if let Some(tree) = &m.tree {
                 // Cloned by root from what the user's rights opened: a copy
                 // of that descriptor (attaching consumes it).
-                let fd = nix::unistd::dup(std::os::fd::AsRawFd::as_raw_fd(&*tree.fd))
-                    .map_err(io::Error::from)
+                let fd = tree
+                    .fd
+                    .try_clone()
                     .map_err(at("cannot open mount source", &m.source))?;
                 return Ok((fd, tree.is_dir));
             }
@@ -262,10 +268,10 @@ fn clone_mount_sources(
 fn attach_mounts(
     sys: &dyn Syscall,
     mounts: &[crate::spec::BindMount],
-    fds: &[(i32, bool)],
+    fds: Vec<(OwnedFd, bool)>,
     users: Option<&crate::spec::Identity>,
 ) -> Result<(), RootfsError> {
-    for (m, &(fd, source_is_dir)) in mounts.iter().zip(fds) {
+    for (m, (fd, source_is_dir)) in mounts.iter().zip(fds) {
         let target = &m.destination;
         let kind = match source_is_dir {
             true => user_paths::Kind::Dir,

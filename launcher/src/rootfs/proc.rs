@@ -58,7 +58,7 @@ pub fn mount_proc(sys: &dyn Syscall, target: &Path, hidepid: bool) -> io::Result
 /// Mounts a read-only /sys: a fresh sysfs where the namespace may, else the
 /// host's bound in (rootless: sysfs needs a network namespace of our own).
 /// `host_sys` is a detached recursive clone of the host's /sys.
-pub fn mount_sys(sys: &dyn Syscall, host_sys: i32) -> io::Result<()> {
+pub fn mount_sys(sys: &dyn Syscall, host_sys: std::os::fd::OwnedFd) -> io::Result<()> {
     let target = Path::new("/sys");
     sys.mkdir_all(target, 0o555)?;
     let fresh = sys.mount(
@@ -68,9 +68,7 @@ pub fn mount_sys(sys: &dyn Syscall, host_sys: i32) -> io::Result<()> {
         PROC_FLAGS | MsFlags::MS_RDONLY,
         None,
     );
-    if fresh.is_ok() {
-        sys.close(host_sys);
-    } else {
+    if fresh.is_err() {
         sys.attach_tree(host_sys, target)?;
     }
     sys.make_readonly(target)

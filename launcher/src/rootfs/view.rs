@@ -14,9 +14,9 @@ use crate::syscall::Syscall;
 
 /// Host things the view gets, opened while the host is still visible.
 pub struct ViewSources {
-    standard_devices: Vec<i32>,
-    nodes: Vec<i32>,
-    mounts: Vec<(i32, bool)>,
+    standard_devices: Vec<std::os::fd::OwnedFd>,
+    nodes: Vec<std::os::fd::OwnedFd>,
+    mounts: Vec<(std::os::fd::OwnedFd, bool)>,
 }
 
 /// Clones the view's device nodes and mount sources (in the host's mount
@@ -42,20 +42,20 @@ pub fn open_sources(
 pub fn build(
     sys: &dyn Syscall,
     view: &StepViewSpec,
-    sources: &ViewSources,
+    sources: ViewSources,
 ) -> Result<(), RootfsError> {
     super::make_mounts_private(sys)?;
     // A new /dev over the container's: the earlier step's devices, /dev/shm
     // and terminals stay out of this step's sight.
-    dev::setup_dev(sys, &sources.standard_devices, view.identity.privileged)
+    dev::setup_dev(sys, sources.standard_devices, view.identity.privileged)
         .map_err(at("cannot set up", Path::new("/dev")))?;
-    for (node, &fd) in view.devices.nodes.iter().zip(&sources.nodes) {
+    for (node, fd) in view.devices.nodes.iter().zip(sources.nodes) {
         dev::bind_fd(sys, fd, &node.path).map_err(at("cannot bind device onto", &node.path))?;
     }
     if view.cgroup.is_some() && crate::limits::cgroup::is_v2() {
         super::mount_own_cgroup(sys)?;
     }
-    attach_mounts(sys, &view.mounts, &sources.mounts, Some(&view.identity))?;
+    attach_mounts(sys, &view.mounts, sources.mounts, Some(&view.identity))?;
     if let Some(dir) = &view.workdir {
         sys.make_user_path(dir, super::user_paths::Kind::Dir, &view.identity)
             .map_err(at("cannot create working directory", dir))?;
