@@ -400,7 +400,7 @@ fn save_container(
     dir: &Path,
     path: &str,
 ) -> Result<(), String> {
-    let pid = live_keeper(dir).ok_or("the container is already gone")?.pid;
+    let keeper = live_keeper(dir).ok_or("the container is already gone")?;
     let (uid, gid) = (
         ffi::job_uid(sp).ok_or("no uid")?,
         ffi::job_gid(sp).ok_or("no gid")?,
@@ -412,7 +412,9 @@ fn save_container(
             "-q",
             "slurm-save",
             "--pid",
-            &pid.to_string(),
+            &keeper.pid.to_string(),
+            "--started",
+            &keeper.started.to_string(),
             "--output",
             path,
             "--user",

@@ -7,9 +7,7 @@
 //! `berth slurm-join` gives a later step of the job its own view into a
 //! named container.
 
-use std::os::fd::{AsFd, AsRawFd};
-
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use berth::limits::cgroup::ContainerCgroup;
 use berth::process::keeper::{self, Kept};
@@ -212,6 +210,9 @@ pub(crate) struct SlurmSaveArgs {
     /// The keeper of the container to save.
     #[arg(long, value_name = "PID")]
     pid: i32,
+    /// The keeper's start time, as its record has it (a reused pid never passes).
+    #[arg(long, value_name = "TICKS")]
+    started: u64,
     /// The squashfs file to write (as the user).
     #[arg(long, value_name = "PATH")]
     output: std::path::PathBuf,
@@ -220,15 +221,7 @@ pub(crate) struct SlurmSaveArgs {
     user: String,
 }
 
-/// `berth slurm-save` (hidden): `--container-save`.
-///
-/// Only what the user can read is packed, and only the container's own
-/// filesystem: root takes a detached copy of the container's root mount
-/// alone (`open_tree` without `AT_RECURSIVE`: /proc, /dev, /sys and every
-/// bind mount are simply not in it, whatever their paths), then mksquashfs
-/// runs with the user's ids, umask 077, over that copy and writes into the
-/// output directory the user's rights opened. Unreadable files are saved
-/// empty, and said so.
+/// `berth slurm-save` (hidden): `--container-save` (see `berth::slurm::save`).
 pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
     if !ctx.privileged {
         bail!("slurm-save is run by the SPANK plugin, as root");
@@ -243,150 +236,16 @@ pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
         gid,
         groups: super::identity::supplementary_groups(uid, gid),
     };
-    let (Some(parent), Some(name)) = (args.output.parent(), args.output.file_name()) else {
-        bail!(
-            "--container-save {}: not a file path",
-            args.output.display()
-        );
+    let keeper = berth::slurm::save::Keeper {
+        pid: args.pid,
+        started: args.started,
     };
-    let dir =
-        berth::as_user::open_user_path(Some(&rights), parent, libc::O_PATH | libc::O_DIRECTORY)?;
-    let tree = container_root_tree(args.pid)
-        .with_context(|| format!("cannot reach the container of keeper {}", args.pid))?;
-    let tmp_name = format!(
-        ".{}.berth-save.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    );
-    let fd_path = |fd: &std::os::fd::OwnedFd| berth::as_user::fd_path(fd.as_fd());
-    let source = format!("{}/", fd_path(&tree).display());
-    let target = fd_path(&dir).join(&tmp_name);
-    let log = nix::sys::memfd::memfd_create(
-        c"berth-save-log",
-        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
-    )?;
-    let log_for_child = log.try_clone()?;
-    let packed = berth::as_user::as_user(uid, gid, &rights.groups, || {
-        let inherit = |fd: &std::os::fd::OwnedFd| {
-            nix::fcntl::fcntl(
-                fd.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )
-            .is_ok()
-        };
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-        inherit(&tree)
-            && inherit(&dir)
-            && std::process::Command::new("mksquashfs")
-                .arg(&source)
-                .arg(&target)
-                .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::from(log_for_child))
-                .status()
-                .is_ok_and(|s| s.success())
-    });
-    let messages = read_log(log);
-    let finish = || -> Result<()> {
-        if !packed {
-            bail!(
-                "mksquashfs (as uid {uid}) failed: {}",
-                messages
-                    .lines()
-                    .last()
-                    .unwrap_or("cannot run it (apt-get install squashfs-tools)")
-            );
-        }
-        let published = berth::as_user::as_user(uid, gid, &rights.groups, || {
-            let Ok(file) = berth::sys::openat2(
-                Some(dir.as_fd()),
-                std::path::Path::new(&tmp_name),
-                libc::O_RDONLY | libc::O_NOFOLLOW,
-                berth::sys::RESOLVE_BENEATH | berth::sys::RESOLVE_NO_SYMLINKS,
-            ) else {
-                return false;
-            };
-            nix::sys::stat::fchmod(
-                file.as_raw_fd(),
-                nix::sys::stat::Mode::from_bits_truncate(0o644),
-            )
-            .is_ok()
-                && nix::fcntl::renameat(
-                    Some(dir.as_raw_fd()),
-                    tmp_name.as_str(),
-                    Some(dir.as_raw_fd()),
-                    name,
-                )
-                .is_ok()
-        });
-        if !published {
-            bail!("cannot write {} as uid {uid}", args.output.display());
-        }
-        Ok(())
-    };
-    let result = finish();
-    if result.is_err() {
-        berth::as_user::as_user(uid, gid, &rights.groups, || {
-            nix::unistd::unlinkat(
-                Some(dir.as_raw_fd()),
-                tmp_name.as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            )
-            .is_ok()
-        });
-    }
-    result?;
-    let unreadable = messages
-        .lines()
-        .filter(|l| l.starts_with("Failed to read file"))
-        .count();
-    if unreadable > 0 {
+    let saved = berth::slurm::save::save_container(keeper, &args.output, &rights)?;
+    if saved.unreadable > 0 {
         eprintln!(
-            "berth: --container-save: {unreadable} file(s) uid {uid} may not read were saved empty"
+            "berth: --container-save: {} file(s) uid {uid} may not read were saved empty",
+            saved.unreadable
         );
     }
     Ok(0)
-}
-
-/// A detached copy of the root mount of the container `keeper` holds: the
-/// container's own filesystem without anything mounted on it. Taken from
-/// inside the keeper's mount namespace (a mount of another namespace cannot
-/// be cloned), then this process goes back to its own.
-fn container_root_tree(keeper: i32) -> Result<std::os::fd::OwnedFd> {
-    use nix::sched::{setns, CloneFlags};
-    use std::os::unix::fs::MetadataExt;
-    // The pidfd pins the process: its pid cannot be reused while it is
-    // checked (root's, running this same berth) and its namespace joined.
-    let pidfd = berth::sys::pidfd_open(Pid::from_raw(keeper))?;
-    let exe = |pid: &str| {
-        std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| {
-                p.to_string_lossy()
-                    .trim_end_matches(" (deleted)")
-                    .to_string()
-            })
-    };
-    let is_keeper = std::fs::metadata(format!("/proc/{keeper}")).is_ok_and(|m| m.uid() == 0)
-        && exe(&keeper.to_string()).is_some()
-        && exe(&keeper.to_string()) == exe("self");
-    if !is_keeper {
-        bail!("process {keeper} is not a berth keeper");
-    }
-    let own = std::fs::File::open("/proc/self/ns/mnt")?;
-    setns(&pidfd, CloneFlags::CLONE_NEWNS)?;
-    let tree = berth::sys::open_tree_clone(std::path::Path::new("/"), false);
-    setns(&own, CloneFlags::CLONE_NEWNS).context("cannot return to the host's mount namespace")?;
-    Ok(tree?)
-}
-
-/// What a child wrote to a memfd log.
-fn read_log(log: std::os::fd::OwnedFd) -> String {
-    use std::io::{Read, Seek};
-    let mut file = std::fs::File::from(log);
-    let mut text = String::new();
-    let _ = file
-        .rewind()
-        .and_then(|_| file.take(1 << 20).read_to_string(&mut text));
-    text
 }

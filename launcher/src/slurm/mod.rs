@@ -5,3 +5,4 @@
 pub mod files;
 pub mod placement;
 pub mod record;
+pub mod save;

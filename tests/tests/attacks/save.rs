@@ -102,10 +102,22 @@ fn save_enters_only_a_keeper_and_mounts_are_files_or_directories() {
             .unwrap()
     };
     let target = out_dir.join("x.sqsh");
+    // Its real start time: only what the process is can refuse it.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", users_own.id())).unwrap();
+    let started = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
     let out = s.berth(&[
         "slurm-save",
         "--pid",
         &users_own.id().to_string(),
+        "--started",
+        &started,
         "--output",
         target.to_str().unwrap(),
         "--user",
@@ -115,7 +127,7 @@ fn save_enters_only_a_keeper_and_mounts_are_files_or_directories() {
     let _ = users_own.wait();
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("not a berth keeper"),
+        stderr(&out).contains("is not the container's keeper"),
         "{}",
         stderr(&out)
     );
