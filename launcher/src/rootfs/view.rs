@@ -62,3 +62,81 @@ pub fn build(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{BindMount, DeviceEdits, DeviceNode, Identity};
+    use crate::syscall::RecordingSyscall;
+    use std::path::PathBuf;
+
+    fn view() -> StepViewSpec {
+        StepViewSpec {
+            devices: DeviceEdits {
+                nodes: vec![DeviceNode {
+                    host: PathBuf::from("/dev/nvidia3"),
+                    path: PathBuf::from("/dev/nvidia0"),
+                }],
+                ..Default::default()
+            },
+            mounts: vec![BindMount {
+                source: PathBuf::from("/scratch"),
+                destination: PathBuf::from("/data"),
+                read_only: true,
+                tree: None,
+            }],
+            workdir: Some(PathBuf::from("/work")),
+            identity: Identity {
+                host_uid: 1000,
+                host_gid: 1000,
+                host_groups: vec![],
+                remap_root: false,
+                privileged: true,
+            },
+            cgroup: None,
+        }
+    }
+
+    fn position(calls: &[String], wanted: impl Fn(&str) -> bool) -> usize {
+        calls
+            .iter()
+            .position(|c| wanted(c))
+            .unwrap_or_else(|| panic!("no such call in {calls:#?}"))
+    }
+
+    #[test]
+    fn a_view_opens_the_hosts_things_first_then_builds_its_own_dev_and_mounts() {
+        let sys = RecordingSyscall::default();
+        let view = view();
+        let sources = open_sources(&sys, &view, &|p| Some(p.starts_with("/scratch"))).unwrap();
+        let opened = sys.calls().len();
+        assert!(sys
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("clone_tree /dev/nvidia3")));
+        assert!(sys
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("clone_tree -r /scratch")));
+        build(&sys, &view, sources).unwrap();
+        let calls = sys.calls();
+        let built = &calls[opened..];
+        // Its copy of the namespace is private before anything is mounted.
+        assert!(
+            built[0].starts_with("mount - / - MsFlags(MS_REC | MS_PRIVATE)"),
+            "{built:#?}"
+        );
+        let dev = position(built, |c| c.starts_with("mount tmpfs /dev tmpfs"));
+        // This step's GPU, as the container sees it, on the fresh /dev.
+        let gpu = position(built, |c| {
+            c.starts_with("attach ") && c.ends_with(" /dev/nvidia0")
+        });
+        assert!(dev < gpu);
+        let data = position(built, |c| c.starts_with("attach ") && c.ends_with(" /data"));
+        assert!(position(built, |c| c == "readonly /data") > data);
+        assert!(
+            built.iter().any(|c| c.starts_with("mkdir /work")),
+            "{built:#?}"
+        );
+    }
+}
