@@ -104,28 +104,40 @@ fn pull_reference(
     Ok(record)
 }
 
+/// The registry as `berth` reaches it for one user: their credentials, the
+/// progress display, the remembered access checks.
+struct RegistryFor<'a> {
+    ctx: &'a Context,
+    whose: Credentials,
+}
+
+impl berth::image::ImageRegistry for RegistryFor<'_> {
+    fn pull(&self, reference: &ImageRef) -> Result<ImageRecord, berth::image::ImageError> {
+        let record = pull_reference(self.ctx, reference, self.whose)?;
+        if let Credentials::User(uid, _) = self.whose {
+            remember_access(self.ctx, uid, &record.name);
+        }
+        Ok(record)
+    }
+
+    fn may_use(&self, record: &ImageRecord) -> Result<(), berth::image::ImageError> {
+        match self.whose {
+            Credentials::Caller => Ok(()),
+            Credentials::User(uid, gid) => check_access(self.ctx, record, uid, gid),
+        }
+    }
+}
+
 /// Resolves an image for `run`, pulling or importing it when needed.
 pub(crate) fn resolve(
     ctx: &Context,
     source: &ImageSource,
     whose: Credentials,
 ) -> Result<ResolvedImage> {
-    let pull = |reference: &ImageRef| {
-        let record = pull_reference(ctx, reference, whose)?;
-        if let Credentials::User(uid, _) = whose {
-            remember_access(ctx, uid, &record.name);
-        }
-        Ok(record)
-    };
-    let may_use = |record: &ImageRecord| match whose {
-        Credentials::Caller => Ok(()),
-        Credentials::User(uid, gid) => check_access(ctx, record, uid, gid),
-    };
     Ok(source.resolve(
         &ctx.store,
         ctx.config.security.allow_setuid,
-        &pull,
-        &may_use,
+        &RegistryFor { ctx, whose },
     )?)
 }
 

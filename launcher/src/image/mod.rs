@@ -191,6 +191,16 @@ fn unescape_mountinfo(text: &str) -> std::ffi::OsString {
     std::ffi::OsString::from_vec(out)
 }
 
+/// What `ImageSource::resolve` asks of the registry side, for whoever runs
+/// the image (their credentials, their progress display).
+pub trait ImageRegistry {
+    /// Fetches a registry reference that is not in the store yet.
+    fn pull(&self, reference: &ImageRef) -> Result<records::ImageRecord, ImageError>;
+    /// Whether the user may start this (private, cached) registry image:
+    /// they must be able to pull it.
+    fn may_use(&self, record: &records::ImageRecord) -> Result<(), ImageError>;
+}
+
 impl ImageSource {
     /// Works out what kind of image `name` is. A path is opened here, once,
     /// with the rights of `user` (root acting for a user; None: the caller's
@@ -281,15 +291,14 @@ impl ImageSource {
     }
 
     /// Brings the image into the store when needed and returns it ready to
-    /// run. `pull` fetches a registry reference that is not in the store yet;
-    /// `may_use` is asked before a private registry image is started from
-    /// the store (the user must be able to pull it).
+    /// run: `registry` fetches a registry reference that is not in the
+    /// store yet, and is asked before a private registry image is started
+    /// from the store.
     pub fn resolve(
         &self,
         store: &Store,
         allow_setuid: bool,
-        pull: &dyn Fn(&ImageRef) -> Result<records::ImageRecord, ImageError>,
-        may_use: &dyn Fn(&records::ImageRecord) -> Result<(), ImageError>,
+        registry: &dyn ImageRegistry,
     ) -> Result<ResolvedImage, ImageError> {
         let from_record = |record: records::ImageRecord, shown: &str| {
             record.resolve(store).ok_or_else(|| ImageError::Invalid {
@@ -348,14 +357,14 @@ impl ImageSource {
                     if let Some(record) = records::load(store, &candidate) {
                         if let Some(image) = record.resolve(store) {
                             if record.needs_access_check() {
-                                may_use(&record)?;
+                                registry.may_use(&record)?;
                             }
                             return Ok(image);
                         }
                     }
                 }
                 let reference = ImageRef::parse(name)?;
-                from_record(pull(&reference)?, name)
+                from_record(registry.pull(&reference)?, name)
             }
         }
     }
