@@ -1,0 +1,98 @@
+//! The store's own rules: digests, whole layers, layers in use.
+use super::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), false, false).unwrap();
+    (dir, store)
+}
+
+fn one_file_tar() -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    tar.append_data(&mut header, "hello", &b"hello"[..])
+        .unwrap();
+    tar.into_inner().unwrap()
+}
+
+#[test]
+fn only_sha256_digests_name_layers() {
+    let good = format!("sha256:{}", "a".repeat(64));
+    assert_eq!(hex_of(&good).unwrap(), "a".repeat(64));
+    for bad in [
+        "sha256:../../etc".to_string(),
+        format!("sha512:{}", "a".repeat(64)),
+        format!("sha256:{}", "A".repeat(64)),
+        format!("sha256:{}", "a".repeat(63)),
+        "a".repeat(64),
+    ] {
+        assert!(
+            matches!(hex_of(&bad), Err(StoreError::BadDigest(_))),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_layer_appears_whole_and_only_when_its_digest_matches() {
+    let (_dir, store) = store();
+    let data = one_file_tar();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    let wrong = format!("sha256:{}", "b".repeat(64));
+    let refused = store.ensure_layer(&wrong, None, Compression::None, None, || {
+        Ok(Box::new(io::Cursor::new(data.clone())))
+    });
+    assert!(
+        matches!(refused, Err(StoreError::DigestMismatch { .. })),
+        "{refused:?}"
+    );
+    assert!(!store.has_layer(&wrong));
+    assert_eq!(
+        fs::read_dir(store.tmp_dir()).unwrap().count(),
+        0,
+        "tmp/ not cleaned"
+    );
+    let (path, report) = store
+        .ensure_layer(&digest, None, Compression::None, None, || {
+            Ok(Box::new(io::Cursor::new(data.clone())))
+        })
+        .unwrap();
+    assert!(report.is_some());
+    assert_eq!(fs::read(path.join("hello")).unwrap(), b"hello");
+    assert_eq!(store.layers(), std::slice::from_ref(&digest));
+    assert_eq!(store.layer_meta(&digest).bytes, 5);
+    // Already there: nothing is read again.
+    let (_, again) = store
+        .ensure_layer(&digest, None, Compression::None, None, || {
+            panic!("the blob is read for a layer already in the store")
+        })
+        .unwrap();
+    assert!(again.is_none());
+}
+
+#[test]
+fn a_layer_in_use_is_kept_and_one_not_in_use_is_removed() {
+    let (_dir, store) = store();
+    let data = one_file_tar();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    store
+        .ensure_layer(&digest, None, Compression::None, None, || {
+            Ok(Box::new(io::Cursor::new(data)))
+        })
+        .unwrap();
+    let held = store.hold_layers(std::slice::from_ref(&digest)).unwrap();
+    assert!(store.layer_in_use(&digest));
+    assert!(!store.remove_layer(&digest).unwrap());
+    assert!(store.has_layer(&digest));
+    drop(held);
+    assert!(!store.layer_in_use(&digest));
+    assert!(store.remove_layer(&digest).unwrap());
+    assert!(!store.has_layer(&digest) && store.layers().is_empty());
+}
