@@ -90,6 +90,17 @@ impl MountSpec {
     }
 }
 
+impl std::fmt::Display for MountSpec {
+    /// `SRC:DST[:ro]`, as `parse` reads it back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.source, self.destination.display())?;
+        if self.read_only {
+            write!(f, ":ro")?;
+        }
+        Ok(())
+    }
+}
+
 /// Parses one `--mount` value. Relative sources are taken from `cwd`.
 pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
     let MountSpec {
@@ -166,6 +177,9 @@ mod tests {
             (Path::new("/tmp"), Path::new("/data"), true)
         );
         assert!(!parse_mount("/tmp:/data", cwd).unwrap().read_only);
+        for written in ["rel/src:/data:ro", "/a:/b"] {
+            assert_eq!(MountSpec::parse(written).unwrap().to_string(), written);
+        }
         for bad in [
             "/tmp",
             "/tmp:data",

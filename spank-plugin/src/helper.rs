@@ -152,14 +152,12 @@ fn from_job_dir(path: &str, job_dir: Option<&JobDir>, what: &str) -> Result<Stri
     }
 }
 
-/// A `SRC:DST[:FLAGS]` mount with a relative source made absolute.
+/// A `SRC:DST[:ro|rw]` mount with a relative source made absolute.
 fn mount_from_job_dir(mount: &str, job_dir: Option<&JobDir>) -> Result<String, String> {
-    let (source, rest) = mount.split_once(':').unwrap_or((mount, ""));
-    let source = from_job_dir(source, job_dir, "--container-mounts")?;
-    Ok(match mount.contains(':') {
-        true => format!("{source}:{rest}"),
-        false => source,
-    })
+    let mut spec =
+        berth::mounts::MountSpec::parse(mount).map_err(|e| format!("--container-mounts: {e}"))?;
+    spec.source = from_job_dir(&spec.source, job_dir, "--container-mounts")?;
+    Ok(spec.to_string())
 }
 
 /// Runs a helper; its JSON answer, or its last error line.
@@ -278,10 +276,8 @@ mod tests {
             "/home/u/data:/data:ro"
         );
         assert_eq!(mount_from_job_dir("/x:/y", Some(&at)).unwrap(), "/x:/y");
-        assert_eq!(
-            mount_from_job_dir("data", Some(&at)).unwrap(),
-            "/home/u/data"
-        );
+        // What srun already refused (no destination) is refused here too.
+        assert!(mount_from_job_dir("data", Some(&at)).is_err());
         let e =
             from_job_dir("./img.sqsh", Some(&JobDir::Missing), "--container-image").unwrap_err();
         assert!(

@@ -40,19 +40,6 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
-    /// What this node's Slurm configuration does (logged at verbose level:
-    /// a misread configuration shows as signals lost or doubled).
-    pub fn of_this_node() -> Forwarding {
-        let stepd_reaches_child = berth::slurm::files::signals_tasks_and_descendants();
-        crate::ffi::verbose(match stepd_reaches_child {
-            true => "berth: slurmstepd signals the task's processes itself (proctrack/pgid or SignalChildrenProcesses=yes): the relay passes on only SIGWINCH",
-            false => "berth: slurmstepd signals only the task (proctrack/cgroup or linuxproc): the relay passes its signals on",
-        });
-        Forwarding {
-            stepd_reaches_child,
-        }
-    }
-
     /// Whether a signal the relay received goes on to the child.
     fn passes_on(&self, info: &siginfo, stepd: Pid) -> bool {
         self.passes_on_signal(info.ssi_signo as i32, info.ssi_code, info.ssi_pid, stepd)

@@ -30,9 +30,12 @@ use crate::{ffi, with_state};
 /// What a task keeps between its privileged and its user hook.
 pub struct Joined {
     seccomp: Option<Vec<u8>>,
-    /// With --container-remap-root: the job's ids and the capabilities root
-    /// keeps inside the task's own user namespace.
-    remap_root: Option<(u32, u32, Vec<u8>)>,
+    /// With --container-remap-root: the job's ids, which root inside the
+    /// task's own user namespace is mapped to.
+    remap_root: Option<(u32, u32)>,
+    /// The capabilities the task keeps: remapped, root's configured ones
+    /// (inside its user namespace only); otherwise none.
+    capabilities: berth::caps::CapsHashSet,
     /// With --container-entrypoint: the image's Entrypoint, run before the task's argv.
     entrypoint: Option<Vec<String>>,
     /// With --container-workdir: where the task starts (Slurm's own chdir to
@@ -151,8 +154,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             )?;
             reply.step = Some(step);
             ffi::info(&format!(
-                "berth: job {job} step {step}: container of {image} started for uid {uid} (keeper pid {})",
-                reply.pid
+                "berth: job {job} step {step}: container of {image} started for uid {uid} (keeper pid {}); slurmstepd's signals {}",
+                reply.pid,
+                match reply.slurm_signals_task_descendants {
+                    true => "reach the tasks' processes directly (proctrack/pgid or SignalChildrenProcesses=yes): relays pass on only SIGWINCH",
+                    false => "reach only the tasks (proctrack/cgroup or linuxproc): relays pass them on",
+                }
             ));
             record_keeper(&dir, &reply)?;
             reply
@@ -223,14 +230,18 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     // With --container-remap-root the task later becomes root of a user
     // namespace of its own; the capabilities it may hold there must stay in
     // the bounding set (they mean nothing outside that namespace).
-    let remap_root = values
-        .flag("container-remap-root")
-        .then(|| (uid, gid, reply.root_capabilities.clone()));
+    let remap_root = values.flag("container-remap-root").then_some((uid, gid));
+    let capabilities: berth::caps::CapsHashSet = match remap_root {
+        Some(_) => reply
+            .root_capabilities
+            .iter()
+            .filter_map(|i| berth::caps::from_index(*i))
+            .collect(),
+        None => Default::default(),
+    };
     // While still root: after Slurm's setuid the task cannot change it.
-    berth::caps::limit_bounding_set(&capabilities_of(
-        remap_root.as_ref().map(|r| r.2.as_slice()).unwrap_or(&[]),
-    ))
-    .map_err(|e| format!("cannot limit the task's bounding set: {e}"))?;
+    berth::caps::limit_bounding_set(&capabilities)
+        .map_err(|e| format!("cannot limit the task's bounding set: {e}"))?;
     if step == ffi::BATCH_STEP {
         // srun steps started by the script inherit its container options
         // through their environment (unless they give their own).
@@ -255,9 +266,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         s.joined = Some(Joined {
             seccomp,
             remap_root,
+            capabilities,
             entrypoint,
             workdir,
-            forwarding: crate::relay::Forwarding::of_this_node(),
+            forwarding: crate::relay::Forwarding {
+                stepd_reaches_child: reply.slurm_signals_task_descendants,
+            },
         })
     });
     Ok(())
@@ -293,29 +307,17 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     }
     // Remapped, the task is root of a user namespace of its own, with the
     // configured capabilities there; otherwise it has none (Slurm's setuid).
-    let capabilities = match &joined.remap_root {
-        Some((uid, gid, caps)) => {
-            enter_remapped_user_namespace(*uid, *gid)?;
-            capabilities_of(caps)
-        }
-        None => berth::caps::CapsHashSet::new(),
-    };
+    if let Some((uid, gid)) = joined.remap_root {
+        enter_remapped_user_namespace(uid, gid)?;
+    }
     Confinement {
         groups: None,
         ids: None,
-        capabilities: &capabilities,
+        capabilities: &joined.capabilities,
         filter: Filter::Set(joined.seccomp.as_deref()),
     }
     .apply()
     .map_err(|e| e.to_string())
-}
-
-/// Capabilities by number, as the keeper record has them.
-fn capabilities_of(numbers: &[u8]) -> berth::caps::CapsHashSet {
-    numbers
-        .iter()
-        .filter_map(|i| berth::caps::from_index(*i))
-        .collect()
 }
 
 /// --container-entrypoint: the task runs `ENTRYPOINT... ARGV...`. Slurm

@@ -110,6 +110,12 @@ fn start_keeper_in_cgroup(
     let mut record = KeeperRecord::of_keeper(pid.as_raw())
         .map_err(|e| anyhow::anyhow!("the container's keeper is gone ({e})"))?;
     record.cgroup_dirs = cgroup.map(ContainerCgroup::keep).unwrap_or_default();
+    // Slurm's configuration is beside its gres.conf.
+    record.slurm_signals_task_descendants = berth::slurm::files::signals_tasks_and_descendants(
+        step.gres_conf
+            .parent()
+            .unwrap_or(std::path::Path::new("/etc/slurm")),
+    );
     Ok(record)
 }
 

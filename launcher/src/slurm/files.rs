@@ -31,13 +31,8 @@ pub fn setting(text: &str, key: &str) -> Option<String> {
         .last()
 }
 
-/// `setting` of the file `name` beside slurm.conf (None when unreadable),
-/// with the files its `Include` lines name (relative ones beside it).
-pub fn file_setting(name: &str, key: &str) -> Option<String> {
-    setting_in(&path(name), key)
-}
-
-/// `setting` of `file` and the files its `Include` lines name.
+/// `setting` of `file` (None when unreadable) and the files its `Include`
+/// lines name (relative ones beside it).
 fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     let dir = file.parent().unwrap_or(std::path::Path::new("/"));
@@ -67,12 +62,13 @@ fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
 /// everything); proctrack/linuxproc signals the task's process tree but
 /// skips every process still named like slurmstepd (a task that has not
 /// exec'd, as a berth task's relay).
-pub fn signals_tasks_and_descendants() -> bool {
-    let proctrack =
-        file_setting("slurm.conf", "ProctrackType").unwrap_or_else(|| "proctrack/cgroup".into());
+/// Read from slurm.conf and cgroup.conf in `conf_dir`.
+pub fn signals_tasks_and_descendants(conf_dir: &std::path::Path) -> bool {
+    let proctrack = setting_in(&conf_dir.join("slurm.conf"), "ProctrackType")
+        .unwrap_or_else(|| "proctrack/cgroup".into());
     match proctrack.to_ascii_lowercase().as_str() {
         "proctrack/pgid" => true,
-        "proctrack/cgroup" => file_setting("cgroup.conf", "SignalChildrenProcesses")
+        "proctrack/cgroup" => setting_in(&conf_dir.join("cgroup.conf"), "SignalChildrenProcesses")
             .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
         _ => false,
     }
@@ -81,6 +77,25 @@ pub fn signals_tasks_and_descendants() -> bool {
 #[cfg(test)]
 mod tests {
     use super::{setting, setting_in};
+
+    #[test]
+    fn slurmstepd_reaches_descendants_under_pgid_and_signal_children_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = |slurm: &str, cgroup: &str| {
+            std::fs::write(dir.path().join("slurm.conf"), slurm).unwrap();
+            std::fs::write(dir.path().join("cgroup.conf"), cgroup).unwrap();
+            super::signals_tasks_and_descendants(dir.path())
+        };
+        assert!(conf("ProctrackType=proctrack/pgid\n", ""));
+        assert!(!conf("ProctrackType=proctrack/linuxproc\n", ""));
+        assert!(!conf("ProctrackType=proctrack/cgroup\n", ""));
+        assert!(conf(
+            "ProctrackType=proctrack/cgroup\n",
+            "SignalChildrenProcesses=yes\n"
+        ));
+        // Slurm's default is proctrack/cgroup.
+        assert!(conf("ClusterName=c\n", "SignalChildrenProcesses=Yes\n"));
+    }
 
     #[test]
     fn included_files_count_where_they_are_included() {

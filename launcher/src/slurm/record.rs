@@ -38,6 +38,10 @@ pub struct KeeperRecord {
     pub cgroup_dirs: Vec<PathBuf>,
     /// The step that made it (set by the plugin).
     pub step: Option<u32>,
+    /// slurmstepd signals a task's descendants as well as the task (this
+    /// node's Slurm configuration, read once by the helper): a task's relay
+    /// then passes none of slurmstepd's signals on.
+    pub slurm_signals_task_descendants: bool,
 }
 
 impl KeeperRecord {
