@@ -106,10 +106,29 @@ fn ensure_munged() {
 /// A sandbox with the standard image, a cluster using its config, and the
 /// image's path.
 pub fn cluster_with_standard_image() -> (Sandbox, Cluster, String) {
+    cluster_with_standard_image_tracked(Tracking::LinuxProc)
+}
+
+/// `cluster_with_standard_image`, with Slurm tracking steps as `tracking` says.
+pub fn cluster_with_standard_image_tracked(tracking: Tracking) -> (Sandbox, Cluster, String) {
     let s = Sandbox::new();
     let image = s.standard_image().to_str().unwrap().to_string();
-    let cluster = Cluster::start(&s.config());
+    let cluster = Cluster::start_tracking(&s.config(), tracking);
     (s, cluster, image)
+}
+
+/// scancel of a running contained step: srun ends, and the container's
+/// keeper and state are gone, the node up.
+pub fn assert_scancel_leaves_nothing(s: &Sandbox, cluster: &Cluster, image_opt: &str) {
+    let mut srun = cluster.sleeping_step("to-cancel", &[image_opt]);
+    crate::wait_until("the container runs", || keepers_of(s) == 1);
+    assert!(cluster.scancel(&["-n", "to-cancel"]));
+    let _ = srun.wait();
+    crate::wait_until("the keeper is gone after scancel", || keepers_of(s) == 0);
+    crate::wait_until("the step's state is removed", || {
+        crate::count_entries(&cluster.dir().join("run/slurm")) == 0
+    });
+    cluster.assert_node_stays_up("scancel");
 }
 
 /// An image whose Entrypoint (`/entry.sh --from-image`) says what it was

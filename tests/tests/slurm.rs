@@ -2,8 +2,8 @@
 //! localhost), driven as an unprivileged user with srun and sbatch.
 
 use berth_e2e::slurm::{
-    assert_entrypoint_runs, cluster_with_standard_image, image_with_entrypoint, keeper_cmdlines,
-    keepers_of,
+    assert_entrypoint_runs, assert_scancel_leaves_nothing, cluster_with_standard_image,
+    image_with_entrypoint, keeper_cmdlines, keepers_of,
 };
 use berth_e2e::*;
 
@@ -172,15 +172,7 @@ fn scancel_and_a_killed_slurmstepd_leave_nothing_behind() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
     let image_opt = format!("--container-image={image}");
-    // scancel of a running step.
-    let mut srun = cluster.sleeping_step("berth-scancel", &[&image_opt]);
-    wait_until("the container runs", || keepers_of(&s) == 1);
-    assert!(cluster.scancel(&["-n", "berth-scancel"]));
-    let _ = srun.wait();
-    wait_until("the keeper is gone after scancel", || keepers_of(&s) == 0);
-    wait_until("the step's state is removed", || {
-        count_entries(&cluster.dir().join("run/slurm")) == 0
-    });
+    assert_scancel_leaves_nothing(&s, &cluster, &image_opt);
     // SIGKILL of the step's slurmstepd: the keeper notices and exits.
     let mut srun = cluster.sleeping_step("berth-kill9", &[&image_opt]);
     wait_until("the container runs", || keepers_of(&s) == 1);

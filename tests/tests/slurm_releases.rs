@@ -8,7 +8,8 @@ use std::process::Command;
 
 use berth_e2e::releases::{Release, ROOTS_DIR};
 use berth_e2e::slurm::{
-    assert_entrypoint_runs, image_with_entrypoint, keepers_of, Cluster, Plugstack, Tracking,
+    assert_entrypoint_runs, assert_scancel_leaves_nothing, image_with_entrypoint, Cluster,
+    Plugstack, Tracking,
 };
 use berth_e2e::*;
 
@@ -107,15 +108,7 @@ fn contained_steps_work_on(release: Release) {
     );
     cluster.assert_node_stays_up("a bad image");
 
-    let mut srun = cluster.sleeping_step("to-cancel", &[&image_opt]);
-    wait_until("the container runs", || keepers_of(&s) == 1);
-    assert!(cluster.scancel(&["-n", "to-cancel"]));
-    let _ = srun.wait();
-    wait_until("the keeper is gone after scancel", || keepers_of(&s) == 0);
-    wait_until("the step's state is removed", || {
-        count_entries(&cluster.dir().join("run/slurm")) == 0
-    });
-    cluster.assert_node_stays_up("scancel");
+    assert_scancel_leaves_nothing(&s, &cluster, &image_opt);
 }
 
 #[test]

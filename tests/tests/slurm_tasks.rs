@@ -6,7 +6,9 @@
 
 use std::process::Stdio;
 
-use berth_e2e::slurm::{cluster_with_standard_image, keepers_of, Cluster, Tracking};
+use berth_e2e::slurm::{
+    cluster_with_standard_image, cluster_with_standard_image_tracked, keepers_of, Tracking,
+};
 use berth_e2e::*;
 
 /// Each task is forked into the container's pid namespace, and the task
@@ -24,9 +26,7 @@ fn signals_arrive_once_and_tasks_end_as_their_command() {
     let rt_signal = (libc::SIGRTMIN() + 2).to_string();
     let counting = format!("exec berth-probe count-signal {rt_signal}");
     for tracking in [Tracking::LinuxProc, Tracking::Pgid, Tracking::Cgroup] {
-        let s = Sandbox::new();
-        let image = s.standard_image().to_str().unwrap().to_string();
-        let cluster = Cluster::start_tracking(&s.config(), tracking);
+        let (s, cluster, image) = cluster_with_standard_image_tracked(tracking);
         let image_opt = format!("--container-image={image}");
         let mut srun = cluster
             .as_user(
@@ -174,9 +174,7 @@ fn a_job_directory_missing_on_the_node_fails_only_relative_paths() {
 fn suspend_and_scancel_reach_every_process_of_the_container() {
     require_root!();
     for tracking in [Tracking::LinuxProc, Tracking::Pgid, Tracking::Cgroup] {
-        let s = Sandbox::new();
-        let image = s.standard_image().to_str().unwrap().to_string();
-        let cluster = Cluster::start_tracking(&s.config(), tracking);
+        let (s, cluster, image) = cluster_with_standard_image_tracked(tracking);
         let image_opt = format!("--container-image={image}");
         let mut srun = cluster
             .as_user(

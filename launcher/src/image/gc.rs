@@ -126,31 +126,12 @@ mod tests {
     use super::*;
     use crate::image::oci::Compression;
     use crate::image::records::ImageRecord;
-    use sha2::Digest;
+    use crate::image::store::test_kit::{one_file_tar, temp_store as store};
     use std::time::{Duration, SystemTime};
-
-    /// A store in a temporary directory (unprivileged: nothing chowned).
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store"), false, false).unwrap();
-        (dir, store)
-    }
 
     /// Adds a layer holding one file of `bytes` bytes, last used `age` ago.
     fn layer(store: &Store, name: &str, bytes: usize, age: u64) -> String {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        tar.append_data(&mut header, name, &vec![b'x'; bytes][..])
-            .unwrap();
-        let data = tar.into_inner().unwrap();
-        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+        let (data, digest) = one_file_tar(name, &vec![b'x'; bytes]);
         store
             .ensure_layer(&digest, None, Compression::None, None, || {
                 Ok(Box::new(std::io::Cursor::new(data)))

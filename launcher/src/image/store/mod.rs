@@ -686,4 +686,6 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 #[cfg(test)]
+pub(crate) mod test_kit;
+#[cfg(test)]
 mod tests;

@@ -1,26 +1,6 @@
 //! The store's own rules: digests, whole layers, layers in use.
+use super::test_kit::{one_file_tar, temp_store as store};
 use super::*;
-
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("store"), false, false).unwrap();
-    (dir, store)
-}
-
-fn one_file_tar() -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(5);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_cksum();
-    tar.append_data(&mut header, "hello", &b"hello"[..])
-        .unwrap();
-    tar.into_inner().unwrap()
-}
 
 #[test]
 fn only_sha256_digests_name_layers() {
@@ -43,8 +23,7 @@ fn only_sha256_digests_name_layers() {
 #[test]
 fn a_layer_appears_whole_and_only_when_its_digest_matches() {
     let (_dir, store) = store();
-    let data = one_file_tar();
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    let (data, digest) = one_file_tar("hello", b"hello");
     let wrong = format!("sha256:{}", "b".repeat(64));
     let refused = store.ensure_layer(&wrong, None, Compression::None, None, || {
         Ok(Box::new(io::Cursor::new(data.clone())))
@@ -80,8 +59,7 @@ fn a_layer_appears_whole_and_only_when_its_digest_matches() {
 #[test]
 fn a_layer_in_use_is_kept_and_one_not_in_use_is_removed() {
     let (_dir, store) = store();
-    let data = one_file_tar();
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    let (data, digest) = one_file_tar("hello", b"hello");
     store
         .ensure_layer(&digest, None, Compression::None, None, || {
             Ok(Box::new(io::Cursor::new(data)))
