@@ -17,6 +17,8 @@ pub struct Cluster {
     pub node: String,
     /// The Slurm release it runs.
     pub release: Release,
+    /// How Slurm tracks its steps' processes.
+    pub tracking: Tracking,
     /// Where a release other than the host's runs (its own munged too).
     root: Option<RootNamespace>,
     /// The plugin's runtime directory (host path).
@@ -115,6 +117,45 @@ pub fn cluster_with_standard_image_tracked(tracking: Tracking) -> (Sandbox, Clus
     let image = s.standard_image().to_str().unwrap().to_string();
     let cluster = Cluster::start_tracking(&s.config(), tracking);
     (s, cluster, image)
+}
+
+/// A step's signal (`scancel -s`) reaches a contained task exactly once (a
+/// real-time signal: every copy sent is delivered, so a duplicate would
+/// count), and the task ends with its command's exit code or signal.
+pub fn assert_signals_reach_the_task_once(cluster: &Cluster, image_opt: &str) {
+    use std::io::BufRead;
+    let rt_signal = (libc::SIGRTMIN() + 2).to_string();
+    let counting = format!("exec berth-probe count-signal {rt_signal}");
+    let mut srun = cluster
+        .as_user(
+            "srun",
+            &["-J", "signalled", image_opt, "sh", "-c", &counting],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(srun.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    assert!(cluster.scancel(&["-s", &rt_signal, "-n", "signalled"]));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(srun.wait().unwrap().success(), "{}", cluster.logs());
+    assert_eq!(
+        rest,
+        [format!("signal {rt_signal} x1")],
+        "{:?}, {:?}",
+        cluster.release,
+        cluster.tracking
+    );
+
+    let out = cluster.srun(&[image_opt, "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let out = cluster.srun(&[image_opt, "sh", "-c", "kill -TERM $$"]);
+    assert!(
+        stderr(&out).contains("Terminated"),
+        "the task did not end by its signal: {}",
+        stderr(&out)
+    );
 }
 
 /// scancel of a running contained step: srun ends, and the container's
@@ -475,6 +516,7 @@ impl Cluster {
             daemons,
             node: node.clone(),
             release,
+            tracking,
             root,
             runtime_dir,
         };

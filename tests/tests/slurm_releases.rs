@@ -8,15 +8,15 @@ use std::process::Command;
 
 use berth_e2e::releases::{Release, ROOTS_DIR};
 use berth_e2e::slurm::{
-    assert_entrypoint_runs, assert_scancel_leaves_nothing, image_with_entrypoint, Cluster,
-    Plugstack, Tracking,
+    assert_entrypoint_runs, assert_scancel_leaves_nothing, assert_signals_reach_the_task_once,
+    image_with_entrypoint, Cluster, Plugstack, Tracking,
 };
 use berth_e2e::*;
 
 /// What must work on every release: a contained task, four tasks in one
 /// container, a batch script in the container, a named container across
-/// steps, the image's entrypoint, a bad image failing only the task,
-/// nothing left after scancel.
+/// steps, the image's entrypoint, a step's signal arriving once through the
+/// task's relay, a bad image failing only the task, nothing left after scancel.
 fn contained_steps_work_on(release: Release) {
     let s = Sandbox::new();
     let image = s.standard_image().to_str().unwrap().to_string();
@@ -98,6 +98,10 @@ fn contained_steps_work_on(release: Release) {
         &cluster,
         &format!("--container-image={}", entrypoint_image.display()),
     );
+
+    // Each task's relay (outside the container's pid namespace) passes the
+    // step's signals on once and ends as its command did.
+    assert_signals_reach_the_task_once(&cluster, &image_opt);
 
     let out = cluster.srun(&["--container-image=/no/such/image.sqsh", "true"]);
     assert!(!out.status.success());

@@ -7,7 +7,8 @@
 use std::process::Stdio;
 
 use berth_e2e::slurm::{
-    cluster_with_standard_image, cluster_with_standard_image_tracked, keepers_of, Tracking,
+    assert_signals_reach_the_task_once, cluster_with_standard_image,
+    cluster_with_standard_image_tracked, keepers_of, Tracking,
 };
 use berth_e2e::*;
 
@@ -20,38 +21,13 @@ use berth_e2e::*;
 /// does: the batch task's pid alone) reaches a contained batch script.
 #[test]
 fn signals_arrive_once_and_tasks_end_as_their_command() {
-    use std::io::BufRead;
     require_root!();
-    // A real-time signal: every copy sent is delivered, so a duplicate counts.
     let rt_signal = (libc::SIGRTMIN() + 2).to_string();
     let counting = format!("exec berth-probe count-signal {rt_signal}");
     for tracking in [Tracking::LinuxProc, Tracking::Pgid, Tracking::Cgroup] {
         let (s, cluster, image) = cluster_with_standard_image_tracked(tracking);
         let image_opt = format!("--container-image={image}");
-        let mut srun = cluster
-            .as_user(
-                "srun",
-                &["-J", "signalled", &image_opt, "sh", "-c", &counting],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(srun.stdout.take().unwrap()).lines();
-        assert_eq!(lines.next().unwrap().unwrap(), "ready");
-        assert!(cluster.scancel(&["-s", &rt_signal, "-n", "signalled"]));
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        assert!(srun.wait().unwrap().success(), "{}", cluster.logs());
-        assert_eq!(rest, [format!("signal {rt_signal} x1")], "{tracking:?}");
-
-        let out = cluster.srun(&[&image_opt, "sh", "-c", "exit 7"]);
-        assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-        let out = cluster.srun(&[&image_opt, "sh", "-c", "kill -TERM $$"]);
-        assert!(
-            stderr(&out).contains("Terminated"),
-            "the task did not end by its signal: {}",
-            stderr(&out)
-        );
+        assert_signals_reach_the_task_once(&cluster, &image_opt);
         if tracking == Tracking::Pgid {
             // slurmstepd signals the task's process group there, so the relay
             // passes nothing of slurmstepd's on, and the batch task's pid
