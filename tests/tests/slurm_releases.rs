@@ -16,7 +16,8 @@ use berth_e2e::*;
 /// What must work on every release: a contained task, four tasks in one
 /// container, a batch script in the container, a named container across
 /// steps, the image's entrypoint, a step's signal arriving once through the
-/// task's relay, a bad image failing only the task, nothing left after scancel.
+/// task's relay, a bad image failing only the task, nothing left after
+/// scancel, and no berth.toml at all.
 fn contained_steps_work_on(release: Release) {
     let s = Sandbox::new();
     let image = s.standard_image().to_str().unwrap().to_string();
@@ -113,6 +114,20 @@ fn contained_steps_work_on(release: Release) {
     cluster.assert_node_stays_up("a bad image");
 
     assert_scancel_leaves_nothing(&s, &cluster, &image_opt);
+
+    // No berth.toml where plugstack.conf's config= points: the defaults
+    // (the root's own /var/lib/berth store). The host's release is checked
+    // so by the package test, on a clean Debian 12 root.
+    if release != Release::Host {
+        std::fs::remove_file(s.config()).unwrap();
+        let out = cluster.srun(&[&image_opt, "cat", "/etc/motd"]);
+        assert_eq!(
+            stdout(&out),
+            "layer2\n",
+            "{}",
+            context("no berth.toml", &out)
+        );
+    }
 }
 
 #[test]
