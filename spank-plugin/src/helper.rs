@@ -70,10 +70,18 @@ fn helper_command(
                 .arg(format!("{}:{}", home.display(), home.display()));
         }
     }
-    // Made once per step by the helper that builds the container (or the
-    // view); each task enters it in task_init.
+    // The task rules go into the container's spec and come back in its
+    // record: the working directory (made once per step by the helper that
+    // builds the container or the view; each task enters it in task_init),
+    // remap-root, and the variables whose job value wins.
     if let Some(w) = values.get("container-workdir") {
         cmd.arg("--workdir").arg(w);
+    }
+    if values.flag("container-remap-root") {
+        cmd.arg("--remap-root");
+    }
+    if let Some(names) = values.get("container-env").filter(|n| !n.is_empty()) {
+        cmd.arg("--job-env").arg(names);
     }
     // Relative paths were made absolute from the job's directory (above,
     // and the image in `start_keeper`): the helper needs no working

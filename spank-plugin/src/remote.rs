@@ -19,6 +19,7 @@ use slurm_conf::plugstack::PlugstackArgs;
 use berth::idmap::UserNsMaps;
 use berth::process::confine::{Confinement, Filter};
 use berth::slurm::record::KeeperRecord;
+use berth::spec::process::task_environment;
 
 use crate::helper::{run_slurm_start, step_view};
 use crate::options::NameMode;
@@ -47,18 +48,6 @@ pub struct Joined {
 
 /// `berth-entrypoint` (entrypoint/main.rs), built static by build.rs.
 static ENTRYPOINT_HELPER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-entrypoint"));
-
-/// Variables the job's value wins for (Slurm, GPUs, MPI), besides the
-/// names in `--container-env`.
-fn job_owns(name: &str, listed: &[&str]) -> bool {
-    listed.contains(&name)
-        || [
-            "SLURM_", "SLURMD_", "CUDA_", "NVIDIA_", "GPU_", "ROCR_", "HIP_", "PMI", "PMIX_",
-            "OMPI_", "UCX_",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
-}
 
 fn plugstack(state_args: &Option<Result<PlugstackArgs, String>>) -> Result<PlugstackArgs, String> {
     match state_args {
@@ -206,31 +195,19 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         return Err("the task did not land in the container's root filesystem (is slurmd running under chroot?); tell the cluster admins".into());
     }
 
-    let listed: Vec<&str> = values
-        .get("container-env")
-        .map(|e| e.split(',').collect())
-        .unwrap_or_default();
-    for entry in &reply.env {
-        let Some((name, value)) = entry.split_once('=') else {
-            continue;
-        };
-        if job_owns(name, &listed) && ffi::getenv(sp, name).is_some() {
-            continue;
-        }
-        ffi::setenv(sp, name, value, true);
-    }
-    // What the container's devices need wins over the job's values: the
-    // container counts its GPUs from 0 (CUDA_VISIBLE_DEVICES).
-    for entry in &reply.device_env {
-        if let Some((name, value)) = entry.split_once('=') {
-            ffi::setenv(sp, name, value, true);
-        }
+    // The container's environment, except what the job owns (Slurm's,
+    // the GPUs', MPI's and --container-env's variables, where the job has
+    // them), then what its devices need, which wins over the job's values
+    // (the container counts its GPUs from 0: CUDA_VISIBLE_DEVICES).
+    let job_has = |name: &str| ffi::getenv(sp, name).is_some();
+    for (name, value) in task_environment(&reply.env, &reply.device_env, &reply.job_env, job_has) {
+        ffi::setenv(sp, &name, &value, true);
     }
     let seccomp = reply.seccomp_program()?;
     // With --container-remap-root the task later becomes root of a user
     // namespace of its own; the capabilities it may hold there must stay in
     // the bounding set (they mean nothing outside that namespace).
-    let remap_root = values.flag("container-remap-root").then_some((uid, gid));
+    let remap_root = reply.remap_root.then_some((uid, gid));
     let capabilities: berth::caps::CapsHashSet = match remap_root {
         Some(_) => reply
             .root_capabilities
@@ -261,7 +238,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .then(|| reply.entrypoint.clone())
         .filter(|e| !e.is_empty());
     // The step's helper made it (slurm-start or slurm-join --workdir).
-    let workdir = values.get("container-workdir").map(String::from);
+    let workdir = reply.workdir.clone();
     with_state(|s| {
         s.joined = Some(Joined {
             seccomp,

@@ -235,15 +235,19 @@ fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
              srun --container-name=c1 --container-mounts={}:/step-mount cat /tmp/state /step-mount/note\n\
              srun --container-name=c1 --container-mounts=/no/such/dir:/x true || echo bad-mount-refused\n\
              srun --container-name=c1:exec sh -c 'cat /tmp/state; cat /etc/motd'\n\
+             srun --container-name=c1 --container-remap-root sh -c 'echo remapped=$(id -u)'\n\
+             srun --container-name=c1 --container-workdir=/tmp/w2 sh -c 'echo uid=$(id -u) in $(pwd)'\n\
              srun --container-name=c2:exec true || echo no-c2\n\
              srun --container-name=c1:create --container-image={image} sh -c 'test -e /tmp/state && echo STALE || echo fresh'\n",
             dir.display()
         ),
     );
+    let per_step = format!("remapped=0\nuid={} in /tmp/w2\n", test_user().0);
     for expected in [
         "kept\nmounted\n",
         "bad-mount-refused\nkept\nlayer2\n",
-        "no-c2\n",
+        // Remap-root and the working directory are each step's own.
+        &per_step,
         "fresh\n",
     ] {
         assert!(

@@ -7,7 +7,8 @@ use anyhow::{bail, Result};
 
 use berth::image::records::{self, ImageRecord};
 use berth::image::registry::{self, PullOptions};
-use berth::image::{archive, layout, squashfs, ImageRef, ImageSource, ResolvedImage};
+use berth::image::{archive, layout, squashfs, ImageRef, ImageSource};
+use berth::spec::build::Credentials;
 
 use super::progress::PullReporter;
 use super::Context;
@@ -39,16 +40,6 @@ pub(crate) struct GcArgs {
     /// Shrink the store to this size (e.g. 50G) [default: store.max_size].
     #[arg(long, value_name = "SIZE")]
     max_size: Option<String>,
-}
-
-/// Whose registry credentials a pull may use.
-#[derive(Clone, Copy)]
-pub(crate) enum Credentials {
-    /// The caller's own (and the admin's configured files).
-    Caller,
-    /// A job user's own, read with that user's rights (root pulling on a
-    /// user's behalf must not let a symlink in their home expose root's files).
-    User(u32, u32),
 }
 
 fn pull_options(ctx: &Context, whose: Credentials) -> PullOptions {
@@ -128,17 +119,11 @@ impl berth::image::ImageRegistry for RegistryFor<'_> {
     }
 }
 
-/// Resolves an image for `run`, pulling or importing it when needed.
-pub(crate) fn resolve(
-    ctx: &Context,
-    source: &ImageSource,
-    whose: Credentials,
-) -> Result<ResolvedImage> {
-    Ok(source.resolve(
-        &ctx.store,
-        ctx.config.security.allow_setuid,
-        &RegistryFor { ctx, whose },
-    )?)
+/// The registry as each user reaches it, for the spec builder.
+impl berth::spec::build::Registries for Context {
+    fn for_user(&self, whose: Credentials) -> Box<dyn berth::image::ImageRegistry + '_> {
+        Box::new(RegistryFor { ctx: self, whose })
+    }
 }
 
 /// Private registry images stay private on a shared node: before a user

@@ -1,12 +1,10 @@
 //! The `berth` command line: parsing, logging, config and store, and the
 //! dispatch to each verb (`run.rs`, `images.rs`).
 
-mod identity;
 mod images;
 mod progress;
 mod run;
 mod slurm;
-mod user_mounts;
 
 use std::path::{Path, PathBuf};
 
@@ -78,6 +76,15 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// What the spec builder needs of this invocation.
+    fn build_context(&self) -> berth::spec::build::BuildContext<'_> {
+        berth::spec::build::BuildContext {
+            config: &self.config,
+            store: &self.store,
+            privileged: self.privileged,
+        }
+    }
+
     fn new(cli: &Cli) -> Result<Context> {
         let config = load_config(cli)?;
         let privileged = nix::unistd::geteuid().is_root();

@@ -1,23 +1,17 @@
 //! `berth slurm-start` (hidden): the helper the SPANK plugin runs, as root,
 //! from the first task of a step on a node. It brings the image into the
 //! node's store, starts the step's container keeper (see
-//! `berth::process::keeper`) and prints, as one JSON line, what the tasks
-//! need to join it: the keeper's pid, the image's environment, the working
-//! directory, the image's entrypoint and the compiled seccomp program.
+//! `berth::slurm::step` and `berth::process::keeper`) and prints, as one
+//! JSON line, the keeper's record: what the tasks need to join it.
 //! `berth slurm-join` gives a later step of the job its own view into a
-//! named container.
+//! named container; `berth slurm-save` saves a container.
 
 use anyhow::{bail, Result};
 
-use berth::limits::cgroup::ContainerCgroup;
-use berth::process::keeper::{self, Kept};
-use berth::slurm::record::KeeperRecord;
-use berth::spec::StepViewSpec;
+use berth::slurm::step::{start_container, start_view, StepOnNode};
 use nix::unistd::Pid;
 
-use super::identity::user_identity;
-use super::run::{build_spec, devices_and_cgroup, Asks, Purpose, RunArgs, SlurmGpus};
-use super::user_mounts::user_mounts;
+use super::run::RunArgs;
 use super::Context;
 
 /// What the plugin tells both helpers about the step.
@@ -46,77 +40,24 @@ pub(crate) struct SlurmStepArgs {
     /// The job's partition, for `[limits.partitions.NAME]`.
     #[arg(long, value_name = "NAME")]
     partition: Option<String>,
+    /// Variables whose job value wins over the container's (`--container-env`).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    job_env: Vec<String>,
 }
 
 impl SlurmStepArgs {
-    /// How a step's container differs from `berth run`'s.
-    fn purpose(&self) -> Result<Purpose> {
-        let hostname = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok());
-        let (cgroup_path, cgroup_v1_paths) = match self.stepd_pid {
-            Some(pid) => {
-                use berth::limits::cgroup::{is_v2, V1_CONTROLLERS};
-                let text =
-                    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-                let placement = berth::slurm::placement::container_cgroups(
-                    &text,
-                    pid,
-                    self.watch_pid.is_none(),
-                    &self.container_id,
-                    (!is_v2()).then_some(V1_CONTROLLERS),
-                );
-                (Some(placement.unified), placement.v1)
-            }
-            None => (None, Default::default()),
-        };
-        Ok(Purpose {
-            terminal: None,
-            needs_command: false,
-            default_hostname: hostname,
-            proc_hidepid: true,
-            cgroup_path,
-            cgroup_v1_paths,
+    fn step(&self) -> StepOnNode {
+        StepOnNode {
+            watch_pid: self.watch_pid,
+            slurm_gpus: self.slurm_gpus.clone(),
+            gres_conf: self.gres_conf.clone(),
+            node_name: self.node_name.clone(),
+            stepd_pid: self.stepd_pid,
+            container_id: self.container_id.clone(),
             partition: self.partition.clone(),
-            slurm_constrains_devices: std::fs::read_to_string(
-                self.gres_conf.with_file_name("cgroup.conf"),
-            )
-            .is_ok_and(|text| berth::slurm::placement::constrains_devices(&text)),
-            slurm_gpus: match self.slurm_gpus.as_deref() {
-                None => None,
-                Some(list) => Some(SlurmGpus {
-                    indexes: match list {
-                        "" => vec![],
-                        list => berth::gpu::parse_list(list)?.unwrap_or_default(),
-                    },
-                    gres_conf: self.gres_conf.clone(),
-                    node: self.node_name.clone(),
-                }),
-            },
-        })
+            job_env: self.job_env.clone(),
+        }
     }
-}
-
-/// Makes the cgroup, starts the keeper in it; the keeper's record with
-/// the cgroup's directories (which outlive this helper: the plugin removes
-/// them with the container).
-fn start_keeper_in_cgroup(
-    kept: Kept,
-    cgroup: Option<&berth::spec::CgroupSpec>,
-    step: &SlurmStepArgs,
-) -> Result<KeeperRecord> {
-    let cgroup = cgroup.map(ContainerCgroup::for_spec).transpose()?;
-    let pid = keeper::spawn_keeper(kept, step.watch_pid.map(Pid::from_raw), cgroup.as_ref())?;
-    let mut record = KeeperRecord::of_keeper(pid.as_raw())
-        .map_err(|e| anyhow::anyhow!("the container's keeper is gone ({e})"))?;
-    record.cgroup_dirs = cgroup.map(ContainerCgroup::keep).unwrap_or_default();
-    // Slurm's configuration is beside its gres.conf.
-    record.slurm_signals_task_descendants = berth::slurm::files::signals_tasks_and_descendants(
-        step.gres_conf
-            .parent()
-            .unwrap_or(std::path::Path::new("/etc/slurm")),
-    );
-    Ok(record)
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,22 +69,11 @@ pub(crate) struct SlurmStartArgs {
 }
 
 pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
-    if !ctx.privileged || args.run.user_is_unset() {
+    let request = args.run.request();
+    if !ctx.privileged || request.user.is_none() {
         bail!("slurm-start is run by the SPANK plugin, as root, with --user");
     }
-    let purpose = args.step.purpose()?;
-    // The layer locks are inherited by the keeper and held as long as it lives.
-    let (spec, image, _in_use) = build_spec(ctx, &args.run, &purpose)?;
-    let record = KeeperRecord {
-        image: image.id.clone(),
-        env: spec.process.env.clone(),
-        device_env: spec.devices.env.clone(),
-        workdir: Some(spec.process.cwd.to_string_lossy().into_owned()),
-        entrypoint: image.config.entrypoint.clone().unwrap_or_default(),
-        seccomp: spec.seccomp_program.as_deref().map(hex::encode),
-        root_capabilities: spec.root_capabilities.iter().map(|c| c.index()).collect(),
-        ..start_keeper_in_cgroup(Kept::Container(&spec), spec.cgroup.as_ref(), &args.step)?
-    };
+    let record = start_container(&ctx.build_context(), ctx, &request, &args.step.step())?;
     println!("{}", record.to_line());
     Ok(0)
 }
@@ -161,7 +91,10 @@ pub(crate) struct SlurmJoinArgs {
     mounts: Vec<String>,
     /// This step's working directory (made when missing).
     #[arg(short, long, value_name = "DIR")]
-    workdir: Option<std::path::PathBuf>,
+    workdir: Option<String>,
+    /// This step's tasks are root in a user namespace mapped to the user.
+    #[arg(long)]
+    remap_root: bool,
     #[command(flatten)]
     step: SlurmStepArgs,
 }
@@ -169,44 +102,24 @@ pub(crate) struct SlurmJoinArgs {
 /// `berth slurm-join` (hidden): a step's own view into a named container an
 /// earlier step made (see `berth::spec::StepViewSpec`): this step's GPUs
 /// (and nothing of the earlier step's), mounts and cgroup over the
-/// container's files. Prints the keeper's pid, the devices' environment and
-/// the cgroup as one JSON line.
+/// container's files. Prints the view keeper's record as one JSON line.
 pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
     if !ctx.privileged {
         bail!("slurm-join is run by the SPANK plugin, as root");
     }
-    let purpose = args.step.purpose()?;
-    let identity = user_identity(&args.user, false)?;
-    let mounts = user_mounts(&ctx.config, &args.mounts, &identity)?;
-    let asks = Asks {
-        gpus: None,
-        limits: Default::default(),
-        root_for_itself: false,
-    };
-    let (devices, cgroup) = devices_and_cgroup(ctx, &identity, &asks, &purpose, None)?;
-    if let Some(dir) = args.workdir.as_ref().filter(|d| !d.is_absolute()) {
-        bail!("--workdir {}: must be an absolute path", dir.display());
-    }
-    let view = StepViewSpec {
-        devices,
-        mounts,
+    let request = berth::spec::build::ContainerRequest {
+        mounts: args.mounts.clone(),
         workdir: args.workdir.clone(),
-        identity,
-        cgroup,
+        remap_root: args.remap_root,
+        ..Default::default()
     };
-    let join = berth::sys::pidfd_open(Pid::from_raw(args.join_pid))
-        .map_err(|e| anyhow::anyhow!("the named container is gone ({e})"))?;
-    let record = KeeperRecord {
-        device_env: view.devices.env.clone(),
-        ..start_keeper_in_cgroup(
-            Kept::StepView {
-                join: &join,
-                view: &view,
-            },
-            view.cgroup.as_ref(),
-            &args.step,
-        )?
-    };
+    let record = start_view(
+        &ctx.build_context(),
+        Pid::from_raw(args.join_pid),
+        &args.user,
+        &request,
+        &args.step.step(),
+    )?;
     println!("{}", record.to_line());
     Ok(0)
 }
@@ -240,7 +153,7 @@ pub(crate) fn slurm_save(ctx: &Context, args: &SlurmSaveArgs) -> Result<i32> {
     let rights = berth::as_user::UserRights {
         uid,
         gid,
-        groups: super::identity::supplementary_groups(uid, gid),
+        groups: berth::spec::identity::supplementary_groups(uid, gid),
     };
     let keeper = berth::slurm::save::Keeper {
         pid: args.pid,

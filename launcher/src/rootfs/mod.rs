@@ -346,6 +346,7 @@ mod tests {
             seccomp_program: None,
             devices: Default::default(),
             cgroup: None,
+            slurm_tasks: None,
         }
     }
 

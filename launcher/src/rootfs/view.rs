@@ -56,7 +56,7 @@ pub fn build(
         super::mount_own_cgroup(sys)?;
     }
     attach_mounts(sys, &view.mounts, sources.mounts, Some(&view.identity))?;
-    if let Some(dir) = &view.workdir {
+    if let Some(dir) = &view.tasks.workdir {
         sys.make_user_path(dir, super::user_paths::Kind::Dir, &view.identity)
             .map_err(at("cannot create working directory", dir))?;
     }
@@ -85,7 +85,10 @@ mod tests {
                 read_only: true,
                 tree: None,
             }],
-            workdir: Some(PathBuf::from("/work")),
+            tasks: crate::spec::SlurmTaskRules {
+                workdir: Some(PathBuf::from("/work")),
+                job_env: vec![],
+            },
             identity: Identity {
                 host_uid: 1000,
                 host_gid: 1000,

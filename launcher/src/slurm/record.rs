@@ -26,8 +26,14 @@ pub struct KeeperRecord {
     pub env: Vec<String>,
     /// What the container's devices need (CUDA_VISIBLE_DEVICES...): `NAME=value`.
     pub device_env: Vec<String>,
-    /// The image's working directory.
+    /// Where each task starts (`--container-workdir`, made by the helper),
+    /// or None: where Slurm starts it.
     pub workdir: Option<String>,
+    /// The tasks are root in a user namespace of their own, mapped to the
+    /// job's user (`--container-remap-root`).
+    pub remap_root: bool,
+    /// Variables whose job value wins over the container's (`--container-env`).
+    pub job_env: Vec<String>,
     /// The image's Entrypoint.
     pub entrypoint: Vec<String>,
     /// The seccomp program tasks load before exec, hex-encoded BPF.
@@ -93,7 +99,8 @@ impl KeeperRecord {
 
     /// A later step's record for a named container: this container's
     /// files, environment and image with the step's own keeper (`view`,
-    /// which holds the step's mount namespace), devices and cgroups. The
+    /// which holds the step's mount namespace), devices, cgroups and task
+    /// rules (working directory, remap-root, job variables). The
     /// earlier step's device variables are not the step's.
     pub fn seen_from(&self, view: &KeeperRecord, step: u32) -> KeeperRecord {
         let earlier_device_names: Vec<&str> = self
@@ -114,6 +121,9 @@ impl KeeperRecord {
                 .collect(),
             device_env: view.device_env.clone(),
             cgroup_dirs: view.cgroup_dirs.clone(),
+            workdir: view.workdir.clone(),
+            remap_root: view.remap_root,
+            job_env: view.job_env.clone(),
             step: Some(step),
             ..self.clone()
         }
@@ -172,6 +182,9 @@ mod tests {
             device_env: vec!["CUDA_VISIBLE_DEVICES=0".into()],
             entrypoint: vec!["/entry".into()],
             cgroup_dirs: vec!["/sys/fs/cgroup/a".into()],
+            workdir: Some("/first".into()),
+            remap_root: true,
+            job_env: vec!["FIRST".into()],
             step: Some(0),
             ..Default::default()
         };
@@ -180,6 +193,7 @@ mod tests {
             started: 2,
             device_env: vec!["CUDA_VISIBLE_DEVICES=0,1".into()],
             cgroup_dirs: vec!["/sys/fs/cgroup/b".into()],
+            job_env: vec!["LATER".into()],
             ..Default::default()
         };
         let seen = named.seen_from(&view, 3);
@@ -187,6 +201,11 @@ mod tests {
         assert_eq!(seen.env, ["PATH=/bin"]);
         assert_eq!(seen.device_env, view.device_env);
         assert_eq!(seen.cgroup_dirs, view.cgroup_dirs);
+        // The task rules are the later step's own.
+        assert_eq!(
+            (&seen.workdir, seen.remap_root, &seen.job_env),
+            (&None, false, &view.job_env)
+        );
         assert_eq!(
             (seen.image.as_str(), &seen.entrypoint),
             ("sha256:abc", &named.entrypoint)

@@ -1,7 +1,71 @@
-//! [`ContainerSpec`]: the one value that fully describes a container. The CLI
-//! (and later the SPANK plugin) only build this value; `process::run` acts on it.
+//! [`ContainerSpec`]: the one value that fully describes a container, and
+//! the one builder of it ([`build::build_spec`]) that `berth run`, a Slurm
+//! step's `slurm-start` and a step's view into a named container
+//! ([`build::step_view_spec`]) share. The command line only parses
+//! arguments into a [`build::ContainerRequest`]; `process::run` and the
+//! Slurm keeper act on the spec.
+//!
+//! - [`build`]: request + purpose → spec (image, identity, process, devices, cgroup)
+//! - [`identity`]: who the container runs as
+//! - [`mounts`]: the user's bind mounts, checked and opened with the user's rights
+//! - [`process`]: the command, its environment and working directory
+//! - [`devices`]: GPUs, CDI devices and the container's cgroup
+
+pub mod build;
+pub mod devices;
+pub mod identity;
+pub mod mounts;
+pub mod process;
 
 use std::path::PathBuf;
+
+/// Why a container's spec could not be built: each names what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// A value the user gave (option, image field) is not usable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The image.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// The node's image store.
+    #[error(transparent)]
+    Store(#[from] crate::image::StoreError),
+    /// A bind mount.
+    #[error(transparent)]
+    Mount(#[from] crate::mounts::MountError),
+    /// A path opened with the user's rights.
+    #[error(transparent)]
+    UserPath(#[from] crate::as_user::UserPathError),
+    /// The GPUs asked for.
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    /// The resource limits.
+    #[error(transparent)]
+    Limits(#[from] crate::limits::LimitsError),
+    /// berth.toml's capabilities.
+    #[error(transparent)]
+    Caps(#[from] crate::caps::CapsError),
+    /// The seccomp program.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    /// A host operation.
+    #[error("{what}: {source}")]
+    Host {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+impl SpecError {
+    /// A host operation's failure, saying what was being done.
+    pub fn host(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SpecError {
+        let what = what.into();
+        move |source| SpecError::Host { what, source }
+    }
+}
 
 /// Everything needed to start one container.
 #[derive(Debug, Clone)]
@@ -46,6 +110,23 @@ pub struct ContainerSpec {
     /// The cgroup berth makes for the container, or None to leave the
     /// container in berth's own cgroup.
     pub cgroup: Option<CgroupSpec>,
+    /// For a Slurm step's container: what each task takes from the job
+    /// rather than from the container (None for `berth run`).
+    pub slurm_tasks: Option<SlurmTaskRules>,
+}
+
+/// What a Slurm task of the container takes from its job: Slurm starts
+/// each task with the job's environment in the job's directory, and the
+/// plugin applies these rules as it moves the task into the container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmTaskRules {
+    /// Where each task starts (`--container-workdir`), or None: where Slurm
+    /// starts it.
+    pub workdir: Option<PathBuf>,
+    /// Variables whose job value wins over the container's
+    /// (`--container-env`), besides Slurm's, the GPUs' and MPI's own
+    /// ([`process::job_owns`]).
+    pub job_env: Vec<String>,
 }
 
 /// A container's own cgroup.
@@ -186,10 +267,11 @@ pub struct StepViewSpec {
     pub devices: DeviceEdits,
     /// This step's bind mounts.
     pub mounts: Vec<BindMount>,
-    /// This step's working directory, made when missing.
-    pub workdir: Option<PathBuf>,
+    /// What this step's tasks take from the job; its working directory is
+    /// made when missing.
+    pub tasks: SlurmTaskRules,
     /// The job's user (the mount namespace belongs to the host's user
-    /// namespace: `privileged`).
+    /// namespace: `privileged`), remapped to root when this step asks.
     pub identity: Identity,
     /// This step's cgroup, or None.
     pub cgroup: Option<CgroupSpec>,

@@ -2,49 +2,49 @@
 //! `--user`, and a root caller honours the image's `User`. The name
 //! service is asked only when another user's groups are needed.
 
-use anyhow::{bail, Context as _, Result};
+use crate::image::ResolvedImage;
 
-use berth::image::ResolvedImage;
-use berth::spec::Identity;
+use super::{Identity, SpecError};
 
-use super::run::RunArgs;
-
-fn parse_ids(text: &str) -> Result<(u32, Option<u32>)> {
+fn parse_ids(text: &str) -> Result<(u32, Option<u32>), SpecError> {
+    let bad = || SpecError::Invalid(format!("--user {text:?}: expected UID[:GID] as numbers"));
     let mut parts = text.splitn(2, ':');
-    let uid = parts
-        .next()
-        .unwrap_or("")
-        .parse()
-        .with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
+    let uid = parts.next().unwrap_or("").parse().map_err(|_| bad())?;
     let gid = parts
         .next()
         .map(str::parse)
         .transpose()
-        .with_context(|| format!("--user {text:?}: expected UID[:GID] as numbers"))?;
+        .map_err(|_| bad())?;
     Ok((uid, gid))
 }
 
 /// The identity `--user` asks for (root only), or None without it.
-pub(crate) fn asked_identity(args: &RunArgs, privileged: bool) -> Result<Option<Identity>> {
-    match (&args.user, privileged) {
-        (Some(user), true) => user_identity(user, args.remap_root).map(Some),
-        (Some(_), false) => bail!("--user: only root may choose the user a container runs as"),
+pub fn asked_identity(
+    user: Option<&str>,
+    remap_root: bool,
+    privileged: bool,
+) -> Result<Option<Identity>, SpecError> {
+    match (user, privileged) {
+        (Some(user), true) => user_identity(user, remap_root).map(Some),
+        (Some(_), false) => Err(SpecError::Invalid(
+            "--user: only root may choose the user a container runs as".into(),
+        )),
         (None, _) => Ok(None),
     }
 }
 
 /// The identity of `--user UID[:GID]` for root acting for that user.
-pub(crate) fn user_identity(user: &str, remap_root: bool) -> Result<Identity> {
+pub fn user_identity(user: &str, remap_root: bool) -> Result<Identity, SpecError> {
     let (uid, gid) = parse_ids(user)?;
     Ok(host_identity(uid, gid, remap_root, true))
 }
 
 /// Without `--user`: the caller, or for a root caller the image's User.
-pub(crate) fn identity(
-    args: &RunArgs,
+pub fn identity(
     image: &ResolvedImage,
+    remap_root: bool,
     privileged: bool,
-) -> Result<Identity> {
+) -> Result<Identity, SpecError> {
     let (uid, gid) = match (privileged, &image.config.user) {
         (true, Some(user)) if !user.is_empty() => image_user(user, image)?,
         (true, _) => (0, Some(0)),
@@ -53,7 +53,7 @@ pub(crate) fn identity(
             Some(nix::unistd::getgid().as_raw()),
         ),
     };
-    Ok(host_identity(uid, gid, args.remap_root, privileged))
+    Ok(host_identity(uid, gid, remap_root, privileged))
 }
 
 /// Completes a host identity: the gid from the name service when not given,
@@ -81,7 +81,7 @@ fn host_identity(uid: u32, gid: Option<u32>, remap_root: bool, privileged: bool)
 }
 
 /// Resolves an image's `User` (numeric or a name in the image's /etc/passwd).
-fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
+fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>), SpecError> {
     let (name, group) = user
         .split_once(':')
         .map_or((user, None), |(u, g)| (u, Some(g)));
@@ -99,13 +99,14 @@ fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
             .and_then(|f| f[2].parse().ok())
     });
     let Some(uid) = uid else {
-        bail!("the image's User {user:?} is not in its /etc/passwd")
+        return Err(SpecError::Invalid(format!(
+            "the image's User {user:?} is not in its /etc/passwd"
+        )));
     };
     let gid = match group {
-        Some(g) => Some(
-            g.parse()
-                .with_context(|| format!("the image's User {user:?}: group must be numeric"))?,
-        ),
+        Some(g) => Some(g.parse().map_err(|_| {
+            SpecError::Invalid(format!("the image's User {user:?}: group must be numeric"))
+        })?),
         None => passwd
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
@@ -116,7 +117,7 @@ fn image_user(user: &str, image: &ResolvedImage) -> Result<(u32, Option<u32>)> {
 }
 
 /// A host user's supplementary groups, from the name service.
-pub(crate) fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
+pub fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
     let Some(user) = nix::unistd::User::from_uid(uid.into()).ok().flatten() else {
         return vec![gid];
     };
