@@ -11,12 +11,12 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag};
+
 use nix::unistd::{ForkResult, Gid, Pid};
 
 use super::confine::{self, Confinement, Filter};
 use super::signals::{forwarded_set, should_forward};
-use super::{encode_error, exec, exit_code_of, EXIT_BERTH_ERROR};
+use super::{encode_error, exec, EXIT_BERTH_ERROR};
 use crate::idmap::MapPlan;
 use crate::rootfs;
 use crate::spec::ContainerSpec;
@@ -192,12 +192,12 @@ fn reap_and_forward(command: Pid, sync: std::fs::File) -> i32 {
     };
     loop {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(status) if status.pid() == Some(command) => {
-                    return exit_code_of(status).unwrap_or(EXIT_BERTH_ERROR);
+            match crate::sys::reap_any_child() {
+                Ok(Some((pid, Some(end)))) if pid == command => {
+                    return end.exit_code().unwrap_or(EXIT_BERTH_ERROR);
                 }
-                Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue, // an orphan reaped
+                Ok(None) | Err(_) => break,
+                Ok(Some(_)) => continue, // an orphan reaped
             }
         }
         let mut fds = [

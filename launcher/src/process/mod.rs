@@ -26,7 +26,7 @@ use std::os::fd::OwnedFd;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::{pipe2, Pid};
 
 use crate::idmap::{self, UserNsMaps};
@@ -239,18 +239,10 @@ pub(crate) fn decode_error(rest: &[u8]) -> (i32, String) {
     }
 }
 
-/// The exit code for a wait status: the exit code, or 128+N for signal N.
-pub fn exit_code_of(status: WaitStatus) -> Option<i32> {
-    match status {
-        WaitStatus::Exited(_, code) => Some(code),
-        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
-        _ => None,
-    }
-}
-
-/// Reaps `pid` if it has exited, without blocking.
-pub(crate) fn try_reap(pid: Pid) -> nix::Result<Option<i32>> {
-    Ok(exit_code_of(waitpid(pid, Some(WaitPidFlag::WNOHANG))?))
+/// Reaps `pid` if it has exited, without blocking: its exit code (128+N
+/// when killed by signal N).
+pub(crate) fn try_reap(pid: Pid) -> std::io::Result<Option<i32>> {
+    Ok(crate::sys::reap_child(pid, false)?.and_then(crate::sys::ChildEnd::exit_code))
 }
 
 #[cfg(test)]
@@ -269,12 +261,28 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes() {
-        let pid = Pid::from_raw(1);
-        assert_eq!(exit_code_of(WaitStatus::Exited(pid, 3)), Some(3));
-        assert_eq!(
-            exit_code_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
-            Some(137)
-        );
+    fn exit_codes_follow_the_shell_real_time_signals_included() {
+        use crate::sys::ChildEnd;
+        assert_eq!(ChildEnd::Exited(3).exit_code(), Some(3));
+        assert_eq!(ChildEnd::Signaled(9).exit_code(), Some(137));
+        assert_eq!(ChildEnd::Signaled(40).exit_code(), Some(168));
+        assert_eq!(ChildEnd::TraceStopped.exit_code(), None);
+    }
+
+    /// nix's waitpid reaps a child killed by a real-time signal and then
+    /// fails (it has no `Signal` for it): the end was lost.
+    #[test]
+    fn a_child_killed_by_a_real_time_signal_is_reaped_with_its_signal() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let rt = libc::SIGRTMIN() + 6;
+        crate::sys::send_signal(pid, rt).unwrap();
+        let end = crate::sys::reap_child(pid, true).unwrap();
+        assert_eq!(end, Some(crate::sys::ChildEnd::Signaled(rt)));
+        // Already reaped: std's handle has nothing left to wait for.
+        assert!(child.try_wait().is_err());
     }
 }

@@ -102,15 +102,15 @@ impl Drop for RawMode {
 /// and its output to stdout, passes window size changes on and signals to
 /// `child`, until `child` exits.
 pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunError> {
-    let failed = |what: &str, e: nix::Error| RunError::Host(format!("{what}: {e}"));
+    let failed = |what: &str, e: &dyn std::fmt::Display| RunError::Host(format!("{what}: {e}"));
     let mut set = forwarded_set();
     set.add(Signal::SIGWINCH);
     let mut winch = SigSet::empty();
     winch.add(Signal::SIGWINCH);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&winch), None)
-        .map_err(|e| failed("cannot block SIGWINCH", e))?;
+        .map_err(|e| failed("cannot block SIGWINCH", &e))?;
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| failed("cannot create a signalfd", e))?;
+        .map_err(|e| failed("cannot create a signalfd", &e))?;
     let _raw = RawMode::enter();
     // Non-blocking towards the container: one that never reads its
     // terminal must not stop berth (typed input waits in `pending`, and
@@ -126,7 +126,7 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
     let mut buf = vec![0u8; 16 * 1024];
     let result = loop {
         if let Some(code) =
-            try_reap(child).map_err(|e| failed("cannot wait for the container", e))?
+            try_reap(child).map_err(|e| failed("cannot wait for the container", &e))?
         {
             drain(master, &mut buf);
             break Ok(code);
@@ -147,7 +147,7 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
         });
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => break Err(failed("cannot wait for the terminal", e)),
+            Err(e) => break Err(failed("cannot wait for the terminal", &e)),
         }
         let ready = |at: Option<usize>| {
             at.and_then(|i| fds[i].revents())

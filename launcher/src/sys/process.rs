@@ -215,26 +215,59 @@ pub fn unblock_only(signo: i32) -> io::Result<()> {
 
 /// Reaps child `pid` if it has ended (`None`: it runs, or only stopped or
 /// continued); with `block`, waits for it to end, stop or continue first.
-/// A traced child's stops are reported too (waitpid always does).
+/// A traced child's stops are reported too (waitpid always does). Unlike
+/// nix's waitpid, a child killed by a real-time signal is reported (nix
+/// fails after reaping it, and the end is lost).
 pub fn reap_child(pid: nix::unistd::Pid, block: bool) -> io::Result<Option<ChildEnd>> {
-    let mut status = 0;
     let flags = if block { 0 } else { libc::WNOHANG };
+    Ok(wait_raw(pid.as_raw(), flags)?.and_then(|(_, status)| ChildEnd::of_status(status)))
+}
+
+/// Reaps any one child that has ended, without blocking: its pid and how
+/// it ended (None inside: it only stopped or continued); None when no child
+/// is ready; an error (ECHILD) when there is no child at all.
+pub fn reap_any_child() -> io::Result<Option<(nix::unistd::Pid, Option<ChildEnd>)>> {
+    Ok(wait_raw(-1, libc::WNOHANG)?
+        .map(|(pid, status)| (nix::unistd::Pid::from_raw(pid), ChildEnd::of_status(status))))
+}
+
+/// `waitpid(2)`: the pid and raw status reported, or None with WNOHANG
+/// when nothing is.
+fn wait_raw(pid: i32, flags: i32) -> io::Result<Option<(i32, i32)>> {
+    let mut status = 0;
     // SAFETY: waitpid writes one int through a valid pointer.
-    let ret = unsafe { libc::waitpid(pid.as_raw(), &mut status, flags) };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
+    let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some((pid, status))),
     }
-    Ok(if ret == 0 {
-        None
-    } else if libc::WIFEXITED(status) {
-        Some(ChildEnd::Exited(libc::WEXITSTATUS(status)))
-    } else if libc::WIFSIGNALED(status) {
-        Some(ChildEnd::Signaled(libc::WTERMSIG(status)))
-    } else if libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP {
-        Some(ChildEnd::TraceStopped)
-    } else {
-        None
-    })
+}
+
+impl ChildEnd {
+    /// How a raw wait status ended the child, if it did (or stopped it for
+    /// its tracer).
+    fn of_status(status: i32) -> Option<ChildEnd> {
+        if libc::WIFEXITED(status) {
+            Some(ChildEnd::Exited(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(ChildEnd::Signaled(libc::WTERMSIG(status)))
+        } else if libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP {
+            Some(ChildEnd::TraceStopped)
+        } else {
+            None
+        }
+    }
+
+    /// The shell's exit code for this end: the code, or 128+N for signal
+    /// N (real-time signals included); None for a trace stop.
+    pub fn exit_code(self) -> Option<i32> {
+        match self {
+            ChildEnd::Exited(code) => Some(code),
+            ChildEnd::Signaled(signo) => Some(128 + signo),
+            ChildEnd::TraceStopped => None,
+        }
+    }
 }
 
 /// `pidfd_send_signal(2)`: signal number `signo` to the process `pidfd` is.

@@ -25,6 +25,17 @@ fn exit_codes_follow_docker() {
             .code(),
         Some(143)
     );
+    // A real-time signal too (nix's waitpid loses that end: init hung).
+    // Under timeout(1), so that a hang fails (124) instead of stalling.
+    let by_rt = std::process::Command::new("timeout")
+        .args(["-k", "5", "60"])
+        .arg(berth_path())
+        .arg("--config")
+        .arg(s.config())
+        .args(["run", &image, "sh", "-c", "kill -s 40 $$"])
+        .output()
+        .unwrap();
+    assert_eq!(by_rt.status.code(), Some(128 + 40), "{}", stderr(&by_rt));
     let missing = s.berth(&["run", &image, "no-such-command"]);
     assert_eq!(missing.status.code(), Some(127));
     assert!(
