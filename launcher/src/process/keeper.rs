@@ -61,23 +61,14 @@ pub fn spawn_keeper(
     // born in the named container's pid namespace (a process cannot enter
     // one), so that the step's tasks, forked into the view's, join the
     // named container's processes.
-    let flags = match kept {
-        Kept::Container(_) => {
-            CloneFlags::CLONE_NEWNS
-                | CloneFlags::CLONE_NEWPID
-                | CloneFlags::CLONE_NEWIPC
-                | CloneFlags::CLONE_NEWUTS
-        }
-        Kept::StepView { join, .. } => {
-            nix::sched::setns(join, CloneFlags::CLONE_NEWPID).map_err(|e| {
-                RunError::Host(format!(
-                    "cannot enter the named container's pid namespace: {e}"
-                ))
-            })?;
-            CloneFlags::empty()
-        }
-    };
-    match super::clone_child(flags, cgroup)? {
+    if let Kept::StepView { join, .. } = &kept {
+        nix::sched::setns(join, CloneFlags::CLONE_NEWPID).map_err(|e| {
+            RunError::Host(format!(
+                "cannot enter the named container's pid namespace: {e}"
+            ))
+        })?;
+    }
+    match super::clone_child(clone_flags(&kept), cgroup)? {
         None => {
             drop(status_r);
             drop(sync_w);
@@ -91,20 +82,53 @@ pub fn spawn_keeper(
             let mut status = std::fs::File::from(status_r);
             let mut reply = Vec::new();
             let _ = status.read_to_end(&mut reply);
-            match reply.split_first() {
-                Some((b'R', _)) => Ok(pid),
-                Some((b'E', rest)) => {
-                    let _ = nix::sys::wait::waitpid(pid, None);
-                    let (code, message) = decode_error(rest);
-                    Err(RunError::Start { code, message })
-                }
-                _ => {
-                    let _ = nix::sys::wait::waitpid(pid, None);
-                    Err(RunError::Host(
-                        "the container keeper died while starting".into(),
-                    ))
-                }
+            let started = started_from(&reply);
+            if started.is_err() {
+                let _ = crate::sys::reap_child(pid, true);
             }
+            started.map(|()| pid)
+        }
+    }
+}
+
+/// What a keeper's status pipe said: `R` ready; `E<code><message>` a setup
+/// failure; nothing (EOF) it died before it could say.
+fn started_from(reply: &[u8]) -> Result<(), RunError> {
+    match reply.split_first() {
+        Some((b'R', _)) => Ok(()),
+        Some((b'E', rest)) => {
+            let (code, message) = decode_error(rest);
+            Err(RunError::Start { code, message })
+        }
+        _ => Err(RunError::Host(
+            "the container keeper died while starting".into(),
+        )),
+    }
+}
+
+/// The namespaces a keeper is cloned with: a new container gets new mount,
+/// pid, ipc and uts namespaces (its cgroup namespace comes once it is in its
+/// cgroup); a step view joins the named container's itself, after it is
+/// born in that container's pid namespace.
+fn clone_flags(kept: &Kept) -> CloneFlags {
+    match kept {
+        Kept::Container(_) => {
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWPID
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWUTS
+        }
+        Kept::StepView { .. } => CloneFlags::empty(),
+    }
+}
+
+/// Waits until the process `watch` (a pidfd) has ended.
+fn wait_until_gone(watch: &OwnedFd) {
+    loop {
+        let mut fds = [PollFd::new(watch.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return, // the watched process exited (or poll failed)
         }
     }
 }
@@ -165,11 +189,64 @@ fn keeper_main(kept: Kept, status_w: OwnedFd, sync_r: OwnedFd, watch: Option<Own
             nix::unistd::pause(); // a named container: ended by the job epilog
         }
     };
-    loop {
-        let mut fds = [PollFd::new(watch.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => std::process::exit(0), // the watched process exited (or poll failed)
+    wait_until_gone(&watch);
+    std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keeper_is_ready_or_says_why_not() {
+        assert!(started_from(b"R").is_ok());
+        match started_from(&super::super::encode_error(125, "image not found")) {
+            Err(RunError::Start { code, message }) => {
+                assert_eq!((code, message.as_str()), (125, "image not found"))
+            }
+            other => panic!("{other:?}"),
         }
+        // Died before saying anything (killed, or the helper's end).
+        let died = started_from(b"").unwrap_err();
+        assert!(died.to_string().contains("died while starting"), "{died}");
+    }
+
+    #[test]
+    fn a_view_is_born_in_no_namespace_of_its_own() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let view = crate::spec::StepViewSpec {
+            devices: Default::default(),
+            mounts: vec![],
+            tasks: Default::default(),
+            identity: crate::spec::Identity {
+                host_uid: 1000,
+                host_gid: 1000,
+                host_groups: vec![],
+                remap_root: false,
+                privileged: true,
+            },
+            cgroup: None,
+        };
+        let kept = Kept::StepView {
+            join: &r,
+            view: &view,
+        };
+        assert_eq!(clone_flags(&kept), CloneFlags::empty());
+    }
+
+    /// The keeper of an unnamed container ends with the step's slurmstepd.
+    #[test]
+    fn the_wait_ends_when_the_watched_process_does() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let watch = sys::pidfd_open(Pid::from_raw(child.id() as i32)).unwrap();
+        let waiter = std::thread::spawn(move || wait_until_gone(&watch));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "returned while the process ran");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        waiter.join().unwrap();
     }
 }
