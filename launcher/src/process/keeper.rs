@@ -218,13 +218,7 @@ mod tests {
             devices: Default::default(),
             mounts: vec![],
             tasks: Default::default(),
-            identity: crate::spec::Identity {
-                host_uid: 1000,
-                host_gid: 1000,
-                host_groups: vec![],
-                remap_root: false,
-                privileged: true,
-            },
+            identity: crate::spec::Identity::job_user(1000),
             cgroup: None,
         };
         let kept = Kept::StepView {

@@ -327,13 +327,7 @@ mod tests {
                 read_only: true,
                 tree: None,
             }],
-            identity: Identity {
-                host_uid: 1000,
-                host_gid: 1000,
-                host_groups: vec![],
-                remap_root: false,
-                privileged: true,
-            },
+            identity: Identity::job_user(1000),
             process: ProcessSpec {
                 args: vec!["true".into()],
                 env: vec![],

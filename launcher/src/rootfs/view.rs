@@ -89,13 +89,7 @@ mod tests {
                 workdir: Some(PathBuf::from("/work")),
                 job_env: vec![],
             },
-            identity: Identity {
-                host_uid: 1000,
-                host_gid: 1000,
-                host_groups: vec![],
-                remap_root: false,
-                privileged: true,
-            },
+            identity: Identity::job_user(1000),
             cgroup: None,
         }
     }

@@ -226,6 +226,19 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Root acting for job user `uid` (gid the same, no other groups, not
+    /// remapped): what the plugin's helpers build for.
+    #[cfg(test)]
+    pub(crate) fn job_user(uid: u32) -> Identity {
+        Identity {
+            host_uid: uid,
+            host_gid: uid,
+            host_groups: vec![],
+            remap_root: false,
+            privileged: true,
+        }
+    }
+
     /// The uid the command has inside the container.
     pub fn container_uid(&self) -> u32 {
         if self.remap_root {
