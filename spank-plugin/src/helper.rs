@@ -8,9 +8,11 @@ use std::process::Command;
 
 use slurm_conf::plugstack::PlugstackArgs;
 
+use berth::mounts::MountSpec;
 use berth::slurm::record::KeeperRecord;
 
 use crate::ffi;
+use crate::options::ContainerOptions;
 use crate::state::{live_keeper, make_state_dir, record_keeper, step_dir};
 
 /// The `berth` helper (`slurm-start` or `slurm-join`) with what both are told
@@ -18,7 +20,7 @@ use crate::state::{live_keeper, make_state_dir, record_keeper, step_dir};
 fn helper_command(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
-    values: &crate::options::Values,
+    options: &ContainerOptions,
     verb: &str,
     (uid, gid): (u32, u32),
     tied_to_step: bool,
@@ -56,11 +58,11 @@ fn helper_command(
     if let Some(node) = ffi::getenv(sp, "SLURMD_NODENAME") {
         cmd.arg("--node-name").arg(node);
     }
-    for mount in values.mounts() {
+    for mount in &options.mounts {
         cmd.arg("--mount")
             .arg(mount_from_job_dir(mount, job_dir.as_ref())?);
     }
-    if values.flag("container-mount-home") {
+    if options.mount_home.is_on() {
         if let Some(home) = nix::unistd::User::from_uid(uid.into())
             .ok()
             .flatten()
@@ -74,14 +76,14 @@ fn helper_command(
     // record: the working directory (made once per step by the helper that
     // builds the container or the view; each task enters it in task_init),
     // remap-root, and the variables whose job value wins.
-    if let Some(w) = values.get("container-workdir") {
+    if let Some(w) = &options.workdir {
         cmd.arg("--workdir").arg(w);
     }
-    if values.flag("container-remap-root") {
+    if options.remap_root.is_on() {
         cmd.arg("--remap-root");
     }
-    if let Some(names) = values.get("container-env").filter(|n| !n.is_empty()) {
-        cmd.arg("--job-env").arg(names);
+    if !options.env_names.is_empty() {
+        cmd.arg("--job-env").arg(options.env_names.join(","));
     }
     // Relative paths were made absolute from the job's directory (above,
     // and the image in `start_keeper`): the helper needs no working
@@ -160,12 +162,15 @@ fn from_job_dir(path: &str, job_dir: Option<&JobDir>, what: &str) -> Result<Stri
     }
 }
 
-/// A `SRC:DST[:ro|rw]` mount with a relative source made absolute.
-fn mount_from_job_dir(mount: &str, job_dir: Option<&JobDir>) -> Result<String, String> {
-    let mut spec =
-        berth::mounts::MountSpec::parse(mount).map_err(|e| format!("--container-mounts: {e}"))?;
-    spec.source = from_job_dir(&spec.source, job_dir, "--container-mounts")?;
-    Ok(spec.to_string())
+/// A `--container-mounts` item, written for the helper's `--mount` with a
+/// relative source made absolute.
+fn mount_from_job_dir(mount: &MountSpec, job_dir: Option<&JobDir>) -> Result<String, String> {
+    let source = from_job_dir(&mount.source, job_dir, "--container-mounts")?;
+    Ok(MountSpec {
+        source,
+        ..mount.clone()
+    }
+    .to_string())
 }
 
 /// Runs a helper; its JSON answer, or its last error line.
@@ -194,7 +199,7 @@ fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<KeeperRecord, St
 pub(crate) fn run_slurm_start(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
-    values: &crate::options::Values,
+    options: &ContainerOptions,
     image: &str,
     user: (u32, u32),
     batch_script: Option<&str>,
@@ -204,7 +209,7 @@ pub(crate) fn run_slurm_start(
     let mut cmd = helper_command(
         sp,
         args,
-        values,
+        options,
         "slurm-start",
         user,
         tied_to_step,
@@ -213,7 +218,7 @@ pub(crate) fn run_slurm_start(
     if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
         cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
     }
-    if values.flag("container-readonly") {
+    if options.read_only.is_on() {
         cmd.arg("--read-only");
     }
     // Only a name written as a path is one (as in pyxis): `ubuntu` is a
@@ -233,7 +238,7 @@ pub(crate) fn run_slurm_start(
 pub(crate) fn step_view(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
-    values: &crate::options::Values,
+    options: &ContainerOptions,
     user: (u32, u32),
     (job, step): (u32, u32),
     named: &KeeperRecord,
@@ -244,7 +249,7 @@ pub(crate) fn step_view(
         return Ok(view);
     }
     let container_id = format!("{job}.{step}");
-    let mut cmd = helper_command(sp, args, values, "slurm-join", user, true, &container_id)?;
+    let mut cmd = helper_command(sp, args, options, "slurm-join", user, true, &container_id)?;
     cmd.arg("--join-pid").arg(named.pid.to_string());
     let view = named.seen_from(&run_helper(cmd, args)?, step);
     ffi::info(&format!(
@@ -279,13 +284,17 @@ mod tests {
     #[test]
     fn relative_paths_come_from_the_job_directory_or_fail_clearly() {
         let at = JobDir::At(PathBuf::from("/home/u"));
+        let mount = |text: &str| MountSpec::parse(text).unwrap();
         assert_eq!(
-            mount_from_job_dir("data:/data:ro", Some(&at)).unwrap(),
+            mount_from_job_dir(&mount("data:/data:ro"), Some(&at)).unwrap(),
             "/home/u/data:/data:ro"
         );
-        assert_eq!(mount_from_job_dir("/x:/y", Some(&at)).unwrap(), "/x:/y");
-        // What srun already refused (no destination) is refused here too.
-        assert!(mount_from_job_dir("data", Some(&at)).is_err());
+        assert_eq!(
+            mount_from_job_dir(&mount("/x:/y"), Some(&at)).unwrap(),
+            "/x:/y"
+        );
+        let e = mount_from_job_dir(&mount("data:/data"), Some(&JobDir::Missing)).unwrap_err();
+        assert!(e.starts_with("--container-mounts data:"), "{e}");
         let e =
             from_job_dir("./img.sqsh", Some(&JobDir::Missing), "--container-image").unwrap_err();
         assert!(

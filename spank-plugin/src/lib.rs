@@ -186,7 +186,7 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
         }
         with_state(|s| {
             s.values.fill_from_env(|k| std::env::var(k).ok());
-            s.values.validate()
+            s.values.parse().map(drop)
         })
     })
 }

@@ -63,13 +63,13 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let (args, mut values, deferred) =
         with_state(|s| (s.args.clone(), s.values.clone(), s.deferred_errors.clone()));
     values.fill_from_env(|k| ffi::getenv(sp, k));
-    if values.image().is_none() && values.get("container-name").is_none() {
+    if !values.asks_for_container() {
         return Ok(()); // no container asked for
     }
     if let Some(e) = deferred.first() {
         return Err(e.clone());
     }
-    values.validate()?;
+    let options = values.parse()?;
     let args = plugstack(&args)?;
     let (uid, gid) = (
         ffi::job_uid(sp).ok_or("cannot read the job's uid")?,
@@ -79,8 +79,8 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         ffi::job_id(sp).ok_or("cannot read the job id")?,
         ffi::step_id(sp).ok_or("cannot read the step id")?,
     );
-    if let Some(path) = values.get("container-save") {
-        let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
+    if let Some(path) = &options.save {
+        let dir = path.parent().unwrap_or(Path::new("/"));
         if !writable_by(dir, uid, gid) {
             return Err(format!(
                 "--container-save: {} is not writable by uid {uid}",
@@ -90,11 +90,11 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
     // A named container lives for the whole job (the epilog ends it); an
     // unnamed one for this step.
-    let name = values.container_name().transpose()?;
-    let dir = container_dir(&args, name.as_ref().map(|n| n.name.as_str()), job, step);
+    let name = options.name.as_ref();
+    let dir = container_dir(&args, name.map(|n| n.name.as_str()), job, step);
     // An unnamed container is always the step's own, new one.
-    let mode = name.as_ref().map_or(NameMode::Create, |n| n.mode);
-    let shown_name = name.as_ref().map_or("", |n| n.name.as_str());
+    let mode = name.map_or(NameMode::Create, |n| n.mode);
+    let shown_name = name.map_or("", |n| n.name.as_str());
 
     make_state_dir(&dir)?;
     let lock_file = fs::File::create(dir.join("lock"))
@@ -118,7 +118,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             if mode == NameMode::Exec {
                 return Err(format!("there is no container named {shown_name:?} in this job (use :auto or :create to make one)"));
             }
-            let image = values.image().ok_or_else(|| {
+            let image = options.image.as_deref().ok_or_else(|| {
                 format!(
                     "there is no container named {shown_name:?} in this job yet: give --container-image"
                 )
@@ -134,7 +134,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             let mut reply = run_slurm_start(
                 sp,
                 &args,
-                &values,
+                &options,
                 image,
                 (uid, gid),
                 script.as_deref(),
@@ -160,7 +160,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     // A later step sees the named container's files through its own view
     // (made under the container's lock, so the container stays meanwhile).
     let reply = match name.is_some() && reply.step != Some(step) {
-        true => step_view(sp, &args, &values, (uid, gid), (job, step), &reply)?,
+        true => step_view(sp, &args, &options, (uid, gid), (job, step), &reply)?,
         false => reply,
     };
     drop(lock);
@@ -222,19 +222,13 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     if step == ffi::BATCH_STEP {
         // srun steps started by the script inherit its container options
         // through their environment (unless they give their own).
-        for spec in crate::options::OPTIONS {
-            if let Some(value) = values.0.get(spec.name) {
-                let value = if spec.arginfo.is_some() {
-                    value.as_str()
-                } else {
-                    "1"
-                };
-                ffi::setenv(sp, spec.env, value, false);
-            }
+        for (name, value) in options.environment() {
+            ffi::setenv(sp, name, &value, false);
         }
     }
-    let entrypoint = values
-        .flag("container-entrypoint")
+    let entrypoint = options
+        .entrypoint
+        .is_on()
         .then(|| reply.entrypoint.clone())
         .filter(|e| !e.is_empty());
     // The step's helper made it (slurm-start or slurm-join --workdir).
@@ -362,9 +356,11 @@ pub fn step_exit(sp: ffi::spank_t) {
     let (Some(job), Some(step)) = (ffi::job_id(sp), ffi::step_id(sp)) else {
         return;
     };
-    if let Some(path) = values.get("container-save") {
-        let name = values.container_name().and_then(Result::ok).map(|n| n.name);
-        let dir = container_dir(&args, name.as_deref(), job, step);
+    // Options that do not parse made no container: the tasks failed on them.
+    let options = values.parse().unwrap_or_default();
+    if let Some(path) = &options.save {
+        let name = options.name.as_ref().map(|n| n.name.as_str());
+        let dir = container_dir(&args, name, job, step);
         if let Err(e) = save_container(sp, &args, &dir, path) {
             ffi::error(&format!("berth: --container-save: {e}"));
         }
@@ -377,7 +373,7 @@ fn save_container(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
     dir: &Path,
-    path: &str,
+    path: &Path,
 ) -> Result<(), String> {
     let keeper = live_keeper(dir).ok_or("the container is already gone")?;
     let (uid, gid) = (
@@ -395,16 +391,15 @@ fn save_container(
             "--started",
             &keeper.started.to_string(),
             "--output",
-            path,
-            "--user",
-            &format!("{uid}:{gid}"),
         ])
+        .arg(path)
+        .args(["--user", &format!("{uid}:{gid}")])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
         .map_err(|e| format!("cannot run {}: {e}", args.berth.display()))?;
     if out.status.success() {
-        ffi::info(&format!("berth: saved the container to {path}"));
+        ffi::info(&format!("berth: saved the container to {}", path.display()));
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
