@@ -17,6 +17,7 @@ use crate::state::{live_keeper, make_state_dir, record_keeper, step_dir};
 
 /// The `berth` helper (`slurm-start` or `slurm-join`) with what both are told
 /// about the step: its slurmstepd, cgroup, partition, user, GPUs and mounts.
+#[allow(clippy::too_many_arguments)]
 fn helper_command(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
@@ -25,8 +26,8 @@ fn helper_command(
     (uid, gid): (u32, u32),
     tied_to_step: bool,
     container_id: &str,
+    job_dir: Option<&JobDir>,
 ) -> Result<Command, String> {
-    let job_dir = job_dir(sp);
     let mut cmd = Command::new(&args.berth);
     cmd.arg("--config-if-present")
         .arg(&args.config)
@@ -59,8 +60,7 @@ fn helper_command(
         cmd.arg("--node-name").arg(node);
     }
     for mount in &options.mounts {
-        cmd.arg("--mount")
-            .arg(mount_from_job_dir(mount, job_dir.as_ref())?);
+        cmd.arg("--mount").arg(mount_from_job_dir(mount, job_dir)?);
     }
     if options.mount_home.is_on() {
         if let Some(home) = nix::unistd::User::from_uid(uid.into())
@@ -206,6 +206,8 @@ pub(crate) fn run_slurm_start(
     tied_to_step: bool,
     container_id: &str,
 ) -> Result<KeeperRecord, String> {
+    // Where relative paths of the user's are found, read once.
+    let job_dir = job_dir(sp);
     let mut cmd = helper_command(
         sp,
         args,
@@ -214,6 +216,7 @@ pub(crate) fn run_slurm_start(
         user,
         tied_to_step,
         container_id,
+        job_dir.as_ref(),
     )?;
     if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
         cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
@@ -224,7 +227,7 @@ pub(crate) fn run_slurm_start(
     // Only a name written as a path is one (as in pyxis): `ubuntu` is a
     // registry reference, `./ubuntu` the job directory's.
     let image = match berth::image::written_as_path(image) {
-        true => from_job_dir(image, job_dir(sp).as_ref(), "--container-image")?,
+        true => from_job_dir(image, job_dir.as_ref(), "--container-image")?,
         false => image.to_string(),
     };
     cmd.arg(image);
@@ -249,7 +252,16 @@ pub(crate) fn step_view(
         return Ok(view);
     }
     let container_id = format!("{job}.{step}");
-    let mut cmd = helper_command(sp, args, options, "slurm-join", user, true, &container_id)?;
+    let mut cmd = helper_command(
+        sp,
+        args,
+        options,
+        "slurm-join",
+        user,
+        true,
+        &container_id,
+        job_dir(sp).as_ref(),
+    )?;
     cmd.arg("--join-pid").arg(named.pid.to_string());
     let view = named.seen_from(&run_helper(cmd, args)?, step);
     ffi::info(&format!(
