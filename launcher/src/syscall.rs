@@ -200,7 +200,6 @@ impl Syscall for LinuxSyscall {
         args: &[String],
         seccomp: Option<&[u8]>,
     ) -> io::Result<()> {
-        use nix::sys::wait::{waitpid, WaitStatus};
         use nix::unistd::ForkResult;
         let argv: Vec<std::ffi::CString> = args
             .iter()
@@ -239,12 +238,17 @@ impl Syscall for LinuxSyscall {
             }
             ForkResult::Parent { child } => {
                 drop(program);
-                match waitpid(child, None).map_err(nix_io)? {
-                    WaitStatus::Exited(_, 0) => Ok(()),
-                    status => Err(io::Error::other(format!(
-                        "{} ended with {status:?}",
-                        args.first().map(String::as_str).unwrap_or("the program")
+                use crate::sys::ChildEnd;
+                let program = args.first().map(String::as_str).unwrap_or("the program");
+                match crate::sys::reap_child(child, true)? {
+                    Some(ChildEnd::Exited(0)) => Ok(()),
+                    Some(ChildEnd::Exited(code)) => Err(io::Error::other(format!(
+                        "{program} exited with status {code}"
                     ))),
+                    Some(ChildEnd::Signaled(signo)) => Err(io::Error::other(format!(
+                        "{program} was killed by signal {signo}"
+                    ))),
+                    _ => Err(io::Error::other(format!("{program} stopped"))),
                 }
             }
         }

@@ -192,7 +192,7 @@ fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<KeeperRecord, St
         return Err(line.trim_start_matches("berth: ").to_string());
     }
     KeeperRecord::from_line(&out.stdout)
-        .map_err(|e| format!("unreadable answer from {}: {e}", args.berth.display()))
+        .map_err(|e| format!("cannot use the answer of {}: {e}", args.berth.display()))
 }
 
 #[allow(clippy::too_many_arguments)]

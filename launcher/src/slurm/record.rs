@@ -12,10 +12,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The record's format: raised when a field's meaning changes, so that a
+/// plugin and a `berth` binary of different releases refuse each other
+/// with a clear message instead of misreading a field.
+pub const RECORD_FORMAT: u32 = 2;
+
 /// A keeper and what tasks need to join its container.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(default)]
 pub struct KeeperRecord {
+    /// [`RECORD_FORMAT`] of the `berth` that wrote it (0: before formats).
+    pub format: u32,
     /// The keeper's pid (in the host's pid namespace).
     pub pid: i32,
     /// Its start time in clock ticks after boot (/proc/PID/stat, field 22).
@@ -54,6 +61,7 @@ impl KeeperRecord {
     /// A record of the keeper `pid`, started just now.
     pub fn of_keeper(pid: i32) -> io::Result<KeeperRecord> {
         Ok(KeeperRecord {
+            format: RECORD_FORMAT,
             pid,
             started: start_time(pid)?,
             ..Default::default()
@@ -82,9 +90,18 @@ impl KeeperRecord {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The record a helper printed.
-    pub fn from_line(line: &[u8]) -> Result<KeeperRecord, serde_json::Error> {
-        serde_json::from_slice(line)
+    /// The record a helper printed; one of another format is refused
+    /// (the helper and the plugin come from different releases).
+    pub fn from_line(line: &[u8]) -> Result<KeeperRecord, String> {
+        let record: KeeperRecord = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        if record.format != RECORD_FORMAT {
+            return Err(format!(
+                "it writes keeper records of format {}, this plugin reads format {RECORD_FORMAT}: \
+                 install berth and its SPANK plugin from the same release",
+                record.format
+            ));
+        }
+        Ok(record)
     }
 
     /// The seccomp program, decoded.
@@ -214,8 +231,24 @@ mod tests {
 
     #[test]
     fn a_helpers_line_parses_with_fields_missing() {
-        let record = KeeperRecord::from_line(br#"{"pid":5,"started":7,"device_env":[]}"#).unwrap();
+        let record =
+            KeeperRecord::from_line(br#"{"format":2,"pid":5,"started":7,"device_env":[]}"#)
+                .unwrap();
         assert_eq!((record.pid, record.started), (5, 7));
         assert!(record.env.is_empty() && record.seccomp.is_none());
+    }
+
+    /// An older berth wrote `workdir` as the image's directory and knew no
+    /// `remap_root`: its answer must not be misread.
+    #[test]
+    fn a_record_of_another_format_is_refused_by_name() {
+        let e = KeeperRecord::from_line(br#"{"pid":5,"started":7,"workdir":"/"}"#).unwrap_err();
+        assert!(e.contains("format 0") && e.contains("same release"), "{e}");
+        let line = KeeperRecord {
+            format: RECORD_FORMAT,
+            ..Default::default()
+        }
+        .to_line();
+        assert!(KeeperRecord::from_line(line.as_bytes()).is_ok());
     }
 }

@@ -5,7 +5,8 @@
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (dir, big) = match args.as_slice() {
-        [dir] => (dir, None),
+        // An option it does not know (`--help`) is not a directory name.
+        [dir] if !dir.starts_with('-') => (dir, None),
         [flag, layers, files, mib, dir] if flag == "--big" => {
             let n = |s: &String| s.parse::<usize>().unwrap_or_else(|_| usage());
             (dir, Some((n(layers), n(files), n(mib))))
