@@ -56,7 +56,10 @@ fn helper_command(
         .arg(ffi::getenv(sp, gpus_var).unwrap_or_default());
     // slurmstepd's own SLURM_CONF says where the cluster's config is.
     cmd.arg("--gres-conf").arg(berth::gpu::gres::conf_path());
-    if let Some(node) = ffi::getenv(sp, "SLURMD_NODENAME") {
+    // slurmstepd's own environment names its node (it sets SLURMD_NODENAME
+    // for itself at start); the job's environment is the user's until
+    // Slurm sets the task's variables, after this hook.
+    if let Ok(node) = std::env::var("SLURMD_NODENAME") {
         cmd.arg("--node-name").arg(node);
     }
     for mount in &options.mounts {

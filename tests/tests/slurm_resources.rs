@@ -64,6 +64,52 @@ fn each_job_sees_only_the_gpus_slurm_gave_it() {
     // A step without GPUs gets no GPU device at all.
     let out = cluster.srun(&[&image_opt, "sh", "-c", "ls /dev | grep -c nvidia || true"]);
     assert_eq!(stdout(&out).trim(), "0", "{}", stderr(&out));
+    // Nor does a step whose user forges the GPU list: Slurm clears it.
+    let forged = cluster
+        .as_user(
+            "srun",
+            &[
+                &image_opt,
+                "sh",
+                "-c",
+                "ls /dev | grep -c 'nvidia[0-9]' || true",
+            ],
+        )
+        .env("SLURM_STEP_GPUS", "0,1")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&forged).trim(), "0", "{}", stderr(&forged));
+}
+
+/// berth finds the step's GPU files in gres.conf under slurmstepd's own
+/// node name. A user's `SLURMD_NODENAME` (srun sends its environment on)
+/// naming another node's gres.conf line must not map the step's GPU to
+/// that node's device files (on this node: another job's GPU).
+#[test]
+fn a_forged_node_name_does_not_lead_to_another_nodes_gpu_files() {
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    let out = cluster
+        .as_user(
+            "srun",
+            &[
+                &image_opt,
+                "--gres=gpu:1",
+                "sh",
+                "-c",
+                "ls /dev | grep 'nvidia[0-9]'",
+            ],
+        )
+        .env("SLURMD_NODENAME", "othernode")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let gpu = stdout(&out);
+    assert!(
+        ["nvidia0\n", "nvidia1\n"].contains(&gpu.as_str()),
+        "the step got {gpu:?}"
+    );
 }
 
 #[test]

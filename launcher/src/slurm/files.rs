@@ -74,9 +74,40 @@ pub fn signals_tasks_and_descendants(conf_dir: &std::path::Path) -> bool {
     }
 }
 
+/// Whether Slurm tracks GPUs on this node (`GresTypes` in slurm.conf in
+/// `conf_dir` names `gpu`): only then does slurmstepd set, or clear, a
+/// step's `SLURM_STEP_GPUS` / `SLURM_JOB_GPUS` before the tasks start.
+/// Otherwise those variables are whatever the user's srun sent.
+pub fn tracks_gpus(conf_dir: &std::path::Path) -> bool {
+    setting_in(&conf_dir.join("slurm.conf"), "GresTypes").is_some_and(|types| {
+        types
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("gpu"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{setting, setting_in};
+    use super::{setting, setting_in, tracks_gpus};
+
+    #[test]
+    fn gpus_are_slurms_only_where_gres_types_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("slurm.conf");
+        for (text, tracked) in [
+            ("GresTypes=gpu\n", true),
+            ("GresTypes=mps,GPU,shard\n", true),
+            ("GresTypes=gpu # comment\nNodeName=n Gres=gpu:2\n", true),
+            ("GresTypes=mps\n", false),
+            ("#GresTypes=gpu\n", false),
+            ("NodeName=n Gres=gpu:2\n", false),
+        ] {
+            std::fs::write(&conf, text).unwrap();
+            assert_eq!(tracks_gpus(dir.path()), tracked, "{text:?}");
+        }
+        std::fs::remove_file(&conf).unwrap();
+        assert!(!tracks_gpus(dir.path()), "no slurm.conf");
+    }
 
     #[test]
     fn slurmstepd_reaches_descendants_under_pgid_and_signal_children_only() {

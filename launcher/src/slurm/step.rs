@@ -92,11 +92,21 @@ impl StepOnNode {
             }
             None => (None, Default::default()),
         };
+        // The step's GPU list is Slurm's only where Slurm tracks GPUs;
+        // elsewhere it came from the user's environment, and the step gets
+        // no GPU.
         let slurm_gpus = match self.slurm_gpus.as_deref() {
             None => None,
             Some(list) => Some(SlurmGpus {
                 indexes: match list {
                     "" => vec![],
+                    _ if !super::files::tracks_gpus(self.slurm_conf_dir()) => {
+                        tracing::info!(
+                            list,
+                            "Slurm does not track GPUs here (GresTypes): none given"
+                        );
+                        vec![]
+                    }
                     list => crate::gpu::parse_list(list)?.unwrap_or_default(),
                 },
                 gres_conf: self.gres_conf.clone(),
@@ -200,4 +210,41 @@ pub fn start_view(
             view.cgroup.as_ref(),
         )?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_in(conf_dir: &Path, gpus: &str) -> StepOnNode {
+        StepOnNode {
+            slurm_gpus: Some(gpus.to_string()),
+            gres_conf: conf_dir.join("gres.conf"),
+            node_name: "n1".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Where Slurm does not track GPUs, `SLURM_STEP_GPUS` is the user's own
+    /// (srun passes its environment on): it must give no GPU.
+    #[test]
+    fn a_gpu_list_counts_only_where_slurm_tracks_gpus() {
+        let dir = tempfile::tempdir().unwrap();
+        let gpus = |step: &StepOnNode| step.purpose().unwrap().slurm_gpus.unwrap().indexes;
+        std::fs::write(dir.path().join("slurm.conf"), "NodeName=n1 CPUs=2\n").unwrap();
+        assert_eq!(gpus(&step_in(dir.path(), "0,1")), Vec::<u32>::new());
+        std::fs::write(
+            dir.path().join("slurm.conf"),
+            "GresTypes=gpu\nNodeName=n1 Gres=gpu:2\n",
+        )
+        .unwrap();
+        assert_eq!(gpus(&step_in(dir.path(), "0,1")), vec![0, 1]);
+        assert_eq!(gpus(&step_in(dir.path(), "")), Vec::<u32>::new());
+        let purpose = step_in(dir.path(), "1").purpose().unwrap();
+        let slurm = purpose.slurm_gpus.unwrap();
+        assert_eq!(
+            (slurm.node.as_str(), slurm.gres_conf),
+            ("n1", dir.path().join("gres.conf"))
+        );
+    }
 }

@@ -237,13 +237,18 @@ impl Cluster {
             &[
                 ("nvidia0", 195, 0),
                 ("nvidia1", 195, 1),
+                ("nvidia2", 195, 2),
+                ("nvidia3", 195, 3),
                 ("nvidiactl", 195, 255),
             ],
         );
+        // This node's two, and another node's two (which a forged node
+        // name must not reach).
         std::fs::write(
             d.join("gres.conf"),
             format!(
-                "AutoDetect=off\nName=gpu File={}/nvidia[0-1]\n",
+                "AutoDetect=off\nNodeName=berthnode Name=gpu File={0}/nvidia[0-1]\n\
+                 NodeName=othernode Name=gpu File={0}/nvidia[2-3]\n",
                 gpu_dir.display()
             ),
         )
