@@ -60,6 +60,8 @@ pub trait Syscall {
     fn clone_tree(&self, path: &Path, recursive: bool) -> io::Result<OwnedFd>;
     /// Attaches a detached mount from `clone_tree` at `target`.
     fn attach_tree(&self, tree: OwnedFd, target: &Path) -> io::Result<()>;
+    /// Gives `path` (not followed if a symlink) to `owner` (uid, gid).
+    fn give(&self, path: &Path, owner: (u32, u32)) -> io::Result<()>;
     /// Whether `path` is a symlink (not followed).
     fn is_symlink(&self, path: &Path) -> bool;
     /// Opens a host executable (before pivot_root) to run later with
@@ -173,6 +175,10 @@ impl Syscall for LinuxSyscall {
 
     fn attach_tree(&self, tree: OwnedFd, target: &Path) -> io::Result<()> {
         crate::sys::move_mount_to(std::os::fd::AsFd::as_fd(&tree), target)
+    }
+
+    fn give(&self, path: &Path, owner: (u32, u32)) -> io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
     }
 
     fn is_symlink(&self, path: &Path) -> bool {
@@ -345,6 +351,9 @@ impl Syscall for RecordingSyscall {
     }
     fn attach_tree(&self, tree: OwnedFd, target: &Path) -> io::Result<()> {
         self.record(format!("attach {} {}", tree.as_raw_fd(), target.display()))
+    }
+    fn give(&self, path: &Path, owner: (u32, u32)) -> io::Result<()> {
+        self.record(format!("give {}:{} {}", owner.0, owner.1, path.display()))
     }
     fn is_symlink(&self, _path: &Path) -> bool {
         false

@@ -210,8 +210,22 @@ fn extract(path: &Path, dest: &Path, allow_setuid: bool) -> Result<(), StoreErro
     })
 }
 
-/// Removes device nodes and (unless allowed) setuid/setgid bits below `root`.
+/// Removes device nodes and (unless allowed) setuid/setgid bits below
+/// `root`, and gives every entry to the extractor (unsquashfs as root keeps
+/// the image's owners; a store layer's files are all root's, see unpack).
 fn neutralise(root: &Path, allow_setuid: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let own = |path: &Path, meta: &fs::Metadata| -> std::io::Result<()> {
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    };
+    own(root, &fs::symlink_metadata(root)?)?;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir)? {
@@ -220,10 +234,15 @@ fn neutralise(root: &Path, allow_setuid: bool) -> std::io::Result<()> {
             if kind.is_char_device() || kind.is_block_device() {
                 tracing::warn!(entry = %entry.path().display(), "removing device node from squashfs image");
                 fs::remove_file(entry.path())?;
-            } else if kind.is_dir() {
+                continue;
+            }
+            // After the chown, which clears setuid bits itself.
+            let meta = entry.metadata()?;
+            own(&entry.path(), &meta)?;
+            if kind.is_dir() {
                 stack.push(entry.path());
             } else if kind.is_file() && !allow_setuid {
-                let mode = entry.metadata()?.permissions().mode();
+                let mode = meta.permissions().mode();
                 if mode & 0o6000 != 0 {
                     fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode & 0o1777))?;
                 }

@@ -15,7 +15,7 @@ pub mod view;
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
@@ -40,6 +40,35 @@ fn at<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Rootf
         path: path.display().to_string(),
         source,
     }
+}
+
+/// The image's layers as the container identity's: the idmapped copy of
+/// their directory the builder made, attached at `base/owned`, with the
+/// layers named below it.
+fn attach_owned_layers(
+    sys: &dyn Syscall,
+    spec: &ContainerSpec,
+    owned: &crate::spec::OwnedLayers,
+    base: &Path,
+) -> Result<Vec<PathBuf>, RootfsError> {
+    let target = base.join("owned");
+    sys.mkdir_all(&target, 0o700)
+        .map_err(at("cannot create", &target))?;
+    let tree = owned
+        .tree
+        .try_clone()
+        .map_err(at("cannot open the image layers in", &owned.dir))?;
+    sys.attach_tree(tree, &target)
+        .map_err(at("cannot attach the image layers on", &target))?;
+    spec.layers
+        .iter()
+        .map(|layer| match layer.file_name() {
+            Some(name) if layer.parent() == Some(&owned.dir) => Ok(target.join(name)),
+            _ => Err(at("not a layer of", &owned.dir)(
+                io::ErrorKind::InvalidInput.into(),
+            )),
+        })
+        .collect()
 }
 
 /// Builds the root filesystem and pivots into it. Runs in the container's
@@ -67,7 +96,15 @@ pub fn prepare(
         sys.mkdir_all(dir, 0o755)
             .map_err(at("cannot create", dir))?;
     }
-    let mut layers = spec.layers.clone();
+    let mut layers = match &spec.owned_layers {
+        Some(owned) => {
+            // The root directory is the writable layer's: the identity's too.
+            sys.give(&upper, owned.owner)
+                .map_err(at("cannot give the writable layer to its user:", &upper))?;
+            attach_owned_layers(sys, spec, owned, base)?
+        }
+        None => spec.layers.clone(),
+    };
     if let Some(tree) = spec.image_tree {
         // A directory image: mounted from what the user's rights opened.
         let image = base.join("image");
@@ -341,6 +378,7 @@ mod tests {
             devices: Default::default(),
             cgroup: None,
             slurm_tasks: None,
+            owned_layers: None,
         }
     }
 

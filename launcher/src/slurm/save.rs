@@ -114,7 +114,17 @@ pub fn save_container(
             && std::process::Command::new("mksquashfs")
                 .arg(&source)
                 .arg(&target)
-                .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
+                // What the container's identity owned (every file of it:
+                // see spec::OwnedLayers) becomes root's in the image, as
+                // enroot's export does; imported again it is the next
+                // container identity's.
+                .args([
+                    "-noappend",
+                    "-quiet",
+                    "-no-progress",
+                    "-no-xattrs",
+                    "-all-root",
+                ])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::from(log_for_child))
                 .status()

@@ -205,8 +205,10 @@ pub fn build_spec(
             workdir: request.workdir.as_ref().map(PathBuf::from),
             job_env: job_env.clone(),
         });
+    let owned_layers = owned_layers(&identity, &image)?;
     let spec = ContainerSpec {
         layers: image.layers.clone(),
+        owned_layers,
         image_tree: image
             .image_tree
             .as_ref()
@@ -232,6 +234,36 @@ pub fn build_spec(
         image,
         in_use,
     })
+}
+
+/// The image's files are the container identity's, as with enroot: root's
+/// on disk in the store, shown as the identity's through an idmapped mount
+/// of the store's layer directory (rootless berth's store is the caller's
+/// already; root for itself sees them as they are).
+fn owned_layers(
+    identity: &super::Identity,
+    image: &ResolvedImage,
+) -> Result<Option<super::OwnedLayers>, SpecError> {
+    let owner = (identity.host_uid, identity.host_gid);
+    if !identity.privileged || owner == (0, 0) || image.layer_digests.is_empty() {
+        return Ok(None);
+    }
+    let Some(dir) = image.layers.first().and_then(|l| l.parent()) else {
+        return Ok(None);
+    };
+    if image.layers.iter().any(|l| l.parent() != Some(dir)) {
+        return Err(SpecError::Invalid(format!(
+            "the image's layers are not all in {}",
+            dir.display()
+        )));
+    }
+    super::OwnedLayers::of(dir, owner)
+        .map(Some)
+        .map_err(SpecError::host(format!(
+            "cannot show the image's files as uid {}'s (an idmapped mount of {})",
+            owner.0,
+            dir.display()
+        )))
 }
 
 /// A Slurm step's own view into a named container an earlier step made:

@@ -76,6 +76,10 @@ pub struct ContainerSpec {
     /// the descriptor the user's rights opened, never from its path): the
     /// top layer, attached inside the container's mount namespace.
     pub image_tree: Option<std::os::fd::RawFd>,
+    /// The store's layers as the container identity's (when berth runs as
+    /// root for another identity): `layers` are then named below this
+    /// idmapped copy of their directory. None: as on disk.
+    pub owned_layers: Option<OwnedLayers>,
     /// An empty directory to mount the container's tmpfs on, inside its own
     /// mount namespace (the host never sees the mount).
     pub mount_point: PathBuf,
@@ -127,6 +131,36 @@ pub struct SlurmTaskRules {
     /// (`--container-env`), besides Slurm's, the GPUs' and MPI's own
     /// ([`process::job_owns`]).
     pub job_env: Vec<String>,
+}
+
+/// The directory holding an image's layers as a detached idmapped mount,
+/// in which every file (root's on disk: the store drops the tars' owners)
+/// shows as owned by `owner`. Made by the builder, in the host's pid
+/// namespace; attached inside the container's mount namespace.
+#[derive(Debug, Clone)]
+pub struct OwnedLayers {
+    /// Host uid and gid the files show as owned by.
+    pub owner: (u32, u32),
+    /// The directory that was cloned (every layer's parent).
+    pub dir: PathBuf,
+    /// The idmapped `open_tree` descriptor.
+    pub tree: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+impl OwnedLayers {
+    /// Clones `dir` as `owner`'s: a user namespace mapping 0 to `owner`,
+    /// and an idmapped clone of the directory's mount (no copy of a file).
+    pub fn of(dir: &std::path::Path, owner: (u32, u32)) -> std::io::Result<OwnedLayers> {
+        use std::os::fd::AsFd;
+        let userns = crate::sys::userns_mapping_root_to(owner.0, owner.1)?;
+        let tree = crate::sys::open_tree_clone(dir, false)?;
+        crate::sys::idmap_tree(tree.as_fd(), userns.as_fd())?;
+        Ok(OwnedLayers {
+            owner,
+            dir: dir.to_path_buf(),
+            tree: std::sync::Arc::new(tree),
+        })
+    }
 }
 
 /// A container's own cgroup.

@@ -23,6 +23,7 @@ pub fn make_readonly_recursive(path: &Path) -> io::Result<()> {
         libc::AT_RECURSIVE as libc::c_uint,
         MOUNT_ATTR_RDONLY,
         0,
+        None,
     )
 }
 
@@ -40,17 +41,36 @@ pub fn make_tree_private(tree: BorrowedFd<'_>) -> io::Result<()> {
         (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         libc::MS_PRIVATE,
+        None,
+    )
+}
+
+/// Makes a detached mount (from [`open_tree_clone`]) an idmapped one
+/// (`MOUNT_ATTR_IDMAP`): a file owned by id N on disk shows as the host id
+/// that N is mapped to in user namespace `userns` (see
+/// [`userns_mapping_root_to`]).
+pub fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        MOUNT_ATTR_IDMAP,
+        0,
+        Some(userns),
     )
 }
 
 /// `mount_setattr(2)`: sets mount attributes `attr_set` and propagation
-/// `propagation` (0: unchanged) on `path` relative to `dir`.
+/// `propagation` (0: unchanged) on `path` relative to `dir`; with
+/// `MOUNT_ATTR_IDMAP`, the user namespace whose maps it takes.
 fn mount_setattr(
     dir: libc::c_int,
     path: &std::ffi::CStr,
     flags: libc::c_uint,
     attr_set: u64,
     propagation: u64,
+    userns: Option<BorrowedFd<'_>>,
 ) -> io::Result<()> {
     #[repr(C)]
     struct MountAttr {
@@ -63,10 +83,11 @@ fn mount_setattr(
         attr_set,
         attr_clr: 0,
         propagation,
-        userns_fd: 0,
+        userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
-    // SAFETY: path is NUL-terminated, dir is AT_FDCWD or a live descriptor,
-    // and attr a valid mount_attr of the size passed; the kernel only reads.
+    // SAFETY: path is NUL-terminated, dir is AT_FDCWD or a live descriptor
+    // (as is the user namespace's, borrowed for the call), and attr a valid
+    // mount_attr of the size passed; the kernel only reads.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,

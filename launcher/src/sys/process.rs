@@ -28,6 +28,43 @@ pub unsafe fn clone_into_namespaces(flags: CloneFlags) -> nix::Result<Option<Pid
     }
 }
 
+/// A user namespace that maps id 0 to host `uid` and `gid` (one id each),
+/// for [`super::idmap_tree`]: a file root owns on disk then shows as
+/// `uid:gid`'s. Made by a child that only waits on a pipe (so it is safe
+/// from any thread); the namespace outlives it through the descriptor.
+pub fn userns_mapping_root_to(uid: u32, gid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    let (wait_r, wait_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let flags = libc::CLONE_NEWUSER as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone with a NULL stack behaves like fork(2); the child makes
+    // only async-signal-safe calls (read, _exit), so any thread may call this.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if ret == 0 {
+        let mut byte = 0u8;
+        // SAFETY: closes the child's copy of the write end (so that the
+        // parent's close is EOF), reads at most one byte into a live local,
+        // then _exit.
+        unsafe {
+            libc::close(wait_w.as_raw_fd());
+            libc::read(wait_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    let child = Pid::from_raw(ret as i32);
+    drop(wait_r);
+    let proc = format!("/proc/{child}");
+    let made = std::fs::write(format!("{proc}/uid_map"), format!("0 {uid} 1\n"))
+        .and_then(|()| std::fs::write(format!("{proc}/gid_map"), format!("0 {gid} 1\n")))
+        .and_then(|()| {
+            std::fs::File::open(format!("{proc}/ns/user")).map(std::os::fd::OwnedFd::from)
+        });
+    drop(wait_w); // the child reads EOF and exits
+    reap_child(child, true)?;
+    made
+}
+
 /// Like [`clone_into_namespaces`], with the child born in the cgroup v2
 /// directory `cgroup` (`clone3(2)` with `CLONE_INTO_CGROUP`, Linux 5.7):
 /// moving a process in later waits for an RCU grace period, milliseconds.

@@ -5,6 +5,7 @@ use berth_e2e::*;
 
 mod isolation;
 mod lifecycle;
+mod ownership;
 
 pub fn img(s: &Sandbox) -> String {
     s.standard_image().to_str().unwrap().to_string()

@@ -111,6 +111,25 @@ pub fn sniff_compression<R: Read>(reader: R) -> io::Result<(Compression, BufRead
     Ok((compression, buffered))
 }
 
+/// Makes every entry below `root` (not `root` itself) owned by 0:0,
+/// without following symlinks; entries already root's are left alone.
+pub(super) fn give_tree_to_root(root: &Path) -> io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if (meta.uid(), meta.gid()) != (0, 0) {
+                std::os::unix::fs::lchown(entry.path(), Some(0), Some(0))?;
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes a directory tree that may hold read-only directories.
 pub fn remove_tree(path: &Path) {
     fn make_writable(path: &Path) {

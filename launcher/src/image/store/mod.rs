@@ -157,8 +157,33 @@ impl Store {
                 fs::set_permissions(root, fs::Permissions::from_mode(0o700))
                     .map_err(io_err(root))?;
             }
+            store.give_layers_to_root()?;
         }
         Ok(store)
+    }
+
+    /// A store made before layers dropped their tars' owners: every file of
+    /// its layers becomes root's, once (`layers/.all-root` says it is done;
+    /// other berths wait on the lock meanwhile).
+    fn give_layers_to_root(&self) -> Result<(), StoreError> {
+        let done = self.root.join("layers/.all-root");
+        if done.exists() {
+            return Ok(());
+        }
+        let (path, file) = self.lock_file("all-root.lock")?;
+        let _lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
+                path,
+                source: e.into(),
+            })?;
+        if done.exists() {
+            return Ok(());
+        }
+        let layers = self.root.join("layers/sha256");
+        content::give_tree_to_root(&layers).map_err(io_err(&layers))?;
+        tracing::info!(store = %self.root.display(), "the store's layer files are root's now");
+        File::create(&done).map_err(io_err(&done))?;
+        Ok(())
     }
 
     /// Sets the deepest nesting accepted in a layer (`store.max_layer_depth`).

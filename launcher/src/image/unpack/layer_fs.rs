@@ -1,7 +1,7 @@
 //! Writing into the layer being built, always through directory
 //! descriptors: opening a directory beneath the layer's root without
-//! following symlinks, replacing what an earlier entry left, owners and
-//! times, and file content with holes for runs of zeros.
+//! following symlinks, replacing what an earlier entry left, times, and
+//! file content with holes for runs of zeros.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -10,12 +10,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{mkdirat, utimensat, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchownat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::{UnpackError, UnpackOptions};
+use super::UnpackError;
 use crate::sys;
 
 pub(super) enum CopyError {
@@ -159,27 +159,6 @@ pub(super) fn remove_existing(
         }),
         Err(e) => Err(write_err(shown, e)),
     }
-}
-
-pub(super) fn set_owner(
-    parent: &OwnedFd,
-    name: &OsStr,
-    uid: u64,
-    gid: u64,
-    options: UnpackOptions,
-    shown: &str,
-) -> Result<(), UnpackError> {
-    if !options.privileged {
-        return Ok(());
-    }
-    fchownat(
-        Some(parent.as_raw_fd()),
-        name,
-        Some(Uid::from_raw(uid as u32)),
-        Some(Gid::from_raw(gid as u32)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| write_err(shown, e))
 }
 
 pub(super) fn set_mtime(

@@ -9,7 +9,8 @@
 //! - **neutralised**: a leading `/` is dropped (the path is taken relative to the
 //!   layer root); device nodes are skipped (the container's /dev comes from
 //!   berth); setuid/setgid bits are cleared unless the admin allows them;
-//!   extended attributes are not copied (file capabilities cannot come in).
+//!   extended attributes are not copied (file capabilities cannot come in);
+//!   owners are not kept (every file of a layer is the extractor's).
 //! - Symlinks are kept as they are, whatever they point at: they are resolved
 //!   inside the container's root at run time, never during extraction.
 //!
@@ -35,9 +36,7 @@ use nix::unistd::{linkat, symlinkat};
 use crate::sys;
 
 mod layer_fs;
-use layer_fs::{
-    copy_sparse, open_beneath, remove_existing, set_mtime, set_owner, write_err, CopyError,
-};
+use layer_fs::{copy_sparse, open_beneath, remove_existing, set_mtime, write_err, CopyError};
 
 /// Why a layer was refused.
 #[derive(Debug, thiserror::Error)]
@@ -108,9 +107,10 @@ pub enum UnpackError {
 /// What the extractor may do on this host.
 #[derive(Debug, Clone, Copy)]
 pub struct UnpackOptions {
-    /// Running as root: ownership is kept and the opaque marker is a
-    /// `trusted.` xattr. Otherwise files belong to the caller and the marker is
-    /// `user.overlay.opaque` (overlay mounted with `userxattr`).
+    /// Running as root: the opaque marker is a `trusted.` xattr. Otherwise
+    /// the marker is `user.overlay.opaque` (overlay mounted with
+    /// `userxattr`). Either way every file belongs to the extractor (the
+    /// tar's owners are dropped).
     pub privileged: bool,
     /// Keep setuid/setgid bits.
     pub allow_setuid: bool,
@@ -185,8 +185,9 @@ pub fn unpack_layer<R: Read>(
         let header = entry.header();
         let kind = header.entry_type();
         let mut mode = header.mode().map_err(UnpackError::Tar)? & 0o7777;
-        let uid = header.uid().map_err(UnpackError::Tar)?;
-        let gid = header.gid().map_err(UnpackError::Tar)?;
+        // The tar's owners are not kept: every file of a store layer is
+        // root's (or, rootless, the caller's), and a container shows them
+        // all as its own identity's (an idmapped mount of the layers).
         let mtime = header.mtime().map_err(UnpackError::Tar)? as i64;
         if mode & 0o6000 != 0 && !options.allow_setuid && !kind.is_dir() {
             mode &= !0o6000;
@@ -269,7 +270,6 @@ pub fn unpack_layer<R: Read>(
                     }
                     Err(e) => return Err(write_err(&shown, e)),
                 }
-                set_owner(parent, name, uid, gid, options, &shown)?;
                 dirs.push(DeferredDir {
                     components: components.clone(),
                     mode,
@@ -309,7 +309,6 @@ pub fn unpack_layer<R: Read>(
                     },
                 })?;
                 report.bytes += written;
-                set_owner(parent, name, uid, gid, options, &shown)?;
                 fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
                     .map_err(|e| write_err(&shown, e))?;
                 set_mtime(parent, name, mtime, &shown)?;
@@ -323,7 +322,6 @@ pub fn unpack_layer<R: Read>(
                     name.as_os_str(),
                 )
                 .map_err(|e| write_err(&shown, e))?;
-                set_owner(parent, name, uid, gid, options, &shown)?;
                 set_mtime(parent, name, mtime, &shown)?;
             }
             EntryType::Link => {
@@ -357,7 +355,6 @@ pub fn unpack_layer<R: Read>(
                     0,
                 )
                 .map_err(|e| write_err(&shown, e))?;
-                set_owner(parent, name, uid, gid, options, &shown)?;
             }
             EntryType::Char | EntryType::Block => {
                 tracing::warn!(entry = %shown, "skipping device node in image layer");

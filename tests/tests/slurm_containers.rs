@@ -1,0 +1,82 @@
+//! Containers users change under Slurm: the image's files are the job
+//! user's (root's with `--container-remap-root`), and `--container-save`
+//! packs what the container showed, as root's (enroot's export).
+
+use std::os::unix::fs::MetadataExt;
+
+use berth_e2e::slurm::cluster_with_standard_image;
+use berth_e2e::*;
+
+#[test]
+fn a_tasks_user_may_change_any_file_of_the_image_and_remap_root_owns_them_all() {
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    let (uid, gid) = test_user();
+    let change = "touch /newfile && rm /etc/motd && echo x >> /etc/passwd && \
+                  stat -c %u:%g / /etc/passwd /newfile";
+    let out = cluster.srun(&[&image_opt, "--container-writable", "sh", "-c", change]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), format!("{uid}:{gid}\n").repeat(3));
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-remap-root",
+        "sh",
+        "-c",
+        "echo X=1 >> /etc/environment && mkdir -p /var/lib/mine && \
+         stat -c %u:%g /etc/environment /etc/passwd /var/lib/mine",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), "0:0\n".repeat(3));
+    // Each step had its own writable layer: the image is as it was.
+    let out = cluster.srun(&[
+        &image_opt,
+        "sh",
+        "-c",
+        "cat /etc/motd; test -e /newfile || echo no-newfile",
+    ]);
+    assert_eq!(stdout(&out), "layer2\nno-newfile\n", "{}", stderr(&out));
+}
+
+#[test]
+fn a_saved_container_is_roots_in_the_image_and_the_next_users_in_a_container() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let (uid, gid) = test_user();
+    let out_dir = shared_dir(&s, "saved");
+    std::os::unix::fs::chown(&out_dir, Some(uid), None).unwrap();
+    let saved = out_dir.join("changed.sqsh");
+    let out = cluster.srun(&[
+        &format!("--container-image={image}"),
+        &format!("--container-save={}", saved.display()),
+        "--container-remap-root",
+        "sh",
+        "-c",
+        "mkdir -p /opt/tool && echo v1 > /opt/tool/version && echo changed > /etc/motd",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    wait_until("the squashfs is written", || saved.exists());
+    assert_eq!(std::fs::metadata(&saved).unwrap().uid(), uid);
+    // Every entry of the image is root's (what unsquashfs lists).
+    let listing = std::process::Command::new("unsquashfs")
+        .args(["-lln", "-d", ""])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let listing = stdout(&listing);
+    let owners: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(owners.len() > 10, "{listing}");
+    assert!(owners.iter().all(|o| *o == "0/0"), "{listing}");
+    // Started again (a new job), the files are that container's user's.
+    let out = cluster.srun(&[
+        &format!("--container-image={}", saved.display()),
+        "sh",
+        "-c",
+        "cat /opt/tool/version /etc/motd; stat -c %u:%g /opt/tool/version; echo v2 > /opt/tool/version",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), format!("v1\nchanged\n{uid}:{gid}\n"));
+}
