@@ -62,6 +62,14 @@ pub trait Syscall {
     fn attach_tree(&self, tree: OwnedFd, target: &Path) -> io::Result<()>;
     /// Gives `path` (not followed if a symlink) to `owner` (uid, gid).
     fn give(&self, path: &Path, owner: (u32, u32)) -> io::Result<()>;
+    /// Writes a new file (never a symlink's target, never over anything)
+    /// with the rights of the container's identity.
+    fn write_new_file(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        identity: &crate::spec::Identity,
+    ) -> io::Result<()>;
     /// Whether `path` is a symlink (not followed).
     fn is_symlink(&self, path: &Path) -> bool;
     /// Opens a host executable (before pivot_root) to run later with
@@ -179,6 +187,34 @@ impl Syscall for LinuxSyscall {
 
     fn give(&self, path: &Path, owner: (u32, u32)) -> io::Result<()> {
         std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
+    }
+
+    fn write_new_file(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        identity: &crate::spec::Identity,
+    ) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let write = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)?
+                .write_all(contents)
+        };
+        match identity.privileged {
+            true => crate::as_user::UserRights {
+                uid: identity.host_uid,
+                gid: identity.host_gid,
+                groups: identity.host_groups.clone(),
+            }
+            .with(write)?,
+            false => write(),
+        }
     }
 
     fn is_symlink(&self, path: &Path) -> bool {
@@ -354,6 +390,19 @@ impl Syscall for RecordingSyscall {
     }
     fn give(&self, path: &Path, owner: (u32, u32)) -> io::Result<()> {
         self.record(format!("give {}:{} {}", owner.0, owner.1, path.display()))
+    }
+    fn write_new_file(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        identity: &crate::spec::Identity,
+    ) -> io::Result<()> {
+        self.record(format!(
+            "write_new_file {} as {} ({} bytes)",
+            path.display(),
+            identity.host_uid,
+            contents.len()
+        ))
     }
     fn is_symlink(&self, _path: &Path) -> bool {
         false

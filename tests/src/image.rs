@@ -439,3 +439,69 @@ pub fn write_big_image(dir: &Path, layers: usize, files: usize, megabytes: usize
         },
     );
 }
+
+/// Debian 12 as an OCI image (one uncompressed layer, its files root's as
+/// debootstrap left them, dpkg and apt inside), made from the bookworm root
+/// `scripts/slurm-roots.sh` keeps, at `dir`; docs, man pages, locales and
+/// cached .debs left out.
+pub fn write_debian_image(dir: &Path) {
+    let root = Path::new("/var/cache/berth-tests/roots/bookworm");
+    assert!(
+        root.join("usr/bin/apt-get").exists(),
+        "no Debian root at {}: run scripts/slurm-roots.sh",
+        root.display()
+    );
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "--sort=name", "-C"])
+        .arg(root)
+        .args([
+            "--exclude=./proc/*",
+            "--exclude=./sys/*",
+            "--exclude=./dev/*",
+            "--exclude=./var/cache/apt/archives/*.deb",
+            "--exclude=./usr/share/doc/*",
+            "--exclude=./usr/share/man/*",
+            "--exclude=./usr/share/locale/*",
+            "-cf",
+            "-",
+            ".",
+        ])
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "tar of the Debian root failed");
+    let run = RunConfig {
+        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        cmd: vec!["/bin/bash".into()],
+        ..Default::default()
+    };
+    write_layout(dir, vec![(out.stdout, Compression::None)], &run);
+}
+
+/// A Debian package `berth-hello` (version 1.0) holding
+/// `/usr/bin/berth-hello`, a shell script printing "hello from a package",
+/// built with dpkg-deb at `path`.
+pub fn write_hello_deb(path: &Path) {
+    let tree = path.with_extension("tree");
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        "Package: berth-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: berth tests <t@example.org>\nDescription: a package the tests install\n",
+    )
+    .unwrap();
+    let script = tree.join("usr/bin/berth-hello");
+    std::fs::write(&script, "#!/bin/sh\necho hello from a package\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&tree)
+        .arg(path)
+        .output()
+        .expect("dpkg-deb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&tree).unwrap();
+}

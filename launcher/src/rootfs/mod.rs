@@ -202,6 +202,10 @@ pub fn prepare(
                 &spec.devices.ldcache_folders[0],
             ))?;
     }
+    // In the container's own files only: before the user's mounts.
+    if !spec.read_only {
+        keep_apt_as_root(sys, &spec.identity, is_dir)?;
+    }
     attach_mounts(sys, &spec.mounts, mount_fds, Some(&spec.identity))?;
     sys.make_user_path(&spec.process.cwd, user_paths::Kind::Dir, &spec.identity)
         .map_err(at("cannot create working directory", &spec.process.cwd))?;
@@ -229,6 +233,34 @@ pub fn prepare(
     sys.sethostname(&spec.hostname)
         .map_err(at("cannot set hostname, at", slash))?;
     Ok(())
+}
+
+/// Where apt reads its configuration, and what berth puts there.
+const APT_CONF_DIR: &str = "/etc/apt/apt.conf.d";
+/// apt runs its downloads as `_apt`; a container's root cannot switch to
+/// another user (one id is mapped), so apt would fail. enroot does the same.
+const APT_STAY_ROOT: &[u8] =
+    b"// berth: this container's root cannot switch users; apt stays root.\nAPT::Sandbox::User \"root\";\n";
+
+/// Tells the image's apt (if it has one) not to drop privileges, unless the
+/// container's identity is the host's root, which can. Written after the
+/// pivot (an image's symlinks lead inside it), as the identity, never over
+/// a file of the image's.
+fn keep_apt_as_root(
+    sys: &dyn Syscall,
+    identity: &crate::spec::Identity,
+    is_dir: &dyn Fn(&Path) -> Option<bool>,
+) -> Result<(), RootfsError> {
+    let real_root = identity.privileged && identity.host_uid == 0;
+    let dir = Path::new(APT_CONF_DIR);
+    if real_root || is_dir(dir) != Some(true) || sys.is_symlink(dir) {
+        return Ok(());
+    }
+    let file = dir.join("zz-berth-apt-stays-root");
+    match sys.write_new_file(&file, APT_STAY_ROOT, identity) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(at("cannot write", &file)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Makes every mount private: nothing mounted after may propagate back to
@@ -438,6 +470,67 @@ mod tests {
             .iter()
             .any(|c| c.contains("lowerdir=l2:l1") && c.ends_with(",userxattr")));
         assert!(calls.contains(&"chdir /store".to_string()), "{calls:#?}");
+    }
+
+    #[test]
+    fn owned_layers_come_from_the_idmapped_copy_and_the_root_is_the_identitys() {
+        let mut owned = spec(false);
+        let tree = std::fs::File::open("/dev/null").unwrap();
+        owned.owned_layers = Some(crate::spec::OwnedLayers {
+            owner: (1000, 1000),
+            dir: PathBuf::from("/store"),
+            tree: std::sync::Arc::new(tree.into()),
+        });
+        let calls = record(&owned);
+        let give = position(&calls, "give 1000:1000 /store/mnt/upper");
+        let attach = calls
+            .iter()
+            .position(|c| c.starts_with("attach ") && c.ends_with(" /store/mnt/owned"))
+            .unwrap_or_else(|| panic!("{calls:#?}"));
+        let overlay = position(&calls, "mount overlay /store/mnt/root overlay");
+        assert!(give < overlay && attach < overlay);
+        assert!(
+            calls[overlay].contains("lowerdir=l2:l1,")
+                && calls.contains(&"chdir /store/mnt/owned".into()),
+            "{calls:#?}"
+        );
+        // A layer from elsewhere is refused, not taken unmapped.
+        owned.layers.push(PathBuf::from("/elsewhere/l3"));
+        let sys = RecordingSyscall::default();
+        let e = prepare(&sys, &owned, &|_: &Path| Some(true)).unwrap_err();
+        assert!(e.to_string().contains("/store"), "{e}");
+    }
+
+    #[test]
+    fn apt_is_told_to_stay_root_in_the_images_files_unless_the_identity_is_real_root() {
+        let calls_for = |spec: &ContainerSpec| {
+            let sys = RecordingSyscall::default();
+            let is_dir = |p: &Path| Some(p == Path::new(APT_CONF_DIR) || p.extension().is_none());
+            prepare(&sys, spec, &is_dir).unwrap();
+            sys.calls()
+        };
+        let calls = calls_for(&spec(false));
+        let write = position(
+            &calls,
+            "write_new_file /etc/apt/apt.conf.d/zz-berth-apt-stays-root as 1000",
+        );
+        // After the pivot (the image's symlinks lead inside it), before the
+        // user's mounts (only the container's own files).
+        assert!(write > position(&calls, "pivot_root"));
+        let user_mount = calls
+            .iter()
+            .position(|c| c.starts_with("attach ") && c.ends_with(" /mnt/data"))
+            .unwrap();
+        assert!(write < user_mount, "{calls:#?}");
+        let mut root = spec(false);
+        (root.identity.host_uid, root.identity.host_gid) = (0, 0);
+        let mut rootless = spec(false);
+        rootless.identity.privileged = false;
+        for (spec, written) in [(root, false), (rootless, true), (spec(true), false)] {
+            let calls = calls_for(&spec);
+            let wrote = calls.iter().any(|c| c.starts_with("write_new_file"));
+            assert_eq!(wrote, written, "{calls:#?}");
+        }
     }
 
     #[test]

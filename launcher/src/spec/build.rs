@@ -257,13 +257,19 @@ fn owned_layers(
             dir.display()
         )));
     }
-    super::OwnedLayers::of(dir, owner)
-        .map(Some)
-        .map_err(SpecError::host(format!(
-            "cannot show the image's files as uid {}'s (an idmapped mount of {})",
-            owner.0,
-            dir.display()
-        )))
+    // Where the store's filesystem cannot be idmapped (tmpfs before Linux
+    // 6.3, NFS) or user namespaces are off, the files keep their owners
+    // (root's: readable, not writable): the container still runs.
+    match super::OwnedLayers::of(dir, owner) {
+        Ok(owned) => Ok(Some(owned)),
+        Err(e) => {
+            tracing::warn!(
+                "the image's files stay root's in this container: {} cannot be idmapped ({e})",
+                dir.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// A Slurm step's own view into a named container an earlier step made:

@@ -74,3 +74,33 @@ fn a_layer_in_use_is_kept_and_one_not_in_use_is_removed() {
     assert!(store.remove_layer(&digest).unwrap());
     assert!(!store.has_layer(&digest) && store.layers().is_empty());
 }
+
+/// A store made before layers dropped their tars' owners: opened by root,
+/// every file of its layers becomes root's, once, and says so.
+#[test]
+fn a_root_store_of_an_older_berth_gets_its_layer_files_given_to_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (scripts/test.sh runs as root)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let layer = root.join("layers/sha256").join("c".repeat(64));
+    fs::create_dir_all(layer.join("home/app")).unwrap();
+    fs::write(layer.join("home/app/data"), b"x").unwrap();
+    std::os::unix::fs::symlink("data", layer.join("home/app/link")).unwrap();
+    for path in ["home/app", "home/app/data"] {
+        std::os::unix::fs::lchown(layer.join(path), Some(1000), Some(1000)).unwrap();
+    }
+    std::os::unix::fs::lchown(layer.join("home/app/link"), Some(42), Some(42)).unwrap();
+    Store::open(&root, true, false).unwrap();
+    for path in ["home", "home/app", "home/app/data", "home/app/link"] {
+        let meta = fs::symlink_metadata(layer.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path}");
+    }
+    assert!(root.join("layers/.all-root").exists());
+    // Once: a file given to someone else afterwards stays theirs.
+    std::os::unix::fs::lchown(layer.join("home/app/data"), Some(7), Some(7)).unwrap();
+    Store::open(&root, true, false).unwrap();
+    let meta = fs::metadata(layer.join("home/app/data")).unwrap();
+    assert_eq!(meta.uid(), 7);
+}
