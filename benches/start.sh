@@ -6,7 +6,8 @@
 # overlay), bare exec. runc always makes a cgroup; berth makes one only
 # with limits or GPUs, so the limits row (memory, pids and cpu) shows what a
 # cgroup costs. Root acting for a user (`--user`, as the Slurm plugin does)
-# opens the image with that user's rights. BEFORE=/path/to/an/older/berth
+# opens the image with that user's rights, and shows the image's files as
+# that user's (an idmapped mount; --remap-root: as root's). BEFORE=/path/to/an/older/berth
 # adds its rows to the same run. Prints medians and ratios. Run as root on
 # Debian 12.
 set -euo pipefail
@@ -55,7 +56,18 @@ if [ -n "${BEFORE:-}" ]; then
     "$BEFORE" --config "$work/before.toml" run "$work/image" true
     before=(-n "before: berth (OCI image, 3 layers)" "$BEFORE --config $work/before.toml run $work/image /bin/true"
             -n "before: berth --user (OCI image)" "$BEFORE --config $work/before.toml run --user $user $work/image /bin/true"
+            -n "before: berth --user --remap-root (OCI image)" "$BEFORE --config $work/before.toml run --user $user --remap-root $work/image /bin/true"
             -n "before: berth --user (rootfs dir)" "$BEFORE --config $work/before.toml run --user $user $rootfs /bin/true")
+fi
+
+# BIG=1: the same start from a 1 GiB image of 20 layers (the ownership
+# mapping is one idmapped mount of the layer directory, whatever the size).
+big=()
+if [ -n "${BIG:-}" ]; then
+    target/release/berth-mkimage --big 20 20000 1024 "$work/big" >/dev/null
+    chmod -R a+rX "$work/big"
+    "$berth" --config "$work/berth.toml" run "$work/big" true
+    big=(-n "berth --user (1 GiB image, 20 layers)" "$berth --config $work/berth.toml run --user $user $work/big /bin/true")
 fi
 
 hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/result.json" \
@@ -64,12 +76,13 @@ hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/result.json" \
     -n "berth (rootfs dir)" "$berth --config $work/berth.toml run $rootfs /bin/true" \
     -n "berth --user (OCI image)" "$berth --config $work/berth.toml run --user $user $work/image /bin/true" \
     -n "berth --user (rootfs dir)" "$berth --config $work/berth.toml run --user $user $rootfs /bin/true" \
+    -n "berth --user --remap-root (OCI image)" "$berth --config $work/berth.toml run --user $user --remap-root $work/image /bin/true" \
     -n "berth, seccomp off" "$berth --config $work/noseccomp.toml run $work/image /bin/true" \
     -n "berth + limits (memory, pids, cpu)" "$berth --config $work/limits.toml run $work/image /bin/true" \
     -n "bwrap" "bwrap --unshare-user --uid 0 --gid 0 --unshare-ipc --unshare-pid --unshare-uts --unshare-cgroup --bind $rootfs / --proc /proc --dev /dev /bin/true" \
     -n "runc" "runc run --bundle $work/bundle berth-bench" \
     -n "runc + seccomp" "runc run --bundle $work/bundle-seccomp berth-bench-s" \
-    "${before[@]}" >/dev/null
+    "${before[@]}" "${big[@]}" >/dev/null
 
 python3 - "$work/result.json" <<'PY'
 import json, statistics, sys
