@@ -81,6 +81,10 @@ fn pull_options(ctx: &Context, whose: Credentials) -> PullOptions {
         insecure: ctx.config.registry.insecure.clone(),
         credentials: texts,
         parallel: ctx.config.registry.parallel_downloads,
+        holder: match whose {
+            Credentials::Caller => format!("uid {}", nix::unistd::getuid()),
+            Credentials::User(uid, _) => format!("uid {uid}"),
+        },
     }
 }
 

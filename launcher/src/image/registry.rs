@@ -33,6 +33,11 @@ pub struct PullOptions {
     pub credentials: Vec<String>,
     /// Layers fetched at once.
     pub parallel: usize,
+    /// Who pulls (`uid N`): a layer the store already has is taken without
+    /// a download only when this registry repository was seen to hold it;
+    /// for a registry anyone may run (plain HTTP: loopback, `insecure`),
+    /// only when it was seen holding it for this same puller.
+    pub holder: String,
 }
 
 /// Progress of a pull, for a terminal or a log line.
@@ -162,7 +167,13 @@ pub fn pull(
     progress.layers(
         &jobs
             .iter()
-            .map(|(_, d, id)| (d.digest.clone(), d.size.max(0) as u64, store.has_layer(id)))
+            .map(|(_, d, id)| {
+                let cached = store.has_layer(id)
+                    && store
+                        .remembered(&held_by(reference, options, d, id))
+                        .exists();
+                (d.digest.clone(), d.size.max(0) as u64, cached)
+            })
             .collect::<Vec<_>>(),
     );
 
@@ -179,7 +190,8 @@ pub fn pull(
                     return;
                 };
                 let fetched = fetch_layer(
-                    store, &runtime, &client, &oci_ref, reference, desc, diff_id, index, progress,
+                    store, &runtime, &client, &oci_ref, reference, options, desc, diff_id, index,
+                    progress,
                 );
                 match fetched {
                     Ok(()) => progress.done(index),
@@ -269,7 +281,31 @@ pub fn check_access(reference: &ImageRef, options: &PullOptions) -> Result<(), I
         .map_err(|e| registry_err(reference, e))
 }
 
-/// Downloads one layer blob to tmp/ and extracts it, under the layer's lock.
+/// The remembered fact that `reference`'s repository holds blob `desc`
+/// of layer `diff_id`: registries let a manifest name only blobs its
+/// repository holds, so a user who may pull the manifest may have the
+/// layer. A plain-HTTP registry may be anyone's (a user's own on
+/// loopback, serving a manifest that names another user's layers): there
+/// the fact is the puller's alone.
+fn held_by(
+    reference: &ImageRef,
+    options: &PullOptions,
+    desc: &OciDescriptor,
+    diff_id: &str,
+) -> String {
+    let anyones = reference.is_loopback() || options.insecure.contains(&reference.registry);
+    let holder = if anyones { options.holder.as_str() } else { "" };
+    format!(
+        "registry holds\0{holder}\0{}/{}\0{}\0{diff_id}",
+        reference.registry, reference.repository, desc.digest
+    )
+}
+
+/// Downloads one layer blob to tmp/ and extracts it, under the layer's
+/// lock. A layer the store already has is taken as it is only when the
+/// repository was seen to hold it ([`held_by`]); otherwise its blob is
+/// downloaded and checked against the layer (nothing extracted again):
+/// naming a layer's digest in a manifest gives nobody the layer.
 #[allow(clippy::too_many_arguments)]
 fn fetch_layer(
     store: &Store,
@@ -277,14 +313,17 @@ fn fetch_layer(
     client: &Client,
     oci_ref: &Reference,
     reference: &ImageRef,
+    options: &PullOptions,
     desc: &OciDescriptor,
     diff_id: &str,
     index: usize,
     progress: &dyn PullProgress,
 ) -> Result<(), ImageError> {
-    let Some(lock) = store.lock_missing_layer(diff_id)? else {
-        return Ok(()); // in the store already, maybe fetched by another pull meanwhile
-    };
+    let held = store.remembered(&held_by(reference, options, desc, diff_id));
+    let lock = store.lock_missing_layer(diff_id)?;
+    if lock.is_none() && held.exists() {
+        return Ok(()); // in the store, and this repository was seen holding it
+    }
     let compression =
         Compression::of_media_type(&desc.media_type).ok_or_else(|| ImageError::Invalid {
             image: reference.to_string(),
@@ -327,14 +366,14 @@ fn fetch_layer(
         file.sync_all().map_err(io_err)?;
         drop(file);
         progress.extracting(index);
-        let blob = std::fs::File::open(&blob_path).map_err(io_err)?;
-        store.extract_layer(
-            &lock,
-            diff_id,
-            Some(&desc.digest),
-            compression,
-            Box::new(blob),
-        )?;
+        let blob = Box::new(std::fs::File::open(&blob_path).map_err(io_err)?);
+        match &lock {
+            Some(lock) => {
+                store.extract_layer(lock, diff_id, Some(&desc.digest), compression, blob)?;
+            }
+            None => store.verify_blob(diff_id, &desc.digest, compression, blob)?,
+        }
+        let _ = std::fs::write(&held, b"");
         Ok(())
     })();
     let _ = std::fs::remove_file(&blob_path);

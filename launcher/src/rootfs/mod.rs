@@ -203,7 +203,9 @@ pub fn prepare(
             ))?;
     }
     // In the container's own files only: before the user's mounts.
-    if !spec.read_only {
+    // Only where every file is the identity's (apt's directories too).
+    let files_are_identitys = spec.owned_layers.is_some() || !spec.identity.privileged;
+    if files_are_identitys && !spec.read_only {
         keep_apt_as_root(sys, &spec.identity, is_dir)?;
     }
     attach_mounts(sys, &spec.mounts, mount_fds, Some(&spec.identity))?;
@@ -245,7 +247,8 @@ const APT_STAY_ROOT: &[u8] =
 /// Tells the image's apt (if it has one) not to drop privileges, unless the
 /// container's identity is the host's root, which can. Written after the
 /// pivot (an image's symlinks lead inside it), as the identity, never over
-/// a file of the image's.
+/// a file of the image's. Called only where the image's files are the
+/// identity's (otherwise apt cannot run anyway, and the write would fail).
 fn keep_apt_as_root(
     sys: &dyn Syscall,
     identity: &crate::spec::Identity,
@@ -509,7 +512,16 @@ mod tests {
             prepare(&sys, spec, &is_dir).unwrap();
             sys.calls()
         };
-        let calls = calls_for(&spec(false));
+        let tree = std::fs::File::open("/dev/null").unwrap();
+        let owned = |mut spec: ContainerSpec| {
+            spec.owned_layers = Some(crate::spec::OwnedLayers {
+                owner: (1000, 1000),
+                dir: PathBuf::from("/store"),
+                tree: std::sync::Arc::new(tree.try_clone().unwrap().into()),
+            });
+            spec
+        };
+        let calls = calls_for(&owned(spec(false)));
         let write = position(
             &calls,
             "write_new_file /etc/apt/apt.conf.d/zz-berth-apt-stays-root as 1000",
@@ -526,7 +538,15 @@ mod tests {
         (root.identity.host_uid, root.identity.host_gid) = (0, 0);
         let mut rootless = spec(false);
         rootless.identity.privileged = false;
-        for (spec, written) in [(root, false), (rootless, true), (spec(true), false)] {
+        // Where the files stayed root's (no idmap), apt's directory is not
+        // the identity's: nothing is written (and the start goes on).
+        let fallback = spec(false);
+        for (spec, written) in [
+            (root, false),
+            (rootless, true),
+            (owned(spec(true)), false),
+            (fallback, false),
+        ] {
             let calls = calls_for(&spec);
             let wrote = calls.iter().any(|c| c.starts_with("write_new_file"));
             assert_eq!(wrote, written, "{calls:#?}");

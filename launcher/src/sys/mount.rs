@@ -48,15 +48,19 @@ pub fn make_tree_private(tree: BorrowedFd<'_>) -> io::Result<()> {
 /// Makes a detached mount (from [`open_tree_clone`]) an idmapped one
 /// (`MOUNT_ATTR_IDMAP`): a file owned by id N on disk shows as the host id
 /// that N is mapped to in user namespace `userns` (see
-/// [`userns_mapping_root_to`]).
+/// [`userns_mapping_root_to`]). It is made read-only, nosuid, nodev and
+/// private too: overlayfs only reads its layers.
 pub fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     mount_setattr(
         tree.as_raw_fd(),
         c"",
         libc::AT_EMPTY_PATH as libc::c_uint,
-        MOUNT_ATTR_IDMAP,
-        0,
+        MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        libc::MS_PRIVATE,
         Some(userns),
     )
 }

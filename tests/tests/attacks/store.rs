@@ -275,3 +275,55 @@ fn naming_a_layers_digest_does_not_give_the_layer() {
         "ROOT-ONLY-SECRET\n"
     );
 }
+
+/// The same through a registry (review of the image-ownership change): a
+/// manifest naming layers the node's store already had gave them without a
+/// download, so a user's own registry on loopback, listing another user's
+/// private layers (their digests show in /proc's mountinfo), handed them
+/// over; with the image's files now the container user's, even its 0600
+/// files. Now a cached layer counts only for a repository seen holding it,
+/// on a plain-HTTP registry only for the same user: otherwise the blob is
+/// downloaded and must be the layer.
+#[test]
+fn a_registry_naming_a_layers_digest_does_not_give_the_layer() {
+    needs_root();
+    let s = Sandbox::new();
+    let secret = || Layer::new().file("secret", b"ROOT-ONLY-SECRET\n", 0o600);
+    let layers = || {
+        vec![
+            (base_layer().finish(), Compression::Gzip),
+            (secret().finish(), Compression::Gzip),
+        ]
+    };
+    let closed = root_only_dir(&s, "closed");
+    write_layout(&closed.join("image"), layers(), &RunConfig::default());
+    let root_image = closed.join("image");
+    assert_eq!(
+        ok(s.berth(&["run", root_image.to_str().unwrap(), "cat", "/secret"])),
+        "ROOT-ONLY-SECRET\n"
+    );
+    // The user's registry lists the same layers but has not the secret
+    // one's bytes (its blob is garbage of the same size).
+    let registry = berth_e2e::registry::Registry::start();
+    let forged = s.path().join("forged");
+    write_layout(&forged, layers(), &RunConfig::default());
+    registry.push(&forged, "forged:1");
+    let secret_blob = registry.blob_path(&layout_layer_digests(&forged)[1]);
+    let real = std::fs::read(&secret_blob).unwrap();
+    std::fs::write(&secret_blob, vec![0u8; real.len()]).unwrap();
+    let reference = format!("{}/forged:1", registry.host());
+    let out = run_for_user(&s, &[&reference, "cat", "/secret"]);
+    assert!(
+        !stdout(&out).contains("ROOT-ONLY-SECRET"),
+        "a layer was given for its digest in a manifest"
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("digest"), "{}", stderr(&out));
+    // Holding the real blob, the user may use the layer (checked, not
+    // extracted again), and from then on without a download.
+    std::fs::write(&secret_blob, &real).unwrap();
+    assert_eq!(
+        ok(run_for_user(&s, &[&reference, "cat", "/secret"])),
+        "ROOT-ONLY-SECRET\n"
+    );
+}

@@ -351,6 +351,41 @@ impl Store {
         Ok(())
     }
 
+    /// Checks that `blob` is blob `blob_digest` and decompresses to layer
+    /// `diff_id`, extracting nothing: whoever handed it over holds the
+    /// layer the store already has.
+    pub fn verify_blob(
+        &self,
+        diff_id: &str,
+        blob_digest: &str,
+        compression: Compression,
+        blob: Box<dyn Read>,
+    ) -> Result<(), StoreError> {
+        let read_err = |source| StoreError::Io {
+            path: PathBuf::from(blob_digest),
+            source,
+        };
+        let mut compressed = HashingReader::new(blob);
+        {
+            let decompressed = decompress(compression, &mut compressed).map_err(read_err)?;
+            let mut uncompressed = HashingReader::new(decompressed);
+            io::copy(&mut uncompressed, &mut io::sink()).map_err(read_err)?;
+            check_digest(
+                uncompressed.finish(),
+                hex_of(diff_id)?,
+                blob_digest,
+                "uncompressed",
+            )?;
+        }
+        io::copy(&mut compressed, &mut io::sink()).map_err(read_err)?;
+        check_digest(
+            compressed.finish(),
+            hex_of(blob_digest)?,
+            blob_digest,
+            "compressed",
+        )
+    }
+
     /// A remembered fact's file under access/ (root's alone), by key.
     pub fn remembered(&self, key: &str) -> PathBuf {
         self.root
