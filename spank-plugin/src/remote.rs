@@ -88,82 +88,16 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             ));
         }
     }
-    // A named container lives for the whole job (the epilog ends it); an
+    // `JOBID.STEPID` joins that running step's container; otherwise a
+    // named container lives for the whole job (the epilog ends it), an
     // unnamed one for this step.
-    let name = options.name.as_ref();
-    let dir = container_dir(&args, name.map(|n| n.name.as_str()), job, step);
-    // An unnamed container is always the step's own, new one.
-    let mode = name.map_or(NameMode::Create, |n| n.mode);
-    let shown_name = name.map_or("", |n| n.name.as_str());
-
-    make_state_dir(&dir)?;
-    let lock_file = fs::File::create(dir.join("lock"))
-        .map_err(|e| format!("cannot create the step lock: {e}"))?;
-    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
-    let existing = live_keeper(&dir);
-    // `create` replaces a named container; the first task of the step does
-    // that, the others find the one it made (recorded with the step id).
-    let made_by_this_step = existing.as_ref().is_some_and(|r| r.step == Some(step));
-    let existing = match (existing, mode) {
-        (Some(old), NameMode::Create) if name.is_some() && !made_by_this_step => {
-            end_container(&old);
-            None
-        }
-        (existing, _) => existing,
+    let reply = match options.name.as_ref().and_then(|n| step_named(&n.name)) {
+        Some(running) => join_running_step(sp, &args, &options, (uid, gid), (job, step), running)?,
+        None => match container_for_step(sp, &args, &options, (uid, gid), (job, step))? {
+            Some(reply) => reply,
+            None => return Ok(()), // no_exec: the tasks run outside it
+        },
     };
-    let reply = match existing {
-        Some(reply) => reply,
-        None => {
-            if mode == NameMode::Exec {
-                return Err(format!("there is no container named {shown_name:?} in this job (use :auto or :create to make one)"));
-            }
-            let image = options.image.as_deref().ok_or_else(|| {
-                format!(
-                    "there is no container named {shown_name:?} in this job yet: give --container-image"
-                )
-            })?;
-            // The batch script lives in slurmd's spool directory: bring it in.
-            let script = (step == ffi::BATCH_STEP)
-                .then(|| ffi::job_argv(sp).into_iter().next())
-                .flatten();
-            let container_id = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut reply = run_slurm_start(
-                sp,
-                &args,
-                &options,
-                image,
-                (uid, gid),
-                script.as_deref(),
-                name.is_none(),
-                &container_id,
-            )?;
-            reply.step = Some(step);
-            ffi::info(&format!(
-                "berth: job {job} step {step}: container of {image} started for uid {uid} (keeper pid {}); slurmstepd's signals {}",
-                reply.pid,
-                match reply.slurm_signals_task_descendants {
-                    true => "reach the tasks' processes directly (proctrack/pgid or SignalChildrenProcesses=yes): relays pass on only SIGWINCH",
-                    false => "reach only the tasks (proctrack/cgroup or linuxproc): relays pass them on",
-                }
-            ));
-            record_keeper(&dir, &reply)?;
-            reply
-        }
-    };
-    if mode == NameMode::NoExec {
-        return Ok(()); // the container is made (or kept); the tasks run outside it
-    }
-    // A later step sees the named container's files through its own view
-    // (made under the container's lock, so the container stays meanwhile).
-    let reply = match name.is_some() && reply.step != Some(step) {
-        true => step_view(sp, &args, &options, (uid, gid), (job, step), &reply)?,
-        false => reply,
-    };
-    drop(lock);
 
     let pid = reply.pid;
     let pidfd = berth::sys::pidfd_open(nix::unistd::Pid::from_raw(pid))
@@ -246,6 +180,137 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         })
     });
     Ok(())
+}
+
+/// This step's container: the step's own new one, or a named one of the
+/// job (made when missing, replaced by `:create`) seen through this step's
+/// own view; None with `:no_exec` (made or kept, the tasks run outside).
+fn container_for_step(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    options: &crate::options::ContainerOptions,
+    (uid, gid): (u32, u32),
+    (job, step): (u32, u32),
+) -> Result<Option<KeeperRecord>, String> {
+    let name = options.name.as_ref();
+    let dir = container_dir(args, name.map(|n| n.name.as_str()), job, step);
+    // An unnamed container is always the step's own, new one.
+    let mode = name.map_or(NameMode::Create, |n| n.mode);
+    let shown_name = name.map_or("", |n| n.name.as_str());
+
+    make_state_dir(&dir)?;
+    let lock_file = fs::File::create(dir.join("lock"))
+        .map_err(|e| format!("cannot create the step lock: {e}"))?;
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
+    let existing = live_keeper(&dir);
+    // `create` replaces a named container; the first task of the step does
+    // that, the others find the one it made (recorded with the step id).
+    let made_by_this_step = existing.as_ref().is_some_and(|r| r.step == Some(step));
+    let existing = match (existing, mode) {
+        (Some(old), NameMode::Create) if name.is_some() && !made_by_this_step => {
+            end_container(&old);
+            None
+        }
+        (existing, _) => existing,
+    };
+    let reply = match existing {
+        Some(reply) => reply,
+        None => {
+            if mode == NameMode::Exec {
+                return Err(format!("there is no container named {shown_name:?} in this job (use :auto or :create to make one)"));
+            }
+            let image = options.image.as_deref().ok_or_else(|| {
+                format!(
+                    "there is no container named {shown_name:?} in this job yet: give --container-image"
+                )
+            })?;
+            // The batch script lives in slurmd's spool directory: bring it in.
+            let script = (step == ffi::BATCH_STEP)
+                .then(|| ffi::job_argv(sp).into_iter().next())
+                .flatten();
+            let container_id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut reply = run_slurm_start(
+                sp,
+                args,
+                options,
+                image,
+                (uid, gid),
+                script.as_deref(),
+                name.is_none(),
+                &container_id,
+            )?;
+            reply.step = Some(step);
+            reply.uid = uid;
+            ffi::info(&format!(
+                "berth: job {job} step {step}: container of {image} started for uid {uid} (keeper pid {}); slurmstepd's signals {}",
+                reply.pid,
+                match reply.slurm_signals_task_descendants {
+                    true => "reach the tasks' processes directly (proctrack/pgid or SignalChildrenProcesses=yes): relays pass on only SIGWINCH",
+                    false => "reach only the tasks (proctrack/cgroup or linuxproc): relays pass them on",
+                }
+            ));
+            record_keeper(&dir, &reply)?;
+            reply
+        }
+    };
+    if mode == NameMode::NoExec {
+        return Ok(None); // the container is made (or kept); the tasks run outside it
+    }
+    // A later step sees the named container's files through its own view
+    // (made under the container's lock, so the container stays meanwhile).
+    let reply = match name.is_some() && reply.step != Some(step) {
+        true => step_view(sp, args, options, (uid, gid), (job, step), &reply)?,
+        false => reply,
+    };
+    drop(lock);
+    Ok(Some(reply))
+}
+
+/// `JOBID.STEPID` as a container name: a running step's own container.
+fn step_named(name: &str) -> Option<(u32, u32)> {
+    let (job, step) = name.split_once('.')?;
+    Some((job.parse().ok()?, step.parse().ok()?))
+}
+
+/// Joins the running container of step `running` (`--container-name=
+/// JOBID.STEPID`, as pyxis names unnamed containers) through this step's
+/// own view. Only the job's user's own step: another user's, or no
+/// running container there, get the same answer.
+fn join_running_step(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    options: &crate::options::ContainerOptions,
+    (uid, gid): (u32, u32),
+    (job, step): (u32, u32),
+    (their_job, their_step): (u32, u32),
+) -> Result<KeeperRecord, String> {
+    let mode = options.name.as_ref().map(|n| n.mode);
+    if matches!(mode, Some(NameMode::Create | NameMode::NoExec)) {
+        return Err(format!(
+            "--container-name={their_job}.{their_step}: names a running step's container, which can only be joined (use :exec or no mode)"
+        ));
+    }
+    let none = || {
+        format!(
+            "--container-name={their_job}.{their_step}: no running container of step {their_job}.{their_step} of uid {uid} on this node"
+        )
+    };
+    if (their_job, their_step) == (job, step) {
+        return Err(none());
+    }
+    let dir = step_dir(args, their_job, their_step);
+    // Its lock keeps it from being made or replaced while this step joins.
+    let lock_file = fs::File::open(dir.join("lock")).map_err(|_| none())?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock step {their_job}.{their_step}: {e}"))?;
+    let theirs = live_keeper(&dir)
+        .filter(|r| r.uid == uid && r.step == Some(their_step))
+        .ok_or_else(none)?;
+    step_view(sp, args, options, (uid, gid), (job, step), &theirs)
 }
 
 /// The device and inode of a directory, to tell two roots apart.

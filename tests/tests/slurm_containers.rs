@@ -142,3 +142,70 @@ fn remap_root_apt_get_update_and_install_from_debians_archive() {
     );
     assert_eq!(stdout(&out), "ELF 64-bit LSB pie executable\n");
 }
+
+/// A running step's own (unnamed) container is joined as `JOBID.STEPID`
+/// (pyxis's name for it), from another job of its user, not by another
+/// user: the joining step sees its files and processes.
+#[test]
+fn a_running_steps_container_is_joined_as_jobid_stepid_by_its_user_only() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let mut first = cluster
+        .as_user(
+            "srun",
+            &[
+                "-J",
+                "first",
+                &format!("--container-image={image}"),
+                "sh",
+                "-c",
+                "echo $$ > /tmp/mark; exec sleep 300",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let job = || {
+        let out = cluster
+            .command("squeue")
+            .args(["-h", "-t", "R", "-n", "first", "-o", "%i"])
+            .output()
+            .unwrap();
+        stdout(&out).trim().to_string()
+    };
+    wait_until("the first step runs in its container", || {
+        !job().is_empty() && berth_e2e::slurm::keepers_of(&s) == 1
+    });
+    let name = format!("--container-name={}.0", job());
+    // The same user, from a job of their own.
+    let out = cluster.srun(&[
+        &name,
+        "sh",
+        "-c",
+        "tr '\\0' ' ' < /proc/$(cat /tmp/mark)/cmdline",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), "sleep 300 ");
+    // Not to be made or replaced under that name.
+    let out = cluster.srun(&[&format!("{name}:create"), "true"]);
+    assert!(
+        stderr(&out).contains("can only be joined"),
+        "{}",
+        stderr(&out)
+    );
+    // Another user (root's own job here) is told there is no such container.
+    let out = cluster
+        .command("srun")
+        .args([&name, "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no running container of step"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+}

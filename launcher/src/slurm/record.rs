@@ -51,6 +51,9 @@ pub struct KeeperRecord {
     pub cgroup_dirs: Vec<PathBuf>,
     /// The step that made it (set by the plugin).
     pub step: Option<u32>,
+    /// The job's user it was made for (set by the plugin): only they may
+    /// join it from another step (`--container-name=JOBID.STEPID`).
+    pub uid: u32,
     /// slurmstepd signals a task's descendants as well as the task (this
     /// node's Slurm configuration, read once by the helper): a task's relay
     /// then passes none of slurmstepd's signals on.
