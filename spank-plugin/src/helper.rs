@@ -265,7 +265,10 @@ pub(crate) fn step_view(
         &container_id,
         job_dir(sp).as_ref(),
     )?;
-    cmd.arg("--join-pid").arg(named.pid.to_string());
+    cmd.arg("--join-pid")
+        .arg(named.pid.to_string())
+        .arg("--join-started")
+        .arg(named.started.to_string());
     let view = named.seen_from(&run_helper(cmd, args)?, step);
     ffi::info(&format!(
         "berth: job {job} step {step}: joined the named container (keeper pid {}) with this step's view (keeper pid {})",

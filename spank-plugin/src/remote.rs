@@ -100,7 +100,8 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     };
 
     let pid = reply.pid;
-    let pidfd = berth::sys::pidfd_open(nix::unistd::Pid::from_raw(pid))
+    let pidfd = reply
+        .pidfd()
         .map_err(|e| format!("the step's container is gone ({e})"))?;
     // Into the container's cgroup (its limits and device filter) before
     // joining its cgroup namespace, whose root that cgroup is.
@@ -204,6 +205,13 @@ fn container_for_step(
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
     let existing = live_keeper(&dir);
+    // A keeper of another user under this job's id (a job id reused while
+    // an old job's container was left running): neither used nor ended.
+    if existing.as_ref().is_some_and(|r| r.uid != uid) {
+        return Err(format!(
+            "the node holds a container of another user under job {job}'s name {shown_name:?}; tell the cluster admins"
+        ));
+    }
     // `create` replaces a named container; the first task of the step does
     // that, the others find the one it made (recorded with the step id).
     let made_by_this_step = existing.as_ref().is_some_and(|r| r.step == Some(step));

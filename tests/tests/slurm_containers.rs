@@ -183,7 +183,9 @@ fn a_running_steps_container_is_joined_as_jobid_stepid_by_its_user_only() {
         &name,
         "sh",
         "-c",
-        "tr '\\0' ' ' < /proc/$(cat /tmp/mark)/cmdline",
+        // The first step's shell may not have exec'd its sleep yet.
+        "for i in $(seq 100); do c=$(tr '\\0' ' ' < /proc/$(cat /tmp/mark)/cmdline); \
+         [ \"$c\" = 'sleep 300 ' ] && break; sleep 0.1; done; printf %s \"$c\"",
     ]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
     assert_eq!(stdout(&out), "sleep 300 ");

@@ -81,10 +81,15 @@ fn pull_options(ctx: &Context, whose: Credentials) -> PullOptions {
         insecure: ctx.config.registry.insecure.clone(),
         credentials: texts,
         parallel: ctx.config.registry.parallel_downloads,
-        holder: match whose {
-            Credentials::Caller => format!("uid {}", nix::unistd::getuid()),
-            Credentials::User(uid, _) => format!("uid {uid}"),
-        },
+        holder: holder(whose),
+    }
+}
+
+/// Who pulls, as records and layer facts name them: `uid N`.
+fn holder(whose: Credentials) -> String {
+    match whose {
+        Credentials::Caller => format!("uid {}", nix::unistd::getuid()),
+        Credentials::User(uid, _) => format!("uid {uid}"),
     }
 }
 
@@ -115,11 +120,15 @@ impl berth::image::ImageRegistry for RegistryFor<'_> {
         Ok(record)
     }
 
-    fn may_use(&self, record: &ImageRecord) -> Result<(), berth::image::ImageError> {
+    fn may_use(&self, record: &ImageRecord) -> Result<bool, berth::image::ImageError> {
         match self.whose {
-            Credentials::Caller => Ok(()),
+            Credentials::Caller => Ok(true),
             Credentials::User(uid, gid) => check_access(self.ctx, record, uid, gid),
         }
+    }
+
+    fn puller(&self) -> String {
+        holder(self.whose)
     }
 }
 
@@ -139,7 +148,7 @@ fn check_access(
     record: &ImageRecord,
     uid: u32,
     gid: u32,
-) -> Result<(), berth::image::ImageError> {
+) -> Result<bool, berth::image::ImageError> {
     let stamp = ctx.store.access_stamp(uid, &record.name);
     let ttl = slurm_conf::parse_duration(&ctx.config.registry.auth_cache).unwrap_or(0);
     let fresh = std::fs::metadata(&stamp)
@@ -148,14 +157,17 @@ fn check_access(
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age.as_secs() < ttl);
     if fresh {
-        return Ok(());
+        return Ok(true);
     }
     let reference = ImageRef::parse(&record.name)?;
     match registry::check_access(&reference, &pull_options(ctx, Credentials::User(uid, gid))) {
-        Ok(()) => {
+        // Only for the image cached: a name the registry now gives another
+        // image is pulled again (with this user's credentials).
+        Ok(digest) if Some(&digest) == record.manifest_digest.as_ref() => {
             remember_access(ctx, uid, &record.name);
-            Ok(())
+            Ok(true)
         }
+        Ok(_) => Ok(false),
         Err(e) => Err(berth::image::ImageError::Invalid {
             image: record.name.clone(),
             message: format!(

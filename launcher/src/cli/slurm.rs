@@ -9,7 +9,6 @@
 use anyhow::{bail, Result};
 
 use berth::slurm::step::{start_container, start_view, StepOnNode};
-use nix::unistd::Pid;
 
 use super::run::RunArgs;
 use super::Context;
@@ -83,6 +82,9 @@ pub(crate) struct SlurmJoinArgs {
     /// The keeper of the named container (made by an earlier step) to join.
     #[arg(long, value_name = "PID")]
     join_pid: i32,
+    /// That keeper's start time, as its record has it (a reused pid never passes).
+    #[arg(long, value_name = "TICKS")]
+    join_started: u64,
     /// The job's user: UID[:GID].
     #[arg(long, value_name = "UID[:GID]")]
     user: String,
@@ -113,9 +115,14 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
         remap_root: args.remap_root,
         ..Default::default()
     };
+    let join = berth::slurm::record::KeeperRecord {
+        pid: args.join_pid,
+        started: args.join_started,
+        ..Default::default()
+    };
     let record = start_view(
         &ctx.build_context(),
-        Pid::from_raw(args.join_pid),
+        &join,
         &args.user,
         &request,
         &args.step.step(),

@@ -128,6 +128,7 @@ pub fn import(
         config: config.config.unwrap_or_default(),
         created: records::now(),
         public: false,
+        pulled_by: None,
     };
     records::save(store, &record)?;
     Ok(record)

@@ -163,6 +163,7 @@ mod tests {
                 config: Default::default(),
                 created,
                 public: false,
+                pulled_by: None,
             },
         )
         .unwrap();

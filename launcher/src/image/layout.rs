@@ -214,6 +214,7 @@ impl<'a> Layout<'a> {
             config: image.config,
             created: super::records::now(),
             public: false,
+            pulled_by: None,
         };
         super::records::save(store, &record)?;
         Ok(record)

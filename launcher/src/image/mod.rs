@@ -197,8 +197,11 @@ pub trait ImageRegistry {
     /// Fetches a registry reference that is not in the store yet.
     fn pull(&self, reference: &ImageRef) -> Result<records::ImageRecord, ImageError>;
     /// Whether the user may start this (private, cached) registry image:
-    /// they must be able to pull it.
-    fn may_use(&self, record: &records::ImageRecord) -> Result<(), ImageError>;
+    /// they must be able to pull it. Ok(false): the registry serves another
+    /// image under that name now; it is pulled again.
+    fn may_use(&self, record: &records::ImageRecord) -> Result<bool, ImageError>;
+    /// Who pulls (`uid N`), as [`records::ImageRecord::pulled_by`] names them.
+    fn puller(&self) -> String;
 }
 
 impl ImageSource {
@@ -356,10 +359,19 @@ impl ImageSource {
                 for candidate in Self::record_names(name) {
                     if let Some(record) = records::load(store, &candidate) {
                         if let Some(image) = record.resolve(store) {
-                            if record.needs_access_check() {
-                                registry.may_use(&record)?;
+                            // Another user's image from a registry anyone
+                            // may run: this user pulls their own.
+                            if record
+                                .pulled_by
+                                .as_ref()
+                                .is_some_and(|by| *by != registry.puller())
+                            {
+                                break;
                             }
-                            return Ok(image);
+                            if !record.needs_access_check() || registry.may_use(&record)? {
+                                return Ok(image);
+                            }
+                            break;
                         }
                     }
                 }

@@ -34,13 +34,18 @@ pub struct ImageRecord {
     /// user must show the registry lets them read it first.
     #[serde(default)]
     pub public: bool,
+    /// Pulled from a registry anyone may run (plain HTTP: loopback,
+    /// `insecure`), by this puller (`uid N`): only they may start it from
+    /// the cache, whatever that registry answers; anyone else pulls again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_by: Option<String>,
 }
 
 impl ImageRecord {
     /// Whether a user other than whoever pulled it must show they may pull
     /// it before starting it from the cache.
     pub fn needs_access_check(&self) -> bool {
-        self.source == "registry" && !self.public
+        self.source == "registry" && !self.public && self.pulled_by.is_none()
     }
 }
 
@@ -146,6 +151,7 @@ mod tests {
             config: Default::default(),
             created: 7,
             public,
+            pulled_by: None,
         }
     }
 
@@ -179,6 +185,11 @@ mod tests {
         assert!(!record("r", "registry", true).needs_access_check());
         assert!(!record("f", "oci-layout", false).needs_access_check());
         assert!(!record("f", "squashfs", false).needs_access_check());
+        // A registry anyone may run is never asked: its puller alone may
+        // start the image (the resolver pulls again for anyone else).
+        let mut anyones = record("127.0.0.1:5000/x:1", "registry", false);
+        anyones.pulled_by = Some("uid 1001".into());
+        assert!(!anyones.needs_access_check());
     }
 
     #[test]

@@ -210,7 +210,10 @@ pub fn pull(
     }
     // Whether anyone may pull it: then any user of the node may start it
     // from the cache; otherwise each user's own access is checked first.
-    let public = matches!(auth, RegistryAuth::Anonymous)
+    // A registry anyone may run proves nothing either way: its images are
+    // their puller's alone.
+    let anyones = anyones_registry(reference, options);
+    let public = !anyones && matches!(auth, RegistryAuth::Anonymous)
         || runtime
             .block_on(
                 new_client(reference, options)
@@ -226,6 +229,7 @@ pub fn pull(
         config: config.config.unwrap_or_default(),
         created: records::now(),
         public,
+        pulled_by: anyones.then(|| options.holder.clone()),
     };
     records::save(store, &record)?;
     Ok(record)
@@ -271,13 +275,13 @@ fn connect(
 }
 
 /// Whether `options`' credentials (or none: anonymous access counts) may
-/// read `reference`'s manifest now: one manifest request, nothing fetched.
-/// The error says whether the registry refused or could not be reached.
-pub fn check_access(reference: &ImageRef, options: &PullOptions) -> Result<(), ImageError> {
+/// read `reference`'s manifest now: one manifest request, nothing fetched;
+/// the manifest's digest. The error says whether the registry refused or
+/// could not be reached.
+pub fn check_access(reference: &ImageRef, options: &PullOptions) -> Result<String, ImageError> {
     let (runtime, client, auth) = connect(reference, options)?;
     runtime
         .block_on(client.fetch_manifest_digest(&client_reference(reference), &auth))
-        .map(|_| ())
         .map_err(|e| registry_err(reference, e))
 }
 
@@ -293,12 +297,20 @@ fn held_by(
     desc: &OciDescriptor,
     diff_id: &str,
 ) -> String {
-    let anyones = reference.is_loopback() || options.insecure.contains(&reference.registry);
-    let holder = if anyones { options.holder.as_str() } else { "" };
+    let holder = match anyones_registry(reference, options) {
+        true => options.holder.as_str(),
+        false => "",
+    };
     format!(
         "registry holds\0{holder}\0{}/{}\0{}\0{diff_id}",
         reference.registry, reference.repository, desc.digest
     )
+}
+
+/// A registry anyone on the node may run or impersonate: plain HTTP
+/// (loopback, or listed `insecure`).
+fn anyones_registry(reference: &ImageRef, options: &PullOptions) -> bool {
+    reference.is_loopback() || options.insecure.contains(&reference.registry)
 }
 
 /// Downloads one layer blob to tmp/ and extracts it, under the layer's

@@ -52,6 +52,7 @@ pub fn import(
         config: Default::default(),
         created: records::now(),
         public: false,
+        pulled_by: None,
     };
     records::save(store, &record)?;
     Ok(record)

@@ -76,6 +76,21 @@ impl KeeperRecord {
         self.pid > 0 && start_time(self.pid).is_ok_and(|t| t == self.started)
     }
 
+    /// A pidfd of the keeper, checked after it is open to be the recorded
+    /// process (pid and start time): from then on a reused pid cannot pass
+    /// for it.
+    pub fn pidfd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        let gone = || io::Error::new(io::ErrorKind::NotFound, "the keeper has ended");
+        if self.pid <= 0 {
+            return Err(gone());
+        }
+        let fd = crate::sys::pidfd_open(nix::unistd::Pid::from_raw(self.pid))?;
+        match start_time(self.pid) {
+            Ok(t) if t == self.started => Ok(fd),
+            _ => Err(gone()),
+        }
+    }
+
     /// The record in `path`, if there is a readable one.
     pub fn read(path: &Path) -> Option<KeeperRecord> {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
@@ -230,6 +245,26 @@ mod tests {
             (seen.image.as_str(), &seen.entrypoint),
             ("sha256:abc", &named.entrypoint)
         );
+    }
+
+    /// A pid the keeper no longer holds (another start time) gives no
+    /// pidfd: nobody setns into whatever took the number.
+    #[test]
+    fn a_pidfd_is_only_of_the_recorded_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let record = KeeperRecord::of_keeper(child.id() as i32).unwrap();
+        assert!(record.pidfd().is_ok());
+        let reused = KeeperRecord {
+            started: record.started + 1,
+            ..record.clone()
+        };
+        assert!(reused.pidfd().is_err());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(record.pidfd().is_err());
     }
 
     #[test]

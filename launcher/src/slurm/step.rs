@@ -183,16 +183,18 @@ pub fn start_container(
 /// devices, cgroup and task rules (the plugin adds the container's own).
 pub fn start_view(
     ctx: &BuildContext,
-    join: Pid,
+    join: &KeeperRecord,
     user: &str,
     request: &ContainerRequest,
     step: &StepOnNode,
 ) -> Result<KeeperRecord, StepError> {
-    let view = step_view_spec(ctx, user, request, &step.purpose()?)?;
-    let join: OwnedFd = crate::sys::pidfd_open(join).map_err(|source| StepError::Gone {
+    // First, and checked to be the recorded keeper (pid and start time):
+    // a pid reused meanwhile (the container's step ended) is never joined.
+    let join: OwnedFd = join.pidfd().map_err(|source| StepError::Gone {
         what: "the named container",
         source,
     })?;
+    let view = step_view_spec(ctx, user, request, &step.purpose()?)?;
     Ok(KeeperRecord {
         device_env: view.devices.env.clone(),
         workdir: view

@@ -142,9 +142,13 @@ fn the_shared_store_is_roots_alone() {
 }
 
 /// After one user pulled a private image with their credentials, a user
-/// without any ran it from the node's cache. Now a private image is
-/// started for a user only when the registry lets that user pull it (or
-/// did within `registry.auth_cache`); a public one needs no question.
+/// without any ran it from the node's cache. Now an image from a registry
+/// anyone on the node may run (loopback, as here; `insecure` ones) is its
+/// puller's alone: another user pulls their own with their credentials
+/// (refused without); from an HTTPS registry a cached private image is
+/// started for a user the registry lets pull it (within
+/// `registry.auth_cache`), the same image (manifest digest) or pulled
+/// again. A public image needs no question.
 #[test]
 fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
     needs_root();
@@ -169,13 +173,10 @@ fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    // A user without credentials: the public image runs, the private not.
+    // A user without credentials: the private image is not root's cached
+    // one for them; their own pull is refused by the registry.
     let user_netrc = test_user_home().join(".config/enroot/.credentials");
     let _ = std::fs::remove_file(&user_netrc);
-    assert_eq!(
-        ok(run_for_user(&s, &[&public, "cat", "/etc/motd"])),
-        "layer2\n"
-    );
     let out = run_for_user(&s, &[&private, "cat", "/etc/motd"]);
     assert!(
         !out.status.success(),
@@ -183,12 +184,11 @@ fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
         stdout(&out)
     );
     assert!(
-        stderr(&out).contains("private image")
-            && (stderr(&out).contains("authoriz") || stderr(&out).contains("authentication")),
+        stderr(&out).contains("authoriz") || stderr(&out).contains("authentication"),
         "{}",
         stderr(&out)
     );
-    // With their own credentials they may; the answer is remembered.
+    // With their own credentials they pull it, and then it is theirs.
     let dir = user_netrc.parent().unwrap();
     std::fs::create_dir_all(dir).unwrap();
     chown_tree(&test_user_home().join(".config"));
@@ -199,28 +199,20 @@ fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
         "layer2\n"
     );
     std::fs::remove_file(&user_netrc).unwrap();
+    drop(gate);
     assert_eq!(
         ok(run_for_user(&s, &[&private, "cat", "/etc/motd"])),
         "layer2\n",
-        "a successful check holds for registry.auth_cache"
+        "the user's own pull, from the cache"
     );
-    // With no remembering, the registry is asked each time.
-    s.write_config("[registry]\nauth_cache = \"0\"\n");
-    let out = run_for_user(&s, &[&private, "true"]);
-    assert!(!out.status.success(), "the check was not made again");
-    // A registry that cannot be asked, and nothing remembered: refused,
-    // saying why; the public image still runs from the cache.
-    drop(gate);
-    std::fs::write(&user_netrc, &netrc).unwrap();
-    chown_tree(&user_netrc);
-    let out = run_for_user(&s, &[&private, "true"]);
-    let _ = std::fs::remove_file(&user_netrc);
-    assert!(!out.status.success(), "ran a private image unchecked");
-    assert!(
-        stderr(&out).contains("private image") && stderr(&out).contains("cannot reach"),
-        "{}",
-        stderr(&out)
-    );
+    // Root, whose pull it no longer is, pulls again: the registry is gone.
+    let out = s
+        .berth_command(&["run", &private, "true"])
+        .env("HOME", &root_home)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "another puller's cached image ran");
+    // The public one is the same image for everyone.
     assert_eq!(
         ok(run_for_user(&s, &[&public, "cat", "/etc/motd"])),
         "layer2\n"
@@ -325,5 +317,68 @@ fn a_registry_naming_a_layers_digest_does_not_give_the_layer() {
     assert_eq!(
         ok(run_for_user(&s, &[&reference, "cat", "/secret"])),
         "ROOT-ONLY-SECRET\n"
+    );
+}
+
+/// A registry on loopback answered the access check for a cached private
+/// image (review of this stop's changes): root pulled it with credentials;
+/// once that registry was gone, a user without credentials bound its port
+/// with a server answering 200 to everything and started the image. Now
+/// an image from a registry anyone may run is its puller's alone: anyone
+/// else pulls their own, from whatever answers there.
+#[test]
+fn a_cached_private_loopback_image_is_not_given_to_whoever_answers_on_its_port() {
+    needs_root();
+    let s = Sandbox::new();
+    let registry = berth_e2e::registry::Registry::start();
+    registry.push(&s.standard_image(), "private/img:v1");
+    let gate = berth_e2e::registry::TokenGate::start(&registry, "alice", "s3cret");
+    let port = gate.port;
+    let private = format!("{}/private/img:v1", gate.host());
+    let root_home = s.path().join("root-home");
+    std::fs::create_dir_all(root_home.join(".config/enroot")).unwrap();
+    let netrc = format!("machine {} login alice password s3cret\n", gate.host());
+    std::fs::write(root_home.join(".config/enroot/.credentials"), netrc).unwrap();
+    let out = s
+        .berth_command(&["pull", &private])
+        .env("HOME", &root_home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = std::fs::remove_file(test_user_home().join(".config/enroot/.credentials"));
+    let refused = run_for_user(&s, &[&private, "cat", "/etc/motd"]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    // The registry's job ends; the user's own server takes the port.
+    drop(gate);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the freed port");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 8192];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let head = request[..n].starts_with(b"HEAD");
+            let body = if head { "" } else { "{}" };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                 Docker-Content-Digest: sha256:{}\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\
+                 Content-Length: 2\r\nConnection: close\r\n\r\n{body}",
+                "ab".repeat(32)
+            );
+        }
+    });
+    let out = run_for_user(&s, &[&private, "cat", "/etc/motd"]);
+    assert!(
+        !out.status.success() && !stdout(&out).contains("layer2"),
+        "the private image ran for the user: {}",
+        stdout(&out)
+    );
+    // Root, who pulled it, still starts it from the cache.
+    assert_eq!(
+        ok(s.berth_command(&["run", &private, "cat", "/etc/motd"])
+            .env("HOME", &root_home)
+            .output()
+            .unwrap()),
+        "layer2\n"
     );
 }
