@@ -24,7 +24,8 @@ use berth::spec::process::task_environment;
 use crate::helper::{run_slurm_start, step_view};
 use crate::options::NameMode;
 use crate::state::{
-    container_dir, live_keeper, make_state_dir, record_keeper, recorded_keeper, step_dir,
+    container_dir, live_keeper, make_state_dir, owner_of, record_keeper, record_owner,
+    recorded_keeper, step_dir,
 };
 use crate::{ffi, with_state};
 
@@ -200,6 +201,9 @@ fn container_for_step(
     let shown_name = name.map_or("", |n| n.name.as_str());
 
     make_state_dir(&dir)?;
+    if name.is_none() {
+        record_owner(&dir, uid)?; // joinable as JOBID.STEPID by this user
+    }
     let lock_file = fs::File::create(dir.join("lock"))
         .map_err(|e| format!("cannot create the step lock: {e}"))?;
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
@@ -310,8 +314,18 @@ fn join_running_step(
     if (their_job, their_step) == (job, step) {
         return Err(none());
     }
+    if options.save.is_some() {
+        return Err(format!(
+            "--container-save: a running step's container is saved by that step (step {their_job}.{their_step})"
+        ));
+    }
     let dir = step_dir(args, their_job, their_step);
-    // Its lock keeps it from being made or replaced while this step joins.
+    // Whose it is, before waiting on its lock: another user's step being
+    // made (a long pull) neither holds this step up nor shows it exists.
+    if owner_of(&dir) != Some(uid) {
+        return Err(none());
+    }
+    // Its lock keeps it from being replaced while this step joins.
     let lock_file = fs::File::open(dir.join("lock")).map_err(|_| none())?;
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock step {their_job}.{their_step}: {e}"))?;

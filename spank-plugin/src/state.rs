@@ -50,6 +50,23 @@ pub(crate) fn live_keeper(dir: &Path) -> Option<KeeperRecord> {
     recorded_keeper(dir).filter(KeeperRecord::is_alive)
 }
 
+/// Notes whose container a state directory is for (`uid`), before it is
+/// made: a join by another user is told apart without waiting on its lock.
+pub(crate) fn record_owner(dir: &Path, uid: u32) -> Result<(), String> {
+    let path = dir.join("uid");
+    std::fs::write(&path, uid.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The user a state directory's container is for, if noted.
+pub(crate) fn owner_of(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("uid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Records a keeper in a state directory.
 pub(crate) fn record_keeper(dir: &Path, record: &KeeperRecord) -> Result<(), String> {
     let path = dir.join("keeper.json");

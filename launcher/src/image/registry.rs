@@ -345,10 +345,11 @@ fn fetch_layer(
             ),
         })?;
     let blob_hex = hex_of(&desc.digest)?;
-    let blob_path =
-        store
-            .tmp_dir()
-            .join(format!("{}.{}.blob", hex_of(diff_id)?, std::process::id()));
+    let blob_path = store.tmp_dir().join(format!(
+        "{}.{}.{index}.blob",
+        hex_of(diff_id)?,
+        std::process::id()
+    ));
     let io_err = |source: std::io::Error| StoreError::Io {
         path: blob_path.clone(),
         source,
