@@ -211,3 +211,52 @@ fn a_running_steps_container_is_joined_as_jobid_stepid_by_its_user_only() {
     let _ = first.kill();
     let _ = first.wait();
 }
+
+/// SIGKILL of the slurmstepd of the step that made a named container
+/// leaves the container usable: its keeper belongs to the job, not to that
+/// step, and a later step finds its files.
+#[test]
+fn a_named_container_outlives_a_killed_slurmstepd_of_the_step_that_made_it() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let dir = shared_dir(&s, "kill9");
+    let body = format!(
+        "echo $SLURM_JOB_ID > {dir}/job\n\
+         srun --container-name=c1 --container-image={image} --container-mounts={dir}:/shared \
+              sh -c 'echo kept > /tmp/state; touch /shared/started; exec sleep 300' &\n\
+         while [ ! -e {dir}/go ]; do sleep 0.2; done\n\
+         kill $!\n\
+         srun --overlap --container-name=c1:exec cat /tmp/state\n",
+        dir = dir.display()
+    );
+    let text = std::thread::scope(|scope| {
+        let job = scope.spawn(|| cluster.batch(&dir, &body));
+        wait_until("the first step runs", || dir.join("started").exists());
+        let job_id = std::fs::read_to_string(dir.join("job")).unwrap();
+        // This cluster's slurmstepd of step 0 (other tests' clusters may
+        // have the same job id: told apart by their SLURM_CONF).
+        let conf = cluster.conf().display().to_string();
+        let stepd = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline)
+                    .starts_with(&format!("slurmstepd: [{}.0]", job_id.trim()))
+                    && String::from_utf8_lossy(&environ).contains(&conf)
+            })
+            .expect("the first step's slurmstepd");
+        // SAFETY: kill on the pid of this test cluster's slurmstepd.
+        unsafe { libc::kill(stepd, libc::SIGKILL) };
+        std::fs::write(dir.join("go"), "").unwrap();
+        job.join().unwrap()
+    });
+    // Only the later step prints (srun of the killed step adds its notes).
+    assert!(text.lines().any(|l| l == "kept"), "{text}");
+    // The job's end (epilog) removes the container.
+    wait_until("the named container is gone", || {
+        berth_e2e::slurm::keepers_of(&s) == 0
+    });
+}

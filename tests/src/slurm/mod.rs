@@ -523,7 +523,32 @@ impl Drop for Cluster {
         }
         // slurmstepd processes of this cluster die with their steps; give them a moment.
         std::thread::sleep(Duration::from_millis(200));
+        self.kill_stray_stepds();
         self.sweep_containers();
+    }
+}
+
+impl Cluster {
+    /// Kills this cluster's slurmstepd processes still there once its
+    /// daemons are gone (a step whose srun a test killed: its slurmstepd
+    /// waits for ever to report to a slurmctld that no longer runs). Told
+    /// from other clusters' by the `SLURM_CONF` in their environment.
+    fn kill_stray_stepds(&self) {
+        let conf = format!("SLURM_CONF={}", self.conf().display());
+        let pids = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok());
+        for pid in pids {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let ours = environ.split(|b| *b == 0).any(|v| v == conf.as_bytes());
+            if cmdline.starts_with(b"slurmstepd") && ours {
+                // SAFETY: kill on the pid of this cluster's own slurmstepd.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
