@@ -333,8 +333,16 @@ fn fetch_layer(
 ) -> Result<(), ImageError> {
     let held = store.remembered(&held_by(reference, options, desc, diff_id));
     let lock = store.lock_missing_layer(diff_id)?;
-    if lock.is_none() && held.exists() {
-        return Ok(()); // in the store, and this repository was seen holding it
+    if lock.is_none() {
+        if held.exists() {
+            return Ok(()); // in the store, and this repository was seen holding it
+        }
+        // A pull of this very blob may be finishing (its layer is in place
+        // a moment before the fact is written, under the layer's lock).
+        drop(store.lock_layer(diff_id)?);
+        if held.exists() {
+            return Ok(());
+        }
     }
     let compression =
         Compression::of_media_type(&desc.media_type).ok_or_else(|| ImageError::Invalid {
