@@ -202,8 +202,9 @@ pub fn prepare(
                 &spec.devices.ldcache_folders[0],
             ))?;
     }
-    // In the container's own files only: before the user's mounts.
-    // Only where every file is the identity's (apt's directories too).
+    // In the container's own files only: before the user's mounts. Only
+    // where every file is the identity's (apt's directories too), which is
+    // never the host's real root (its store files are shown as they are).
     let files_are_identitys = spec.owned_layers.is_some() || !spec.identity.privileged;
     if files_are_identitys && !spec.read_only {
         keep_apt_as_root(sys, &spec.identity, is_dir)?;
@@ -244,19 +245,18 @@ const APT_CONF_DIR: &str = "/etc/apt/apt.conf.d";
 const APT_STAY_ROOT: &[u8] =
     b"// berth: this container's root cannot switch users; apt stays root.\nAPT::Sandbox::User \"root\";\n";
 
-/// Tells the image's apt (if it has one) not to drop privileges, unless the
-/// container's identity is the host's root, which can. Written after the
-/// pivot (an image's symlinks lead inside it), as the identity, never over
-/// a file of the image's. Called only where the image's files are the
-/// identity's (otherwise apt cannot run anyway, and the write would fail).
+/// Tells the image's apt (if it has one) not to drop privileges. Written
+/// after the pivot (an image's symlinks lead inside it), as the identity,
+/// never over a file of the image's. Called only where the image's files
+/// are the identity's and the identity is not the host's root (which can
+/// switch users, and whose container shows the files as they are).
 fn keep_apt_as_root(
     sys: &dyn Syscall,
     identity: &crate::spec::Identity,
     is_dir: &dyn Fn(&Path) -> Option<bool>,
 ) -> Result<(), RootfsError> {
-    let real_root = identity.privileged && identity.host_uid == 0;
     let dir = Path::new(APT_CONF_DIR);
-    if real_root || is_dir(dir) != Some(true) || sys.is_symlink(dir) {
+    if is_dir(dir) != Some(true) || sys.is_symlink(dir) {
         return Ok(());
     }
     let file = dir.join("zz-berth-apt-stays-root");
