@@ -89,7 +89,11 @@ fn uid_and_gid_mapping_with_and_without_remap_root() {
     ok(s.berth_as_user(&["run", "-m", &mount, &image, "touch", "/shared/by-rootless"]));
     for name in ["by-root-remap", "by-rootless-remap", "by-rootless"] {
         let meta = std::fs::metadata(shared.join(name)).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid, "{name}");
+        let owner = (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta),
+        );
+        assert_eq!(owner, (uid, gid), "{name}");
     }
     // The root caller's own container is root with the small capability set.
     let caps = ok(s.berth(&["run", &image, "grep", "CapEff", "/proc/self/status"]));

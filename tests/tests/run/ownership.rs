@@ -41,26 +41,6 @@ fn remap_root_is_root_over_every_file_of_the_image_root_run_and_rootless() {
         super::both_ways(&s, &["--remap-root", &image, "sh", "-c", CHANGE_ANYTHING]);
     assert_eq!(root_run, roots, "berth --user --remap-root");
     assert_eq!(rootless, roots, "rootless berth --remap-root");
-    // Outside, what root made is the user's.
-    let (uid, gid) = test_user();
-    let out_dir = s.path().join("out");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::os::unix::fs::chown(&out_dir, Some(uid), Some(gid)).unwrap();
-    let mount = format!("{}:/out", out_dir.display());
-    let user = format!("{uid}:{gid}");
-    ok(s.berth(&[
-        "run",
-        "--user",
-        &user,
-        "--remap-root",
-        "-m",
-        &mount,
-        &image,
-        "touch",
-        "/out/copied",
-    ]));
-    let meta = std::fs::metadata(out_dir.join("copied")).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
     assert_store_layers_are_roots(&s);
 }
 
