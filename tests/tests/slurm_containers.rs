@@ -88,20 +88,35 @@ fn a_saved_container_is_roots_in_the_image_and_the_next_users_in_a_container() {
 fn remap_root_installs_a_package_with_apt_in_a_debian_image() {
     require_root!();
     let (s, cluster, _) = cluster_with_standard_image();
-    let debian = s.path().join("debian");
-    write_debian_image(&debian);
     let pkgs = shared_dir(&s, "pkgs");
     write_hello_deb(&pkgs.join("berth-hello_1.0_all.deb"));
-    let out = cluster.srun(&[
-        &format!("--container-image={}", debian.display()),
-        &format!("--container-mounts={}:/pkgs:ro", pkgs.display()),
-        "--container-remap-root",
-        "sh",
-        "-c",
+    let out = remap_root_in_debian(
+        &s,
+        &cluster,
+        &[&format!("--container-mounts={}:/pkgs:ro", pkgs.display())],
         "apt-get install -y /pkgs/berth-hello_1.0_all.deb > /tmp/apt.log 2>&1 \
          || { cat /tmp/apt.log; exit 1; }; grep -c '^E:' /tmp/apt.log; \
          berth-hello; dpkg-query -W -f '${Status}\\n' berth-hello",
-    ]);
+    );
+    assert_eq!(out, "0\nhello from a package\ninstall ok installed\n");
+}
+
+/// Runs `script` as a remapped-root task in a Debian image the tests build
+/// (with `options` too, e.g. a mount) and returns what it printed; the
+/// task must succeed.
+fn remap_root_in_debian(
+    s: &Sandbox,
+    cluster: &berth_e2e::slurm::Cluster,
+    options: &[&str],
+    script: &str,
+) -> String {
+    let debian = s.path().join("debian");
+    write_debian_image(&debian);
+    let image = format!("--container-image={}", debian.display());
+    let mut args = vec![image.as_str(), "--container-remap-root"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["sh", "-c", script]);
+    let out = cluster.srun(&args);
     assert!(
         out.status.success(),
         "{}\n{}\n{}",
@@ -109,10 +124,7 @@ fn remap_root_installs_a_package_with_apt_in_a_debian_image() {
         stderr(&out),
         cluster.logs()
     );
-    assert_eq!(
-        stdout(&out),
-        "0\nhello from a package\ninstall ok installed\n"
-    );
+    stdout(&out)
 }
 
 /// `apt-get update && apt-get install -y file` from Debian's archive (the
@@ -123,24 +135,14 @@ fn remap_root_installs_a_package_with_apt_in_a_debian_image() {
 fn remap_root_apt_get_update_and_install_from_debians_archive() {
     require_root!();
     let (s, cluster, _) = cluster_with_standard_image();
-    let debian = s.path().join("debian");
-    write_debian_image(&debian);
-    let out = cluster.srun(&[
-        &format!("--container-image={}", debian.display()),
-        "--container-remap-root",
-        "sh",
-        "-c",
+    let out = remap_root_in_debian(
+        &s,
+        &cluster,
+        &[],
         "{ apt-get update && apt-get install -y file; } > /tmp/apt.log 2>&1 \
          || { cat /tmp/apt.log; exit 1; }; grep '^E:' /tmp/apt.log; file -b /bin/dash | cut -d, -f1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        stdout(&out),
-        stderr(&out),
-        cluster.logs()
     );
-    assert_eq!(stdout(&out), "ELF 64-bit LSB pie executable\n");
+    assert_eq!(out, "ELF 64-bit LSB pie executable\n");
 }
 
 /// A running step's own (unnamed) container is joined as `JOBID.STEPID`
