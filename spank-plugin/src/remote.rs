@@ -201,9 +201,6 @@ fn container_for_step(
     let shown_name = name.map_or("", |n| n.name.as_str());
 
     make_state_dir(&dir)?;
-    if name.is_none() {
-        record_owner(&dir, uid)?; // joinable as JOBID.STEPID by this user
-    }
     let lock_file = fs::File::create(dir.join("lock"))
         .map_err(|e| format!("cannot create the step lock: {e}"))?;
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
@@ -237,6 +234,11 @@ fn container_for_step(
                     "there is no container named {shown_name:?} in this job yet: give --container-image"
                 )
             })?;
+            if name.is_none() {
+                // Joinable as JOBID.STEPID by this user, noted before the
+                // (maybe long) start; once, by the task that makes it.
+                record_owner(&dir, uid)?;
+            }
             // The batch script lives in slurmd's spool directory: bring it in.
             let script = (step == ffi::BATCH_STEP)
                 .then(|| ffi::job_argv(sp).into_iter().next())
