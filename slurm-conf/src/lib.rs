@@ -211,6 +211,13 @@ pub struct StoreConfig {
     /// The deepest directory nesting accepted in an image layer; a deeper
     /// entry fails the import with a message naming this key.
     pub max_layer_depth: usize,
+    /// The size of a named container's writable layer (Slurm
+    /// `container_scope=global`): a filesystem of this size on the node's
+    /// disk, per container; writes past it fail with "No space left on
+    /// device" in that container only.
+    pub container_max_size: String,
+    /// `berth gc` removes named containers unused this long (`30d`; `0`: never).
+    pub container_max_age: String,
 }
 
 impl Default for StoreConfig {
@@ -219,6 +226,8 @@ impl Default for StoreConfig {
             path: PathBuf::from("/var/lib/berth"),
             max_size: "100G".to_string(),
             max_layer_depth: 512,
+            container_max_size: "10G".to_string(),
+            container_max_age: "30d".to_string(),
         }
     }
 }
@@ -363,6 +372,10 @@ impl Config {
             }
         }
         parse_size(&self.store.max_size).map_err(|e| invalid("store.max_size", e.to_string()))?;
+        parse_size(&self.store.container_max_size)
+            .map_err(|e| invalid("store.container_max_size", e.to_string()))?;
+        parse_duration(&self.store.container_max_age)
+            .map_err(|e| invalid("store.container_max_age", e.to_string()))?;
         if self.store.max_layer_depth == 0 {
             return Err(invalid(
                 "store.max_layer_depth",

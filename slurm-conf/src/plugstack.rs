@@ -22,6 +22,20 @@ pub struct PlugstackArgs {
     pub berth: PathBuf,
     /// Where per-step state lives (root-only).
     pub runtime_dir: PathBuf,
+    /// How long a named container lives (`container_scope=`).
+    pub container_scope: ContainerScope,
+}
+
+/// How long a named container (`--container-name`) lives, as pyxis's
+/// `container_scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContainerScope {
+    /// It stays on the node after the job (its writable layer on disk,
+    /// under the store) for the same user's later jobs: pyxis's default.
+    #[default]
+    Global,
+    /// It ends with the job.
+    Job,
 }
 
 impl Default for PlugstackArgs {
@@ -30,6 +44,7 @@ impl Default for PlugstackArgs {
             config: PathBuf::from(crate::DEFAULT_CONFIG_PATH),
             berth: PathBuf::from("/usr/bin/berth"),
             runtime_dir: PathBuf::from("/run/berth"),
+            container_scope: ContainerScope::Global,
         }
     }
 }
@@ -51,7 +66,20 @@ impl PlugstackArgs {
                 "config" => &mut out.config,
                 "berth" => &mut out.berth,
                 "runtime_dir" => &mut out.runtime_dir,
-                _ => return Err(err(key, "unknown key (known: config, berth, runtime_dir)")),
+                "container_scope" => {
+                    out.container_scope = match value {
+                        "global" => ContainerScope::Global,
+                        "job" => ContainerScope::Job,
+                        _ => return Err(err(key, "expected global or job")),
+                    };
+                    continue;
+                }
+                _ => {
+                    return Err(err(
+                        key,
+                        "unknown key (known: config, berth, runtime_dir, container_scope)",
+                    ))
+                }
             };
             if !value.starts_with('/') {
                 return Err(err(key, "must be an absolute path"));
@@ -81,5 +109,10 @@ mod tests {
             .to_string()
             .contains("absolute"));
         assert!(PlugstackArgs::parse(&["novalue"]).is_err());
+        assert_eq!(a.container_scope, ContainerScope::Global);
+        let job = PlugstackArgs::parse(&["container_scope=job"]).unwrap();
+        assert_eq!(job.container_scope, ContainerScope::Job);
+        let e = PlugstackArgs::parse(&["container_scope=node"]).unwrap_err();
+        assert!(e.to_string().contains("global or job"), "{e}");
     }
 }

@@ -525,10 +525,22 @@ fn remove_step(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
 }
 
-/// Ends a container's keeper and removes its cgroup.
-fn end_container(record: &KeeperRecord) {
-    kill_keeper(record);
-    remove_cgroup(record);
+/// Ends a container's keeper and removes its cgroup, telling the user of
+/// an out-of-memory kill or a cgroup left behind.
+pub(crate) fn end_container(record: &KeeperRecord) {
+    let ended = record.end();
+    if ended.oom_kills > 0 {
+        ffi::error(&format!(
+            "berth: {}",
+            berth::limits::out_of_memory(ended.oom_kills, None)
+        ));
+    }
+    for (dir, e) in ended.cgroup_errors {
+        ffi::error(&format!(
+            "berth: cannot remove cgroup {}: {e}",
+            dir.display()
+        ));
+    }
 }
 
 /// The container's cgroup directories, as the helper reported them.
@@ -539,48 +551,4 @@ fn container_cgroup_dirs(record: &KeeperRecord) -> Vec<PathBuf> {
         .filter(|d| d.starts_with("/sys/fs/cgroup"))
         .cloned()
         .collect()
-}
-
-/// Removes the container's cgroup: what is still in it (a task orphaned by
-/// a killed slurmstepd) is killed, and the directory removed once they are
-/// gone (up to 2 s).
-fn remove_cgroup(record: &KeeperRecord) {
-    use berth::limits::cgroup::{oom_kills_in, remove_dir_killing};
-    let dirs = container_cgroup_dirs(record);
-    let oom_kills: u64 = dirs.iter().map(|d| oom_kills_in(d)).sum();
-    if oom_kills > 0 {
-        ffi::error(&format!(
-            "berth: {}",
-            berth::limits::out_of_memory(oom_kills, None)
-        ));
-    }
-    for dir in dirs {
-        if let Err(e) = remove_dir_killing(&dir) {
-            ffi::error(&format!(
-                "berth: cannot remove cgroup {}: {e}",
-                dir.display()
-            ));
-        }
-    }
-}
-
-/// Ends a keeper (if it is still the one recorded).
-fn kill_keeper(record: &KeeperRecord) {
-    if !record.is_alive() {
-        return;
-    }
-    let pid = nix::unistd::Pid::from_raw(record.pid);
-    // Its pidfd says when it is gone (its cgroup can then be removed): no
-    // polling loop on the step's way out.
-    let pidfd = berth::sys::pidfd_open(pid).ok();
-    // Signalled through its pidfd, taken after the check: a pid reused in
-    // between is a different process, which the pidfd never reaches.
-    if let Some(fd) = pidfd.filter(|_| record.is_alive()).as_ref() {
-        let _ = berth::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
-        let mut fds = [nix::poll::PollFd::new(
-            fd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16));
-    }
 }

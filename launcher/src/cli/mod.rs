@@ -65,6 +65,9 @@ enum Command {
     /// Save a Slurm step's container as squashfs (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmSave(slurm::SlurmSaveArgs),
+    /// End the keepers of a user's named containers no step uses (used by the SPANK plugin).
+    #[command(hide = true)]
+    SlurmLeave(slurm::SlurmLeaveArgs),
 }
 
 /// What every verb needs: the config, the store, whether berth runs as root.
@@ -118,6 +121,7 @@ pub fn main() -> i32 {
         Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
         Command::SlurmJoin(args) => slurm::slurm_join(&ctx, args),
         Command::SlurmSave(args) => slurm::slurm_save(&ctx, args),
+        Command::SlurmLeave(args) => slurm::slurm_leave(&ctx, args),
     });
     match result {
         Ok(code) => code,

@@ -8,7 +8,9 @@
 
 use anyhow::{bail, Result};
 
-use berth::slurm::step::{start_container, start_view, StepOnNode};
+use berth::slurm::step::{
+    leave_named, start_container, start_in_named, start_view, NameMode, NamedStep, StepOnNode,
+};
 
 use super::run::RunArgs;
 use super::Context;
@@ -55,6 +57,7 @@ impl SlurmStepArgs {
             container_id: self.container_id.clone(),
             partition: self.partition.clone(),
             job_env: self.job_env.clone(),
+            outlives_job: false,
         }
     }
 }
@@ -63,17 +66,94 @@ impl SlurmStepArgs {
 pub(crate) struct SlurmStartArgs {
     #[command(flatten)]
     step: SlurmStepArgs,
+    /// The step is in the named container NAME kept after the job
+    /// (`container_scope=global`): made when missing, joined when running.
+    #[arg(long, value_name = "NAME", requires_all = ["job", "step_id"])]
+    named: Option<String>,
+    /// What the step does with the named container.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "create", "exec", "no_exec"])]
+    name_mode: String,
+    /// The job id (with --named).
+    #[arg(long, value_name = "ID")]
+    job: Option<u32>,
+    /// The step id (with --named).
+    #[arg(long, value_name = "ID")]
+    step_id: Option<u32>,
     #[command(flatten)]
     run: RunArgs,
 }
 
 pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let request = args.run.request();
-    if !ctx.privileged || request.user.is_none() {
+    let Some(user) = request.user.as_deref().filter(|_| ctx.privileged) else {
         bail!("slurm-start is run by the SPANK plugin, as root, with --user");
-    }
-    let record = start_container(&ctx.build_context(), ctx, &request, &args.step.step())?;
+    };
+    let record = match (&args.named, args.job, args.step_id) {
+        (Some(name), Some(job), Some(step)) => {
+            let named = NamedStep {
+                name: name.clone(),
+                mode: match args.name_mode.as_str() {
+                    "create" => NameMode::Create,
+                    "exec" => NameMode::Exec,
+                    "no_exec" => NameMode::NoExec,
+                    _ => NameMode::Auto,
+                },
+                uid: user_uid(user)?,
+                job,
+                step,
+            };
+            let started = start_in_named(
+                &ctx.build_context(),
+                ctx,
+                &request,
+                &args.step.step(),
+                &named,
+            );
+            // no_exec: a record of no keeper (pid 0).
+            started?.unwrap_or(berth::slurm::record::KeeperRecord {
+                format: berth::slurm::record::RECORD_FORMAT,
+                ..Default::default()
+            })
+        }
+        _ => start_container(&ctx.build_context(), ctx, &request, &args.step.step())?,
+    };
     println!("{}", record.to_line());
+    Ok(0)
+}
+
+/// The uid of `--user UID[:GID]`.
+fn user_uid(user: &str) -> Result<u32> {
+    user.split(':')
+        .next()
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("--user {user}: expected UID[:GID]"))
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SlurmLeaveArgs {
+    /// The user whose named containers are looked at.
+    #[arg(long, value_name = "UID")]
+    uid: u32,
+}
+
+/// `berth slurm-leave` (hidden): after a step or a job, ends the keepers of
+/// the user's named containers no step uses any more (their writable
+/// layers stay on disk).
+pub(crate) fn slurm_leave(ctx: &Context, args: &SlurmLeaveArgs) -> Result<i32> {
+    if !ctx.privileged {
+        bail!("slurm-leave is run by the SPANK plugin, as root");
+    }
+    for (name, ended) in leave_named(&ctx.store, args.uid) {
+        if ended.oom_kills > 0 {
+            eprintln!(
+                "berth: container {name:?}: {}",
+                berth::limits::out_of_memory(ended.oom_kills, None)
+            );
+        }
+        for (dir, e) in ended.cgroup_errors {
+            eprintln!("berth: cannot remove cgroup {}: {e}", dir.display());
+        }
+    }
     Ok(0)
 }
 

@@ -82,15 +82,27 @@ pub fn prepare(
     make_mounts_private(sys)?;
 
     let base = &spec.mount_point;
-    let tmpfs_options = format!("mode=755,size={}", spec.upper_size);
-    sys.mount(
-        Some(Path::new("tmpfs")),
-        base,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&tmpfs_options),
-    )
-    .map_err(at("cannot mount the writable layer's tmpfs on", base))?;
+    match &spec.disk_layer {
+        // A named container's: its own filesystem, kept on disk.
+        Some(layer) => {
+            let layer = layer
+                .try_clone()
+                .map_err(at("cannot open the writable layer for", base))?;
+            sys.attach_tree(layer, base)
+                .map_err(at("cannot attach the writable layer on", base))?;
+        }
+        None => {
+            let tmpfs_options = format!("mode=755,size={}", spec.upper_size);
+            sys.mount(
+                Some(Path::new("tmpfs")),
+                base,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(&tmpfs_options),
+            )
+            .map_err(at("cannot mount the writable layer's tmpfs on", base))?;
+        }
+    }
     let (upper, work, root) = (base.join("upper"), base.join("work"), base.join("root"));
     for dir in [&upper, &work, &root] {
         sys.mkdir_all(dir, 0o755)
@@ -391,6 +403,7 @@ mod tests {
             image_tree: None,
             mount_point: PathBuf::from("/store/mnt"),
             upper_size: "50%".into(),
+            disk_layer: None,
             read_only,
             hostname: "box".into(),
             mounts: vec![BindMount {

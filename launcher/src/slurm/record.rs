@@ -165,6 +165,56 @@ impl KeeperRecord {
     }
 }
 
+/// What ending a container found: problems to report, none fatal.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// Processes the kernel killed at the container's memory limit.
+    pub oom_kills: u64,
+    /// Cgroup directories that could not be removed, and why.
+    pub cgroup_errors: Vec<(PathBuf, io::Error)>,
+}
+
+impl KeeperRecord {
+    /// Ends the container: its keeper (if it is still the one recorded),
+    /// then its cgroup, with whatever is still in it (a task orphaned by a
+    /// killed slurmstepd; removed once gone, up to 2 s).
+    pub fn end(&self) -> Ended {
+        self.kill_keeper();
+        let dirs: Vec<&PathBuf> = self
+            .cgroup_dirs
+            .iter()
+            .filter(|d| d.starts_with("/sys/fs/cgroup"))
+            .collect();
+        let mut ended = Ended {
+            oom_kills: dirs
+                .iter()
+                .map(|d| crate::limits::cgroup::oom_kills_in(d))
+                .sum(),
+            ..Default::default()
+        };
+        for dir in dirs {
+            if let Err(e) = crate::limits::cgroup::remove_dir_killing(dir) {
+                ended.cgroup_errors.push((dir.clone(), e));
+            }
+        }
+        ended
+    }
+
+    /// Kills the keeper through a pidfd taken and checked to be the
+    /// recorded process (a reused pid is never signalled), and waits up to
+    /// 2 s for it to go (its cgroup can then be removed).
+    fn kill_keeper(&self) {
+        use std::os::fd::AsFd;
+        let Ok(fd) = self.pidfd() else { return };
+        let _ = crate::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16));
+    }
+}
+
 /// Process `pid`'s start time (clock ticks after boot).
 fn start_time(pid: i32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -13,7 +13,8 @@ use crate::limits::LimitsError;
 use crate::process::keeper::{self, Kept};
 use crate::process::RunError;
 use crate::spec::build::{
-    build_spec, step_view_spec, BuildContext, ContainerRequest, Purpose, Registries, SlurmGpus,
+    build_spec, build_spec_for_image, step_view_spec, BuildContext, Built, ContainerRequest,
+    Purpose, Registries, SlurmGpus,
 };
 use crate::spec::{CgroupSpec, SpecError};
 
@@ -31,6 +32,12 @@ pub enum StepError {
     /// Its keeper.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// A named container's files.
+    #[error(transparent)]
+    Named(#[from] super::named::NamedError),
+    /// A named container cannot be used as asked.
+    #[error("{0}")]
+    NamedRefused(String),
     /// The keeper ended as it started, or the named container is gone.
     #[error("{what} is gone ({source})")]
     Gone {
@@ -63,12 +70,24 @@ pub struct StepOnNode {
     pub partition: Option<String>,
     /// Variables whose job value wins over the container's (`--container-env`).
     pub job_env: Vec<String>,
+    /// The container outlives the job (a named container's base keeper):
+    /// its cgroup goes beside the jobs'.
+    pub outlives_job: bool,
 }
 
 impl StepOnNode {
     /// Slurm's configuration directory (where its gres.conf is).
     fn slurm_conf_dir(&self) -> &Path {
         self.gres_conf.parent().unwrap_or(Path::new("/etc/slurm"))
+    }
+
+    fn lifetime(&self) -> super::placement::Lifetime {
+        use super::placement::Lifetime;
+        match (self.outlives_job, self.watch_pid) {
+            (true, _) => Lifetime::Node,
+            (false, None) => Lifetime::Job,
+            (false, Some(_)) => Lifetime::Step,
+        }
     }
 
     /// How the step's container differs from `berth run`'s.
@@ -84,7 +103,7 @@ impl StepOnNode {
                 let placement = super::placement::container_cgroups(
                     &text,
                     pid,
-                    self.watch_pid.is_none(),
+                    self.lifetime(),
                     &self.container_id,
                     (!is_v2()).then_some(V1_CONTROLLERS),
                 );
@@ -162,6 +181,11 @@ pub fn start_container(
     step: &StepOnNode,
 ) -> Result<KeeperRecord, StepError> {
     let built = build_spec(ctx, registries, request, &step.purpose()?)?;
+    start_built(&built, step)
+}
+
+/// Starts the keeper of a built container.
+fn start_built(built: &Built, step: &StepOnNode) -> Result<KeeperRecord, StepError> {
     let (spec, image) = (&built.spec, &built.image);
     let tasks = spec.slurm_tasks.clone().unwrap_or_default();
     Ok(KeeperRecord {
@@ -212,6 +236,185 @@ pub fn start_view(
             view.cgroup.as_ref(),
         )?
     })
+}
+
+/// What a step does with a named container (pyxis's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameMode {
+    /// Use it if it exists, else make it.
+    Auto,
+    /// Make it; it must not exist.
+    Create,
+    /// Use it; it must exist.
+    Exec,
+    /// Make it if it does not exist; run nothing in it.
+    NoExec,
+}
+
+/// A step of a named container that outlives its job.
+#[derive(Debug, Clone)]
+pub struct NamedStep {
+    /// The container's name.
+    pub name: String,
+    /// What the step does with it.
+    pub mode: NameMode,
+    /// The job's user (whose containers are looked at).
+    pub uid: u32,
+    /// The step, as `JOB.STEP`.
+    pub job: u32,
+    /// The step id.
+    pub step: u32,
+}
+
+/// Starts step `named` in a named container that outlives its job (see
+/// `slurm::named`), making the container when it must: the step's own view
+/// into the container's running base keeper (started when none runs), or
+/// None with `no_exec`. The base is built from the container's recorded
+/// image, with no mount or device of any step's.
+pub fn start_in_named(
+    ctx: &BuildContext,
+    registries: &dyn Registries,
+    request: &ContainerRequest,
+    step: &StepOnNode,
+    named: &NamedStep,
+) -> Result<Option<KeeperRecord>, StepError> {
+    let containers = super::named::NamedContainers::of(ctx.store);
+    let held = containers.lock(named.uid, &named.name)?;
+    let name = &named.name;
+    let record = held.record();
+    match (named.mode, &record) {
+        (NameMode::Create, Some(_)) => {
+            return Err(StepError::NamedRefused(format!(
+                "--container-name={name}:create: a container named {name:?} already exists on this node (use it with :auto or :exec, or remove it first: berth rm --container {name})"
+            )))
+        }
+        (NameMode::Exec, None) => {
+            return Err(StepError::NamedRefused(format!(
+                "--container-name={name}:exec: there is no container named {name:?} on this node (use :auto or :create to make one)"
+            )))
+        }
+        (_, None) if request.image.is_empty() => {
+            return Err(StepError::NamedRefused(format!(
+                "there is no container named {name:?} on this node yet: give --container-image"
+            )))
+        }
+        _ => {}
+    }
+    let base_step = StepOnNode {
+        watch_pid: None,
+        outlives_job: true,
+        slurm_gpus: Some(String::new()),
+        container_id: format!("u{}.{name}", named.uid),
+        ..step.clone()
+    };
+    // What the base is: the image and who owns its files, nothing of a step's.
+    let base_request = ContainerRequest {
+        image: request.image.clone(),
+        user: request.user.clone(),
+        remap_root: request.remap_root,
+        hostname: request.hostname.clone(),
+        env: request.env.clone(),
+        ..Default::default()
+    };
+    let image_of = |record: &super::named::ContainerRecord| {
+        record.image.resolve(ctx.store).ok_or_else(|| {
+            StepError::NamedRefused(format!(
+                "the image of container {name:?} ({}) is no longer in the node's store; remove the container (berth rm --container {name}) and make it again",
+                record.image.name
+            ))
+        })
+    };
+    let base = match (held.base(), record) {
+        (Some(base), _) => Some(base),
+        (None, Some(_)) if named.mode == NameMode::NoExec => None,
+        (None, record) => {
+            if let Some((user, _)) = held.users().first() {
+                return Err(StepError::NamedRefused(format!(
+                    "container {name:?} lost its keeper while step {user} still uses it; try again when that step has ended"
+                )));
+            }
+            if held.still_mounted() {
+                return Err(StepError::NamedRefused(format!(
+                    "container {name:?} is still mounted by a step that is ending; try again in a moment"
+                )));
+            }
+            let purpose = base_step.purpose()?;
+            let mut built = match record {
+                Some(record) => build_spec_for_image(ctx, &base_request, &purpose, image_of(&record)?)?,
+                None => {
+                    let built = build_spec(ctx, registries, &base_request, &purpose)?;
+                    if built.image.layer_digests.is_empty() {
+                        return Err(StepError::NamedRefused(format!(
+                            "--container-name={name}: a directory image cannot back a container kept after the job; import it first (berth import) or use a squashfs file"
+                        )));
+                    }
+                    let size = slurm_conf::parse_size(&ctx.config.store.container_max_size)
+                        .map_err(|e| SpecError::Invalid(format!("store.container_max_size: {e}")))?;
+                    held.create(image_record(&built.image, &request.image), size, Some(named.job))?;
+                    built
+                }
+            };
+            if named.mode == NameMode::NoExec {
+                None
+            } else {
+                let layer = crate::sys::mount_ext4_image(&held.layer_file()).map_err(|source| {
+                    StepError::NamedRefused(format!(
+                        "cannot mount the writable layer of container {name:?} ({}): {source}",
+                        held.layer_file().display()
+                    ))
+                })?;
+                built.spec.disk_layer = Some(std::sync::Arc::new(layer));
+                let base = start_built(&built, &base_step)?;
+                held.set_base(&base)?;
+                Some(base)
+            }
+        }
+    };
+    held.touch(Some(named.job))?;
+    let Some(base) = base else {
+        return Ok(None); // no_exec: made (or kept); nothing runs in it
+    };
+    let user = request.user.clone().unwrap_or_default();
+    let view = match start_view(ctx, &base, &user, request, step) {
+        Ok(view) => view,
+        Err(e) => {
+            held.end_if_unused();
+            return Err(e);
+        }
+    };
+    held.add_user(named.job, named.step, &view)?;
+    Ok(Some(base.seen_from(&view, named.step)))
+}
+
+/// Ends the base keepers of `uid`'s named containers no step uses any
+/// more (a step's end, the job's epilog): what each ending found. One
+/// whose lock another helper holds is left to it (a step is starting in it).
+pub fn leave_named(store: &crate::image::Store, uid: u32) -> Vec<(String, super::record::Ended)> {
+    let containers = super::named::NamedContainers::of(store);
+    containers
+        .list(Some(uid))
+        .into_iter()
+        .filter(|listed| listed.steps.is_empty())
+        .filter_map(|listed| {
+            let held = containers.try_lock(uid, &listed.record.name).ok()??;
+            Some((listed.record.name, held.end_if_unused()?))
+        })
+        .collect()
+}
+
+/// The record a named container keeps of its image.
+fn image_record(image: &crate::image::ResolvedImage, asked: &str) -> crate::image::records::ImageRecord {
+    crate::image::records::ImageRecord {
+        name: asked.to_string(),
+        source: "named-container".into(),
+        id: image.id.clone(),
+        manifest_digest: None,
+        layers: image.layer_digests.clone(),
+        config: image.config.clone(),
+        created: crate::image::records::now(),
+        public: false,
+        pulled_by: None,
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,33 @@ pub fn build_spec(
         }
         Err(e) => return Err(e.into()),
     };
+    build_resolved(ctx, request, purpose, asked, image, in_use)
+}
+
+/// Builds the spec of a container of `image`, already resolved (a named
+/// container's recorded image: the same layers every time), its layers
+/// held; `request.image` is not looked at.
+pub fn build_spec_for_image(
+    ctx: &BuildContext,
+    request: &ContainerRequest,
+    purpose: &Purpose,
+    image: ResolvedImage,
+) -> Result<Built, SpecError> {
+    let asked = asked_identity(request.user.as_deref(), request.remap_root, ctx.privileged)?;
+    let in_use = ctx.store.hold_layers(&image.layer_digests)?;
+    build_resolved(ctx, request, purpose, asked, image, in_use)
+}
+
+/// The rest of a build, once the image is resolved and held.
+fn build_resolved(
+    ctx: &BuildContext,
+    request: &ContainerRequest,
+    purpose: &Purpose,
+    asked: Option<super::Identity>,
+    image: ResolvedImage,
+    in_use: LayersInUse,
+) -> Result<Built, SpecError> {
+    let (config, store, privileged) = (ctx.config, ctx.store, ctx.privileged);
     let identity = match asked {
         Some(id) => id,
         None => identity(&image, request.remap_root, privileged)?,
@@ -215,6 +242,7 @@ pub fn build_spec(
             .map(|tree| std::os::fd::AsRawFd::as_raw_fd(&**tree)),
         mount_point: store.mount_point(),
         upper_size: config.container.upper_size.clone(),
+        disk_layer: None,
         read_only: request.read_only,
         hostname,
         mounts,

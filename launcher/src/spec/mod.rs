@@ -85,6 +85,9 @@ pub struct ContainerSpec {
     pub mount_point: PathBuf,
     /// Size option of the tmpfs holding the writable layer ("50%", "4G").
     pub upper_size: String,
+    /// A named container's writable layer on disk instead of the tmpfs: a
+    /// detached mount of its filesystem (see `slurm::named`).
+    pub disk_layer: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// Root filesystem read-only, with a tmpfs /tmp.
     pub read_only: bool,
     /// Hostname in the container's UTS namespace.

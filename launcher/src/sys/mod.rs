@@ -1,5 +1,6 @@
 //! The few raw system calls nix does not wrap. Every `unsafe` block of the
-//! launcher lives in this module: `process`, `mount`, `bpf`, `terminal`.
+//! launcher lives in this module: `process`, `mount`, `disk`, `bpf`,
+//! `terminal`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -13,11 +14,13 @@ fn path_cstring(path: &Path) -> io::Result<CString> {
 }
 
 mod bpf;
+mod disk;
 mod mount;
 mod process;
 mod terminal;
 
 pub use bpf::*;
+pub use disk::*;
 pub use mount::*;
 pub use process::*;
 pub use terminal::*;

@@ -40,12 +40,10 @@ impl ContainerName {
     /// Parses `NAME[:create|exec|auto|no_exec]`.
     pub fn parse(text: &str) -> Result<ContainerName, String> {
         let (name, mode) = text.split_once(':').unwrap_or((text, "auto"));
-        let name_ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !name_ok {
-            return Err(format!("{name:?}: use letters, digits, '_', '.' and '-'"));
+        if !berth::slurm::named::valid_name(name) {
+            return Err(format!(
+                "{name:?}: use letters, digits, '_', '.' and '-' (not . or ..)"
+            ));
         }
         let mode = match mode {
             "auto" => NameMode::Auto,
