@@ -237,6 +237,57 @@ pub(crate) fn run_slurm_start(
     run_helper(cmd, args)
 }
 
+/// `berth slurm-start --named`: this step's own view into a named
+/// container kept after the job (made or started when it must), or a
+/// record of no keeper (pid 0) with `no_exec`.
+pub(crate) fn run_slurm_start_named(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    options: &ContainerOptions,
+    user: (u32, u32),
+    (job, step): (u32, u32),
+    name: &crate::options::ContainerName,
+) -> Result<KeeperRecord, String> {
+    let job_dir = job_dir(sp);
+    let mut cmd = helper_command(
+        sp,
+        args,
+        options,
+        "slurm-start",
+        user,
+        true,
+        &format!("{job}.{step}"),
+        job_dir.as_ref(),
+    )?;
+    if step == ffi::BATCH_STEP {
+        if let Some(script) = ffi::job_argv(sp)
+            .into_iter()
+            .next()
+            .filter(|s| s.starts_with('/'))
+        {
+            cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
+        }
+    }
+    cmd.arg("--named")
+        .arg(&name.name)
+        .arg("--name-mode")
+        .arg(name.mode.as_str())
+        .arg("--job")
+        .arg(job.to_string())
+        .arg("--step-id")
+        .arg(step.to_string());
+    let image = match options.image.as_deref() {
+        Some(image) if berth::image::written_as_path(image) => {
+            from_job_dir(image, job_dir.as_ref(), "--container-image")?
+        }
+        Some(image) => image.to_string(),
+        // The container's recorded image, if it exists.
+        None => String::new(),
+    };
+    cmd.arg(image);
+    run_helper(cmd, args)
+}
+
 /// This step's own view into a named container an earlier step made: its
 /// own GPUs, /dev, mounts and cgroup over the container's files (the first
 /// task of the step makes it, the others find it in the step's directory,

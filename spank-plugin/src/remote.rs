@@ -14,14 +14,14 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use slurm_conf::plugstack::PlugstackArgs;
+use slurm_conf::plugstack::{ContainerScope, PlugstackArgs};
 
 use berth::idmap::UserNsMaps;
 use berth::process::confine::{Confinement, Filter};
 use berth::slurm::record::KeeperRecord;
 use berth::spec::process::task_environment;
 
-use crate::helper::{run_slurm_start, step_view};
+use crate::helper::{run_slurm_start, run_slurm_start_named, step_view};
 use crate::options::NameMode;
 use crate::state::{
     container_dir, live_keeper, make_state_dir, owner_of, record_keeper, record_owner,
@@ -94,10 +94,16 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     // unnamed one for this step.
     let reply = match options.name.as_ref().and_then(|n| step_named(&n.name)) {
         Some(running) => join_running_step(sp, &args, &options, (uid, gid), (job, step), running)?,
-        None => match container_for_step(sp, &args, &options, (uid, gid), (job, step))? {
-            Some(reply) => reply,
-            None => return Ok(()), // no_exec: the tasks run outside it
-        },
+        None => {
+            let made = match kept_after_job(&args, &options) {
+                true => step_in_kept_container(sp, &args, &options, (uid, gid), (job, step))?,
+                false => container_for_step(sp, &args, &options, (uid, gid), (job, step))?,
+            };
+            match made {
+                Some(reply) => reply,
+                None => return Ok(()), // no_exec: the tasks run outside it
+            }
+        }
     };
 
     let pid = reply.pid;
@@ -213,16 +219,15 @@ fn container_for_step(
             "the node holds a container of another user under job {job}'s name {shown_name:?}; tell the cluster admins"
         ));
     }
-    // `create` replaces a named container; the first task of the step does
-    // that, the others find the one it made (recorded with the step id).
+    // `create` makes a named container that must not exist yet; the other
+    // tasks of the step find the one its first task made (recorded with
+    // the step id).
     let made_by_this_step = existing.as_ref().is_some_and(|r| r.step == Some(step));
-    let existing = match (existing, mode) {
-        (Some(old), NameMode::Create) if name.is_some() && !made_by_this_step => {
-            end_container(&old);
-            None
-        }
-        (existing, _) => existing,
-    };
+    if existing.is_some() && mode == NameMode::Create && name.is_some() && !made_by_this_step {
+        return Err(format!(
+            "--container-name={shown_name}:create: a container named {shown_name:?} already exists in this job (use :auto or :exec to use it)"
+        ));
+    }
     let reply = match existing {
         Some(reply) => reply,
         None => {
@@ -282,6 +287,87 @@ fn container_for_step(
     };
     drop(lock);
     Ok(Some(reply))
+}
+
+/// Whether the step's container is a named one kept on the node after the
+/// job (plugstack `container_scope=global`, pyxis's default).
+fn kept_after_job(args: &PlugstackArgs, options: &crate::options::ContainerOptions) -> bool {
+    args.container_scope == ContainerScope::Global
+        && options
+            .name
+            .as_ref()
+            .is_some_and(|n| step_named(&n.name).is_none())
+}
+
+/// This step in a named container kept on the node after the job: the
+/// helper makes the container when it must (its writable layer on disk,
+/// under the store), starts its keeper when none runs, and gives the step
+/// its own view into it (the first task of the step asks; the others find
+/// the view in the step's directory, and the step's end removes it). None
+/// with `no_exec`.
+fn step_in_kept_container(
+    sp: ffi::spank_t,
+    args: &PlugstackArgs,
+    options: &crate::options::ContainerOptions,
+    (uid, gid): (u32, u32),
+    (job, step): (u32, u32),
+) -> Result<Option<KeeperRecord>, String> {
+    let name = options.name.as_ref().ok_or("no container name")?;
+    let dir = step_dir(args, job, step);
+    make_state_dir(&dir)?;
+    let lock_file = fs::File::create(dir.join("lock"))
+        .map_err(|e| format!("cannot create the step lock: {e}"))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
+    if let Some(view) = live_keeper(&dir) {
+        return Ok(Some(view));
+    }
+    if dir.join("no_exec").exists() {
+        return Ok(None);
+    }
+    // The job's epilog ends the user's containers no step uses any more.
+    note_kept_containers(args, job, uid)?;
+    let mut reply = run_slurm_start_named(sp, args, options, (uid, gid), (job, step), name)?;
+    if reply.pid == 0 {
+        // no_exec: the container is made (or kept); the tasks run outside it.
+        fs::write(dir.join("no_exec"), "")
+            .map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
+        return Ok(None);
+    }
+    reply.uid = uid;
+    ffi::info(&format!(
+        "berth: job {job} step {step}: in named container {:?} (kept after the job) for uid {uid} (view keeper pid {})",
+        name.name, reply.pid
+    ));
+    record_keeper(&dir, &reply)?;
+    Ok(Some(reply))
+}
+
+/// Notes that job `job` used named containers kept after it, and whose:
+/// `<runtime_dir>/slurm/<job>.kept` holds the uid.
+fn note_kept_containers(args: &PlugstackArgs, job: u32, uid: u32) -> Result<(), String> {
+    let path = args.runtime_dir.join("slurm").join(format!("{job}.kept"));
+    fs::write(&path, uid.to_string()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Has the `berth` helper end the keepers of `uid`'s named containers that
+/// no step uses any more (their writable layers stay on disk).
+fn leave_kept_containers(args: &PlugstackArgs, uid: u32) {
+    let out = Command::new(&args.berth)
+        .arg("--config-if-present")
+        .arg(&args.config)
+        .args(["-q", "slurm-leave", "--uid", &uid.to_string()])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output();
+    match out {
+        Ok(out) => {
+            for line in String::from_utf8_lossy(&out.stderr).lines() {
+                ffi::error(line);
+            }
+        }
+        Err(e) => ffi::error(&format!("berth: cannot run {}: {e}", args.berth.display())),
+    }
 }
 
 /// `JOBID.STEPID` as a container name: a running step's own container.
@@ -447,14 +533,24 @@ pub fn step_exit(sp: ffi::spank_t) {
     };
     // Options that do not parse made no container: the tasks failed on them.
     let options = values.parse().unwrap_or_default();
+    let kept = kept_after_job(&args, &options);
     if let Some(path) = &options.save {
+        // A kept container is saved through this step's view of it.
         let name = options.name.as_ref().map(|n| n.name.as_str());
-        let dir = container_dir(&args, name, job, step);
+        let dir = match kept {
+            true => step_dir(&args, job, step),
+            false => container_dir(&args, name, job, step),
+        };
         if let Err(e) = save_container(sp, &args, &dir, path) {
             ffi::error(&format!("berth: --container-save: {e}"));
         }
     }
     remove_step(&step_dir(&args, job, step));
+    if kept {
+        if let Some(uid) = ffi::job_uid(sp) {
+            leave_kept_containers(&args, uid);
+        }
+    }
 }
 
 /// Has the `berth` binary pack the container's filesystem into `path`, as the job's user.
@@ -507,14 +603,25 @@ pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
     let Ok(entries) = fs::read_dir(args.runtime_dir.join("slurm")) else {
         return;
     };
+    let kept = args.runtime_dir.join("slurm").join(format!("{job}.kept"));
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(&format!("{job}."))
+        if entry.path() != kept
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{job}."))
         {
             remove_step(&entry.path());
         }
+    }
+    // Once the job's views are gone: its user's kept containers no step
+    // uses any more are stopped (their files stay).
+    if let Some(uid) = fs::read_to_string(&kept)
+        .ok()
+        .and_then(|u| u.trim().parse().ok())
+    {
+        leave_kept_containers(args, uid);
+        let _ = fs::remove_file(&kept);
     }
 }
 

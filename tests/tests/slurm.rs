@@ -224,7 +224,26 @@ fn srun_help_lists_the_options() {
 #[test]
 fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
     require_root!();
+    named_container_across_the_steps_of_a_job(None);
+}
+
+/// The same with plugstack `container_scope=job`: the container is the
+/// job's alone, in the runtime directory.
+#[test]
+fn a_job_scoped_named_container_keeps_its_files_across_the_steps_of_a_job() {
+    require_root!();
+    let s = named_container_across_the_steps_of_a_job(Some("container_scope=job"));
+    assert!(
+        !s.store().join("containers").exists(),
+        "nothing of a job-scoped container is kept in the store"
+    );
+}
+
+fn named_container_across_the_steps_of_a_job(plugstack_args: Option<&str>) -> Sandbox {
     let (s, cluster, image) = cluster_with_standard_image();
+    if let Some(args) = plugstack_args {
+        cluster.add_plugstack_args(args);
+    }
     let dir = shared_dir(&s, "named");
     std::fs::write(dir.join("note"), "mounted\n").unwrap();
     // A later step brings its own mounts, as with pyxis.
@@ -238,7 +257,7 @@ fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
              srun --container-name=c1 --container-remap-root sh -c 'echo remapped=$(id -u)'\n\
              srun --container-name=c1 --container-workdir=/tmp/w2 sh -c 'echo uid=$(id -u) in $(pwd)'\n\
              srun --container-name=c2:exec true || echo no-c2\n\
-             srun --container-name=c1:create --container-image={image} sh -c 'test -e /tmp/state && echo STALE || echo fresh'\n",
+             srun --container-name=c1:create --container-image={image} true || echo create-refused\n",
             dir.display()
         ),
     );
@@ -248,18 +267,21 @@ fn a_named_container_keeps_its_files_across_the_steps_of_a_job() {
         "bad-mount-refused\nkept\nlayer2\n",
         // Remap-root and the working directory are each step's own.
         &per_step,
-        "fresh\n",
+        // As in pyxis: `create` only makes a container that does not exist.
+        "create-refused\n",
     ] {
         assert!(
             text.contains(expected),
             "{expected:?} missing from:\n{text}"
         );
     }
-    // The job's end (epilog) removes the named containers.
+    // The job's end (epilog) ends the named containers' keepers.
     wait_until("the named containers are gone", || keepers_of(&s) == 0);
     wait_until("the job's state is removed", || {
         count_entries(&cluster.dir().join("run/slurm")) == 0
     });
+    drop(cluster);
+    s
 }
 
 /// A step of a named container runs in the same pid namespace as the

@@ -58,7 +58,7 @@ enum Command {
     Gc(images::GcArgs),
     /// Start a Slurm step's container keeper (used by the SPANK plugin).
     #[command(hide = true)]
-    SlurmStart(slurm::SlurmStartArgs),
+    SlurmStart(Box<slurm::SlurmStartArgs>),
     /// Give a Slurm step its own view into a named container (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmJoin(slurm::SlurmJoinArgs),

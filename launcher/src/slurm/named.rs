@@ -195,10 +195,7 @@ impl NamedContainers {
             .flat_map(|d| read_dir_paths(d))
             .filter_map(|dir| {
                 let record = read_record(&dir)?;
-                let steps = live_users(&dir)
-                    .into_iter()
-                    .map(|(step, _)| step)
-                    .collect();
+                let steps = live_users(&dir).into_iter().map(|(step, _)| step).collect();
                 Some(Listed {
                     disk_bytes: fs::metadata(dir.join("layer.ext4"))
                         .map(|m| m.blocks() * 512)
@@ -278,7 +275,12 @@ impl NamedContainer {
 
     /// Makes it: a fresh writable layer of `size_limit` bytes, then its
     /// record (it exists from then on; a failure before leaves nothing).
-    pub fn create(&self, image: ImageRecord, size_limit: u64, job: Option<u32>) -> Result<ContainerRecord, NamedError> {
+    pub fn create(
+        &self,
+        image: ImageRecord,
+        size_limit: u64,
+        job: Option<u32>,
+    ) -> Result<ContainerRecord, NamedError> {
         let layer = self.layer_file();
         let tmp = self.dir.join("layer.ext4.tmp");
         let _ = fs::remove_file(&tmp);
@@ -402,16 +404,26 @@ impl NamedContainer {
 /// Makes an ext4 filesystem of `bytes` in a new sparse file `path`,
 /// owned by root, with no blocks reserved for root and no discard.
 fn make_ext4(path: &Path, bytes: u64) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = File::options()
         .write(true)
         .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     file.set_len(bytes)
         .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
     drop(file);
     let out = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard,lazy_itable_init=1"])
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "root_owner=0:0,nodiscard,lazy_itable_init=1",
+        ])
         .arg(path)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()

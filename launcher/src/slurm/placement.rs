@@ -134,7 +134,13 @@ mod tests {
                     11:memory:/slurm/uid_1001/job_7/step_1/slurm_processes\n\
                     4:cpu,cpuacct:/\n\
                     0::/\n";
-        let p = container_cgroups(text, 9, Lifetime::Step, "7.1", Some(&["memory", "pids", "cpu"]));
+        let p = container_cgroups(
+            text,
+            9,
+            Lifetime::Step,
+            "7.1",
+            Some(&["memory", "pids", "cpu"]),
+        );
         assert_eq!(p.v1["pids"], "slurm/uid_1001/job_7/step_1/berth_7.1_9");
         assert_eq!(p.v1["memory"], "slurm/uid_1001/job_7/step_1/berth_7.1_9");
         // Slurm gave no cpu cgroup: the container's goes at the root.

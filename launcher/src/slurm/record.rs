@@ -215,13 +215,24 @@ impl KeeperRecord {
     }
 }
 
-/// Process `pid`'s start time (clock ticks after boot).
+/// Process `pid`'s start time (clock ticks after boot); an error once it
+/// has ended, also while it waits to be reaped (a zombie).
 fn start_time(pid: i32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: count
     // from the last ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    if matches!(fields.first(), Some(&"Z" | &"X")) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the process has ended",
+        ));
+    }
+    fields
+        .get(19)
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/stat"))
 }

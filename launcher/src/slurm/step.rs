@@ -333,14 +333,17 @@ pub fn start_in_named(
                     "container {name:?} lost its keeper while step {user} still uses it; try again when that step has ended"
                 )));
             }
-            if held.still_mounted() {
+            // The last mounts of a step just ended go with its processes.
+            if !wait_for(std::time::Duration::from_secs(5), || !held.still_mounted()) {
                 return Err(StepError::NamedRefused(format!(
                     "container {name:?} is still mounted by a step that is ending; try again in a moment"
                 )));
             }
             let purpose = base_step.purpose()?;
             let mut built = match record {
-                Some(record) => build_spec_for_image(ctx, &base_request, &purpose, image_of(&record)?)?,
+                Some(record) => {
+                    build_spec_for_image(ctx, &base_request, &purpose, image_of(&record)?)?
+                }
                 None => {
                     let built = build_spec(ctx, registries, &base_request, &purpose)?;
                     if built.image.layer_digests.is_empty() {
@@ -349,8 +352,14 @@ pub fn start_in_named(
                         )));
                     }
                     let size = slurm_conf::parse_size(&ctx.config.store.container_max_size)
-                        .map_err(|e| SpecError::Invalid(format!("store.container_max_size: {e}")))?;
-                    held.create(image_record(&built.image, &request.image), size, Some(named.job))?;
+                        .map_err(|e| {
+                            SpecError::Invalid(format!("store.container_max_size: {e}"))
+                        })?;
+                    held.create(
+                        image_record(&built.image, &request.image),
+                        size,
+                        Some(named.job),
+                    )?;
                     built
                 }
             };
@@ -402,8 +411,23 @@ pub fn leave_named(store: &crate::image::Store, uid: u32) -> Vec<(String, super:
         .collect()
 }
 
+/// Polls `done` every 50 ms for up to `limit`: whether it came true.
+fn wait_for(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
 /// The record a named container keeps of its image.
-fn image_record(image: &crate::image::ResolvedImage, asked: &str) -> crate::image::records::ImageRecord {
+fn image_record(
+    image: &crate::image::ResolvedImage,
+    asked: &str,
+) -> crate::image::records::ImageRecord {
     crate::image::records::ImageRecord {
         name: asked.to_string(),
         source: "named-container".into(),

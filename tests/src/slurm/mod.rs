@@ -429,6 +429,14 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Adds `key=value` arguments to the plugin's line in the cluster's own
+    /// plugstack.conf (read by each new srun and step).
+    pub fn add_plugstack_args(&self, args: &str) {
+        let path = self.dir.path().join("plugstack.conf");
+        let text = std::fs::read_to_string(&path).expect("the cluster's own plugstack.conf");
+        std::fs::write(&path, format!("{} {args}\n", text.trim_end())).unwrap();
+    }
+
     /// Both daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
         ["slurmctld.log", "slurmd.log"]

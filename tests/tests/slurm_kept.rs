@@ -1,0 +1,257 @@
+//! Named containers kept on the node after the job (plugstack
+//! `container_scope=global`, the default as in pyxis): the same user's
+//! later jobs find their files, no other user sees them, two jobs using
+//! one at once share one running container, and the writable layer is a
+//! bounded filesystem on the node's disk.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use berth_e2e::slurm::{cluster_with_standard_image, keepers_of};
+use berth_e2e::*;
+
+/// The directory of the test user's named container `name` in the store.
+fn container_dir(s: &Sandbox, name: &str) -> PathBuf {
+    s.store()
+        .join("containers")
+        .join(test_user().0.to_string())
+        .join(name)
+}
+
+/// The loop devices whose backing file is `file`.
+fn loop_devices_backing(file: &Path) -> usize {
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|f| f.trim_end() == file.to_string_lossy())
+        })
+        .count()
+}
+
+#[test]
+fn a_named_container_is_kept_for_the_users_later_jobs_and_no_one_elses() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    // Job 1 makes it and changes it as (remapped) root.
+    let out = cluster.srun(&[
+        "--container-name=dev",
+        &image_opt,
+        "--container-remap-root",
+        "sh",
+        "-c",
+        "echo installed > /etc/pkg && rm /etc/motd",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    // No keeper runs between jobs; the layer is on disk, mounted nowhere.
+    wait_until("the container's keeper ends with the job", || {
+        keepers_of(&s) == 0
+    });
+    let dir = container_dir(&s, "dev");
+    let layer = dir.join("layer.ext4");
+    wait_until("nothing mounts the writable layer", || {
+        loop_devices_backing(&layer) == 0
+    });
+    let meta = std::fs::metadata(&layer).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o077), (0, 0));
+    let store_mode = std::fs::metadata(s.store()).unwrap().permissions().mode();
+    assert_eq!(store_mode & 0o077, 0, "the store is root's alone");
+
+    // Later jobs of the same user, with or without the image.
+    for name in ["dev", "dev:exec", "dev:auto"] {
+        let out = cluster.srun(&[
+            &format!("--container-name={name}"),
+            "sh",
+            "-c",
+            "cat /etc/pkg; test -e /etc/motd || echo motd-gone; stat -c %u /etc/pkg",
+        ]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("installed\nmotd-gone\n{}\n", test_user().0),
+            "{name}"
+        );
+    }
+    let out = cluster.srun(&["--container-name=dev", &image_opt, "cat", "/etc/pkg"]);
+    assert_eq!(stdout(&out), "installed\n", "the image given is ignored");
+    // pyxis's modes across jobs.
+    let out = cluster.srun(&["--container-name=dev:create", &image_opt, "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let out = cluster.srun(&["--container-name=other:exec", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("there is no container named \"other\""),
+        "{}",
+        stderr(&out)
+    );
+    let where_am_i = "echo ${FROM_IMAGE:-outside}";
+    let out = cluster.srun(&[
+        "--container-name=made:no_exec",
+        &image_opt,
+        "sh",
+        "-c",
+        where_am_i,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "outside\n", "no_exec: the task ran outside");
+    assert!(container_dir(&s, "made").join("container.json").exists());
+    let out = cluster.srun(&["--container-name=made:exec", "sh", "-c", where_am_i]);
+    assert_eq!(stdout(&out), "yes\n", "{}", stderr(&out));
+
+    // Another user (root's own jobs) neither sees nor uses it.
+    let root_srun = |args: &[&str]| cluster.command("srun").args(args).output().unwrap();
+    let out = root_srun(&["--container-name=dev", "cat", "/etc/pkg"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no container named \"dev\" on this node"),
+        "{}",
+        stderr(&out)
+    );
+    let out = root_srun(&[
+        "--container-name=dev",
+        &image_opt,
+        "sh",
+        "-c",
+        "test -e /etc/pkg || echo own-container",
+    ]);
+    assert_eq!(stdout(&out), "own-container\n", "{}", stderr(&out));
+    let out = cluster.srun(&["--container-name=dev", "cat", "/etc/pkg"]);
+    assert_eq!(stdout(&out), "installed\n", "{}", stderr(&out));
+    wait_until("every keeper ends with its job", || keepers_of(&s) == 0);
+}
+
+/// Two jobs using one named container at once share one running
+/// container: the same files (the writable layer mounted once) and
+/// processes.
+#[test]
+fn two_jobs_in_one_named_container_at_once_share_it() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let shared = shared_dir(&s, "two-jobs");
+    let mut first = cluster
+        .as_user(
+            "srun",
+            &[
+                "--container-name=dev",
+                &format!("--container-image={image}"),
+                &format!("--container-mounts={}:/shared", shared.display()),
+                "sh",
+                "-c",
+                "echo $$ > /tmp/first; touch /shared/started; exec sleep 300",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first job runs", || shared.join("started").exists());
+    let out = cluster.srun(&[
+        "--container-name=dev",
+        "sh",
+        "-c",
+        "test -e /shared/started || echo no-first-jobs-mount; \
+         for i in $(seq 100); do grep -q sleep /proc/$(cat /tmp/first)/cmdline && break; sleep 0.1; done; \
+         kill $(cat /tmp/first) && echo stopped-the-first-job",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), "no-first-jobs-mount\nstopped-the-first-job\n");
+    let _ = first.wait();
+    let layer = container_dir(&s, "dev").join("layer.ext4");
+    wait_until("both jobs' keepers end", || keepers_of(&s) == 0);
+    wait_until("nothing mounts the writable layer", || {
+        loop_devices_backing(&layer) == 0
+    });
+}
+
+/// The writable layer is a filesystem of `[store] container_max_size`:
+/// writing past it fails in the container only, with ENOSPC, and the
+/// container works again once space is freed.
+#[test]
+fn a_named_containers_writable_layer_is_bounded_and_recovers_when_freed() {
+    require_root!();
+    let s = Sandbox::new();
+    s.write_config("container_max_size = \"32M\"\n");
+    let image = s.standard_image();
+    let cluster = berth_e2e::slurm::Cluster::start(&s.config());
+    let out = cluster.srun(&[
+        "--container-name=small",
+        &format!("--container-image={}", image.display()),
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/big bs=1M count=64 2>&1; echo rc=$?",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("No space left on device"),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(!text.contains("rc=0"), "{text}");
+    let out = cluster.srun(&[
+        "--container-name=small",
+        "sh",
+        "-c",
+        "rm /big && echo after > /after && cat /after",
+    ]);
+    assert_eq!(stdout(&out), "after\n", "{}", stderr(&out));
+    let layer = container_dir(&s, "small").join("layer.ext4");
+    assert!(std::fs::metadata(&layer).unwrap().len() <= 32 << 20);
+}
+
+/// SIGKILL of a step's slurmstepd while it runs in a named container
+/// leaves the container usable by the next job.
+#[test]
+fn a_named_container_survives_a_killed_slurmstepd_for_the_next_job() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let shared = shared_dir(&s, "kill9-kept");
+    let mut first = cluster
+        .as_user(
+            "srun",
+            &[
+                "-J",
+                "doomed",
+                "--container-name=dev",
+                &format!("--container-image={image}"),
+                &format!("--container-mounts={}:/shared", shared.display()),
+                "sh",
+                "-c",
+                "echo kept > /tmp/state; touch /shared/started; exec sleep 300",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the step runs", || shared.join("started").exists());
+    let conf = cluster.conf().display().to_string();
+    let stepd = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).starts_with("slurmstepd: [")
+                && !String::from_utf8_lossy(&cmdline).contains("extern")
+                && String::from_utf8_lossy(&environ).contains(&conf)
+        })
+        .expect("the step's slurmstepd");
+    // SAFETY: kill on the pid of this test cluster's slurmstepd.
+    unsafe { libc::kill(stepd, libc::SIGKILL) };
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = cluster.scancel(&["-n", "doomed"]);
+    let out = cluster.srun(&["--container-name=dev", "cat", "/tmp/state"]);
+    assert_eq!(
+        stdout(&out),
+        "kept\n",
+        "{}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
+    wait_until("every keeper ends", || keepers_of(&s) == 0);
+}
