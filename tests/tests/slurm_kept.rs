@@ -255,3 +255,125 @@ fn a_named_container_survives_a_killed_slurmstepd_for_the_next_job() {
     );
     wait_until("every keeper ends", || keepers_of(&s) == 0);
 }
+
+/// Unmounts the store's own filesystem when the test ends.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A full disk under the store fails the step that needs room, with a
+/// message saying so, and the container works again once space is freed
+/// (its filesystem repaired if a refused write left an error in it).
+#[test]
+fn a_full_disk_fails_the_step_clearly_and_the_container_recovers_when_freed() {
+    require_root!();
+    let s = Sandbox::new();
+    let store = s.store();
+    std::fs::create_dir_all(&store).unwrap();
+    // The store on a small filesystem of its own, filled below.
+    nix::mount::mount(
+        Some("tmpfs"),
+        &store,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=256M,mode=700"),
+    )
+    .unwrap();
+    let _unmount = Unmount(store.clone());
+    s.write_config("container_max_size = \"1G\"\n");
+    let image = s.standard_image();
+    let cluster = berth_e2e::slurm::Cluster::start(&s.config());
+    let out = cluster.srun(&[
+        "--container-name=dev",
+        &format!("--container-image={}", image.display()),
+        "sh",
+        "-c",
+        "echo before > /kept",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    wait_until("the container stops", || keepers_of(&s) == 0);
+    // Something else takes all but 4 MiB of the disk.
+    let file = fill_all_but_4m(&store);
+    let out = cluster.srun(&["--container-name=dev", "cat", "/kept"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holding") && stderr(&out).contains("is full"),
+        "{}",
+        stderr(&out)
+    );
+    drop(file);
+    std::fs::remove_file(store.join("filler")).unwrap();
+    let out = cluster.srun(&[
+        "--container-name=dev",
+        "sh",
+        "-c",
+        "cat /kept; echo after > /after; cat /after",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "before\nafter\n",
+        "{}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
+    // The disk fills while the container runs: its writes fail, in it only.
+    let shared = shared_dir(&s, "full");
+    let script = "touch /shared/ready; while [ ! -e /shared/go ]; do sleep 0.1; done; \
+                  dd if=/dev/zero of=/big bs=1M count=40 conv=fsync 2>/dev/null; echo rc=$?";
+    let run = cluster
+        .as_user(
+            "srun",
+            &[
+                "--container-name=dev",
+                &format!("--container-mounts={}:/shared", shared.display()),
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the step runs", || shared.join("ready").exists());
+    let file = fill_all_but_4m(&store);
+    std::fs::write(shared.join("go"), "").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(!stdout(&out).contains("rc=0"), "{}", stdout(&out));
+    wait_until("the container stops", || keepers_of(&s) == 0);
+    drop(file);
+    std::fs::remove_file(store.join("filler")).unwrap();
+    let out = cluster.srun(&[
+        "--container-name=dev",
+        "sh",
+        "-c",
+        "rm -f /big; cat /kept /after; echo again > /again; cat /again",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "before\nafter\nagain\n",
+        "{}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
+    drop(cluster);
+}
+
+/// Allocates `<store>/filler` so that 4 MiB stay free on the store's disk.
+fn fill_all_but_4m(store: &Path) -> std::fs::File {
+    let stat = nix::sys::statvfs::statvfs(store).unwrap();
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let file = std::fs::File::create(store.join("filler")).unwrap();
+    nix::fcntl::fallocate(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        (free - (4 << 20)) as i64,
+    )
+    .unwrap();
+    file
+}

@@ -55,6 +55,16 @@ pub enum NamedError {
         /// What mkfs said.
         message: String,
     },
+    /// The disk holding the store is (nearly) full.
+    #[error("named container {name:?}: the node's disk holding {} is full ({free} bytes free): free space there, or ask the cluster admins", path.display())]
+    DiskFull {
+        /// Which container.
+        name: String,
+        /// Where.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+    },
     /// It is in use, so it cannot be removed or replaced.
     #[error("named container {name:?} is in use ({by}): {what}")]
     InUse {
@@ -363,6 +373,51 @@ impl NamedContainer {
         !crate::sys::loop_devices_backing(&self.layer_file()).is_empty()
     }
 
+    /// Readies the writable layer for a new base: refused while the disk
+    /// holding the store is (nearly) full, so that a step fails with a
+    /// clear message instead of its writes failing half way; a layer whose
+    /// filesystem recorded an error (a write the full disk refused) is
+    /// repaired with `e2fsck -p` first.
+    pub fn prepare_layer(&self) -> Result<(), NamedError> {
+        let layer = self.layer_file();
+        let meta = fs::metadata(&layer).map_err(self.io_error("open", &layer))?;
+        let may_grow = meta.len().saturating_sub(meta.blocks() * 512);
+        let stat = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|e| self.io_error("read the free space of", &self.dir)(e.into()))?;
+        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+        if free < may_grow.min(LEAST_ROOM) {
+            return Err(NamedError::DiskFull {
+                name: self.name.clone(),
+                path: self.dir.clone(),
+                free,
+            });
+        }
+        if filesystem_has_errors(&layer) {
+            tracing::warn!(name = %self.name, "the writable layer recorded an error: repairing it");
+            let out = std::process::Command::new("e2fsck")
+                .args(["-p", "-f"])
+                .arg(&layer)
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .output()
+                .map_err(|e| NamedError::Layer {
+                    name: self.name.clone(),
+                    message: format!("cannot run e2fsck (install e2fsprogs): {e}"),
+                })?;
+            // 0: clean, 1: errors corrected; more: it could not.
+            if out.status.code().is_none_or(|c| c > 1) {
+                return Err(NamedError::Layer {
+                    name: self.name.clone(),
+                    message: format!(
+                        "its filesystem has errors e2fsck -p cannot repair ({}); ask the admins to run e2fsck on {}",
+                        String::from_utf8_lossy(&out.stdout).trim(),
+                        layer.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Ends its base keeper when no step uses it any more: the record of
     /// the base ended, if it was.
     pub fn end_if_unused(&self) -> Option<super::record::Ended> {
@@ -399,6 +454,23 @@ impl NamedContainer {
         }
         fs::remove_dir_all(&self.dir).map_err(self.io_error("remove", &self.dir))
     }
+}
+
+/// A base is not started with less free space than this on the store's
+/// disk (or than its layer may still grow by, if less).
+const LEAST_ROOM: u64 = 64 << 20;
+
+/// Whether the ext4 filesystem in `image` recorded an error (its
+/// superblock's `s_state` has `EXT4_ERROR_FS`).
+fn filesystem_has_errors(image: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    const SUPERBLOCK: u64 = 1024;
+    const S_STATE: u64 = 0x3A;
+    const EXT4_ERROR_FS: u16 = 0x0002;
+    let mut state = [0u8; 2];
+    File::open(image)
+        .and_then(|f| f.read_exact_at(&mut state, SUPERBLOCK + S_STATE))
+        .is_ok_and(|()| u16::from_le_bytes(state) & EXT4_ERROR_FS != 0)
 }
 
 /// Makes an ext4 filesystem of `bytes` in a new sparse file `path`,
@@ -440,6 +512,28 @@ fn make_ext4(path: &Path, bytes: u64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_layer_is_a_clean_root_owned_private_ext4_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("layer.ext4");
+        make_ext4(&path, 16 << 20).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 16 << 20);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(meta.blocks() * 512 < 16 << 20, "sparse");
+        assert!(!filesystem_has_errors(&path));
+        // A recorded error shows.
+        use std::os::unix::fs::FileExt;
+        let file = File::options().write(true).open(&path).unwrap();
+        file.write_all_at(&2u16.to_le_bytes(), 1024 + 0x3A).unwrap();
+        assert!(filesystem_has_errors(&path));
+        assert!(
+            make_ext4(&path, 16 << 20).is_err(),
+            "never over an existing file"
+        );
+    }
 
     #[test]
     fn names_never_leave_their_directory() {

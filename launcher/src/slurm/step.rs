@@ -366,6 +366,7 @@ pub fn start_in_named(
             if named.mode == NameMode::NoExec {
                 None
             } else {
+                held.prepare_layer()?;
                 let layer = crate::sys::mount_ext4_image(&held.layer_file()).map_err(|source| {
                     StepError::NamedRefused(format!(
                         "cannot mount the writable layer of container {name:?} ({}): {source}",
