@@ -56,7 +56,7 @@ Package: berth
 Version: $version
 Architecture: $arch
 Maintainer: berth developers <berth@localhost>
-Depends: libc6 (>= 2.34), libseccomp2 (>= 2.5), squashfs-tools
+Depends: libc6 (>= 2.34), libseccomp2 (>= 2.5), squashfs-tools, e2fsprogs
 Section: admin
 Priority: optional
 Description: secure job containers for Slurm clusters and GPU servers
@@ -73,7 +73,7 @@ install -d -m 755 "$p/etc/slurm/plugstack.conf.d"
 cat > "$p/etc/slurm/plugstack.conf.d/berth.conf" <<CONF
 # berth: srun/sbatch --container-image=... (see /usr/share/doc/berth/README.md).
 # Arguments, all optional, with their defaults:
-#   config=/etc/berth/berth.toml berth=/usr/bin/berth runtime_dir=/run/berth
+#   config=/etc/berth/berth.toml berth=/usr/bin/berth runtime_dir=/run/berth container_scope=global
 required spank_berth.so
 CONF
 install -d "$p/DEBIAN"
