@@ -545,12 +545,9 @@ pub fn step_exit(sp: ffi::spank_t) {
             ffi::error(&format!("berth: --container-save: {e}"));
         }
     }
+    // A kept container's keeper stays for the job's later steps: the
+    // job's epilog stops it if no other job uses it.
     remove_step(&step_dir(&args, job, step));
-    if kept {
-        if let Some(uid) = ffi::job_uid(sp) {
-            leave_kept_containers(&args, uid);
-        }
-    }
 }
 
 /// Has the `berth` binary pack the container's filesystem into `path`, as the job's user.
