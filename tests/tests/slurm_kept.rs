@@ -377,3 +377,36 @@ fn fill_all_but_4m(store: &Path) -> std::fs::File {
     .unwrap();
     file
 }
+
+/// `--container-save` of a step in a kept container saves that container's
+/// files (through the step's view), its mounts left out.
+#[test]
+fn a_kept_container_is_saved_through_the_steps_view() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let out_dir = shared_dir(&s, "saved-kept");
+    std::os::unix::fs::chown(&out_dir, Some(test_user().0), None).unwrap();
+    let saved = out_dir.join("dev.sqsh");
+    let out = cluster.srun(&[
+        "--container-name=dev",
+        &format!("--container-image={image}"),
+        &format!("--container-save={}", saved.display()),
+        &format!("--container-mounts={}:/shared", out_dir.display()),
+        "sh",
+        "-c",
+        "echo saved > /etc/saved",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    wait_until("the squashfs is written", || saved.exists());
+    let listing = std::process::Command::new("unsquashfs")
+        .args(["-l", "-d", ""])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let listing = stdout(&listing);
+    assert!(listing.lines().any(|l| l == "/etc/saved"), "{listing}");
+    assert!(
+        !listing.lines().any(|l| l.starts_with("/shared/")),
+        "{listing}"
+    );
+}
