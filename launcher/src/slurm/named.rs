@@ -29,6 +29,12 @@ use super::record::KeeperRecord;
 use crate::image::records::ImageRecord;
 use crate::image::Store;
 
+mod summary;
+#[cfg(test)]
+pub(crate) mod test_kit;
+
+pub use summary::summary_path;
+
 /// Why a named container could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NamedError {
@@ -88,7 +94,7 @@ pub struct ContainerRecord {
 }
 
 /// One line of `berth ps`.
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Listed {
     /// Its record.
     #[serde(flatten)]
@@ -129,6 +135,22 @@ impl NamedContainers {
         NamedContainers {
             root: store.root().join("containers"),
         }
+    }
+
+    /// Whether `uid` has a container `name` (made, not removed). Looks
+    /// without its lock and makes nothing.
+    pub fn exists(&self, uid: u32, name: &str) -> bool {
+        valid_name(name) && read_record(&self.root.join(uid.to_string()).join(name)).is_some()
+    }
+
+    /// The users (uids) who have a directory of named containers here.
+    pub fn uids(&self) -> Vec<u32> {
+        let mut uids: Vec<u32> = read_dir_paths(&self.root)
+            .iter()
+            .filter_map(|d| d.file_name()?.to_str()?.parse().ok())
+            .collect();
+        uids.sort_unstable();
+        uids
     }
 
     /// Takes the lock of `uid`'s container `name` (waiting for whoever
@@ -195,10 +217,7 @@ impl NamedContainers {
             .flat_map(|d| read_dir_paths(d))
             .filter_map(|dir| {
                 let record = read_record(&dir)?;
-                let steps = live_users(&dir)
-                    .into_iter()
-                    .map(|(step, _)| step)
-                    .collect();
+                let steps = live_users(&dir).into_iter().map(|(step, _)| step).collect();
                 Some(Listed {
                     disk_bytes: fs::metadata(dir.join("layer.ext4"))
                         .map(|m| m.blocks() * 512)
@@ -278,7 +297,12 @@ impl NamedContainer {
 
     /// Makes it: a fresh writable layer of `size_limit` bytes, then its
     /// record (it exists from then on; a failure before leaves nothing).
-    pub fn create(&self, image: ImageRecord, size_limit: u64, job: Option<u32>) -> Result<ContainerRecord, NamedError> {
+    pub fn create(
+        &self,
+        image: ImageRecord,
+        size_limit: u64,
+        job: Option<u32>,
+    ) -> Result<ContainerRecord, NamedError> {
         let layer = self.layer_file();
         let tmp = self.dir.join("layer.ext4.tmp");
         let _ = fs::remove_file(&tmp);
@@ -411,7 +435,14 @@ fn make_ext4(path: &Path, bytes: u64) -> Result<(), String> {
         .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
     drop(file);
     let out = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard,lazy_itable_init=1"])
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "root_owner=0:0,nodiscard,lazy_itable_init=1",
+        ])
         .arg(path)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
