@@ -2,6 +2,7 @@
 //! `rm --container`, and the named half of `gc`. Root reads the store;
 //! a user reads the summary root keeps for them in `store.summary_dir`.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
@@ -44,17 +45,32 @@ pub(crate) fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {
             None => (Vec::new(), None),
         }
     };
+    match show(&listed, args, ctx.privileged, as_of) {
+        // `berth ps | head`: what was not read is no error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        shown => shown.map(|()| 0).context("cannot write the list"),
+    }
+}
+
+fn show(
+    listed: &[Listed],
+    args: &PsArgs,
+    privileged: bool,
+    as_of: Option<u64>,
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listed)?);
+        serde_json::to_writer_pretty(&mut out, listed)?;
+        writeln!(out)
     } else if listed.is_empty() {
-        println!("{}", nothing_listed(ctx.privileged, args.user.as_deref()));
+        writeln!(out, "{}", nothing_listed(privileged, args.user.as_deref()))
     } else {
-        print_table(&listed, now());
-        if let Some(written) = as_of {
-            println!("(as of {})", age(now().saturating_sub(written)));
+        print_table(&mut out, listed, now())?;
+        match as_of {
+            Some(written) => writeln!(out, "(as of {})", age(now().saturating_sub(written))),
+            None => Ok(()),
         }
     }
-    Ok(0)
 }
 
 fn nothing_listed(privileged: bool, user: Option<&str>) -> String {
@@ -84,7 +100,7 @@ fn read_summary(dir: &Path, uid: u32) -> Result<Option<(Vec<Listed>, u64)>> {
     Ok(Some((listed, written)))
 }
 
-fn print_table(listed: &[Listed], now: u64) {
+fn print_table(out: &mut impl Write, listed: &[Listed], now: u64) -> std::io::Result<()> {
     let header = [
         "NAME",
         "USER",
@@ -101,18 +117,19 @@ fn print_table(listed: &[Listed], now: u64) {
             *width = (*width).max(cell.len());
         }
     }
-    let line = |cells: [&str; 7]| {
+    let mut line = |cells: [&str; 7]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        writeln!(out, "{}", padded.join("  ").trim_end())
     };
-    line(header);
+    line(header)?;
     for row in &rows {
-        line(row.each_ref().map(String::as_str));
+        line(row.each_ref().map(String::as_str))?;
     }
+    Ok(())
 }
 
 /// One container's cells, in the header's order.
@@ -247,6 +264,40 @@ mod tests {
         assert_eq!(resolve_user("4321").unwrap(), 4321);
         assert_eq!(resolve_user("root").unwrap(), 0);
         assert!(resolve_user("no-such-user-here").is_err());
+    }
+
+    fn listed(running: bool, steps: &[&str]) -> Listed {
+        let json = r#"{"name":"dev","uid":0,"image":{"name":"ubuntu:22.04","source":"registry",
+            "id":"sha256:x","layers":[],"config":{},"created":1,"public":false},"created":1,
+            "last_used":100,"last_job":12,"size_limit":1073741824,"disk_bytes":2048,
+            "running":false,"steps":[]}"#;
+        let mut listed: Listed = serde_json::from_str(json).unwrap();
+        listed.running = running;
+        listed.steps = steps.iter().map(|s| s.to_string()).collect();
+        listed
+    }
+
+    #[test]
+    fn a_row_says_what_berth_ps_shows() {
+        let row = row(&listed(true, &["12.0", "13.1"]), 100 + 2 * 86400);
+        assert_eq!(
+            row,
+            [
+                "dev",
+                "root",
+                "ubuntu:22.04",
+                "2.0 KiB / 1.0 GiB",
+                "2d ago",
+                "running (steps 12.0, 13.1)",
+                "12"
+            ]
+        );
+        assert_eq!(state(&listed(false, &[])), "stopped");
+        let mut table = Vec::new();
+        print_table(&mut table, &[listed(false, &[])], 280).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.starts_with("NAME  USER  IMAGE"), "{table}");
+        assert!(table.contains("3m ago     stopped  12"), "{table}");
     }
 
     #[test]
