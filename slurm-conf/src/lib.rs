@@ -218,6 +218,10 @@ pub struct StoreConfig {
     pub container_max_size: String,
     /// `berth gc` removes named containers unused this long (`30d`; `0`: never).
     pub container_max_age: String,
+    /// Where root leaves each user's list of their named containers
+    /// (`<uid>.json`, readable by that user only) for `berth ps`: users
+    /// cannot read the store itself.
+    pub summary_dir: PathBuf,
 }
 
 impl Default for StoreConfig {
@@ -228,6 +232,7 @@ impl Default for StoreConfig {
             max_layer_depth: 512,
             container_max_size: "10G".to_string(),
             container_max_age: "30d".to_string(),
+            summary_dir: PathBuf::from("/run/berth/ps"),
         }
     }
 }
@@ -357,11 +362,13 @@ impl Config {
                 ));
             }
         }
-        if !self.store.path.is_absolute() {
-            return Err(invalid(
-                "store.path",
-                format!("{:?} is not an absolute path", self.store.path),
-            ));
+        for (key, path) in [
+            ("store.path", &self.store.path),
+            ("store.summary_dir", &self.store.summary_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(key, format!("{path:?} is not an absolute path")));
+            }
         }
         for (key, list) in [
             ("mounts.allowed_prefixes", &self.mounts.allowed_prefixes),
@@ -537,6 +544,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("store.path"), "{msg}");
+        let msg = parse("[store]\nsummary_dir = \"run/ps\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("store.summary_dir"), "{msg}");
     }
 
     #[test]

@@ -127,7 +127,11 @@ impl Sandbox {
 
     /// Writes berth.toml: `[store] path` plus `extra` TOML.
     pub fn write_config(&self, extra: &str) {
-        let text = format!("[store]\npath = \"{}\"\n{extra}\n", self.store().display());
+        let text = format!(
+            "[store]\npath = \"{}\"\nsummary_dir = \"{}\"\n{extra}\n",
+            self.store().display(),
+            self.path().join("ps").display()
+        );
         std::fs::write(self.config(), text).unwrap();
     }
 

@@ -410,3 +410,90 @@ fn a_kept_container_is_saved_through_the_steps_view() {
         "{listing}"
     );
 }
+
+/// `berth ps` shows a user their own kept containers (from the summary root
+/// writes for them) and no one else's; root removes one that is not
+/// running, and `berth gc` those unused for `container_max_age`.
+#[test]
+fn users_list_their_kept_containers_and_root_removes_and_collects_them() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    for name in ["dev", "old"] {
+        let out = cluster.srun(&[&format!("--container-name={name}"), &image_opt, "true"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = cluster
+        .command("srun")
+        .args(["--container-name=roots", &image_opt, "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the containers stop", || keepers_of(&s) == 0);
+    let names = |out: &std::process::Output| -> Vec<String> {
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)));
+        listed
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let out = s.berth_as_user(&["ps", "--json"]);
+    assert_eq!(names(&out), ["dev", "old"], "{}", stderr(&out));
+    let text = ok(s.berth_as_user(&["ps"]));
+    assert!(text.contains("dev") && !text.contains("roots"), "{text}");
+    let uid = test_user().0.to_string();
+    assert_eq!(
+        names(&s.berth(&["ps", "--json", "--user", &uid])),
+        ["dev", "old"]
+    );
+    // Only root removes, and only a container that is not running.
+    let out = s.berth_as_user(&["rm", "--container", "dev"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("root"),
+        "{}",
+        stderr(&out)
+    );
+    let shared = shared_dir(&s, "rm-running");
+    let mut running = cluster
+        .as_user(
+            "srun",
+            &[
+                "--container-name=dev",
+                &format!("--container-mounts={}:/shared", shared.display()),
+                "sh",
+                "-c",
+                "touch /shared/started; exec sleep 300",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the step runs", || shared.join("started").exists());
+    let out = s.berth(&["rm", "--container", "dev", "--user", &uid]);
+    assert!(!out.status.success(), "removed while running");
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+    let _ = running.kill();
+    let _ = running.wait();
+    let _ = cluster.scancel(&["-u", &uid]);
+    wait_until("the container stops", || keepers_of(&s) == 0);
+    ok(s.berth(&["rm", "--container", "dev", "--user", &uid]));
+    assert!(!container_dir(&s, "dev").exists());
+    assert_eq!(names(&s.berth_as_user(&["ps", "--json"])), ["old"]);
+    // gc: containers unused for container_max_age go; their layers stay
+    // while one exists.
+    ok(s.berth(&["gc", "--max-size", "0"]));
+    assert!(container_dir(&s, "old").join("layer.ext4").exists());
+    let out = cluster.srun(&["--container-name=old", "echo", "still-works"]);
+    assert_eq!(stdout(&out), "still-works\n", "{}", stderr(&out));
+    wait_until("the container stops", || keepers_of(&s) == 0);
+    s.write_config("container_max_age = \"1s\"\n");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ok(s.berth(&["gc"]));
+    assert!(!container_dir(&s, "old").exists());
+    assert_eq!(
+        names(&s.berth_as_user(&["ps", "--json"])),
+        Vec::<String>::new()
+    );
+}

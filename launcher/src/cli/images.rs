@@ -31,8 +31,14 @@ pub(crate) struct ImportArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct RmArgs {
     /// Image names as `berth images` shows them (or as given to pull).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "container", conflicts_with = "container")]
     images: Vec<String>,
+    /// Remove this named container instead (root only; see `berth ps`).
+    #[arg(long, value_name = "NAME")]
+    container: Option<String>,
+    /// Whose named container it is (with --container).
+    #[arg(long, value_name = "NAME|UID", requires = "container")]
+    user: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -211,7 +217,8 @@ pub(crate) fn import(ctx: &Context, args: &ImportArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn human(bytes: u64) -> String {
+/// `bytes` in B, KiB, MiB... with one decimal.
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -251,6 +258,9 @@ pub(crate) fn list(ctx: &Context) -> Result<i32> {
 }
 
 pub(crate) fn rm(ctx: &Context, args: &RmArgs) -> Result<i32> {
+    if let Some(name) = &args.container {
+        return super::containers::rm(ctx, name, args.user.as_deref());
+    }
     let mut missing = Vec::new();
     for name in &args.images {
         let removed = ImageSource::record_names(name)
@@ -277,23 +287,49 @@ pub(crate) fn gc(ctx: &Context, args: &GcArgs) -> Result<i32> {
         .unwrap_or(&ctx.config.store.max_size);
     let limit =
         slurm_conf::parse_size(limit_text).map_err(|e| anyhow::anyhow!("--max-size: {e}"))?;
+    let containers = super::containers::gc(ctx)?;
     let report = berth::image::gc::collect(&ctx.store, limit)?;
     if !ctx.quiet {
-        println!(
-            "removed {} layers and {} images, freed {}; {} left{}",
-            report.layers_removed,
-            report.images_removed.len(),
-            human(report.bytes_freed),
-            human(report.bytes_left),
-            if report.layers_in_use > 0 {
-                format!(
-                    " ({} layers kept: in use by running containers)",
-                    report.layers_in_use
-                )
-            } else {
-                String::new()
-            }
-        );
+        println!("{}", gc_summary(&report, containers.as_ref()));
     }
     Ok(0)
+}
+
+/// `berth gc`'s one line: layers and images first (scripts read that
+/// start), then named containers.
+fn gc_summary(
+    report: &berth::image::gc::GcReport,
+    containers: Option<&berth::image::gc::ContainersReport>,
+) -> String {
+    let mut kept = Vec::new();
+    if report.layers_in_use > 0 {
+        kept.push(format!(
+            "{} layers kept: in use by running containers",
+            report.layers_in_use
+        ));
+    }
+    if report.layers_of_named > 0 {
+        kept.push(format!(
+            "{} layers kept: named containers are made of them",
+            report.layers_of_named
+        ));
+    }
+    let mut line = format!(
+        "removed {} layers and {} images, freed {}; {} left",
+        report.layers_removed,
+        report.images_removed.len(),
+        human(report.bytes_freed),
+        human(report.bytes_left),
+    );
+    if !kept.is_empty() {
+        line.push_str(&format!(" ({})", kept.join("; ")));
+    }
+    if let Some(c) = containers {
+        line.push_str(&format!(
+            "; removed {} named containers, freed {}",
+            c.removed.len(),
+            human(c.bytes_freed)
+        ));
+    }
+    line
 }

@@ -1,6 +1,7 @@
 //! The `berth` command line: parsing, logging, config and store, and the
-//! dispatch to each verb (`run.rs`, `images.rs`).
+//! dispatch to each verb (`run.rs`, `images.rs`, `containers.rs`).
 
+mod containers;
 mod images;
 mod progress;
 mod run;
@@ -52,10 +53,13 @@ enum Command {
     Import(images::ImportArgs),
     /// List the images in the store.
     Images,
-    /// Remove an image from the store (its layers go at the next gc).
+    /// Remove an image from the store (its layers go at the next gc), or a named container.
     Rm(images::RmArgs),
-    /// Remove unused layers, then least recently used images, down to a size.
+    /// Remove old unused named containers, then unused layers and least recently used images, down to a size.
     Gc(images::GcArgs),
+    /// List the named containers on this node (Slurm container_scope=global).
+    #[command(visible_alias = "containers")]
+    Ps(containers::PsArgs),
     /// Start a Slurm step's container keeper (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmStart(Box<slurm::SlurmStartArgs>),
@@ -118,6 +122,7 @@ pub fn main() -> i32 {
         Command::Images => images::list(&ctx),
         Command::Rm(args) => images::rm(&ctx, args),
         Command::Gc(args) => images::gc(&ctx, args),
+        Command::Ps(args) => containers::ps(&ctx, args),
         Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
         Command::SlurmJoin(args) => slurm::slurm_join(&ctx, args),
         Command::SlurmSave(args) => slurm::slurm_save(&ctx, args),

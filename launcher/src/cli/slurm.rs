@@ -143,7 +143,7 @@ pub(crate) fn slurm_leave(ctx: &Context, args: &SlurmLeaveArgs) -> Result<i32> {
     if !ctx.privileged {
         bail!("slurm-leave is run by the SPANK plugin, as root");
     }
-    for (name, ended) in leave_named(&ctx.store, args.uid) {
+    for (name, ended) in leave_named(&ctx.store, args.uid, &ctx.config.store.summary_dir) {
         if ended.oom_kills > 0 {
             eprintln!(
                 "berth: container {name:?}: {}",

@@ -1,12 +1,18 @@
 //! `berth gc`: shrinks the store to a size limit by removing, least recently
 //! used first, layers no image record refers to, then whole images. Under
 //! the limit it removes nothing: the store is a cache. A layer used by a
-//! running container (shared "in use" lock) or being fetched is never removed.
+//! running container (shared "in use" lock) or being fetched is never removed,
+//! nor is a layer of a named container (Slurm `container_scope=global`) while
+//! the container exists, nor the images it came from.
+//!
+//! Before that, [`collect_containers`] removes the named containers unused
+//! for `store.container_max_age`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::records;
 use super::store::{Store, StoreError};
+use crate::slurm::named::{NamedContainers, NamedError};
 
 /// What a collection did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -21,6 +27,8 @@ pub struct GcReport {
     pub bytes_left: u64,
     /// Layers kept because a container uses them.
     pub layers_in_use: usize,
+    /// Layers kept because a named container is made of them.
+    pub layers_of_named: usize,
 }
 
 /// Collects garbage down to `max_bytes`.
@@ -35,6 +43,8 @@ pub fn collect(store: &Store, max_bytes: u64) -> Result<GcReport, StoreError> {
         })
         .collect();
     let mut total: u64 = sizes.values().sum();
+    let kept = NamedContainers::of(store).layers_kept();
+    report.layers_of_named = sizes.keys().filter(|d| kept.contains(*d)).count();
     let mut images = records::list(store);
     let referenced = |images: &[records::ImageRecord]| -> BTreeSet<String> {
         images
@@ -47,7 +57,7 @@ pub fn collect(store: &Store, max_bytes: u64) -> Result<GcReport, StoreError> {
     let refs = referenced(&images);
     let mut orphans: Vec<String> = sizes
         .keys()
-        .filter(|d| !refs.contains(*d))
+        .filter(|d| !refs.contains(*d) && !kept.contains(*d))
         .cloned()
         .collect();
     orphans.sort_by_key(|d| store.layer_last_used(d));
@@ -78,7 +88,7 @@ pub fn collect(store: &Store, max_bytes: u64) -> Result<GcReport, StoreError> {
         let Some(pos) = images.iter().position(|r| {
             !r.layers
                 .iter()
-                .any(|d| in_use.contains(d) || store.layer_in_use(d))
+                .any(|d| in_use.contains(d) || kept.contains(d) || store.layer_in_use(d))
         }) else {
             break;
         };
@@ -100,6 +110,73 @@ pub fn collect(store: &Store, max_bytes: u64) -> Result<GcReport, StoreError> {
     report.bytes_left = total;
     report.layers_in_use = in_use.len();
     Ok(report)
+}
+
+/// What [`collect_containers`] did.
+#[derive(Debug, Default)]
+pub struct ContainersReport {
+    /// The containers removed: (uid, name).
+    pub removed: Vec<(u32, String)>,
+    /// Bytes their writable layers took on disk.
+    pub bytes_freed: u64,
+    /// Old enough but kept: in use, or locked by a step starting in it.
+    pub busy: usize,
+    /// Those that could not be removed, and why.
+    pub errors: Vec<NamedError>,
+}
+
+/// Removes the named containers not running, with no step using them,
+/// last used more than `max_age_secs` before `now` (seconds since the
+/// epoch); `max_age_secs` 0 keeps them all. A container whose lock is held
+/// (a step is starting in it) is left for the next collection.
+pub fn collect_containers(store: &Store, max_age_secs: u64, now: u64) -> ContainersReport {
+    let mut report = ContainersReport::default();
+    if max_age_secs == 0 {
+        return report;
+    }
+    let stale = |last_used: u64| now.saturating_sub(last_used) > max_age_secs;
+    let containers = NamedContainers::of(store);
+    for listed in containers.list(None) {
+        let (uid, name) = (listed.record.uid, listed.record.name.clone());
+        if !stale(listed.record.last_used) {
+            continue;
+        }
+        if listed.running || !listed.steps.is_empty() {
+            report.busy += 1;
+            continue;
+        }
+        let held = match containers.try_lock(uid, &name) {
+            Ok(Some(held)) => held,
+            Ok(None) => {
+                report.busy += 1;
+                continue;
+            }
+            Err(e) => {
+                report.errors.push(e);
+                continue;
+            }
+        };
+        // Read again under the lock: a step may have used it meanwhile.
+        if !held.record().is_some_and(|r| stale(r.last_used)) {
+            continue;
+        }
+        let bytes = layer_bytes(&held.layer_file());
+        match held.remove() {
+            Ok(()) => {
+                report.bytes_freed += bytes;
+                report.removed.push((uid, name));
+            }
+            Err(NamedError::InUse { .. }) => report.busy += 1,
+            Err(e) => report.errors.push(e),
+        }
+    }
+    report
+}
+
+/// Bytes a file takes on disk (a sparse layer takes less than its size).
+fn layer_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 fn remove(
@@ -228,5 +305,99 @@ mod tests {
         // The image of a running container is not removed either.
         assert!(report.images_removed.is_empty(), "{report:?}");
         assert!(store.has_layer(&image_layer));
+    }
+
+    #[test]
+    fn layers_of_named_containers_and_their_images_stay() {
+        let (_dir, store) = store();
+        let named = layer(&store, "named", 3000, 900);
+        let orphan = layer(&store, "orphan", 3000, 900);
+        let other = layer(&store, "other", 3000, 900);
+        image(&store, "base", &[&named], 1);
+        image(&store, "unused", &[&other], 1);
+        let kept = [named.clone(), orphan.clone()];
+        crate::slurm::named::test_kit::add_with_layers(&store, 1000, "dev", 1, &kept);
+        let report = collect(&store, 0).unwrap();
+        assert!(store.has_layer(&named) && store.has_layer(&orphan));
+        assert!(!store.has_layer(&other));
+        assert_eq!(report.images_removed, ["unused"]);
+        assert!(records::load(&store, "base").is_some());
+        assert_eq!(report.layers_of_named, 2, "{report:?}");
+    }
+
+    mod containers {
+        use super::*;
+        use crate::slurm::named::test_kit::add;
+        use crate::slurm::named::NamedContainers;
+        use crate::slurm::record::KeeperRecord;
+
+        const DAY: u64 = 86400;
+        const NOW: u64 = 100 * DAY;
+
+        fn names(store: &Store) -> Vec<String> {
+            NamedContainers::of(store)
+                .list(None)
+                .into_iter()
+                .map(|l| l.record.name)
+                .collect()
+        }
+
+        #[test]
+        fn old_unused_containers_go_and_their_space_is_counted() {
+            let (_dir, store) = store();
+            let old = add(&store, 1000, "old", NOW - 31 * DAY);
+            add(&store, 1000, "recent", NOW - 29 * DAY);
+            add(&store, 1001, "old-too", NOW - 40 * DAY);
+            let report = collect_containers(&store, 30 * DAY, NOW);
+            assert_eq!(
+                report.removed,
+                [(1000, "old".to_string()), (1001, "old-too".to_string())]
+            );
+            assert!(report.bytes_freed >= 2 * 64 * 1024, "{report:?}");
+            assert!(report.errors.is_empty(), "{report:?}");
+            assert_eq!(names(&store), ["recent"]);
+            assert!(!old.exists());
+        }
+
+        #[test]
+        fn max_age_zero_keeps_everything() {
+            let (_dir, store) = store();
+            add(&store, 1000, "ancient", 0);
+            let report = collect_containers(&store, 0, NOW);
+            assert!(report.removed.is_empty());
+            assert_eq!(names(&store), ["ancient"]);
+        }
+
+        #[test]
+        fn running_used_or_locked_containers_stay() {
+            let (_dir, store) = store();
+            let me = KeeperRecord::of_keeper(std::process::id() as i32).unwrap();
+            let running = add(&store, 1000, "running", 0);
+            me.write(&running.join("keeper.json")).unwrap();
+            let used = add(&store, 1000, "used", 0);
+            me.write(&used.join("users/5.0")).unwrap();
+            add(&store, 1000, "locked", 0);
+            let containers = NamedContainers::of(&store);
+            let _held = containers.try_lock(1000, "locked").unwrap().unwrap();
+            let report = collect_containers(&store, DAY, NOW);
+            assert!(report.removed.is_empty(), "{report:?}");
+            assert_eq!(report.busy, 3);
+            assert_eq!(names(&store), ["locked", "running", "used"]);
+        }
+
+        #[test]
+        fn a_dead_keeper_does_not_keep_a_container() {
+            let (_dir, store) = store();
+            let dir = add(&store, 1000, "crashed", 0);
+            let gone = KeeperRecord {
+                pid: i32::MAX,
+                started: 1,
+                ..Default::default()
+            };
+            gone.write(&dir.join("keeper.json")).unwrap();
+            gone.write(&dir.join("users/5.0")).unwrap();
+            let report = collect_containers(&store, DAY, NOW);
+            assert_eq!(report.removed.len(), 1, "{report:?}");
+        }
     }
 }

@@ -29,6 +29,12 @@ use super::record::KeeperRecord;
 use crate::image::records::ImageRecord;
 use crate::image::Store;
 
+mod summary;
+#[cfg(test)]
+pub(crate) mod test_kit;
+
+pub use summary::summary_path;
+
 /// Why a named container could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NamedError {
@@ -98,7 +104,7 @@ pub struct ContainerRecord {
 }
 
 /// One line of `berth ps`.
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Listed {
     /// Its record.
     #[serde(flatten)]
@@ -139,6 +145,22 @@ impl NamedContainers {
         NamedContainers {
             root: store.root().join("containers"),
         }
+    }
+
+    /// Whether `uid` has a container `name` (made, not removed). Looks
+    /// without its lock and makes nothing.
+    pub fn exists(&self, uid: u32, name: &str) -> bool {
+        valid_name(name) && read_record(&self.root.join(uid.to_string()).join(name)).is_some()
+    }
+
+    /// The users (uids) who have a directory of named containers here.
+    pub fn uids(&self) -> Vec<u32> {
+        let mut uids: Vec<u32> = read_dir_paths(&self.root)
+            .iter()
+            .filter_map(|d| d.file_name()?.to_str()?.parse().ok())
+            .collect();
+        uids.sort_unstable();
+        uids
     }
 
     /// Takes the lock of `uid`'s container `name` (waiting for whoever

@@ -382,6 +382,8 @@ pub fn start_in_named(
     };
     held.touch(Some(named.job))?;
     let Some(base) = base else {
+        drop(held);
+        write_summary(&containers, named.uid, &ctx.config.store.summary_dir);
         return Ok(None); // no_exec: made (or kept); nothing runs in it
     };
     let user = request.user.clone().unwrap_or_default();
@@ -393,15 +395,31 @@ pub fn start_in_named(
         }
     };
     held.add_user(named.job, named.step, &view)?;
+    write_summary(&containers, named.uid, &ctx.config.store.summary_dir);
     Ok(Some(base.seen_from(&view, named.step)))
+}
+
+/// Refreshes the user's summary of their containers (`berth ps`); a
+/// failure only costs them an out-of-date list.
+fn write_summary(containers: &super::named::NamedContainers, uid: u32, dir: &Path) {
+    if let Err(e) = containers.write_summary(uid, dir) {
+        tracing::warn!(
+            "cannot write the summary of uid {uid}'s containers in {}: {e}",
+            dir.display()
+        );
+    }
 }
 
 /// Ends the base keepers of `uid`'s named containers no step uses any
 /// more (a step's end, the job's epilog): what each ending found. One
 /// whose lock another helper holds is left to it (a step is starting in it).
-pub fn leave_named(store: &crate::image::Store, uid: u32) -> Vec<(String, super::record::Ended)> {
+pub fn leave_named(
+    store: &crate::image::Store,
+    uid: u32,
+    summary_dir: &Path,
+) -> Vec<(String, super::record::Ended)> {
     let containers = super::named::NamedContainers::of(store);
-    containers
+    let ended = containers
         .list(Some(uid))
         .into_iter()
         .filter(|listed| listed.steps.is_empty())
@@ -409,7 +427,9 @@ pub fn leave_named(store: &crate::image::Store, uid: u32) -> Vec<(String, super:
             let held = containers.try_lock(uid, &listed.record.name).ok()??;
             Some((listed.record.name, held.end_if_unused()?))
         })
-        .collect()
+        .collect();
+    write_summary(&containers, uid, summary_dir);
+    ended
 }
 
 /// Polls `done` every 50 ms for up to `limit`: whether it came true.
