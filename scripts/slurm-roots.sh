@@ -13,16 +13,17 @@ cd "$(dirname "$0")/.."
 dir=/var/cache/berth-tests/roots
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suites=(trixie sid)            # the releases the plugin is built for
-slurm=slurmctld,slurmd,slurm-client,munge,libseccomp2
+slurm=slurmctld,slurmd,slurm-client,munge,libseccomp2,e2fsprogs   # mkfs.ext4: kept named containers
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
 for suite in "${suites[@]}" bookworm; do
-    [ -x "$dir/$suite/usr/sbin/slurmd" ] && continue
+    # (a root made before e2fsprogs was in the list is made again)
+    [ -x "$dir/$suite/usr/sbin/slurmd" ] && [ -x "$dir/$suite/usr/sbin/mkfs.ext4" ] && continue
     include=$slurm,libslurm-dev
     [ "$suite" = bookworm ] && include=$slurm,squashfs-tools   # and what berth's package depends on
     echo "making the $suite root with debootstrap"
-    rm -rf "$dir/$suite.tmp"
+    rm -rf "$dir/$suite.tmp" "$dir/$suite"
     debootstrap --variant=minbase \
         --include="$include" \
         "$suite" "$dir/$suite.tmp" "$mirror" >"$dir/$suite.log" 2>&1 \

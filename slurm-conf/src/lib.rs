@@ -218,6 +218,9 @@ pub struct StoreConfig {
     pub container_max_size: String,
     /// `berth gc` removes named containers unused this long (`30d`; `0`: never).
     pub container_max_age: String,
+    /// The most named containers one user may keep on a node: each holds
+    /// up to `container_max_size` of the store's disk.
+    pub container_max_count: usize,
     /// Where root leaves each user's list of their named containers
     /// (`<uid>.json`, readable by that user only) for `berth ps`: users
     /// cannot read the store itself.
@@ -232,6 +235,7 @@ impl Default for StoreConfig {
             max_layer_depth: 512,
             container_max_size: "10G".to_string(),
             container_max_age: "30d".to_string(),
+            container_max_count: 16,
             summary_dir: PathBuf::from("/run/berth/ps"),
         }
     }

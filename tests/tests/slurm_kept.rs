@@ -497,3 +497,37 @@ fn users_list_their_kept_containers_and_root_removes_and_collects_them() {
         Vec::<String>::new()
     );
 }
+
+/// `:no_exec` runs the tasks outside also while the container runs (an
+/// earlier step of the job started it), and a user keeps at most
+/// `container_max_count` containers.
+#[test]
+fn no_exec_stays_outside_a_running_container_and_the_count_is_bounded() {
+    require_root!();
+    let s = Sandbox::new();
+    s.write_config("container_max_count = 1\n");
+    let image = s.standard_image();
+    let cluster = berth_e2e::slurm::Cluster::start(&s.config());
+    let dir = shared_dir(&s, "no-exec");
+    let text = cluster.batch(
+        &dir,
+        &format!(
+            "srun --container-name=dev --container-image={image} true\n\
+             srun --container-name=dev:no_exec sh -c 'echo ${{FROM_IMAGE:-outside}}'\n\
+             srun --container-name=second --container-image={image} true || echo second-refused\n",
+            image = image.display()
+        ),
+    );
+    assert!(text.contains("outside\n"), "{text}");
+    assert!(text.contains("second-refused\n"), "{text}");
+    let out = cluster.srun(&[
+        "--container-name=second",
+        &format!("--container-image={}", image.display()),
+        "true",
+    ]);
+    assert!(
+        stderr(&out).contains("container_max_count = 1"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -58,6 +58,7 @@ impl SlurmStepArgs {
             partition: self.partition.clone(),
             job_env: self.job_env.clone(),
             outlives_job: false,
+            keeper_closes: vec![],
         }
     }
 }

@@ -375,7 +375,7 @@ mod tests {
             let running = add(&store, 1000, "running", 0);
             me.write(&running.join("keeper.json")).unwrap();
             let used = add(&store, 1000, "used", 0);
-            me.write(&used.join("users/5.0")).unwrap();
+            me.write(&used.join("users/5.0.json")).unwrap();
             add(&store, 1000, "locked", 0);
             let containers = NamedContainers::of(&store);
             let _held = containers.try_lock(1000, "locked").unwrap().unwrap();
@@ -395,7 +395,7 @@ mod tests {
                 ..Default::default()
             };
             gone.write(&dir.join("keeper.json")).unwrap();
-            gone.write(&dir.join("users/5.0")).unwrap();
+            gone.write(&dir.join("users/5.0.json")).unwrap();
             let report = collect_containers(&store, DAY, NOW);
             assert_eq!(report.removed.len(), 1, "{report:?}");
         }

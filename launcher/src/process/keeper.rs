@@ -39,11 +39,13 @@ pub enum Kept<'a> {
 
 /// Starts a keeper of `kept` that lives as long as process `watch` does (or
 /// until it is killed, without `watch`), and returns its pid once the
-/// container is ready. Must be called while single-threaded, by root.
+/// container is ready; the keeper first closes its copies of `close_first`.
+/// Must be called while single-threaded, by root.
 pub fn spawn_keeper(
     kept: Kept,
     watch: Option<Pid>,
     cgroup: Option<&ContainerCgroup>,
+    close_first: &[std::os::fd::RawFd],
 ) -> Result<Pid, RunError> {
     let watch_fd = watch
         .map(|pid| {
@@ -72,6 +74,11 @@ pub fn spawn_keeper(
         None => {
             drop(status_r);
             drop(sync_w);
+            // The spawner's locks (a named container's): a keeper holding
+            // a copy would keep them held after its spawner is killed.
+            for fd in close_first {
+                let _ = nix::unistd::close(*fd);
+            }
             keeper_main(kept, status_w, sync_r, watch_fd)
         }
         Some(pid) => {

@@ -9,7 +9,7 @@
 //!                      [store] container_max_size, mounted through a loop device
 //!     lock             flock: one helper at a time changes it
 //!     keeper.json      the running container's keeper (its "base"), if one runs
-//!     users/JOB.STEP   each step using it: that step's view keeper
+//!     users/JOB.STEP.json  each step using it: that step's view keeper
 //! ```
 //!
 //! At most one base keeper runs per container, so its writable layer is
@@ -142,8 +142,11 @@ fn make_private_dir(path: &Path) -> io::Result<()> {
 impl NamedContainers {
     /// The named containers of `store`.
     pub fn of(store: &Store) -> NamedContainers {
+        // The resolved path: the kernel names a loop device's backing file
+        // by it (`still_mounted`), whatever links the configured path has.
+        let root = fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
         NamedContainers {
-            root: store.root().join("containers"),
+            root: root.join("containers"),
         }
     }
 
@@ -267,7 +270,12 @@ fn live_users(dir: &Path) -> Vec<(String, KeeperRecord)> {
     read_dir_paths(&dir.join("users"))
         .into_iter()
         .filter_map(|path| {
-            let step = path.file_name()?.to_string_lossy().into_owned();
+            // `JOB.STEP.json` (not a half-written `.json.tmp`).
+            let step = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".json")?
+                .to_string();
             let record = KeeperRecord::read(&path).filter(KeeperRecord::is_alive)?;
             Some((step, record))
         })
@@ -293,6 +301,12 @@ impl NamedContainer {
             path,
             source,
         }
+    }
+
+    /// The descriptor of its lock (which a keeper spawned under it closes).
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._lock.as_raw_fd()
     }
 
     /// What it is, if it was made (and not removed).
@@ -376,7 +390,8 @@ impl NamedContainer {
         let live = live_users(&self.dir);
         for path in read_dir_paths(&self.dir.join("users")) {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if !live.iter().any(|(step, _)| Some(step) == name.as_ref()) {
+            let step = name.as_deref().and_then(|n| n.strip_suffix(".json"));
+            if !live.iter().any(|(live, _)| Some(live.as_str()) == step) {
                 let _ = fs::remove_file(&path);
             }
         }
@@ -385,7 +400,7 @@ impl NamedContainer {
 
     /// Records step `job.step` as using it through `view`.
     pub fn add_user(&self, job: u32, step: u32, view: &KeeperRecord) -> Result<(), NamedError> {
-        let path = self.dir.join("users").join(format!("{job}.{step}"));
+        let path = self.dir.join("users").join(format!("{job}.{step}.json"));
         view.write(&path).map_err(self.io_error("write", &path))
     }
 

@@ -73,6 +73,9 @@ pub struct StepOnNode {
     /// The container outlives the job (a named container's base keeper):
     /// its cgroup goes beside the jobs'.
     pub outlives_job: bool,
+    /// Descriptors the keeper closes first: the helper's locks, which a
+    /// keeper must not hold once the helper is gone.
+    pub keeper_closes: Vec<std::os::fd::RawFd>,
 }
 
 impl StepOnNode {
@@ -158,7 +161,12 @@ impl StepOnNode {
         cgroup: Option<&CgroupSpec>,
     ) -> Result<KeeperRecord, StepError> {
         let cgroup = cgroup.map(ContainerCgroup::for_spec).transpose()?;
-        let pid = keeper::spawn_keeper(kept, self.watch_pid.map(Pid::from_raw), cgroup.as_ref())?;
+        let pid = keeper::spawn_keeper(
+            kept,
+            self.watch_pid.map(Pid::from_raw),
+            cgroup.as_ref(),
+            &self.keeper_closes,
+        )?;
         let mut record =
             KeeperRecord::of_keeper(pid.as_raw()).map_err(|source| StepError::Gone {
                 what: "the container's keeper",
@@ -300,6 +308,11 @@ pub fn start_in_named(
         }
         _ => {}
     }
+    // Neither keeper may hold the container's lock once this helper is gone.
+    let step = &StepOnNode {
+        keeper_closes: vec![held.lock_fd()],
+        ..step.clone()
+    };
     let base_step = StepOnNode {
         watch_pid: None,
         outlives_job: true,
@@ -325,6 +338,8 @@ pub fn start_in_named(
         })
     };
     let base = match (held.base(), record) {
+        // no_exec: made (or kept); nothing runs in it, even while it runs.
+        (Some(_), _) if named.mode == NameMode::NoExec => None,
         (Some(base), _) => Some(base),
         (None, Some(_)) if named.mode == NameMode::NoExec => None,
         (None, record) => {
@@ -345,6 +360,13 @@ pub fn start_in_named(
                     build_spec_for_image(ctx, &base_request, &purpose, image_of(&record)?)?
                 }
                 None => {
+                    let kept = containers.list(Some(named.uid)).len();
+                    let most = ctx.config.store.container_max_count;
+                    if kept >= most {
+                        return Err(StepError::NamedRefused(format!(
+                            "--container-name={name}: you keep {kept} named containers on this node, the most allowed (store.container_max_count = {most}): reuse one (berth ps lists them) or have one removed"
+                        )));
+                    }
                     let built = build_spec(ctx, registries, &base_request, &purpose)?;
                     if built.image.layer_digests.is_empty() {
                         return Err(StepError::NamedRefused(format!(

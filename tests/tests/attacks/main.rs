@@ -188,6 +188,7 @@ fn exchange(a: &Path, b: &Path) {
 }
 
 mod hostile;
+mod kept;
 mod paths;
 mod processes;
 mod save;

@@ -99,7 +99,7 @@ fn exit_codes_follow_docker() {
     let o = s.berth(&["run", &image, "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(
-        stderr(&o).contains("berth.toml:4:") && stderr(&o).contains("seccompp"),
+        stderr(&o).contains("berth.toml:5:") && stderr(&o).contains("seccompp"),
         "{}",
         stderr(&o)
     );
