@@ -121,17 +121,27 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     // under chroot): check that the task really stands in the container.
     let container_root = root_identity(&format!("/proc/{pid}/root"))
         .map_err(|e| format!("the step's container is gone ({e})"))?;
-    // Its mount, ipc, uts and cgroup namespaces, and its pid namespace for
-    // the task's children (see relay.rs).
+    // Its mount, ipc, uts and cgroup namespaces, and the container's pid
+    // namespace for the task's children (see relay.rs): a view's record
+    // names the container's own keeper for it.
     use nix::sched::CloneFlags;
+    let pid_namespace = match reply.pid_namespace {
+        Some(_) => reply
+            .pid_namespace_keeper()
+            .pidfd()
+            .map_err(|e| format!("the named container is gone ({e})"))?,
+        None => pidfd
+            .try_clone()
+            .map_err(|e| format!("the step's container is gone ({e})"))?,
+    };
     nix::sched::setns(
         pidfd.as_fd(),
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWCGROUP
-            | CloneFlags::CLONE_NEWPID,
+            | CloneFlags::CLONE_NEWCGROUP,
     )
+    .and_then(|()| nix::sched::setns(pid_namespace.as_fd(), CloneFlags::CLONE_NEWPID))
     .map_err(|e| format!("cannot enter the step's container: {e}"))?;
     if root_identity("/").ok() != Some(container_root) {
         return Err("the task did not land in the container's root filesystem (is slurmd running under chroot?); tell the cluster admins".into());

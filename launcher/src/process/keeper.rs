@@ -58,18 +58,10 @@ pub fn spawn_keeper(
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| RunError::Host(format!("cannot create a pipe: {e}")))?;
     // The cgroup namespace is made by the keeper once it is in the
-    // container's cgroup (see process::run).
-    // A step view joins the named container's namespaces itself, but it is
-    // born in the named container's pid namespace (a process cannot enter
-    // one), so that the step's tasks, forked into the view's, join the
-    // named container's processes.
-    if let Kept::StepView { join, .. } = &kept {
-        nix::sched::setns(join, CloneFlags::CLONE_NEWPID).map_err(|e| {
-            RunError::Host(format!(
-                "cannot enter the named container's pid namespace: {e}"
-            ))
-        })?;
-    }
+    // container's cgroup (see process::run). A step view stays in the host's
+    // pid namespace: the step's tasks join the named container's pid
+    // namespace from its own keeper (the record's `pid_namespace`), so that
+    // a view keeper, once ended, is nothing the container's init waits for.
     match super::clone_child(clone_flags(&kept), cgroup)? {
         None => {
             drop(status_r);
@@ -115,8 +107,7 @@ fn started_from(reply: &[u8]) -> Result<(), RunError> {
 
 /// The namespaces a keeper is cloned with: a new container gets new mount,
 /// pid, ipc and uts namespaces (its cgroup namespace comes once it is in its
-/// cgroup); a step view joins the named container's itself, after it is
-/// born in that container's pid namespace.
+/// cgroup); a step view joins the named container's itself.
 fn clone_flags(kept: &Kept) -> CloneFlags {
     match kept {
         Kept::Container(_) => {

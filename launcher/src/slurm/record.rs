@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// The record's format: raised when a field's meaning changes, so that a
 /// plugin and a `berth` binary of different releases refuse each other
 /// with a clear message instead of misreading a field.
-pub const RECORD_FORMAT: u32 = 2;
+pub const RECORD_FORMAT: u32 = 3;
 
 /// A keeper and what tasks need to join its container.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +54,11 @@ pub struct KeeperRecord {
     /// The job's user it was made for (set by the plugin): only they may
     /// join it from another step (`--container-name=JOBID.STEPID`).
     pub uid: u32,
+    /// For a step's view into a named container: the container's own
+    /// keeper (pid and start time), whose pid namespace the tasks join (the
+    /// view's keeper holds only the step's mount namespace). None: this
+    /// keeper's.
+    pub pid_namespace: Option<(i32, u64)>,
     /// slurmstepd signals a task's descendants as well as the task (this
     /// node's Slurm configuration, read once by the helper): a task's relay
     /// then passes none of slurmstepd's signals on.
@@ -69,6 +74,16 @@ impl KeeperRecord {
             started: start_time(pid)?,
             ..Default::default()
         })
+    }
+
+    /// The keeper whose pid namespace the tasks join: the container's own.
+    pub fn pid_namespace_keeper(&self) -> KeeperRecord {
+        let (pid, started) = self.pid_namespace.unwrap_or((self.pid, self.started));
+        KeeperRecord {
+            pid,
+            started,
+            ..Default::default()
+        }
     }
 
     /// Whether the keeper still runs (the same process, not a reused pid).
@@ -160,6 +175,7 @@ impl KeeperRecord {
             remap_root: view.remap_root,
             job_env: view.job_env.clone(),
             step: Some(step),
+            pid_namespace: Some(self.pid_namespace.unwrap_or((self.pid, self.started))),
             ..self.clone()
         }
     }
@@ -331,7 +347,7 @@ mod tests {
     #[test]
     fn a_helpers_line_parses_with_fields_missing() {
         let record =
-            KeeperRecord::from_line(br#"{"format":2,"pid":5,"started":7,"device_env":[]}"#)
+            KeeperRecord::from_line(br#"{"format":3,"pid":5,"started":7,"device_env":[]}"#)
                 .unwrap();
         assert_eq!((record.pid, record.started), (5, 7));
         assert!(record.env.is_empty() && record.seccomp.is_none());
