@@ -28,21 +28,30 @@ pub struct OptionSpec {
 
 /// Every option, in `val` order (the callback's `val` is the index).
 pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "container-image", arginfo: Some("[USER@][REGISTRY#]IMAGE[:TAG]|PATH"), usage: "[berth] run the tasks in a container of this image (registry reference, squashfs, OCI layout, docker-archive or directory)", env: &["BERTH_CONTAINER_IMAGE"] },
-    OptionSpec { name: "container-mounts", arginfo: Some("SRC:DST[:ro|rw][,...]"), usage: "[berth] bind-mount host paths into the container", env: &["BERTH_CONTAINER_MOUNTS"] },
-    OptionSpec { name: "container-workdir", arginfo: Some("PATH"), usage: "[berth] working directory inside the container", env: &["BERTH_CONTAINER_WORKDIR"] },
-    OptionSpec { name: "container-name", arginfo: Some("NAME[:create|exec|auto|no_exec]"), usage: "[berth] name the container to keep it across the steps of the job", env: &["BERTH_CONTAINER_NAME"] },
-    OptionSpec { name: "container-save", arginfo: Some("PATH"), usage: "[berth] save the container's filesystem as a squashfs file when the step ends", env: &["BERTH_CONTAINER_SAVE"] },
-    OptionSpec { name: "container-env", arginfo: Some("NAME[,NAME...]"), usage: "[berth] take these variables from the job, not from the image", env: &["BERTH_CONTAINER_ENV"] },
-    OptionSpec { name: "container-writable", arginfo: None, usage: "[berth] writable container filesystem (the default)", env: &["BERTH_CONTAINER_WRITABLE"] },
-    OptionSpec { name: "container-readonly", arginfo: None, usage: "[berth] read-only container filesystem", env: &["BERTH_CONTAINER_READONLY"] },
-    OptionSpec { name: "container-remap-root", arginfo: None, usage: "[berth] appear as root inside the container", env: &["BERTH_CONTAINER_REMAP_ROOT"] },
+    OptionSpec { name: "container-image", arginfo: Some("[USER@][REGISTRY#]IMAGE[:TAG]|PATH"), usage: "[berth] run the tasks in a container of this image (registry reference, squashfs, OCI layout, docker-archive or directory)", env: &["BERTH_CONTAINER_IMAGE", "PYXIS_CONTAINER_IMAGE"] },
+    OptionSpec { name: "container-mounts", arginfo: Some("SRC:DST[:ro|rw][,...]"), usage: "[berth] bind-mount host paths into the container", env: &["BERTH_CONTAINER_MOUNTS", "PYXIS_CONTAINER_MOUNTS"] },
+    OptionSpec { name: "container-workdir", arginfo: Some("PATH"), usage: "[berth] working directory inside the container", env: &["BERTH_CONTAINER_WORKDIR", "PYXIS_CONTAINER_WORKDIR"] },
+    OptionSpec { name: "container-name", arginfo: Some("NAME[:create|exec|auto|no_exec]"), usage: "[berth] name the container to keep it across the steps of the job", env: &["BERTH_CONTAINER_NAME", "PYXIS_CONTAINER_NAME"] },
+    OptionSpec { name: "container-save", arginfo: Some("PATH"), usage: "[berth] save the container's filesystem as a squashfs file when the step ends", env: &["BERTH_CONTAINER_SAVE", "PYXIS_CONTAINER_SAVE"] },
+    OptionSpec { name: "container-env", arginfo: Some("NAME[,NAME...]"), usage: "[berth] take these variables from the job, not from the image", env: &["BERTH_CONTAINER_ENV", "PYXIS_CONTAINER_ENV"] },
+    OptionSpec { name: "container-writable", arginfo: None, usage: "[berth] writable container filesystem (the default)", env: &["BERTH_CONTAINER_WRITABLE", "PYXIS_CONTAINER_WRITABLE"] },
+    OptionSpec { name: "container-readonly", arginfo: None, usage: "[berth] read-only container filesystem", env: &["BERTH_CONTAINER_READONLY", "PYXIS_CONTAINER_READONLY"] },
+    OptionSpec { name: "container-remap-root", arginfo: None, usage: "[berth] appear as root inside the container", env: &["BERTH_CONTAINER_REMAP_ROOT", "PYXIS_CONTAINER_REMAP_ROOT"] },
     OptionSpec { name: "no-container-remap-root", arginfo: None, usage: "[berth] keep your own uid inside the container (the default)", env: &["BERTH_NO_CONTAINER_REMAP_ROOT"] },
-    OptionSpec { name: "container-mount-home", arginfo: None, usage: "[berth] bind-mount your home directory", env: &["BERTH_CONTAINER_MOUNT_HOME"] },
+    OptionSpec { name: "container-mount-home", arginfo: None, usage: "[berth] bind-mount your home directory", env: &["BERTH_CONTAINER_MOUNT_HOME", "PYXIS_CONTAINER_MOUNT_HOME"] },
     OptionSpec { name: "no-container-mount-home", arginfo: None, usage: "[berth] do not bind-mount your home directory (the default)", env: &["BERTH_NO_CONTAINER_MOUNT_HOME"] },
-    OptionSpec { name: "container-entrypoint", arginfo: None, usage: "[berth] run the image's entrypoint before the command", env: &["BERTH_CONTAINER_ENTRYPOINT"] },
+    OptionSpec { name: "container-entrypoint", arginfo: None, usage: "[berth] run the image's entrypoint before the command", env: &["BERTH_CONTAINER_ENTRYPOINT", "PYXIS_CONTAINER_ENTRYPOINT"] },
     OptionSpec { name: "no-container-entrypoint", arginfo: None, usage: "[berth] do not run the image's entrypoint (the default)", env: &["BERTH_NO_CONTAINER_ENTRYPOINT"] },
 ];
+
+/// A flag's environment value as pyxis reads it; None: neither.
+fn boolean(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "" | "1" | "y" | "yes" | "true" | "on" => Some(true),
+        "0" | "n" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
+}
 
 /// The values given as text, by option name (flags have an empty value):
 /// the option callback's, then the environment's. [`Values::parse`] makes
@@ -61,22 +70,42 @@ impl Values {
     }
 
     /// Fills in options not given from their environment variables (the
-    /// first of an option's variables that is set and usable).
+    /// first of an option's variables that is set and usable: `BERTH_*`,
+    /// then pyxis's `PYXIS_*`). The command line always wins: a flag whose
+    /// opposite was given is not looked up. A flag's variable is a boolean
+    /// as in pyxis (`1`, `yes`, `true`, `on` or empty; `0`, `no`, `false`,
+    /// `off` turns the opposite flag on).
     pub fn fill_from_env(&mut self, getenv: impl Fn(&str) -> Option<String>) {
         for spec in OPTIONS {
-            if self.0.contains_key(spec.name) {
+            let opposite = parse::opposite(spec.name);
+            if self.0.contains_key(spec.name) || opposite.is_some_and(|o| self.0.contains_key(o)) {
                 continue;
             }
-            let value = spec.env.iter().find_map(|var| {
-                let v = getenv(var)?;
-                match spec.arginfo {
-                    Some(_) if !v.is_empty() => Some(v),
-                    None if matches!(v.as_str(), "1" | "yes" | "true" | "") => Some(String::new()),
-                    _ => None,
+            match spec.arginfo {
+                Some(_) => {
+                    let value = spec
+                        .env
+                        .iter()
+                        .find_map(|var| getenv(var).filter(|v| !v.is_empty()));
+                    if let Some(v) = value {
+                        self.0.insert(spec.name, v);
+                    }
                 }
-            });
-            if let Some(v) = value {
-                self.0.insert(spec.name, v);
+                None => {
+                    let value = spec
+                        .env
+                        .iter()
+                        .find_map(|var| getenv(var).and_then(|v| boolean(&v)));
+                    match (value, opposite) {
+                        (Some(true), _) => {
+                            self.0.insert(spec.name, String::new());
+                        }
+                        (Some(false), Some(opposite)) => {
+                            self.0.insert(opposite, String::new());
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
     }

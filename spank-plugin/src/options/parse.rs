@@ -47,6 +47,15 @@ const PAIRS: [(&str, &str); 4] = [
     ("container-entrypoint", "no-container-entrypoint"),
 ];
 
+/// The flag opposite `name`, if it is one of a pair.
+pub(super) fn opposite(name: &str) -> Option<&'static str> {
+    PAIRS.iter().find_map(|&(a, b)| match name {
+        n if n == a => Some(b),
+        n if n == b => Some(a),
+        _ => None,
+    })
+}
+
 /// A step's container options, checked: what [`Values::parse`] accepts
 /// (in srun, and again on the node) is all the plugin reads.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -337,10 +346,39 @@ mod tests {
         assert_eq!(options.image.as_deref(), Some("img"));
         assert_eq!(options.workdir, Some(PathBuf::from("/given")));
         assert_eq!(options.read_only, Flag::On);
-        // A flag's variable set to anything but 1/yes/true/"" is no flag,
-        // an option's set empty no value.
-        assert_eq!(options.mount_home, Flag::NotGiven);
+        // A flag's variable set to 0 turns the opposite flag on (pyxis's
+        // booleans); an option's set empty is no value.
+        assert_eq!(options.mount_home, Flag::Off);
         assert_eq!(options.save, None);
+    }
+
+    #[test]
+    fn pyxis_variables_work_and_the_command_line_wins() {
+        let env = |k: &str| match k {
+            "PYXIS_CONTAINER_IMAGE" => Some("ubuntu:24.04".to_string()),
+            "PYXIS_CONTAINER_MOUNT_HOME" => Some("1".into()),
+            "PYXIS_CONTAINER_REMAP_ROOT" => Some("yes".into()),
+            "PYXIS_CONTAINER_WRITABLE" => Some("0".into()),
+            "BERTH_CONTAINER_MOUNT_HOME" => Some("1".into()),
+            "PYXIS_CONTAINER_ENTRYPOINT" => Some("maybe".into()),
+            _ => None,
+        };
+        let mut v = values(&[("no-container-mount-home", "")]);
+        v.fill_from_env(env);
+        let options = v.parse().unwrap();
+        assert_eq!(options.image.as_deref(), Some("ubuntu:24.04"));
+        assert_eq!(options.mount_home, Flag::Off, "the command line wins");
+        assert_eq!(options.remap_root, Flag::On);
+        assert_eq!(options.read_only, Flag::On, "PYXIS_CONTAINER_WRITABLE=0");
+        assert_eq!(options.entrypoint, Flag::NotGiven, "not a boolean");
+        // BERTH_* comes first.
+        let mut v = values(&[]);
+        v.fill_from_env(|k| match k {
+            "BERTH_CONTAINER_IMAGE" => Some("a".to_string()),
+            "PYXIS_CONTAINER_IMAGE" => Some("b".to_string()),
+            _ => None,
+        });
+        assert_eq!(v.parse().unwrap().image.as_deref(), Some("a"));
     }
 
     #[test]
