@@ -197,6 +197,43 @@ pub fn setenv(sp: spank_t, name: &str, value: &str, overwrite: bool) -> bool {
     }
 }
 
+/// Removes a variable from the job's environment (remote context).
+pub fn unsetenv(sp: spank_t, name: &str) -> bool {
+    let n = cstring(name);
+    // SAFETY: the name is NUL-terminated; Slurm copies what it needs.
+    unsafe { bindings::spank_unsetenv(sp, n.as_ptr()) == bindings::ESPANK_SUCCESS as bindings::spank_err_t }
+}
+
+/// The names of the job's environment variables (remote context).
+pub fn job_env_names(sp: spank_t) -> Vec<String> {
+    let mut env: *mut *mut c_char = std::ptr::null_mut();
+    // SAFETY: S_JOB_ENV takes a char*** to fill; it is valid.
+    let rc = unsafe {
+        bindings::spank_get_item(
+            sp,
+            bindings::spank_item_S_JOB_ENV,
+            &mut env as *mut *mut *mut c_char,
+        )
+    };
+    if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t || env.is_null() {
+        return vec![];
+    }
+    let mut names = vec![];
+    for i in 0.. {
+        // SAFETY: Slurm's environment array ends with a NULL pointer.
+        let entry = unsafe { *env.add(i) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: each entry is a NUL-terminated `NAME=value` string.
+        let text = unsafe { CStr::from_ptr(entry) }.to_string_lossy();
+        if let Some((name, _)) = text.split_once('=') {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
 /// The plugin's arguments from plugstack.conf.
 ///
 /// # Safety

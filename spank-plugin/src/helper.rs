@@ -76,12 +76,8 @@ fn helper_command(
         }
     }
     // The task rules go into the container's spec and come back in its
-    // record: the working directory (made once per step by the helper that
-    // builds the container or the view; each task enters it in task_init),
-    // remap-root, and the variables whose job value wins.
-    if let Some(w) = &options.workdir {
-        cmd.arg("--workdir").arg(w);
-    }
+    // record: remap-root and the variables whose job value wins (the
+    // working directory is the task's own business: see remote.rs).
     if options.remap_root.is_on() {
         cmd.arg("--remap-root");
     }

@@ -40,9 +40,9 @@ pub struct Joined {
     capabilities: berth::caps::CapsHashSet,
     /// With --container-entrypoint: the image's Entrypoint, run before the task's argv.
     entrypoint: Option<Vec<String>>,
-    /// With --container-workdir: where the task starts (Slurm's own chdir to
-    /// the job's directory comes after the privileged hook).
-    workdir: Option<String>,
+    /// Where the task starts (Slurm's own chdir to the job's directory
+    /// comes after the privileged hook), and whether the user named it.
+    workdir: Option<(String, bool)>,
     /// Which signals the task's relay passes on (see `relay`).
     forwarding: crate::relay::Forwarding,
 }
@@ -148,12 +148,17 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     }
 
     // The container's environment, except what the job owns (Slurm's,
-    // the GPUs', MPI's and --container-env's variables, where the job has
-    // them), then what its devices need, which wins over the job's values
-    // (the container counts its GPUs from 0: CUDA_VISIBLE_DEVICES).
-    let job_has = |name: &str| ffi::getenv(sp, name).is_some();
-    for (name, value) in task_environment(&reply.env, &reply.device_env, &reply.job_env, job_has) {
+    // MPI's, the GPU allocation, TERM and --container-env's variables,
+    // where the job has them), then what its devices need, which wins over
+    // the job's values (the container counts its GPUs from 0:
+    // CUDA_VISIBLE_DEVICES); the job's locale goes (see `task_environment`).
+    let job_names = ffi::job_env_names(sp);
+    let env = task_environment(&reply.env, &reply.device_env, &reply.job_env, &job_names);
+    for (name, value) in env.set {
         ffi::setenv(sp, &name, &value, true);
+    }
+    for name in env.unset {
+        ffi::unsetenv(sp, &name);
     }
     let seccomp = reply.seccomp_program()?;
     // With --container-remap-root the task later becomes root of a user
@@ -183,8 +188,17 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .is_on()
         .then(|| reply.entrypoint.clone())
         .filter(|e| !e.is_empty());
-    // The step's helper made it (slurm-start or slurm-join --workdir).
-    let workdir = reply.workdir.clone();
+    // As in pyxis: the image's working directory (else "/"), or
+    // --container-workdir, a relative one taken from the image's; one that
+    // does not exist fails the task (task_init).
+    let image_workdir = reply.image_workdir.clone().unwrap_or_else(|| "/".into());
+    let workdir = Some(match &options.workdir {
+        Some(dir) => (
+            Path::new(&image_workdir).join(dir).to_string_lossy().into_owned(),
+            true,
+        ),
+        None => (image_workdir, false),
+    });
     with_state(|s| {
         s.joined = Some(Joined {
             seccomp,
@@ -453,10 +467,14 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     };
     // From here on, the child in the container's pid namespace.
     crate::relay::enter_pid_namespace(joined.forwarding)?;
-    if let Some(dir) = &joined.workdir {
-        std::env::set_current_dir(dir)
-            .map_err(|e| format!("--container-workdir {dir}: cannot enter it: {e}"))?;
-        ffi::setenv(sp, "PWD", dir, true);
+    if let Some((dir, named)) = &joined.workdir {
+        std::env::set_current_dir(dir).map_err(|e| match named {
+            true => format!("--container-workdir: {dir}: {e}"),
+            false => format!("the image's working directory {dir}: {e}"),
+        })?;
+        // The path as the kernel resolved it (`..` cannot leave the root).
+        let cwd = std::env::current_dir().map_or_else(|_| dir.clone(), |d| d.display().to_string());
+        ffi::setenv(sp, "PWD", &cwd, true);
     }
     if let Some(entrypoint) = &joined.entrypoint {
         run_through_entrypoint(sp, entrypoint)?;

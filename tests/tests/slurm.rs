@@ -151,13 +151,13 @@ fn failures_fail_the_tasks_with_one_line_and_never_drain_the_node() {
     let out = cluster
         .as_user(
             "sbatch",
-            &["--container-workdir=relative", "--wrap", "true"],
+            &["--container-name=a/b", "--wrap", "true"],
         )
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("--container-workdir"),
+        stderr(&out).contains("--container-name"),
         "{}",
         stderr(&out)
     );
@@ -255,13 +255,13 @@ fn named_container_across_the_steps_of_a_job(plugstack_args: Option<&str>) -> Sa
              srun --container-name=c1 --container-mounts=/no/such/dir:/x true || echo bad-mount-refused\n\
              srun --container-name=c1:exec sh -c 'cat /tmp/state; cat /etc/motd'\n\
              srun --container-name=c1 --container-remap-root sh -c 'echo remapped=$(id -u)'\n\
-             srun --container-name=c1 --container-workdir=/tmp/w2 sh -c 'echo uid=$(id -u) in $(pwd)'\n\
+             srun --container-name=c1 --container-workdir=/etc sh -c 'echo uid=$(id -u) in $(pwd)'\n\
              srun --container-name=c2:exec true || echo no-c2\n\
              srun --container-name=c1:create --container-image={image} true || echo create-refused\n",
             dir.display()
         ),
     );
-    let per_step = format!("remapped=0\nuid={} in /tmp/w2\n", test_user().0);
+    let per_step = format!("remapped=0\nuid={} in /etc\n", test_user().0);
     for expected in [
         "kept\nmounted\n",
         "bad-mount-refused\nkept\nlayer2\n",
@@ -470,21 +470,23 @@ fn container_entrypoint_runs_the_images_entrypoint_before_the_command() {
     );
 }
 
+/// As in pyxis: without `--container-workdir` the tasks start in the
+/// image's WorkingDir (the standard image's is /work), else `/`; a relative
+/// one is taken from it (`..` cannot leave the root); one that does not
+/// exist fails the task, naming it (nothing is made for it). A later step of
+/// a named container has the same rules. Where a mount inside another
+/// needs a mount point, it is made in the host directory with the user's
+/// rights, never root's.
 #[test]
 fn container_workdir_is_where_the_tasks_start() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
-    // Host directories mounted in: one only root may write, one the user's.
     let (uid, gid) = test_user();
     let roots = s.path().join("roots");
     let users = s.path().join("users");
     std::fs::create_dir(&roots).unwrap();
     std::fs::create_dir(&users).unwrap();
     std::os::unix::fs::chown(&users, Some(uid), Some(gid)).unwrap();
-    let (roots_opt, users_opt) = (
-        format!("--container-mounts={}:/roots", roots.display()),
-        format!("--container-mounts={}:/users", users.display()),
-    );
     // A mount inside another: its mount point is made in that host directory.
     let other = s.path().join("other");
     std::fs::create_dir(&other).unwrap();
@@ -497,35 +499,34 @@ fn container_workdir_is_where_the_tasks_start() {
         )
     };
     let (roots_nested, users_nested) = (nested(&roots, "roots"), nested(&users, "users"));
-    // Without it the tasks start in the job's directory (here /tmp, which
-    // the image has too); with it, in the directory named, made when
-    // missing, for a named container's later step as well. On a host path
-    // mounted in, the user makes it with the user's rights, never root.
     let text = cluster.batch(
         &shared_dir(&s, "workdir"),
         &format!(
             "#SBATCH -n2\n\
              cd /tmp\n\
              srun -n1 --container-image={image} sh -c 'echo A $(readlink /proc/self/cwd) $PWD'\n\
-             srun -n1 --container-image={image} --container-workdir=/opt/wd sh -c 'echo B $(readlink /proc/self/cwd) $PWD'\n\
+             srun -n1 --container-image={image} --container-workdir=/etc sh -c 'echo B $(readlink /proc/self/cwd) $PWD'\n\
+             srun -n1 --container-image={image} --container-workdir=../etc sh -c 'echo C $(readlink /proc/self/cwd)'\n\
+             srun -n1 --container-image={image} --container-workdir=../../.. sh -c 'echo D $(readlink /proc/self/cwd)'\n\
+             srun -n1 --container-image={image} --container-workdir=/pyxis true 2>&1 || echo E refused\n\
              srun -n1 --container-name=n --container-image={image} true\n\
-             srun --container-name=n --container-workdir=/srv/later -n2 sh -c 'echo C $(readlink /proc/self/cwd)'\n\
-             srun -n1 --container-image={image} {roots_opt} --container-workdir=/roots/new true || echo D refused\n\
-             srun -n1 --container-image={image} {users_opt} --container-workdir=/users/new/sub sh -c 'echo E $(readlink /proc/self/cwd)'\n\
-             srun -n1 --container-name=n {roots_opt} --container-workdir=/roots/later true || echo F refused\n\
-             srun -n1 --container-image={image} {roots_nested} true || echo G refused\n\
-             srun -n1 --container-image={image} {users_nested} sh -c 'test -e /users/inner/marker && echo H nested'\n"
+             srun --container-name=n -n2 sh -c 'echo F $(readlink /proc/self/cwd)'\n\
+             srun --container-name=n --container-workdir=/bin -n1 sh -c 'echo G $(readlink /proc/self/cwd)'\n\
+             srun -n1 --container-image={image} {roots_nested} true || echo H refused\n\
+             srun -n1 --container-image={image} {users_nested} sh -c 'test -e /users/inner/marker && echo I nested'\n"
         ),
     );
     for expected in [
-        "A /tmp /tmp\n",
-        "B /opt/wd /opt/wd\n",
-        "C /srv/later\nC /srv/later\n",
-        "D refused\n",
-        "E /users/new/sub\n",
-        "F refused\n",
-        "G refused\n",
-        "H nested\n",
+        "A /work /work\n",
+        "B /etc /etc\n",
+        "C /etc\n",
+        "D /\n",
+        "/pyxis: No such file or directory",
+        "E refused\n",
+        "F /work\nF /work\n",
+        "G /bin\n",
+        "H refused\n",
+        "I nested\n",
     ] {
         assert!(
             text.contains(expected),
@@ -541,10 +542,8 @@ fn container_workdir_is_where_the_tasks_start() {
         0,
         "root wrote nothing there"
     );
-    for made in ["new/sub", "inner"] {
-        let made = std::fs::metadata(users.join(made)).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), uid);
-    }
+    let made = std::fs::metadata(users.join("inner")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), uid);
 }
 
 #[test]

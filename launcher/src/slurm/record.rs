@@ -36,6 +36,10 @@ pub struct KeeperRecord {
     /// Where each task starts (`--container-workdir`, made by the helper),
     /// or None: where Slurm starts it.
     pub workdir: Option<String>,
+    /// The image's working directory (its `WorkingDir`, else `/`): where
+    /// the tasks start without `--container-workdir`, and what a relative
+    /// one is taken from.
+    pub image_workdir: Option<String>,
     /// The tasks are root in a user namespace of their own, mapped to the
     /// job's user (`--container-remap-root`).
     pub remap_root: bool,

@@ -204,6 +204,14 @@ fn start_built(built: &Built, step: &StepOnNode) -> Result<KeeperRecord, StepErr
         remap_root: spec.identity.remap_root,
         job_env: tasks.job_env,
         entrypoint: image.config.entrypoint.clone().unwrap_or_default(),
+        image_workdir: Some(
+            image
+                .config
+                .working_dir
+                .clone()
+                .filter(|w| w.starts_with('/'))
+                .unwrap_or_else(|| "/".into()),
+        ),
         seccomp: spec.seccomp_program.as_deref().map(hex::encode),
         root_capabilities: spec.root_capabilities.iter().map(|c| c.index()).collect(),
         ..step.start_keeper(Kept::Container(spec), spec.cgroup.as_ref())?

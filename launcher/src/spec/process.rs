@@ -93,29 +93,56 @@ pub fn set_env(env: &mut Vec<String>, entry: &str) {
     env.push(entry.to_string());
 }
 
-/// Whether a Slurm task keeps its job's value of `name` over the
-/// container's: the names in `listed` (`--container-env`), and Slurm's,
-/// the GPUs' and MPI's own variables.
+/// The variables that say which GPUs a job was given: the job's values
+/// are its allocation, never the image's.
+const GPU_ALLOCATION: &[&str] = &[
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "GPU_DEVICE_ORDINAL",
+    "ROCR_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "ZE_AFFINITY_MASK",
+];
+
+/// Whether a Slurm task keeps its job's value of `name` over the image's,
+/// as in pyxis: the names in `listed` (`--container-env`), Slurm's and
+/// MPI's (PMI, PMIx) variables, the GPU allocation and `TERM`. For every
+/// other variable the image's `ENV` wins (`CUDA_VERSION`, `PATH`...).
 pub fn job_owns(name: &str, listed: &[String]) -> bool {
     listed.iter().any(|l| l == name)
-        || [
-            "SLURM_", "SLURMD_", "CUDA_", "NVIDIA_", "GPU_", "ROCR_", "HIP_", "PMI", "PMIX_",
-            "OMPI_", "UCX_",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
+        || ["SLURM_", "SLURMD_", "PMI"].iter().any(|p| name.starts_with(p))
+        || GPU_ALLOCATION.contains(&name)
+        || name == "TERM"
 }
 
-/// The variables a Slurm task sets as it enters the container: the
-/// container's (`container_env`) except those the job owns and has
-/// (`job_has`), then what the container's devices need (`device_env`),
-/// which wins over the job's (the container counts its GPUs from 0).
+/// The locale variables (`LANG`, `LANGUAGE`, `LC_*`): a job's are not
+/// passed into the container unless `--container-env` names them (an
+/// image rarely has the job's locale: programs then complain), as in pyxis.
+pub fn is_locale(name: &str) -> bool {
+    name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_")
+}
+
+/// What a Slurm task's environment becomes as it enters the container.
+#[derive(Debug, Default, PartialEq)]
+pub struct TaskEnvironment {
+    /// Set (replacing the job's value).
+    pub set: Vec<(String, String)>,
+    /// Removed from the job's environment.
+    pub unset: Vec<String>,
+}
+
+/// A Slurm task's environment in the container: the container's variables
+/// (`container_env`) except those the job owns and has (`job_names`: the
+/// job's variables), then what the container's devices need
+/// (`device_env`, which wins over the job's: the container counts its GPUs
+/// from 0); the job's locale variables go unless listed or the image's.
 pub fn task_environment(
     container_env: &[String],
     device_env: &[String],
     listed: &[String],
-    job_has: impl Fn(&str) -> bool,
-) -> Vec<(String, String)> {
+    job_names: &[String],
+) -> TaskEnvironment {
     let pairs = |entries: &[String]| -> Vec<(String, String)> {
         entries
             .iter()
@@ -123,12 +150,19 @@ pub fn task_environment(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
+    let job_has = |name: &str| job_names.iter().any(|n| n == name);
     let mut set: Vec<(String, String)> = pairs(container_env)
         .into_iter()
         .filter(|(name, _)| !(job_owns(name, listed) && job_has(name)))
         .collect();
     set.extend(pairs(device_env));
-    set
+    let unset = job_names
+        .iter()
+        .filter(|name| is_locale(name) && !listed.contains(name))
+        .filter(|name| !set.iter().any(|(set, _)| set == *name))
+        .cloned()
+        .collect();
+    TaskEnvironment { set, unset }
 }
 
 #[cfg(test)]
@@ -207,19 +241,28 @@ mod tests {
             "CUDA_VERSION=11.8",
             "MINE=image",
             "OTHER=image",
+            "TERM=vt100",
+            "LC_TIME=C.UTF-8",
         ]
         .map(String::from);
         let devices = ["CUDA_VISIBLE_DEVICES=0".to_string()];
-        let listed = ["MINE".to_string()];
-        let job_has = |k: &str| ["SLURM_JOB_ID", "MINE", "PATH"].contains(&k);
-        let set = task_environment(&container, &devices, &listed, job_has);
-        let names: Vec<&str> = set.iter().map(|(k, _)| k.as_str()).collect();
-        // PATH is the container's even though the job has one; the job's
-        // SLURM_JOB_ID and the listed MINE stay; CUDA_VERSION is owned but
-        // the job has none, so the image's applies.
+        let listed = ["MINE".to_string(), "LC_NUMERIC".to_string()];
+        let job = [
+            "SLURM_JOB_ID", "MINE", "PATH", "CUDA_VERSION", "TERM", "LANG", "LC_NUMERIC",
+            "LC_TIME", "PMIX_RANK",
+        ]
+        .map(String::from);
+        let env = task_environment(&container, &devices, &listed, &job);
+        let names: Vec<&str> = env.set.iter().map(|(k, _)| k.as_str()).collect();
+        // The image's PATH and CUDA_VERSION win over the job's (as in
+        // pyxis); the job's SLURM_JOB_ID, TERM and the listed MINE stay.
         assert_eq!(
             names,
-            ["PATH", "CUDA_VERSION", "OTHER", "CUDA_VISIBLE_DEVICES"]
+            ["PATH", "CUDA_VERSION", "OTHER", "LC_TIME", "CUDA_VISIBLE_DEVICES"]
         );
+        // The job's locale goes, unless listed or the image's.
+        assert_eq!(env.unset, ["LANG"]);
+        assert!(job_owns("PMIX_RANK", &[]) && job_owns("PMI_FD", &[]));
+        assert!(!job_owns("OMPI_MCA_pml", &[]) && !job_owns("CUDA_HOME", &[]));
     }
 }

@@ -65,7 +65,8 @@ pub struct ContainerOptions {
     /// `--container-mounts`, each `SRC:DST[:ro|rw]` (sources may be relative:
     /// the node takes them from the job's directory).
     pub mounts: Vec<MountSpec>,
-    /// `--container-workdir`: an absolute path in the container.
+    /// `--container-workdir`: a path in the container (a relative one is
+    /// taken from the image's working directory).
     pub workdir: Option<PathBuf>,
     /// `--container-name`, with its mode.
     pub name: Option<ContainerName>,
@@ -102,7 +103,8 @@ impl Values {
             .filter(|m| !m.is_empty())
             .map(|m| MountSpec::parse(m).map_err(|e| bad("container-mounts", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let workdir = self.absolute_path("container-workdir")?;
+        // Relative: from the image's working directory (as in pyxis).
+        let workdir = self.get("container-workdir").map(PathBuf::from);
         let name = self
             .get("container-name")
             .map(ContainerName::parse)
@@ -286,10 +288,6 @@ mod tests {
             (
                 vec![("container-image", "u"), ("container-name", "a/b")],
                 "--container-name",
-            ),
-            (
-                vec![("container-image", "u"), ("container-workdir", "rel")],
-                "--container-workdir",
             ),
             (
                 vec![("container-image", "u"), ("container-save", "out.sqsh")],

@@ -1,0 +1,79 @@
+//! pyxis 0.24's habits under berth (issue 13): its `PYXIS_CONTAINER_*`
+//! variables, the command line winning over them, and whose environment
+//! variables a task sees (the image's `ENV` over the job's, but for the
+//! job's own: Slurm's, MPI's, the GPU allocation, TERM, `--container-env`).
+
+use berth_e2e::slurm::cluster_with_standard_image;
+use berth_e2e::*;
+
+#[test]
+fn pyxis_variables_set_the_options_and_the_command_line_wins() {
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let out = cluster
+        .as_user("srun", &["sh", "-c", "echo ${FROM_IMAGE:-outside}"])
+        .env("PYXIS_CONTAINER_IMAGE", &image)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "yes\n", "{}", stderr(&out));
+    // PYXIS_CONTAINER_WRITABLE=0: read-only.
+    let out = cluster
+        .as_user("srun", &["sh", "-c", "touch /x 2>/dev/null || echo read-only"])
+        .env("PYXIS_CONTAINER_IMAGE", &image)
+        .env("PYXIS_CONTAINER_WRITABLE", "0")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "read-only\n", "{}", stderr(&out));
+    // The variable asks for the home, the command line says no: no error.
+    let out = cluster
+        .as_user(
+            "srun",
+            &[
+                &format!("--container-image={image}"),
+                "--no-container-mount-home",
+                "true",
+            ],
+        )
+        .env("BERTH_CONTAINER_MOUNT_HOME", "1")
+        .env("PYXIS_CONTAINER_MOUNT_HOME", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_images_environment_wins_but_for_what_the_job_owns() {
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let show = "echo FROM_IMAGE=$FROM_IMAGE PATH=$PATH TERM=$TERM LANG=${LANG:-none} \
+                LC_ALL=${LC_ALL:-none} JOB=${SLURM_JOB_ID:+yes} MINE=$MINE";
+    let run = |extra: &[&str]| {
+        let image_opt = format!("--container-image={image}");
+        let mut args = vec![image_opt.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["sh", "-c", show]);
+        let out = cluster
+            .as_user("srun", &args)
+            .env("FROM_IMAGE", "job")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("TERM", "dumb")
+            .env("LANG", "en_US.UTF-8")
+            .env("LC_ALL", "en_US.UTF-8")
+            .env("MINE", "mine")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    // The image's FROM_IMAGE and PATH; the job's TERM, Slurm's variables
+    // and anything the image does not set; no job locale.
+    assert_eq!(
+        run(&[]),
+        "FROM_IMAGE=yes PATH=/bin TERM=dumb LANG=none LC_ALL=none JOB=yes MINE=mine\n"
+    );
+    // --container-env names what the job keeps.
+    assert_eq!(
+        run(&["--container-env=FROM_IMAGE,LANG"]),
+        "FROM_IMAGE=job PATH=/bin TERM=dumb LANG=en_US.UTF-8 LC_ALL=none JOB=yes MINE=mine\n"
+    );
+}
