@@ -625,9 +625,9 @@ fn save_container(
 /// Ends every keeper of a job and removes its state.
 pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
     let Some(job) = ffi::job_id(sp) else { return };
-    let entries = fs::read_dir(args.runtime_dir.join("slurm"))
-        .into_iter()
-        .flatten();
+    let Ok(entries) = fs::read_dir(args.runtime_dir.join("slurm")) else {
+        return;
+    };
     let kept = args.runtime_dir.join("slurm").join(format!("{job}.kept"));
     for entry in entries.flatten() {
         if entry.path() != kept
@@ -640,16 +640,14 @@ pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
         }
     }
     // Once the job's views are gone: its user's kept containers no step
-    // uses any more are stopped (their files stay), and those the user
-    // asked to remove (`berth rm --container`, e.g. from this job) go.
-    let uid = fs::read_to_string(&kept)
+    // uses any more are stopped (their files stay).
+    if let Some(uid) = fs::read_to_string(&kept)
         .ok()
         .and_then(|u| u.trim().parse().ok())
-        .or_else(|| ffi::job_uid(sp));
-    if let Some(uid) = uid {
+    {
         leave_kept_containers(args, uid);
+        let _ = fs::remove_file(&kept);
     }
-    let _ = fs::remove_file(&kept);
 }
 
 fn remove_step(dir: &Path) {

@@ -5,8 +5,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use std::os::unix::fs::OpenOptionsExt;
-
 use anyhow::{bail, Context as _, Result};
 
 use berth::image::gc::ContainersReport;
@@ -27,8 +25,8 @@ pub(crate) struct PsArgs {
 }
 
 /// What a user who asks to remove a named container is told.
-const RM_NEEDS_ROOT: &str =
-    "removing another user's named container needs root on the node (ask your admins)";
+const RM_NEEDS_ROOT: &str = "removing a named container needs root on the node (ask your admins), \
+     or wait for berth gc to remove it after store.container_max_age";
 
 /// `berth ps`: the node's named containers.
 pub(crate) fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {
@@ -194,7 +192,7 @@ fn resolve_user(text: &str) -> Result<u32> {
 /// container no step uses.
 pub(crate) fn rm(ctx: &Context, name: &str, user: Option<&str>) -> Result<i32> {
     if !ctx.privileged {
-        return ask_for_removal(ctx, name, user);
+        bail!(RM_NEEDS_ROOT);
     }
     let Some(user) = user else {
         bail!("say whose named container to remove: berth rm --container {name} --user NAME|UID");
@@ -221,39 +219,6 @@ pub(crate) fn rm(ctx: &Context, name: &str, user: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
-/// `berth rm --container NAME` run by a user: a request root carries out
-/// when the user's job ends on this node, or at the next `berth gc`.
-fn ask_for_removal(ctx: &Context, name: &str, user: Option<&str>) -> Result<i32> {
-    let uid = nix::unistd::getuid().as_raw();
-    if user.is_some_and(|u| resolve_user(u).ok() != Some(uid)) {
-        bail!("{RM_NEEDS_ROOT}");
-    }
-    if !named::valid_name(name) {
-        return Err(NamedError::BadName(name.to_string()).into());
-    }
-    let dir = &ctx.config.store.summary_dir;
-    let request = named::removal_request(dir, uid, name);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&request)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow::anyhow!(
-                "no named containers of yours on this node ({} is missing)",
-                named::requests_dir(dir, uid).display()
-            ),
-            _ => anyhow::anyhow!("cannot ask for the removal ({}): {e}", request.display()),
-        })?;
-    if !ctx.quiet {
-        println!(
-            "container {name:?} will be removed when your job ends on this node, or at the next berth gc (unless it is in use then)"
-        );
-    }
-    Ok(0)
-}
-
 /// Refreshes `uid`'s summary; a failure is only told (the store is right).
 fn write_summary(ctx: &Context, containers: &NamedContainers, uid: u32) {
     let dir = &ctx.config.store.summary_dir;
@@ -277,13 +242,6 @@ pub(crate) fn gc(ctx: &Context) -> Result<Option<ContainersReport>> {
     }
     let containers = NamedContainers::of(&ctx.store);
     for uid in containers.uids() {
-        for name in containers.carry_out_removals(uid, &ctx.config.store.summary_dir) {
-            tracing::info!(
-                uid,
-                name,
-                "removed a named container its user asked to remove"
-            );
-        }
         write_summary(ctx, &containers, uid);
     }
     Ok(Some(report))

@@ -29,12 +29,10 @@ use super::record::KeeperRecord;
 use crate::image::records::ImageRecord;
 use crate::image::Store;
 
-mod requests;
 mod summary;
 #[cfg(test)]
 pub(crate) mod test_kit;
 
-pub use requests::{removal_request, requests_dir};
 pub use summary::summary_path;
 
 /// Why a named container could not be used.

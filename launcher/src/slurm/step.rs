@@ -449,13 +449,6 @@ pub fn leave_named(
     summary_dir: &Path,
 ) -> Vec<(String, super::record::Ended)> {
     let containers = super::named::NamedContainers::of(store);
-    for name in containers.carry_out_removals(uid, summary_dir) {
-        tracing::info!(
-            uid,
-            name,
-            "removed a named container its user asked to remove"
-        );
-    }
     let ended = containers
         .list(Some(uid))
         .into_iter()

@@ -22,10 +22,6 @@ impl NamedContainers {
     /// when it is a symlink or not a root-owned directory.
     pub fn write_summary(&self, uid: u32, dir: &Path) -> io::Result<()> {
         summary_dir(dir)?;
-        // Where the user may ask for a container's removal (requests.rs).
-        if let Err(e) = super::requests::make_requests_dir(dir, uid) {
-            tracing::warn!(uid, error = %e, "cannot make the user's request directory");
-        }
         let text = serde_json::to_vec_pretty(&self.list(Some(uid))).map_err(io::Error::other)?;
         let (mut file, tmp) = create_temporary(dir, uid)?;
         let written = give_to_user(&file, uid)
@@ -136,16 +132,8 @@ mod tests {
             serde_json::from_slice(&fs::read(summary_path(&dir, 4321)).unwrap()).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].record.name, "dev");
-        // The temporary file is gone; beside the summary, only the user's
-        // request directory (theirs, 0700).
-        let mut names: Vec<String> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["4321.json", "4321.requests"]);
-        let requests = fs::symlink_metadata(dir.join("4321.requests")).unwrap();
-        assert_eq!((requests.uid(), requests.mode() & 0o7777), (4321, 0o700));
+        // Only the temporary file was made, and it is gone.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
     }
 
     #[test]
