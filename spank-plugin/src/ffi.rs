@@ -201,7 +201,10 @@ pub fn setenv(sp: spank_t, name: &str, value: &str, overwrite: bool) -> bool {
 pub fn unsetenv(sp: spank_t, name: &str) -> bool {
     let n = cstring(name);
     // SAFETY: the name is NUL-terminated; Slurm copies what it needs.
-    unsafe { bindings::spank_unsetenv(sp, n.as_ptr()) == bindings::ESPANK_SUCCESS as bindings::spank_err_t }
+    unsafe {
+        bindings::spank_unsetenv(sp, n.as_ptr())
+            == bindings::ESPANK_SUCCESS as bindings::spank_err_t
+    }
 }
 
 /// The names of the job's environment variables (remote context).

@@ -11,6 +11,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -134,6 +135,20 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             .try_clone()
             .map_err(|e| format!("the step's container is gone ({e})"))?,
     };
+    // Never the host's: a record naming a keeper outside any container
+    // would leave the task's processes among the host's.
+    let host_pid_namespace = fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).ok();
+    let keeper = reply.pid_namespace_keeper().pid;
+    if fs::metadata(format!("/proc/{keeper}/ns/pid"))
+        .map(|m| m.ino())
+        .ok()
+        == host_pid_namespace
+    {
+        return Err(
+            "the container's keeper is not in a pid namespace of its own; tell the cluster admins"
+                .into(),
+        );
+    }
     nix::sched::setns(
         pidfd.as_fd(),
         CloneFlags::CLONE_NEWNS
@@ -194,7 +209,10 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     let image_workdir = reply.image_workdir.clone().unwrap_or_else(|| "/".into());
     let workdir = Some(match &options.workdir {
         Some(dir) => (
-            Path::new(&image_workdir).join(dir).to_string_lossy().into_owned(),
+            Path::new(&image_workdir)
+                .join(dir)
+                .to_string_lossy()
+                .into_owned(),
             true,
         ),
         None => (image_workdir, false),

@@ -149,10 +149,7 @@ fn failures_fail_the_tasks_with_one_line_and_never_drain_the_node() {
     );
     assert!(!stderr(&out).contains("queued"), "{}", stderr(&out));
     let out = cluster
-        .as_user(
-            "sbatch",
-            &["--container-name=a/b", "--wrap", "true"],
-        )
+        .as_user("sbatch", &["--container-name=a/b", "--wrap", "true"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -18,7 +18,10 @@ fn pyxis_variables_set_the_options_and_the_command_line_wins() {
     assert_eq!(stdout(&out), "yes\n", "{}", stderr(&out));
     // PYXIS_CONTAINER_WRITABLE=0: read-only.
     let out = cluster
-        .as_user("srun", &["sh", "-c", "touch /x 2>/dev/null || echo read-only"])
+        .as_user(
+            "srun",
+            &["sh", "-c", "touch /x 2>/dev/null || echo read-only"],
+        )
         .env("PYXIS_CONTAINER_IMAGE", &image)
         .env("PYXIS_CONTAINER_WRITABLE", "0")
         .output()

@@ -111,7 +111,9 @@ const GPU_ALLOCATION: &[&str] = &[
 /// other variable the image's `ENV` wins (`CUDA_VERSION`, `PATH`...).
 pub fn job_owns(name: &str, listed: &[String]) -> bool {
     listed.iter().any(|l| l == name)
-        || ["SLURM_", "SLURMD_", "PMI"].iter().any(|p| name.starts_with(p))
+        || ["SLURM_", "SLURMD_", "PMI"]
+            .iter()
+            .any(|p| name.starts_with(p))
         || GPU_ALLOCATION.contains(&name)
         || name == "TERM"
 }
@@ -248,8 +250,15 @@ mod tests {
         let devices = ["CUDA_VISIBLE_DEVICES=0".to_string()];
         let listed = ["MINE".to_string(), "LC_NUMERIC".to_string()];
         let job = [
-            "SLURM_JOB_ID", "MINE", "PATH", "CUDA_VERSION", "TERM", "LANG", "LC_NUMERIC",
-            "LC_TIME", "PMIX_RANK",
+            "SLURM_JOB_ID",
+            "MINE",
+            "PATH",
+            "CUDA_VERSION",
+            "TERM",
+            "LANG",
+            "LC_NUMERIC",
+            "LC_TIME",
+            "PMIX_RANK",
         ]
         .map(String::from);
         let env = task_environment(&container, &devices, &listed, &job);
@@ -258,7 +267,13 @@ mod tests {
         // pyxis); the job's SLURM_JOB_ID, TERM and the listed MINE stay.
         assert_eq!(
             names,
-            ["PATH", "CUDA_VERSION", "OTHER", "LC_TIME", "CUDA_VISIBLE_DEVICES"]
+            [
+                "PATH",
+                "CUDA_VERSION",
+                "OTHER",
+                "LC_TIME",
+                "CUDA_VISIBLE_DEVICES"
+            ]
         );
         // The job's locale goes, unless listed or the image's.
         assert_eq!(env.unset, ["LANG"]);
