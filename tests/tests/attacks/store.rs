@@ -149,9 +149,14 @@ fn the_shared_store_is_roots_alone() {
 /// started for a user the registry lets pull it (within
 /// `registry.auth_cache`), the same image (manifest digest) or pulled
 /// again. A public image needs no question.
+/// Held by the tests that write the test user's registry credentials.
+static USER_CREDENTIALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_cached_private_image_is_only_for_users_who_may_pull_it() {
     needs_root();
+    // The test user's credentials file is shared: one test at a time.
+    let _credentials = USER_CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
     let s = Sandbox::new();
     let registry = berth_e2e::registry::Registry::start();
     let layout = s.standard_image();
@@ -329,6 +334,8 @@ fn a_registry_naming_a_layers_digest_does_not_give_the_layer() {
 #[test]
 fn a_cached_private_loopback_image_is_not_given_to_whoever_answers_on_its_port() {
     needs_root();
+    // The test user's credentials file is shared: one test at a time.
+    let _credentials = USER_CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
     let s = Sandbox::new();
     let registry = berth_e2e::registry::Registry::start();
     registry.push(&s.standard_image(), "private/img:v1");
