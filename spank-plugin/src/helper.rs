@@ -65,15 +65,8 @@ fn helper_command(
     for mount in &options.mounts {
         cmd.arg("--mount").arg(mount_from_job_dir(mount, job_dir)?);
     }
-    if options.mount_home.is_on() {
-        if let Some(home) = nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map(|u| u.dir)
-        {
-            cmd.arg("--mount")
-                .arg(format!("{}:{}", home.display(), home.display()));
-        }
+    if let Some(mount) = home_mount(sp, options, uid) {
+        cmd.arg("--mount").arg(mount);
     }
     // The task rules go into the container's spec and come back in its
     // record: remap-root and the variables whose job value wins (the
@@ -97,6 +90,37 @@ fn helper_command(
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/root");
     Ok(cmd)
+}
+
+/// `--container-mount-home`, as in pyxis: the job's `HOME` (else the
+/// user's home from passwd) at the same path, or at `/root` with
+/// `--container-remap-root` (where a remapped root's HOME is). The source is
+/// opened with the user's rights like any mount source.
+fn home_mount(sp: ffi::spank_t, options: &ContainerOptions, uid: u32) -> Option<String> {
+    if !options.mount_home.is_on() {
+        return None;
+    }
+    let home = ffi::getenv(sp, "HOME")
+        .filter(|h| h.starts_with('/'))
+        .map(PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })?;
+    let target = match options.remap_root.is_on() {
+        true => PathBuf::from("/root"),
+        false => home.clone(),
+    };
+    Some(
+        MountSpec {
+            source: home.to_string_lossy().into_owned(),
+            destination: target,
+            read_only: false,
+        }
+        .to_string(),
+    )
 }
 
 /// `<runtime_dir>/empty`, made when missing (root's, empty, read-only);

@@ -175,6 +175,11 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     for name in env.unset {
         ffi::unsetenv(sp, &name);
     }
+    // A remapped root's home is /root (where --container-mount-home puts
+    // the user's), as in pyxis.
+    if reply.remap_root {
+        ffi::setenv(sp, "HOME", "/root", true);
+    }
     let seccomp = reply.seccomp_program()?;
     // With --container-remap-root the task later becomes root of a user
     // namespace of its own; the capabilities it may hold there must stay in

@@ -80,3 +80,31 @@ fn the_images_environment_wins_but_for_what_the_job_owns() {
         "FROM_IMAGE=job PATH=/bin TERM=dumb LANG=en_US.UTF-8 LC_ALL=none JOB=yes MINE=mine\n"
     );
 }
+
+/// `--container-mount-home` mounts the job's HOME where the container's
+/// HOME is: the same path, or /root under `--container-remap-root`.
+#[test]
+fn the_home_is_mounted_where_the_containers_home_is() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let (uid, gid) = test_user();
+    let home = s.path().join("home-of-the-job");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("probe"), "mine\n").unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+    let image_opt = format!("--container-image={image}");
+    let run = |extra: &[&str]| {
+        let mut args = vec![image_opt.as_str(), "--container-mount-home"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["sh", "-c", "echo $HOME; cat $HOME/probe"]);
+        let out = cluster
+            .as_user("srun", &args)
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    assert_eq!(run(&["--container-remap-root"]), "/root\nmine\n");
+    assert_eq!(run(&[]), format!("{}\nmine\n", home.display()));
+}

@@ -391,7 +391,9 @@ impl Cluster {
     /// A Slurm client command (`srun`, `sbatch`, ...) as the unprivileged test user.
     pub fn as_user(&self, program: &str, args: &[&str]) -> Command {
         let mut c = command_in(self.root.as_ref(), program, Some(test_user()));
+        // The user's own HOME, as a login gives them (the job takes it).
         c.args(args)
+            .env("HOME", crate::test_user_home())
             .env("SLURM_CONF", self.conf())
             .stdin(Stdio::null());
         c
