@@ -1,4 +1,5 @@
-//! User-requested bind mounts: parsing `SRC:DST[:ro|rw]` and the admin's policy.
+//! User-requested mounts: parsing pyxis's `--container-mounts` syntax
+//! (binds, `tmpfs:`, `umount:`) and the admin's policy for bind sources.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -9,8 +10,8 @@ use crate::spec::BindMount;
 /// A refused mount request.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MountError {
-    /// The text is not `SRC:DST[:ro|rw]`.
-    #[error("bad mount {spec:?}: {why} (expected SRC:DST[:ro|rw] with an absolute DST)")]
+    /// The text is not `SRC[:DST[:FLAGS]]`, `tmpfs:DST[:OPTIONS]` or `umount:DST`.
+    #[error("bad mount {spec:?}: {why} (expected SRC[:DST[:FLAGS]], tmpfs:DST[:OPTIONS] or umount:DST, DST absolute, FLAGS joined by '+')")]
     Syntax {
         /// The request as written.
         spec: String,
@@ -18,7 +19,7 @@ pub enum MountError {
         why: String,
     },
     /// The source does not exist.
-    #[error("mount source {0} does not exist")]
+    #[error("mount source path does not exist: {0}")]
     Missing(PathBuf),
     /// The admin's policy refuses the source.
     #[error("mount source {0} is not allowed by the berth configuration (mounts.allowed_prefixes / mounts.denied_prefixes)")]
@@ -41,9 +42,67 @@ pub enum MountError {
     },
 }
 
-/// A bind mount as written, `SRC:DST[:ro|rw]`, checked without looking at
-/// any file: the one parser of that syntax, for `berth run --mount`, the
-/// SPANK plugin's srun-time check of `--container-mounts` and the node.
+/// A flag of a bind mount besides `ro`/`rw`, as pyxis/enroot write them
+/// (joined by `+`: `ro+nosuid+rprivate`). berth's bind mounts are always
+/// nosuid, nodev and recursive (`rbind`), and private unless a flag says
+/// otherwise: `nosuid`, `nodev`, `bind` and `rbind` are accepted as what
+/// they already are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountFlag {
+    /// nosuid (always).
+    NoSuid,
+    /// nodev (always).
+    NoDev,
+    /// noexec: nothing on it can be executed.
+    NoExec,
+    /// bind (berth binds recursively: as rbind).
+    Bind,
+    /// rbind (the default).
+    RBind,
+    /// private propagation (the default), of the mount or of all below it.
+    Private { recursive: bool },
+    /// slave propagation: mounts made on the host below the source show.
+    Slave { recursive: bool },
+    /// unbindable: it cannot be bind-mounted again.
+    Unbindable { recursive: bool },
+}
+
+impl MountFlag {
+    const ALL: [(&'static str, MountFlag); 11] = [
+        ("nosuid", MountFlag::NoSuid),
+        ("nodev", MountFlag::NoDev),
+        ("noexec", MountFlag::NoExec),
+        ("bind", MountFlag::Bind),
+        ("rbind", MountFlag::RBind),
+        ("private", MountFlag::Private { recursive: false }),
+        ("rprivate", MountFlag::Private { recursive: true }),
+        ("slave", MountFlag::Slave { recursive: false }),
+        ("rslave", MountFlag::Slave { recursive: true }),
+        ("unbindable", MountFlag::Unbindable { recursive: false }),
+        ("runbindable", MountFlag::Unbindable { recursive: true }),
+    ];
+
+    fn parse(text: &str) -> Option<MountFlag> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, f)| *f)
+    }
+
+    fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(name, _)| *name)
+            .unwrap_or_default()
+    }
+}
+
+/// A bind mount as written, `SRC[:DST[:FLAGS]]` (FLAGS: `ro`, `rw` and
+/// [`MountFlag`]s joined by `+`), checked without looking at any file: the
+/// one parser of that syntax (within [`MountRequest`]), for `berth run
+/// --mount`, the SPANK plugin's srun-time check of `--container-mounts` and
+/// the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
     /// The source as written (relative: from the caller's directory).
@@ -52,72 +111,210 @@ pub struct MountSpec {
     pub destination: PathBuf,
     /// Mounted read-only.
     pub read_only: bool,
+    /// The other flags, as given.
+    pub flags: Vec<MountFlag>,
+}
+
+/// One `--container-mounts` (or `berth run --mount`) item, as pyxis
+/// writes them: a bind mount, `tmpfs:DST[:OPTIONS]` (a new tmpfs, options
+/// joined by `+`: `size=`, `mode=`, `nr_inodes=`, `huge=`), or `umount:DST`
+/// (no mount at DST of those the container would get, e.g. the home).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountRequest {
+    /// A host path bound in.
+    Bind(MountSpec),
+    /// A new tmpfs.
+    Tmpfs(TmpfsSpec),
+    /// The destination of a mount to leave out.
+    Unmount(PathBuf),
+}
+
+/// `tmpfs:DST[:OPTIONS]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsSpec {
+    /// Where it goes in the container.
+    pub destination: PathBuf,
+    /// `key=value` tmpfs options (only those listed in [`MountRequest`]).
+    pub options: Vec<String>,
+}
+
+/// The tmpfs options a user may give (the rest, e.g. `uid=`, are berth's).
+const TMPFS_OPTIONS: [&str; 4] = ["size", "mode", "nr_inodes", "huge"];
+
+/// A destination as a user may give it: absolute, no `..`, not `/`.
+fn destination(dst: &str, syntax: &dyn Fn(&str) -> MountError) -> Result<PathBuf, MountError> {
+    let dst = Path::new(dst);
+    if !dst.is_absolute() {
+        return Err(syntax("destination is not an absolute path"));
+    }
+    if dst.components().any(|c| c == Component::ParentDir) {
+        return Err(syntax("destination contains '..'"));
+    }
+    if dst == Path::new("/") {
+        return Err(syntax("cannot mount over the container's root"));
+    }
+    Ok(dst.to_path_buf())
+}
+
+impl MountRequest {
+    /// Parses one item.
+    pub fn parse(spec: &str) -> Result<MountRequest, MountError> {
+        let syntax = |why: &str| MountError::Syntax {
+            spec: spec.to_string(),
+            why: why.to_string(),
+        };
+        if let Some(rest) = spec.strip_prefix("umount:") {
+            return Ok(MountRequest::Unmount(destination(rest, &syntax)?));
+        }
+        if let Some(rest) = spec.strip_prefix("tmpfs:") {
+            let (dst, options) = rest.split_once(':').unwrap_or((rest, ""));
+            let options: Vec<String> = options
+                .split('+')
+                .filter(|o| !o.is_empty())
+                .map(|o| match o.split_once('=') {
+                    Some((key, value))
+                        if TMPFS_OPTIONS.contains(&key)
+                            && !value.is_empty()
+                            && value
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"_%".contains(&b)) =>
+                    {
+                        Ok(o.to_string())
+                    }
+                    _ => Err(syntax(&format!(
+                        "tmpfs option {o:?}: expected {}=VALUE",
+                        TMPFS_OPTIONS.join("=, ")
+                    ))),
+                })
+                .collect::<Result<_, _>>()?;
+            return Ok(MountRequest::Tmpfs(TmpfsSpec {
+                destination: destination(dst, &syntax)?,
+                options,
+            }));
+        }
+        MountSpec::parse(spec).map(MountRequest::Bind)
+    }
+
+    /// Where it is (or would have been) in the container.
+    pub fn destination(&self) -> &Path {
+        match self {
+            MountRequest::Bind(m) => &m.destination,
+            MountRequest::Tmpfs(t) => &t.destination,
+            MountRequest::Unmount(d) => d,
+        }
+    }
+}
+
+impl std::fmt::Display for MountRequest {
+    /// As `parse` reads it back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountRequest::Bind(m) => m.fmt(f),
+            MountRequest::Tmpfs(t) => {
+                write!(f, "tmpfs:{}", t.destination.display())?;
+                if !t.options.is_empty() {
+                    write!(f, ":{}", t.options.join("+"))?;
+                }
+                Ok(())
+            }
+            MountRequest::Unmount(d) => write!(f, "umount:{}", d.display()),
+        }
+    }
 }
 
 impl MountSpec {
-    /// Parses one `SRC:DST[:ro|rw]`.
+    /// Parses one bind mount, `SRC[:DST[:FLAGS]]` (`SRC` alone: the same
+    /// path inside).
     pub fn parse(spec: &str) -> Result<MountSpec, MountError> {
         let syntax = |why: &str| MountError::Syntax {
             spec: spec.to_string(),
             why: why.to_string(),
         };
         let parts: Vec<&str> = spec.split(':').collect();
-        let (src, dst, read_only) = match parts.as_slice() {
-            [src, dst] => (*src, *dst, false),
-            [src, dst, "ro"] => (*src, *dst, true),
-            [src, dst, "rw"] => (*src, *dst, false),
-            [_, _, flag] => return Err(syntax(&format!("unknown flag {flag:?}"))),
-            _ => return Err(syntax("wrong number of ':' separated fields")),
+        let (src, dst, flags) = match parts.as_slice() {
+            [src] => (*src, *src, ""),
+            [src, dst] => (*src, *dst, ""),
+            [src, dst, flags] => (*src, *dst, *flags),
+            _ => return Err(syntax("too many ':' separated fields")),
         };
         if src.is_empty() {
             return Err(syntax("empty source"));
         }
-        let dst = Path::new(dst);
-        if !dst.is_absolute() {
-            return Err(syntax("destination is not an absolute path"));
-        }
-        if dst.components().any(|c| c == Component::ParentDir) {
-            return Err(syntax("destination contains '..'"));
-        }
-        if dst == Path::new("/") {
-            return Err(syntax("cannot mount over the container's root"));
+        let (mut read_only, mut others) = (None, Vec::new());
+        for flag in flags.split('+').filter(|f| !f.is_empty()) {
+            match (flag, read_only) {
+                ("ro", None | Some(true)) => read_only = Some(true),
+                ("rw", None | Some(false)) => read_only = Some(false),
+                ("ro" | "rw", _) => return Err(syntax("both ro and rw")),
+                _ => match MountFlag::parse(flag) {
+                    Some(f) if !others.contains(&f) => others.push(f),
+                    Some(_) => {}
+                    None => {
+                        return Err(syntax(&format!(
+                            "unknown flag {flag:?} (known: ro, rw, {})",
+                            MountFlag::ALL.map(|(n, _)| n).join(", ")
+                        )))
+                    }
+                },
+            }
         }
         Ok(MountSpec {
             source: src.to_string(),
-            destination: dst.to_path_buf(),
-            read_only,
+            destination: destination(dst, &syntax)?,
+            read_only: read_only.unwrap_or(false),
+            flags: others,
+        })
+    }
+
+    /// Whether nothing on it may be executed.
+    pub fn no_exec(&self) -> bool {
+        self.flags.contains(&MountFlag::NoExec)
+    }
+
+    /// The propagation asked for (the last one given), if not the default.
+    pub fn propagation(&self) -> Option<MountFlag> {
+        self.flags.iter().rev().copied().find(|f| {
+            matches!(
+                f,
+                MountFlag::Private { .. } | MountFlag::Slave { .. } | MountFlag::Unbindable { .. }
+            )
         })
     }
 }
 
 impl std::fmt::Display for MountSpec {
-    /// `SRC:DST[:ro]`, as `parse` reads it back.
+    /// `SRC:DST[:FLAGS]`, as `parse` reads it back.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.source, self.destination.display())?;
-        if self.read_only {
-            write!(f, ":ro")?;
+        let mut flags: Vec<&str> = self.read_only.then_some("ro").into_iter().collect();
+        flags.extend(self.flags.iter().map(|f| f.as_str()));
+        if !flags.is_empty() {
+            write!(f, ":{}", flags.join("+"))?;
         }
         Ok(())
     }
 }
 
-/// Parses one `--mount` value. Relative sources are taken from `cwd`.
-pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
-    let MountSpec {
-        source,
-        destination,
-        read_only,
-    } = MountSpec::parse(spec)?;
-    let source = cwd.join(source);
+/// A bind mount's host source, as a [`BindMount`]: relative sources are
+/// taken from `cwd`.
+pub fn bind_mount(spec: &MountSpec, cwd: &Path) -> Result<BindMount, MountError> {
+    let source = cwd.join(&spec.source);
     let source = source
         .canonicalize()
         .map_err(|_| MountError::Missing(source.clone()))?;
     Ok(BindMount {
         source,
-        destination,
-        read_only,
+        destination: spec.destination.clone(),
+        read_only: spec.read_only,
+        no_exec: spec.no_exec(),
+        propagation: spec.propagation(),
         tree: None,
     })
+}
+
+/// Parses one bind-mount `--mount` value. Relative sources are taken from `cwd`.
+pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
+    bind_mount(&MountSpec::parse(spec)?, cwd)
 }
 
 /// Checks a (canonical) source against the admin's prefixes.
@@ -159,6 +356,8 @@ mod tests {
             source: PathBuf::from(src),
             destination: PathBuf::from("/host"),
             read_only: true,
+            no_exec: false,
+            propagation: None,
             tree: None,
         };
         let err = check_policy(&mount("/"), &policy).unwrap_err().to_string();
@@ -177,27 +376,47 @@ mod tests {
             (Path::new("/tmp"), Path::new("/data"), true)
         );
         assert!(!parse_mount("/tmp:/data", cwd).unwrap().read_only);
-        for written in ["rel/src:/data:ro", "/a:/b"] {
-            assert_eq!(MountSpec::parse(written).unwrap().to_string(), written);
+        // pyxis's forms: SRC alone, flags joined by '+', spaces.
+        let short = MountSpec::parse("/var/lib").unwrap();
+        assert_eq!(short.destination, PathBuf::from("/var/lib"));
+        let flagged = parse_mount("/tmp:/mnt:unbindable+ro+noexec+nosuid", cwd).unwrap();
+        assert!(flagged.read_only && flagged.no_exec);
+        assert_eq!(
+            flagged.propagation,
+            Some(MountFlag::Unbindable { recursive: false })
+        );
+        for written in [
+            "rel/src:/data:ro",
+            "/a:/b",
+            "/a b:/c d:ro+rslave",
+            "tmpfs:/scratch",
+            "tmpfs:/scratch:size=1g+huge=within_size",
+            "umount:/root",
+        ] {
+            assert_eq!(MountRequest::parse(written).unwrap().to_string(), written);
         }
         for bad in [
-            "/tmp",
             "/tmp:data",
             "/tmp:/a:rx",
+            "/tmp:/a:ro+rw",
             "/tmp:/a/../b",
             ":/a",
             "/tmp:/",
             "a:b:c:d",
+            "rel",
+            "tmpfs:rel",
+            "tmpfs:/t:uid=0",
+            "tmpfs:/t:size=1g,mode=777",
+            "umount:../x",
         ] {
             assert!(
-                matches!(parse_mount(bad, cwd), Err(MountError::Syntax { .. })),
+                matches!(MountRequest::parse(bad), Err(MountError::Syntax { .. })),
                 "{bad}"
             );
         }
-        assert_eq!(
-            parse_mount("/no/such/dir:/a", cwd),
-            Err(MountError::Missing(PathBuf::from("/no/such/dir")))
-        );
+        let missing = parse_mount("/no/such/dir:/a", cwd).unwrap_err();
+        assert_eq!(missing, MountError::Missing(PathBuf::from("/no/such/dir")));
+        assert!(missing.to_string().contains("source path does not exist"));
     }
 
     #[test]
@@ -207,6 +426,8 @@ mod tests {
             source: PathBuf::from(s),
             destination: PathBuf::from("/x"),
             read_only: false,
+            no_exec: false,
+            propagation: None,
             tree: None,
         };
         assert!(check_policy(&m("/home/alice"), &policy).is_ok());

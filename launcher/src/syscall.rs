@@ -23,6 +23,8 @@ pub trait Syscall {
     ) -> io::Result<()>;
     /// Makes a mount and its submounts read-only.
     fn make_readonly(&self, target: &Path) -> io::Result<()>;
+    /// Makes a mount and its submounts noexec.
+    fn make_noexec(&self, target: &Path) -> io::Result<()>;
     /// `umount2(2)`.
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
     /// Switches the root to the current directory (`pivot_root(".", ".")`) and detaches the old one.
@@ -108,6 +110,10 @@ impl Syscall for LinuxSyscall {
 
     fn make_readonly(&self, target: &Path) -> io::Result<()> {
         crate::sys::make_readonly_recursive(target)
+    }
+
+    fn make_noexec(&self, target: &Path) -> io::Result<()> {
+        crate::sys::make_noexec_recursive(target)
     }
 
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
@@ -340,6 +346,9 @@ impl Syscall for RecordingSyscall {
     }
     fn make_readonly(&self, target: &Path) -> io::Result<()> {
         self.record(format!("readonly {}", target.display()))
+    }
+    fn make_noexec(&self, target: &Path) -> io::Result<()> {
+        self.record(format!("noexec {}", target.display()))
     }
     fn umount(&self, target: &Path, _flags: MntFlags) -> io::Result<()> {
         self.record(format!("umount {}", target.display()))

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use slurm_conf::plugstack::PlugstackArgs;
 
-use berth::mounts::MountSpec;
+use berth::mounts::{MountRequest, MountSpec};
 use berth::slurm::record::KeeperRecord;
 
 use crate::ffi;
@@ -118,6 +118,7 @@ fn home_mount(sp: ffi::spank_t, options: &ContainerOptions, uid: u32) -> Option<
             source: home.to_string_lossy().into_owned(),
             destination: target,
             read_only: false,
+            flags: vec![],
         }
         .to_string(),
     )
@@ -186,14 +187,16 @@ fn from_job_dir(path: &str, job_dir: Option<&JobDir>, what: &str) -> Result<Stri
 }
 
 /// A `--container-mounts` item, written for the helper's `--mount` with a
-/// relative source made absolute.
-fn mount_from_job_dir(mount: &MountSpec, job_dir: Option<&JobDir>) -> Result<String, String> {
-    let source = from_job_dir(&mount.source, job_dir, "--container-mounts")?;
-    Ok(MountSpec {
-        source,
-        ..mount.clone()
-    }
-    .to_string())
+/// relative bind source made absolute.
+fn mount_from_job_dir(mount: &MountRequest, job_dir: Option<&JobDir>) -> Result<String, String> {
+    Ok(match mount {
+        MountRequest::Bind(bind) => MountSpec {
+            source: from_job_dir(&bind.source, job_dir, "--container-mounts")?,
+            ..bind.clone()
+        }
+        .to_string(),
+        other => other.to_string(),
+    })
 }
 
 /// Runs a helper; its JSON answer, or its last error line.
@@ -373,7 +376,7 @@ mod tests {
     #[test]
     fn relative_paths_come_from_the_job_directory_or_fail_clearly() {
         let at = JobDir::At(PathBuf::from("/home/u"));
-        let mount = |text: &str| MountSpec::parse(text).unwrap();
+        let mount = |text: &str| MountRequest::parse(text).unwrap();
         assert_eq!(
             mount_from_job_dir(&mount("data:/data:ro"), Some(&at)).unwrap(),
             "/home/u/data:/data:ro"

@@ -108,3 +108,79 @@ fn the_home_is_mounted_where_the_containers_home_is() {
     assert_eq!(run(&["--container-remap-root"]), "/root\nmine\n");
     assert_eq!(run(&[]), format!("{}\nmine\n", home.display()));
 }
+
+/// `--container-mounts` in pyxis's syntax: `SRC` alone, flags joined by
+/// `+` (ro, noexec, propagation), spaces in paths, `tmpfs:DST[:OPTS]`,
+/// `umount:DST`, and a missing source named as pyxis names it.
+#[test]
+fn container_mounts_take_pyxis_syntax() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let (uid, gid) = test_user();
+    let dir = s.path().join("mount me");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("file.txt"), "spaced\n").unwrap();
+    std::fs::write(dir.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    let image_opt = format!("--container-image={image}");
+    let srun = |mounts: &str, script: &str| {
+        let mounts = format!("--container-mounts={mounts}");
+        cluster.srun(&[&image_opt, &mounts, "sh", "-c", script])
+    };
+    let d = dir.display();
+    // SRC alone, spaces, ro and noexec, unbindable ($0: the directory).
+    let out = cluster.srun(&[
+        &image_opt,
+        &format!("--container-mounts={d},{d}:/mnt/my mount:ro+noexec+unbindable"),
+        "sh",
+        "-c",
+        "cat \"$0/file.txt\" \"/mnt/my mount/file.txt\"; \"$0/run.sh\"; \
+         touch \"/mnt/my mount/x\" 2>/dev/null || echo read-only; \
+         \"/mnt/my mount/run.sh\" 2>/dev/null || echo noexec; \
+         grep -q ' /mnt/my\\\\040mount .* unbindable' /proc/self/mountinfo && echo unbindable",
+        &d.to_string(),
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "spaced\nspaced\nran\nread-only\nnoexec\nunbindable\n",
+        "{}",
+        stderr(&out)
+    );
+    // A tmpfs of the user's, with its options.
+    let out = srun(
+        "tmpfs:/scratch:size=1m",
+        "echo x > /scratch/f && cat /scratch/f && stat -c %u /scratch && \
+         grep ' /scratch ' /proc/self/mountinfo | grep -q 'size=1024k' && echo sized || grep ' /scratch ' /proc/self/mountinfo",
+    );
+    assert_eq!(
+        stdout(&out),
+        format!("x\n{uid}\nsized\n"),
+        "{}",
+        stderr(&out)
+    );
+    // umount: leaves out the home --container-mount-home would bind.
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-mount-home",
+        "--container-remap-root",
+        "--container-mounts=umount:/root",
+        "sh",
+        "-c",
+        "grep -q ' /root ' /proc/self/mountinfo && echo mounted || echo not-mounted",
+    ]);
+    assert_eq!(stdout(&out), "not-mounted\n", "{}", stderr(&out));
+    // A missing source, named.
+    let out = srun("/tmp:/mnt,/nonexistent/path:/mnt2", "true");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("source path does not exist")
+            && stderr(&out).contains("/nonexistent/path"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -110,9 +110,10 @@ fn a_job_directory_missing_on_the_node_fails_only_relative_paths() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
     let image_opt = format!("--container-image={image}");
+    // The task starts in the image's working directory wherever the job's is.
     let out = cluster.srun(&["-D", "/no/such/dir", &image_opt, "pwd"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
-    assert_eq!(stdout(&out), "/tmp\n");
+    assert_eq!(stdout(&out), "/work\n");
 
     let job_dir = shared_dir(&s, "jobdir");
     std::os::unix::fs::symlink(&image, job_dir.join("image")).unwrap();

@@ -188,6 +188,8 @@ fn apply_edits(edits: &Edits, out: &mut DeviceEdits) -> Result<(), String> {
             source: m.host_path.clone(),
             destination: m.container_path.clone(),
             read_only: m.options.iter().any(|o| o == "ro"),
+            no_exec: false,
+            propagation: None,
             tree: None,
         };
         if !out.mounts.contains(&mount) {

@@ -215,6 +215,7 @@ mod tests {
         let view = crate::spec::StepViewSpec {
             devices: Default::default(),
             mounts: vec![],
+            tmpfs_mounts: vec![],
             tasks: Default::default(),
             identity: crate::spec::Identity::job_user(1000),
             cgroup: None,

@@ -222,6 +222,7 @@ pub fn prepare(
         keep_apt_as_root(sys, &spec.identity, is_dir)?;
     }
     attach_mounts(sys, &spec.mounts, mount_fds, Some(&spec.identity))?;
+    mount_tmpfs(sys, &spec.tmpfs_mounts, &spec.identity)?;
     sys.make_user_path(&spec.process.cwd, user_paths::Kind::Dir, &spec.identity)
         .map_err(at("cannot create working directory", &spec.process.cwd))?;
     if spec.read_only {
@@ -372,6 +373,59 @@ fn attach_mounts(
             sys.make_readonly(target)
                 .map_err(at("cannot make read-only", target))?;
         }
+        if m.no_exec {
+            sys.make_noexec(target)
+                .map_err(at("cannot make noexec", target))?;
+        }
+        if let Some(flags) = m.propagation.and_then(propagation_flags) {
+            sys.mount(None, target, None, flags, None)
+                .map_err(at("cannot set the propagation of", target))?;
+        }
+    }
+    Ok(())
+}
+
+/// A mount flag's propagation change (`mount(2)` flags), if it is one.
+fn propagation_flags(flag: crate::mounts::MountFlag) -> Option<MsFlags> {
+    use crate::mounts::MountFlag;
+    let (kind, recursive) = match flag {
+        MountFlag::Private { recursive } => (MsFlags::MS_PRIVATE, recursive),
+        MountFlag::Slave { recursive } => (MsFlags::MS_SLAVE, recursive),
+        MountFlag::Unbindable { recursive } => (MsFlags::MS_UNBINDABLE, recursive),
+        _ => return None,
+    };
+    Some(match recursive {
+        true => kind | MsFlags::MS_REC,
+        false => kind,
+    })
+}
+
+/// Mounts the user's new tmpfs mounts (after pivot_root), each owned by
+/// the container's identity (the user's options, e.g. `mode=`, after
+/// berth's), nosuid and nodev.
+pub(crate) fn mount_tmpfs(
+    sys: &dyn Syscall,
+    mounts: &[crate::spec::TmpfsMount],
+    identity: &crate::spec::Identity,
+) -> Result<(), RootfsError> {
+    for m in mounts {
+        let target = &m.destination;
+        sys.make_user_path(target, user_paths::Kind::Dir, identity)
+            .map_err(at("cannot create mount point", target))?;
+        let mut options = vec![
+            format!("uid={}", identity.host_uid),
+            format!("gid={}", identity.host_gid),
+            "mode=755".to_string(),
+        ];
+        options.extend(m.options.iter().cloned());
+        sys.mount(
+            Some(Path::new("tmpfs")),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&options.join(",")),
+        )
+        .map_err(at("cannot mount a tmpfs on", target))?;
     }
     Ok(())
 }
@@ -393,7 +447,7 @@ fn host_ldconfig() -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{BindMount, Identity, ProcessSpec};
+    use crate::spec::{BindMount, Identity, ProcessSpec, TmpfsMount};
     use crate::syscall::RecordingSyscall;
     use std::path::PathBuf;
 
@@ -410,7 +464,13 @@ mod tests {
                 source: PathBuf::from("/data"),
                 destination: PathBuf::from("/mnt/data"),
                 read_only: true,
+                no_exec: false,
+                propagation: None,
                 tree: None,
+            }],
+            tmpfs_mounts: vec![TmpfsMount {
+                destination: PathBuf::from("/scratch"),
+                options: vec!["size=1m".into()],
             }],
             identity: Identity::job_user(1000),
             process: ProcessSpec {

@@ -56,6 +56,7 @@ pub fn build(
         super::mount_own_cgroup(sys)?;
     }
     attach_mounts(sys, &view.mounts, sources.mounts, Some(&view.identity))?;
+    super::mount_tmpfs(sys, &view.tmpfs_mounts, &view.identity)?;
     if let Some(dir) = &view.tasks.workdir {
         sys.make_user_path(dir, super::user_paths::Kind::Dir, &view.identity)
             .map_err(at("cannot create working directory", dir))?;
@@ -66,7 +67,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{BindMount, DeviceEdits, DeviceNode, Identity};
+    use crate::spec::{BindMount, DeviceEdits, DeviceNode, Identity, TmpfsMount};
     use crate::syscall::RecordingSyscall;
     use std::path::PathBuf;
 
@@ -83,7 +84,13 @@ mod tests {
                 source: PathBuf::from("/scratch"),
                 destination: PathBuf::from("/data"),
                 read_only: true,
+                no_exec: false,
+                propagation: None,
                 tree: None,
+            }],
+            tmpfs_mounts: vec![TmpfsMount {
+                destination: PathBuf::from("/scratch"),
+                options: vec!["size=1m".into()],
             }],
             tasks: crate::spec::SlurmTaskRules {
                 workdir: Some(PathBuf::from("/work")),

@@ -245,7 +245,8 @@ fn build_resolved(
         disk_layer: None,
         read_only: request.read_only,
         hostname,
-        mounts,
+        mounts: mounts.binds,
+        tmpfs_mounts: mounts.tmpfs,
         identity,
         process,
         root_capabilities,
@@ -326,7 +327,8 @@ pub fn step_view_spec(
     }
     Ok(StepViewSpec {
         devices,
-        mounts,
+        mounts: mounts.binds,
+        tmpfs_mounts: mounts.tmpfs,
         tasks: SlurmTaskRules {
             workdir,
             job_env: purpose.slurm_job_env.clone().unwrap_or_default(),

@@ -94,6 +94,8 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// Host paths bound into the container.
     pub mounts: Vec<BindMount>,
+    /// New tmpfs mounts the user asked for.
+    pub tmpfs_mounts: Vec<TmpfsMount>,
     /// Who the command runs as, and how ids are mapped.
     pub identity: Identity,
     /// The command.
@@ -225,11 +227,25 @@ pub struct BindMount {
     pub destination: PathBuf,
     /// Read-only.
     pub read_only: bool,
+    /// Nothing on it may be executed (`noexec`).
+    pub no_exec: bool,
+    /// A propagation other than berth's private one (`slave`, `unbindable`...).
+    pub propagation: Option<crate::mounts::MountFlag>,
     /// For root acting for a user: the source as a detached mount, cloned
     /// from what the user's rights opened (never from the path again), and
     /// whether it is a directory. None: cloned from `source` in the
     /// container's namespace (root for itself, rootless, the admin's CDI).
     pub tree: Option<SourceTree>,
+}
+
+/// A new tmpfs in the container (`tmpfs:DST[:OPTIONS]`), owned by the
+/// container's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TmpfsMount {
+    /// Path in the container (absolute).
+    pub destination: PathBuf,
+    /// The user's tmpfs options (`size=`, `mode=`, `nr_inodes=`, `huge=`).
+    pub options: Vec<String>,
 }
 
 /// A detached mount tree (made private) of a bind mount's source.
@@ -317,6 +333,8 @@ pub struct StepViewSpec {
     pub devices: DeviceEdits,
     /// This step's bind mounts.
     pub mounts: Vec<BindMount>,
+    /// This step's new tmpfs mounts.
+    pub tmpfs_mounts: Vec<TmpfsMount>,
     /// What this step's tasks take from the job; its working directory is
     /// made when missing.
     pub tasks: SlurmTaskRules,

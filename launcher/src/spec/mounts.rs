@@ -1,21 +1,45 @@
-//! The user's bind mounts (`-m`, `--container-mounts`): parsed, checked
-//! against berth.toml's policy, and, when root acts for a user, opened
-//! with that user's rights and taken as a detached tree of what was opened.
+//! The user's mounts (`-m`, `--container-mounts`): parsed, bind sources
+//! checked against berth.toml's policy and, when root acts for a user,
+//! opened with that user's rights and taken as a detached tree of what was
+//! opened; tmpfs mounts; `umount:` items applied.
 
 use std::path::{Path, PathBuf};
 
 use crate::as_user::{FileKind, UserPathError, UserRights};
-use crate::mounts::{check_policy, parse_mount, MountError};
+use crate::mounts::{bind_mount, check_policy, MountError, MountRequest};
 
-use super::{BindMount, Identity, SourceTree, SpecError};
+use super::{BindMount, Identity, SourceTree, SpecError, TmpfsMount};
 
-/// The host paths `texts` (`SRC:DST[:OPTIONS]`) ask to bind, checked
-/// against berth.toml's mount policy and readable by the container's user.
+/// The user's mounts: host paths bound in and new tmpfs mounts.
+#[derive(Debug, Default)]
+pub struct UserMounts {
+    /// Bind mounts of host paths.
+    pub binds: Vec<BindMount>,
+    /// New tmpfs mounts.
+    pub tmpfs: Vec<TmpfsMount>,
+}
+
+/// The mounts `texts` ask for (pyxis's `--container-mounts` items: see
+/// `mounts::MountRequest`): host paths checked against berth.toml's mount
+/// policy and readable by the container's user, tmpfs mounts, and
+/// `umount:DST`, which leaves out every other item at DST (e.g. the home
+/// the plugin adds for `--container-mount-home`).
 pub fn user_mounts(
     config: &slurm_conf::Config,
     texts: &[String],
     identity: &Identity,
-) -> Result<Vec<BindMount>, SpecError> {
+) -> Result<UserMounts, SpecError> {
+    let requests = texts
+        .iter()
+        .map(|t| MountRequest::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let left_out: Vec<&Path> = requests
+        .iter()
+        .filter_map(|r| match r {
+            MountRequest::Unmount(dst) => Some(dst.as_path()),
+            _ => None,
+        })
+        .collect();
     let cwd =
         std::env::current_dir().map_err(SpecError::host("cannot read the current directory"))?;
     // Root acting for a user resolves the path with the user's rights and
@@ -26,13 +50,27 @@ pub fn user_mounts(
         gid: identity.host_gid,
         groups: identity.host_groups.clone(),
     });
-    let mut mounts = Vec::new();
-    for text in texts {
+    let mut mounts = UserMounts::default();
+    for request in requests
+        .iter()
+        .filter(|r| !left_out.contains(&r.destination()))
+    {
+        let spec = match request {
+            MountRequest::Bind(spec) => spec,
+            MountRequest::Tmpfs(t) => {
+                mounts.tmpfs.push(TmpfsMount {
+                    destination: t.destination.clone(),
+                    options: t.options.clone(),
+                });
+                continue;
+            }
+            MountRequest::Unmount(_) => continue,
+        };
         let mut mount = match &rights {
             Some(user) => user
-                .with(|| parse_mount(text, &cwd))
+                .with(|| bind_mount(spec, &cwd))
                 .map_err(SpecError::host("cannot take the user's rights"))??,
-            None => parse_mount(text, &cwd)?,
+            None => bind_mount(spec, &cwd)?,
         };
         check_policy(&mount, &config.mounts)?;
         match &rights {
@@ -46,7 +84,7 @@ pub fn user_mounts(
             }
             None => check_user_can_read(&mount.source, identity)?,
         }
-        mounts.push(mount);
+        mounts.binds.push(mount);
     }
     Ok(mounts)
 }

@@ -27,6 +27,21 @@ pub fn make_readonly_recursive(path: &Path) -> io::Result<()> {
     )
 }
 
+/// Makes the mount at `path` and every mount below it noexec, keeping
+/// their other flags (as [`make_readonly_recursive`]).
+pub fn make_noexec_recursive(path: &Path) -> io::Result<()> {
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    let c_path = path_cstring(path)?;
+    mount_setattr(
+        libc::AT_FDCWD,
+        &c_path,
+        libc::AT_RECURSIVE as libc::c_uint,
+        MOUNT_ATTR_NOEXEC,
+        0,
+        None,
+    )
+}
+
 /// Makes a detached mount tree (from [`open_tree_clone_fd`]) private,
 /// nosuid and nodev, all of it (`mount_setattr(2)` with `AT_EMPTY_PATH |
 /// AT_RECURSIVE`): a tree cloned from a shared host mount would otherwise

@@ -29,7 +29,7 @@ pub struct OptionSpec {
 /// Every option, in `val` order (the callback's `val` is the index).
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "container-image", arginfo: Some("[USER@][REGISTRY#]IMAGE[:TAG]|PATH"), usage: "[berth] run the tasks in a container of this image (registry reference, squashfs, OCI layout, docker-archive or directory)", env: &["BERTH_CONTAINER_IMAGE", "PYXIS_CONTAINER_IMAGE"] },
-    OptionSpec { name: "container-mounts", arginfo: Some("SRC:DST[:ro|rw][,...]"), usage: "[berth] bind-mount host paths into the container", env: &["BERTH_CONTAINER_MOUNTS", "PYXIS_CONTAINER_MOUNTS"] },
+    OptionSpec { name: "container-mounts", arginfo: Some("SRC[:DST[:FLAGS]]|tmpfs:DST[:OPTS]|umount:DST[,...]"), usage: "[berth] bind-mount host paths (FLAGS joined by +: ro, rw, noexec, rprivate, runbindable...), mount a tmpfs, or leave a mount out", env: &["BERTH_CONTAINER_MOUNTS", "PYXIS_CONTAINER_MOUNTS"] },
     OptionSpec { name: "container-workdir", arginfo: Some("PATH"), usage: "[berth] working directory inside the container", env: &["BERTH_CONTAINER_WORKDIR", "PYXIS_CONTAINER_WORKDIR"] },
     OptionSpec { name: "container-name", arginfo: Some("NAME[:create|exec|auto|no_exec]"), usage: "[berth] name the container to keep it across the steps of the job", env: &["BERTH_CONTAINER_NAME", "PYXIS_CONTAINER_NAME"] },
     OptionSpec { name: "container-save", arginfo: Some("PATH"), usage: "[berth] save the container's filesystem as a squashfs file when the step ends", env: &["BERTH_CONTAINER_SAVE", "PYXIS_CONTAINER_SAVE"] },

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use berth::mounts::MountSpec;
+use berth::mounts::MountRequest;
 
 use super::{ContainerName, Values, OPTIONS};
 
@@ -64,7 +64,7 @@ pub struct ContainerOptions {
     pub image: Option<String>,
     /// `--container-mounts`, each `SRC:DST[:ro|rw]` (sources may be relative:
     /// the node takes them from the job's directory).
-    pub mounts: Vec<MountSpec>,
+    pub mounts: Vec<MountRequest>,
     /// `--container-workdir`: a path in the container (a relative one is
     /// taken from the image's working directory).
     pub workdir: Option<PathBuf>,
@@ -101,7 +101,7 @@ impl Values {
             .into_iter()
             .flat_map(|m| m.split(','))
             .filter(|m| !m.is_empty())
-            .map(|m| MountSpec::parse(m).map_err(|e| bad("container-mounts", e.to_string())))
+            .map(|m| MountRequest::parse(m).map_err(|e| bad("container-mounts", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         // Relative: from the image's working directory (as in pyxis).
         let workdir = self.get("container-workdir").map(PathBuf::from);
@@ -206,8 +206,8 @@ mod tests {
         Values(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
     }
 
-    fn mount(text: &str) -> MountSpec {
-        MountSpec::parse(text).unwrap()
+    fn mount(text: &str) -> MountRequest {
+        MountRequest::parse(text).unwrap()
     }
 
     #[test]
@@ -274,7 +274,7 @@ mod tests {
                 "--container-mounts",
             ),
             (
-                vec![("container-image", "u"), ("container-mounts", "/a")],
+                vec![("container-image", "u"), ("container-mounts", "rel")],
                 "--container-mounts",
             ),
             (
