@@ -259,6 +259,15 @@ fn container_for_step(
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
     let existing = live_keeper(&dir);
+    if mode == NameMode::Remove {
+        // The job's own named container: ended now (the epilog would).
+        let old = existing
+            .filter(|r| r.uid == uid)
+            .ok_or_else(|| format!("--container-name={shown_name}:remove: there is no container named {shown_name:?} in this job"))?;
+        end_container(&old);
+        let _ = fs::remove_file(dir.join("keeper.json"));
+        return Ok(None);
+    }
     // A keeper of another user under this job's id (a job id reused while
     // an old job's container was left running): neither used nor ended.
     if existing.as_ref().is_some_and(|r| r.uid != uid) {
@@ -436,7 +445,10 @@ fn join_running_step(
     (their_job, their_step): (u32, u32),
 ) -> Result<KeeperRecord, String> {
     let mode = options.name.as_ref().map(|n| n.mode);
-    if matches!(mode, Some(NameMode::Create | NameMode::NoExec)) {
+    if matches!(
+        mode,
+        Some(NameMode::Create | NameMode::NoExec | NameMode::Remove)
+    ) {
         return Err(format!(
             "--container-name={their_job}.{their_step}: names a running step's container, which can only be joined (use :exec or no mode)"
         ));

@@ -531,3 +531,54 @@ fn no_exec_stays_outside_a_running_container_and_the_count_is_bounded() {
         stderr(&out)
     );
 }
+
+/// `--container-name=NAME:remove` (berth's own mode, for what pyxis users
+/// do with `enroot remove`): the user removes their own kept container
+/// from a step on the node, also one a step of the same job left running;
+/// one another step uses is refused, and the task runs outside.
+#[test]
+fn a_user_removes_their_own_kept_container_with_a_step() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let dir = shared_dir(&s, "remove");
+    let text = cluster.batch(
+        &dir,
+        &format!(
+            "srun --container-name=dev --container-image={image} sh -c 'echo kept > /etc/kept'\n\
+             srun --container-name=dev:remove sh -c 'echo ${{FROM_IMAGE:-outside}}'\n\
+             srun --container-name=dev:exec true || echo gone\n\
+             srun --container-name=dev:remove true || echo nothing-to-remove\n"
+        ),
+    );
+    for line in ["outside", "gone", "nothing-to-remove"] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+    assert!(!container_dir(&s, "dev").join("container.json").exists());
+    // In use by another step: refused, the container stays.
+    let mut running = cluster
+        .as_user(
+            "srun",
+            &[
+                "--container-name=busy",
+                &format!("--container-image={image}"),
+                &format!("--container-mounts={}:/shared", dir.display()),
+                "sh",
+                "-c",
+                "touch /shared/busy-started; exec sleep 300",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the step runs", || dir.join("busy-started").exists());
+    let out = cluster.srun(&["--container-name=busy:remove", "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+    let _ = running.kill();
+    let _ = running.wait();
+    assert!(container_dir(&s, "busy").join("container.json").exists());
+}

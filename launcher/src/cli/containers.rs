@@ -25,8 +25,8 @@ pub(crate) struct PsArgs {
 }
 
 /// What a user who asks to remove a named container is told.
-const RM_NEEDS_ROOT: &str = "removing a named container needs root on the node (ask your admins), \
-     or wait for berth gc to remove it after store.container_max_age";
+const RM_NEEDS_ROOT: &str = "removing a named container needs root on the node; \
+     remove your own with a step on that node: srun -w NODE --container-name=NAME:remove true";
 
 /// `berth ps`: the node's named containers.
 pub(crate) fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {

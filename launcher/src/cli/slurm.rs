@@ -72,7 +72,7 @@ pub(crate) struct SlurmStartArgs {
     #[arg(long, value_name = "NAME", requires_all = ["job", "step_id"])]
     named: Option<String>,
     /// What the step does with the named container.
-    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "create", "exec", "no_exec"])]
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "create", "exec", "no_exec", "remove"])]
     name_mode: String,
     /// The job id (with --named).
     #[arg(long, value_name = "ID")]
@@ -97,6 +97,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
                     "create" => NameMode::Create,
                     "exec" => NameMode::Exec,
                     "no_exec" => NameMode::NoExec,
+                    "remove" => NameMode::Remove,
                     _ => NameMode::Auto,
                 },
                 uid: user_uid(user)?,

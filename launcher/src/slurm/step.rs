@@ -265,6 +265,8 @@ pub enum NameMode {
     Exec,
     /// Make it if it does not exist; run nothing in it.
     NoExec,
+    /// Remove it (it must not be in use); run nothing in it.
+    Remove,
 }
 
 /// A step of a named container that outlives its job.
@@ -295,6 +297,11 @@ pub fn start_in_named(
     named: &NamedStep,
 ) -> Result<Option<KeeperRecord>, StepError> {
     let containers = super::named::NamedContainers::of(ctx.store);
+    if named.mode == NameMode::Remove {
+        remove_named(&containers, named)?;
+        write_summary(&containers, named.uid, &ctx.config.store.summary_dir);
+        return Ok(None);
+    }
     let held = containers.lock(named.uid, &named.name)?;
     let name = &named.name;
     let record = held.record();
@@ -427,6 +434,33 @@ pub fn start_in_named(
     held.add_user(named.job, named.step, &view)?;
     write_summary(&containers, named.uid, &ctx.config.store.summary_dir);
     Ok(Some(base.seen_from(&view, named.step)))
+}
+
+/// `NAME:remove`: removes the user's container NAME, whose keeper is
+/// stopped first if no step uses it (a step of this job may have left it
+/// running for the job's later steps).
+fn remove_named(
+    containers: &super::named::NamedContainers,
+    named: &NamedStep,
+) -> Result<(), StepError> {
+    let name = &named.name;
+    let missing = || {
+        StepError::NamedRefused(format!(
+            "--container-name={name}:remove: there is no container named {name:?} of yours on this node"
+        ))
+    };
+    if !containers.exists(named.uid, name) {
+        return Err(missing());
+    }
+    let held = containers.lock(named.uid, name)?;
+    if held.record().is_none() {
+        return Err(missing());
+    }
+    held.end_if_unused();
+    // The last mounts of the keeper just ended go with it.
+    wait_for(std::time::Duration::from_secs(5), || !held.still_mounted());
+    held.remove()?;
+    Ok(())
 }
 
 /// Refreshes the user's summary of their containers (`berth ps`); a

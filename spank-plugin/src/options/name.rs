@@ -22,6 +22,9 @@ pub enum NameMode {
     Exec,
     /// Make it (or keep it), but run the tasks outside it.
     NoExec,
+    /// berth's own: remove the user's kept container (not running), and
+    /// run the tasks outside any (pyxis users run `enroot remove`).
+    Remove,
 }
 
 impl NameMode {
@@ -32,6 +35,7 @@ impl NameMode {
             NameMode::Create => "create",
             NameMode::Exec => "exec",
             NameMode::NoExec => "no_exec",
+            NameMode::Remove => "remove",
         }
     }
 }
@@ -50,9 +54,10 @@ impl ContainerName {
             "create" => NameMode::Create,
             "exec" => NameMode::Exec,
             "no_exec" => NameMode::NoExec,
+            "remove" => NameMode::Remove,
             other => {
                 return Err(format!(
-                    "unknown mode {other:?} (create, exec, auto or no_exec)"
+                    "unknown mode {other:?} (create, exec, auto, no_exec or remove)"
                 ))
             }
         };
