@@ -186,6 +186,12 @@ pub struct RegistryConfig {
     /// before their next start from the node's cache asks the registry
     /// again: `1h`, `30m`, `0` (ask every time).
     pub auth_cache: String,
+    /// Mirrors the node pulls from instead of a registry (`"docker.io" =
+    /// "mirror.site:5000"`): images keep their own names (`ubuntu:24.04` is
+    /// still docker.io's); their content comes from the mirror, with the
+    /// mirror's credentials. A cluster without internet points docker.io
+    /// (or nvcr.io) at its own.
+    pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RegistryConfig {
@@ -195,6 +201,7 @@ impl Default for RegistryConfig {
             insecure: vec![],
             parallel_downloads: 4,
             auth_cache: "1h".to_string(),
+            mirrors: Default::default(),
         }
     }
 }
@@ -395,6 +402,19 @@ impl Config {
         }
         parse_duration(&self.registry.auth_cache)
             .map_err(|e| invalid("registry.auth_cache", e.to_string()))?;
+        for (registry, mirror) in &self.registry.mirrors {
+            let host_like = |h: &str| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            };
+            if !host_like(registry) || !host_like(mirror) {
+                return Err(invalid(
+                    "registry.mirrors",
+                    format!("{registry:?} = {mirror:?}: write HOST[:PORT] = HOST[:PORT]"),
+                ));
+            }
+        }
         if self.registry.parallel_downloads == 0 || self.registry.parallel_downloads > 64 {
             return Err(invalid(
                 "registry.parallel_downloads",

@@ -88,6 +88,7 @@ fn pull_options(ctx: &Context, whose: Credentials) -> PullOptions {
         credentials: texts,
         parallel: ctx.config.registry.parallel_downloads,
         holder: holder(whose),
+        mirrors: ctx.config.registry.mirrors.clone(),
     }
 }
 

@@ -38,6 +38,22 @@ pub struct PullOptions {
     /// for a registry anyone may run (plain HTTP: loopback, `insecure`),
     /// only when it was seen holding it for this same puller.
     pub holder: String,
+    /// Registries pulled from a mirror instead (`[registry] mirrors`).
+    pub mirrors: std::collections::BTreeMap<String, String>,
+}
+
+impl PullOptions {
+    /// Where `reference`'s content is fetched from: its mirror's registry
+    /// (the same repository, tag and digest), or its own.
+    fn source_of(&self, reference: &ImageRef) -> ImageRef {
+        match self.mirrors.get(&reference.registry) {
+            Some(mirror) => ImageRef {
+                registry: mirror.clone(),
+                ..reference.clone()
+            },
+            None => reference.clone(),
+        }
+    }
 }
 
 /// Progress of a pull, for a terminal or a log line.
@@ -133,10 +149,13 @@ fn client_reference(r: &ImageRef) -> Reference {
 /// returns the record.
 pub fn pull(
     store: &Store,
-    reference: &ImageRef,
+    asked: &ImageRef,
     options: &PullOptions,
     progress: &dyn PullProgress,
 ) -> Result<ImageRecord, ImageError> {
+    // Fetched from the mirror where one is configured; named as asked.
+    let source = options.source_of(asked);
+    let reference = &source;
     let (runtime, client, auth) = connect(reference, options)?;
     let oci_ref = client_reference(reference);
     let (manifest, manifest_digest, config_text) = runtime
@@ -221,7 +240,7 @@ pub fn pull(
             )
             .is_ok();
     let record = ImageRecord {
-        name: reference.to_string(),
+        name: asked.to_string(),
         source: "registry".into(),
         id: manifest.config.digest.clone(),
         manifest_digest: Some(manifest_digest),
@@ -278,7 +297,9 @@ fn connect(
 /// read `reference`'s manifest now: one manifest request, nothing fetched;
 /// the manifest's digest. The error says whether the registry refused or
 /// could not be reached.
-pub fn check_access(reference: &ImageRef, options: &PullOptions) -> Result<String, ImageError> {
+pub fn check_access(asked: &ImageRef, options: &PullOptions) -> Result<String, ImageError> {
+    let source = options.source_of(asked);
+    let reference = &source;
     let (runtime, client, auth) = connect(reference, options)?;
     runtime
         .block_on(client.fetch_manifest_digest(&client_reference(reference), &auth))

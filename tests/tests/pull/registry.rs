@@ -374,3 +374,39 @@ fn registry_errors_are_one_clear_line() {
         assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     }
 }
+
+/// `[registry] mirrors`: a cluster without internet points docker.io at
+/// its own registry; `ubuntu:24.04` keeps its name and comes from there,
+/// for `berth run` and under Slurm.
+#[test]
+fn a_mirror_serves_docker_io_under_docker_ios_names() {
+    require_root!();
+    let s = Sandbox::new();
+    let registry = Registry::start();
+    registry.push(&s.standard_image(), "library/ubuntu:24.04");
+    s.write_config(&format!(
+        "[registry]\nmirrors = {{ \"docker.io\" = \"{}\" }}\n",
+        registry.host()
+    ));
+    assert_eq!(
+        ok(s.berth(&["run", "ubuntu:24.04", "cat", "/etc/motd"])),
+        "layer2\n"
+    );
+    let images = ok(s.berth(&["images"]));
+    assert!(
+        images.contains("docker.io/library/ubuntu:24.04"),
+        "{images}"
+    );
+    let cluster = berth_e2e::slurm::Cluster::start(&s.config());
+    let out = cluster.srun(&["--container-image=ubuntu:24.04", "cat", "/etc/motd"]);
+    assert_eq!(stdout(&out), "layer2\n", "{}", stderr(&out));
+    // A malformed mirror is refused by name.
+    s.write_config("[registry]\nmirrors = { \"docker.io\" = \"http://x/\" }\n");
+    let out = s.berth(&["images"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("registry.mirrors"),
+        "{}",
+        stderr(&out)
+    );
+}
