@@ -153,6 +153,8 @@ pub fn pull(
     options: &PullOptions,
     progress: &dyn PullProgress,
 ) -> Result<ImageRecord, ImageError> {
+    // What an earlier, killed pull left is cleared first.
+    store.remove_dead_tmp();
     // Fetched from the mirror where one is configured; named as asked.
     let source = options.source_of(asked);
     let reference = &source;

@@ -53,7 +53,7 @@ fn exit_codes_follow_docker() {
         "{}",
         stderr(&no_image)
     );
-    for bad in ["/tmp", "/tmp:rel", "/no/such/src:/x"] {
+    for bad in ["/tmp:/a:rx", "/tmp:rel", "/no/such/src:/x"] {
         let o = s.berth(&["run", "-m", bad, &image, "true"]);
         assert_eq!(o.status.code(), Some(125), "{bad}");
         assert!(stderr(&o).starts_with("berth: "), "{}", stderr(&o));

@@ -576,6 +576,31 @@ impl Store {
         used.or(made).unwrap_or(0)
     }
 
+    /// Removes what killed processes left in tmp/: every entry is named
+    /// `WHAT.PID...` by the process that made it, and one whose process is
+    /// gone is nobody's (a pid reused since keeps its entry, which the
+    /// layer's own sweep in [`Store::lock_layer`] removes later).
+    pub fn remove_dead_tmp(&self) {
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                remove_tree(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
     /// Removes work of layer `hex` that a killed process left in tmp/.
     /// Only called with the layer's lock held, so none of it is live.
     fn remove_stale_tmp(&self, hex: &str) {
