@@ -61,7 +61,8 @@ pub enum MountFlag {
     RBind,
     /// private propagation (the default), of the mount or of all below it.
     Private { recursive: bool },
-    /// slave propagation: mounts made on the host below the source show.
+    /// slave propagation: accepted and changes nothing (every source tree
+    /// is made private first: no host mount event reaches the container).
     Slave { recursive: bool },
     /// unbindable: it cannot be bind-mounted again.
     Unbindable { recursive: bool },
@@ -172,6 +173,14 @@ impl MountRequest {
                 .split('+')
                 .filter(|o| !o.is_empty())
                 .map(|o| match o.split_once('=') {
+                    // `size=0` and `nr_inodes=0` would mean no limit.
+                    Some(("size" | "nr_inodes", value))
+                        if value.trim_start_matches('0').is_empty() =>
+                    {
+                        Err(syntax(&format!(
+                            "tmpfs option {o:?}: 0 means no limit; give a size"
+                        )))
+                    }
                     Some((key, value))
                         if TMPFS_OPTIONS.contains(&key)
                             && !value.is_empty()
@@ -407,6 +416,8 @@ mod tests {
             "tmpfs:rel",
             "tmpfs:/t:uid=0",
             "tmpfs:/t:size=1g,mode=777",
+            "tmpfs:/t:size=0",
+            "tmpfs:/t:nr_inodes=00",
             "umount:../x",
         ] {
             assert!(

@@ -65,7 +65,7 @@ fn helper_command(
     for mount in &options.mounts {
         cmd.arg("--mount").arg(mount_from_job_dir(mount, job_dir)?);
     }
-    if let Some(mount) = home_mount(sp, options, uid) {
+    if let Some(mount) = home_mount(options, uid) {
         cmd.arg("--mount").arg(mount);
     }
     // The task rules go into the container's spec and come back in its
@@ -92,23 +92,16 @@ fn helper_command(
     Ok(cmd)
 }
 
-/// `--container-mount-home`, as in pyxis: the job's `HOME` (else the
-/// user's home from passwd) at the same path, or at `/root` with
-/// `--container-remap-root` (where a remapped root's HOME is). The source is
-/// opened with the user's rights like any mount source.
-fn home_mount(sp: ffi::spank_t, options: &ContainerOptions, uid: u32) -> Option<String> {
+/// `--container-mount-home`: the user's home (from passwd: never the
+/// step's `HOME`, which in a batch script's step may be the image's) at the
+/// same path, or at `/root` with `--container-remap-root` (where a remapped
+/// root's HOME is), as pyxis puts it. The source is opened with the user's
+/// rights like any mount source.
+fn home_mount(options: &ContainerOptions, uid: u32) -> Option<String> {
     if !options.mount_home.is_on() {
         return None;
     }
-    let home = ffi::getenv(sp, "HOME")
-        .filter(|h| h.starts_with('/'))
-        .map(PathBuf::from)
-        .or_else(|| {
-            nix::unistd::User::from_uid(uid.into())
-                .ok()
-                .flatten()
-                .map(|u| u.dir)
-        })?;
+    let home = nix::unistd::User::from_uid(uid.into()).ok().flatten()?.dir;
     let target = match options.remap_root.is_on() {
         true => PathBuf::from("/root"),
         false => home.clone(),

@@ -81,32 +81,38 @@ fn the_images_environment_wins_but_for_what_the_job_owns() {
     );
 }
 
-/// `--container-mount-home` mounts the job's HOME where the container's
-/// HOME is: the same path, or /root under `--container-remap-root`.
+/// `--container-mount-home` mounts the user's home where the container's
+/// HOME is: the same path, or /root under `--container-remap-root`. The
+/// step's HOME never chooses the source (in a batch script's step it may
+/// be the image's).
 #[test]
 fn the_home_is_mounted_where_the_containers_home_is() {
     require_root!();
-    let (s, cluster, image) = cluster_with_standard_image();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let home = test_user_home();
+    std::fs::write(home.join(".berth-home-probe-pyxis"), "mine\n").unwrap();
     let (uid, gid) = test_user();
-    let home = s.path().join("home-of-the-job");
-    std::fs::create_dir(&home).unwrap();
-    std::fs::write(home.join("probe"), "mine\n").unwrap();
-    std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(home.join(".berth-home-probe-pyxis"), Some(uid), Some(gid)).unwrap();
     let image_opt = format!("--container-image={image}");
-    let run = |extra: &[&str]| {
+    let run = |extra: &[&str], script: &str| {
         let mut args = vec![image_opt.as_str(), "--container-mount-home"];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&["sh", "-c", "echo $HOME; cat $HOME/probe"]);
+        args.extend_from_slice(&["sh", "-c", script]);
         let out = cluster
             .as_user("srun", &args)
-            .env("HOME", &home)
+            .env("HOME", "/etc")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };
-    assert_eq!(run(&["--container-remap-root"]), "/root\nmine\n");
-    assert_eq!(run(&[]), format!("{}\nmine\n", home.display()));
+    let probe = "cat $HOME/.berth-home-probe-pyxis";
+    assert_eq!(
+        run(&["--container-remap-root"], &format!("echo $HOME; {probe}")),
+        "/root\nmine\n"
+    );
+    let at_home = format!("cat {}/.berth-home-probe-pyxis", home.display());
+    assert_eq!(run(&[], &at_home), "mine\n");
 }
 
 /// `--container-mounts` in pyxis's syntax: `SRC` alone, flags joined by

@@ -412,9 +412,15 @@ pub(crate) fn mount_tmpfs(
         let target = &m.destination;
         sys.make_user_path(target, user_paths::Kind::Dir, identity)
             .map_err(at("cannot create mount point", target))?;
+        // Ids as the namespace doing the mount sees them: rootless berth's
+        // maps the caller to 0.
+        let (uid, gid) = match identity.privileged {
+            true => (identity.host_uid, identity.host_gid),
+            false => (0, 0),
+        };
         let mut options = vec![
-            format!("uid={}", identity.host_uid),
-            format!("gid={}", identity.host_gid),
+            format!("uid={uid}"),
+            format!("gid={gid}"),
             "mode=755".to_string(),
         ];
         options.extend(m.options.iter().cloned());

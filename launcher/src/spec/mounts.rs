@@ -10,6 +10,9 @@ use crate::mounts::{bind_mount, check_policy, MountError, MountRequest};
 
 use super::{BindMount, Identity, SourceTree, SpecError, TmpfsMount};
 
+/// The most tmpfs mounts one container may ask for.
+const MAX_TMPFS_MOUNTS: usize = 16;
+
 /// The user's mounts: host paths bound in and new tmpfs mounts.
 #[derive(Debug, Default)]
 pub struct UserMounts {
@@ -58,9 +61,20 @@ pub fn user_mounts(
         let spec = match request {
             MountRequest::Bind(spec) => spec,
             MountRequest::Tmpfs(t) => {
+                if mounts.tmpfs.len() == MAX_TMPFS_MOUNTS {
+                    return Err(SpecError::Invalid(format!(
+                        "at most {MAX_TMPFS_MOUNTS} tmpfs mounts may be asked for"
+                    )));
+                }
+                // Without a size: the writable layer's (never the kernel's
+                // half of the node's memory).
+                let mut options = t.options.clone();
+                if !options.iter().any(|o| o.starts_with("size=")) {
+                    options.push(format!("size={}", config.container.upper_size));
+                }
                 mounts.tmpfs.push(TmpfsMount {
                     destination: t.destination.clone(),
-                    options: t.options.clone(),
+                    options,
                 });
                 continue;
             }
