@@ -326,8 +326,32 @@ pub fn parse_mount(spec: &str, cwd: &Path) -> Result<BindMount, MountError> {
     bind_mount(&MountSpec::parse(spec)?, cwd)
 }
 
+/// Whether a character device (major, minor) is one every container's /dev
+/// already holds and its device filter lets through (null, zero, full,
+/// random, urandom): such a node may be a mount source (pyxis's
+/// `/dev/null:/null`). Any other device, and every directory under /dev,
+/// stays refused: a GPU's node open to all must not reach a job not given it.
+pub fn is_harmless_device(major: u64, minor: u64) -> bool {
+    major == 1 && [3, 5, 7, 8, 9].contains(&minor)
+}
+
+/// Whether `path` is one of the [`is_harmless_device`] nodes.
+fn harmless_device_at(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::metadata(path).is_ok_and(|m| {
+        m.file_type().is_char_device()
+            && is_harmless_device(
+                nix::sys::stat::major(m.rdev()),
+                nix::sys::stat::minor(m.rdev()),
+            )
+    })
+}
+
 /// Checks a (canonical) source against the admin's prefixes.
 pub fn check_policy(mount: &BindMount, policy: &MountsConfig) -> Result<(), MountError> {
+    if harmless_device_at(&mount.source) {
+        return Ok(());
+    }
     let allowed = policy
         .allowed_prefixes
         .iter()

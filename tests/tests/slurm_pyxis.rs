@@ -180,6 +180,18 @@ fn container_mounts_take_pyxis_syntax() {
         "grep -q ' /root ' /proc/self/mountinfo && echo mounted || echo not-mounted",
     ]);
     assert_eq!(stdout(&out), "not-mounted\n", "{}", stderr(&out));
+    // The harmless device nodes every container has may be bound (and
+    // work); other devices and directories under /dev may not.
+    let out = srun(
+        "/dev/null:/null",
+        "[ -c /null ] && echo x > /null && echo char-ok",
+    );
+    assert_eq!(stdout(&out), "char-ok\n", "{}", stderr(&out));
+    let gpu = cluster.dir().join("dev/nvidia0");
+    for refused in [format!("{}:/gpu", gpu.display()), "/dev/shm:/s".to_string()] {
+        let out = srun(&refused, "true");
+        assert!(!out.status.success(), "{refused} was bound");
+    }
     // A missing source, named.
     let out = srun("/tmp:/mnt,/nonexistent/path:/mnt2", "true");
     assert!(!out.status.success());

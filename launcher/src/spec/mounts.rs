@@ -118,11 +118,13 @@ fn source_tree(source: &Path, user: &UserRights) -> Result<(SourceTree, PathBuf)
             other => other.into(),
         })?;
     let shown = source.display();
+    let device = harmless_device(opened.as_fd());
     let is_dir = match crate::as_user::file_kind(opened.as_fd())
         .map_err(SpecError::host(format!("cannot read mount source {shown}")))?
     {
         FileKind::Dir => true,
         FileKind::File => false,
+        FileKind::Other(_) if device => false,
         FileKind::Other(what) => {
             return Err(SpecError::Invalid(format!(
                 "mount source {shown} is {what}: only files and directories may be mounted"
@@ -135,7 +137,11 @@ fn source_tree(source: &Path, user: &UserRights) -> Result<(SourceTree, PathBuf)
     let tree = crate::sys::open_tree_clone_fd(opened.as_fd(), true).map_err(SpecError::host(
         format!("cannot clone mount source {shown}"),
     ))?;
-    crate::sys::make_tree_private(tree.as_fd()).map_err(SpecError::host(format!(
+    match device {
+        true => crate::sys::make_device_tree_private(tree.as_fd()),
+        false => crate::sys::make_tree_private(tree.as_fd()),
+    }
+    .map_err(SpecError::host(format!(
         "cannot make mount source {shown} private"
     )))?;
     Ok((
@@ -145,6 +151,19 @@ fn source_tree(source: &Path, user: &UserRights) -> Result<(SourceTree, PathBuf)
         },
         opened_at,
     ))
+}
+
+/// Whether what `fd` is open on is a harmless device node (what was
+/// opened decides, not the path).
+fn harmless_device(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && crate::mounts::is_harmless_device(
+                nix::sys::stat::major(st.st_rdev),
+                nix::sys::stat::minor(st.st_rdev),
+            )
+    })
 }
 
 /// Checks that a mount source is readable by the caller itself (rootless

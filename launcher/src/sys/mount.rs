@@ -48,13 +48,24 @@ pub fn make_noexec_recursive(path: &Path) -> io::Result<()> {
 /// share mount events with the host once attached in a container, and a
 /// user's bind mount brings no setuid file or device node that works.
 pub fn make_tree_private(tree: BorrowedFd<'_>) -> io::Result<()> {
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
+    make_tree_private_with(tree, MOUNT_ATTR_NODEV)
+}
+
+/// [`make_tree_private`] for a bind mount of one harmless device node
+/// (`/dev/null`...: `mounts::is_harmless_device`), which nodev would make
+/// unusable: private and nosuid only.
+pub fn make_device_tree_private(tree: BorrowedFd<'_>) -> io::Result<()> {
+    make_tree_private_with(tree, 0)
+}
+
+fn make_tree_private_with(tree: BorrowedFd<'_>, more: u64) -> io::Result<()> {
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
     mount_setattr(
         tree.as_raw_fd(),
         c"",
         (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        MOUNT_ATTR_NOSUID | more,
         libc::MS_PRIVATE,
         None,
     )
