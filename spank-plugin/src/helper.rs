@@ -243,6 +243,9 @@ pub(crate) fn run_slurm_start(
     if options.read_only.is_on() {
         cmd.arg("--read-only");
     }
+    if options.unshare_net {
+        cmd.arg("--network").arg("none");
+    }
     // Only a name written as a path is one (as in pyxis): `ubuntu` is a
     // registry reference, `./ubuntu` the job directory's.
     let image = match berth::image::written_as_path(image) {
@@ -283,6 +286,9 @@ pub(crate) fn run_slurm_start_named(
         {
             cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
         }
+    }
+    if options.unshare_net {
+        cmd.arg("--network").arg("none");
     }
     cmd.arg("--named")
         .arg(&name.name)

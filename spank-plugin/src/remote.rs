@@ -149,12 +149,17 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
                 .into(),
         );
     }
+    let network = match reply.own_network {
+        true => CloneFlags::CLONE_NEWNET,
+        false => CloneFlags::empty(),
+    };
     nix::sched::setns(
         pidfd.as_fd(),
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWCGROUP,
+            | CloneFlags::CLONE_NEWCGROUP
+            | network,
     )
     .and_then(|()| nix::sched::setns(pid_namespace.as_fd(), CloneFlags::CLONE_NEWPID))
     .map_err(|e| format!("cannot enter the step's container: {e}"))?;

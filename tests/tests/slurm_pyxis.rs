@@ -202,3 +202,52 @@ fn container_mounts_take_pyxis_syntax() {
         stderr(&out)
     );
 }
+
+/// `--container-unshare=net` (pyxis 0.24, and `PYXIS_CONTAINER_UNSHARE`):
+/// the container's own network namespace with only its loopback, up;
+/// `berth run --network none` the same. Without it, the host's network.
+#[test]
+fn unshare_net_leaves_only_a_loopback() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; berth-probe loopback";
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-unshare=net",
+        "sh",
+        "-c",
+        interfaces,
+    ]);
+    assert_eq!(stdout(&out), "lo\nLOOPBACK\n", "{}", stderr(&out));
+    let out = cluster
+        .as_user("srun", &["sh", "-c", "tail -n +3 /proc/net/dev | wc -l"])
+        .env("PYXIS_CONTAINER_IMAGE", &image)
+        .env("PYXIS_CONTAINER_UNSHARE", "net")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "1", "{}", stderr(&out));
+    // The host's network otherwise (the host has more than a loopback).
+    let out = cluster.srun(&[&image_opt, "sh", "-c", "tail -n +3 /proc/net/dev | wc -l"]);
+    assert!(
+        stdout(&out).trim().parse::<u32>().unwrap() > 1,
+        "{}",
+        stdout(&out)
+    );
+    let out = s.berth(&[
+        "run",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+    ]);
+    assert_eq!(stdout(&out), "lo\n", "{}", stderr(&out));
+    let out = cluster.srun(&[&image_opt, "--container-unshare=pid", "true"]);
+    assert!(
+        stderr(&out).contains("--container-unshare"),
+        "{}",
+        stderr(&out)
+    );
+}

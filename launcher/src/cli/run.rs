@@ -30,6 +30,9 @@ pub(crate) struct RunArgs {
     /// Read-only root filesystem, with a tmpfs /tmp.
     #[arg(long)]
     read_only: bool,
+    /// The container's network: the host's, or none but a loopback of its own.
+    #[arg(long, value_name = "host|none", default_value = "host", value_parser = ["host", "none"])]
+    network: String,
     /// GPUs to give the container: indexes like 0,1 or "all" (those berth.toml's
     /// [gpus] grants you; root may take any).
     #[arg(long, value_name = "LIST")]
@@ -104,6 +107,7 @@ impl RunArgs {
             hostname: self.hostname.clone(),
             remap_root: self.remap_root,
             read_only: self.read_only,
+            no_network: self.network == "none",
             gpus: self.gpus.clone(),
             limits: self.limits.asked(),
             user: self.user.clone(),

@@ -110,11 +110,16 @@ fn started_from(reply: &[u8]) -> Result<(), RunError> {
 /// cgroup); a step view joins the named container's itself.
 fn clone_flags(kept: &Kept) -> CloneFlags {
     match kept {
-        Kept::Container(_) => {
+        Kept::Container(spec) => {
+            let network = match spec.own_network {
+                true => CloneFlags::CLONE_NEWNET,
+                false => CloneFlags::empty(),
+            };
             CloneFlags::CLONE_NEWNS
                 | CloneFlags::CLONE_NEWPID
                 | CloneFlags::CLONE_NEWIPC
                 | CloneFlags::CLONE_NEWUTS
+                | network
         }
         Kept::StepView { .. } => CloneFlags::empty(),
     }
@@ -154,7 +159,10 @@ fn keeper_main(kept: Kept, status_w: OwnedFd, sync_r: OwnedFd, watch: Option<Own
                 .unwrap_or_else(|e| fail(e.to_string()));
             let joined = nix::sched::setns(
                 join,
-                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+                CloneFlags::CLONE_NEWNS
+                    | CloneFlags::CLONE_NEWIPC
+                    | CloneFlags::CLONE_NEWUTS
+                    | CloneFlags::CLONE_NEWNET,
             )
             .and_then(|()| nix::sched::unshare(CloneFlags::CLONE_NEWNS));
             if let Err(e) = joined {

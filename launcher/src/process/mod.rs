@@ -106,6 +106,9 @@ pub fn run(spec: &ContainerSpec, terminal: Option<terminal::Terminal>) -> Result
     if plan.outer.is_some() {
         flags |= CloneFlags::CLONE_NEWUSER;
     }
+    if spec.own_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     let child = match clone_child(flags, cgroup.as_ref()) {
         Ok(None) => {
             drop(status_r);

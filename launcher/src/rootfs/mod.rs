@@ -248,6 +248,12 @@ pub fn prepare(
     }
     sys.sethostname(&spec.hostname)
         .map_err(at("cannot set hostname, at", slash))?;
+    if spec.own_network {
+        crate::sys::bring_up_loopback().map_err(at(
+            "cannot bring up the loopback of the container's network, at",
+            slash,
+        ))?;
+    }
     Ok(())
 }
 
@@ -466,6 +472,7 @@ mod tests {
             disk_layer: None,
             read_only,
             hostname: "box".into(),
+            own_network: false,
             mounts: vec![BindMount {
                 source: PathBuf::from("/data"),
                 destination: PathBuf::from("/mnt/data"),

@@ -36,6 +36,8 @@ pub struct KeeperRecord {
     /// Where each task starts (`--container-workdir`, made by the helper),
     /// or None: where Slurm starts it.
     pub workdir: Option<String>,
+    /// The container has a network namespace of its own (tasks join it).
+    pub own_network: bool,
     /// The image's working directory (its `WorkingDir`, else `/`): where
     /// the tasks start without `--container-workdir`, and what a relative
     /// one is taken from.

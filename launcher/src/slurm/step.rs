@@ -202,6 +202,7 @@ fn start_built(built: &Built, step: &StepOnNode) -> Result<KeeperRecord, StepErr
         device_env: spec.devices.env.clone(),
         workdir: tasks.workdir.map(|w| w.to_string_lossy().into_owned()),
         remap_root: spec.identity.remap_root,
+        own_network: spec.own_network,
         job_env: tasks.job_env,
         entrypoint: image.config.entrypoint.clone().unwrap_or_default(),
         image_workdir: Some(
@@ -340,6 +341,7 @@ pub fn start_in_named(
         image: request.image.clone(),
         user: request.user.clone(),
         remap_root: request.remap_root,
+        no_network: request.no_network,
         hostname: request.hostname.clone(),
         env: request.env.clone(),
         ..Default::default()

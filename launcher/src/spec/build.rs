@@ -67,6 +67,8 @@ pub struct ContainerRequest {
     pub remap_root: bool,
     /// Read-only root filesystem.
     pub read_only: bool,
+    /// No network but a loopback of the container's own.
+    pub no_network: bool,
     /// GPUs asked for (`--gpus`).
     pub gpus: Option<String>,
     /// Resource limits asked for.
@@ -245,6 +247,7 @@ fn build_resolved(
         disk_layer: None,
         read_only: request.read_only,
         hostname,
+        own_network: request.no_network,
         mounts: mounts.binds,
         tmpfs_mounts: mounts.tmpfs,
         identity,

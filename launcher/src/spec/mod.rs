@@ -92,6 +92,9 @@ pub struct ContainerSpec {
     pub read_only: bool,
     /// Hostname in the container's UTS namespace.
     pub hostname: String,
+    /// A network namespace of its own, with only a loopback (`--network
+    /// none`, `--container-unshare=net`); else the host's network.
+    pub own_network: bool,
     /// Host paths bound into the container.
     pub mounts: Vec<BindMount>,
     /// New tmpfs mounts the user asked for.

@@ -1,6 +1,6 @@
 //! The few raw system calls nix does not wrap. Every `unsafe` block of the
-//! launcher lives in this module: `process`, `mount`, `disk`, `bpf`,
-//! `terminal`.
+//! launcher lives in this module: `process`, `mount`, `disk`, `net`,
+//! `bpf`, `terminal`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -16,11 +16,13 @@ fn path_cstring(path: &Path) -> io::Result<CString> {
 mod bpf;
 mod disk;
 mod mount;
+mod net;
 mod process;
 mod terminal;
 
 pub use bpf::*;
 pub use disk::*;
 pub use mount::*;
+pub use net::*;
 pub use process::*;
 pub use terminal::*;

@@ -74,6 +74,9 @@ pub struct ContainerOptions {
     pub save: Option<PathBuf>,
     /// `--container-env`: the variables whose job value wins over the image's.
     pub env_names: Vec<String>,
+    /// `--container-unshare=net`: a network namespace of the container's
+    /// own (ipc and uts always are).
+    pub unshare_net: bool,
     /// `--container-readonly` (on) / `--container-writable` (off).
     pub read_only: Flag,
     /// `--container-remap-root` / `--no-container-remap-root`.
@@ -126,6 +129,23 @@ impl Values {
                 names
             }
         };
+        let mut unshare_net = false;
+        for ns in self
+            .get("container-unshare")
+            .into_iter()
+            .flat_map(|u| u.split(','))
+        {
+            match ns {
+                "net" => unshare_net = true,
+                "ipc" | "uts" => {} // always the container's own
+                other => {
+                    return Err(bad(
+                        "container-unshare",
+                        format!("{other:?}: expected net, ipc or uts"),
+                    ))
+                }
+            }
+        }
         for (a, b) in PAIRS {
             if self.flag(a) && self.flag(b) {
                 return Err(format!("--{a} and --{b} contradict each other"));
@@ -143,6 +163,7 @@ impl Values {
             name,
             save,
             env_names,
+            unshare_net,
             read_only: flag("container-readonly", "container-writable"),
             remap_root: flag("container-remap-root", "no-container-remap-root"),
             mount_home: flag("container-mount-home", "no-container-mount-home"),
@@ -180,6 +201,7 @@ impl ContainerOptions {
                     "container-name" => self.name.as_ref().map(ToString::to_string),
                     "container-save" => text(&self.save),
                     "container-env" => list(self.env_names.clone()),
+                    "container-unshare" => self.unshare_net.then(|| "net".to_string()),
                     "container-writable" => given(self.read_only, Flag::Off),
                     "container-readonly" => given(self.read_only, Flag::On),
                     "container-remap-root" => given(self.remap_root, Flag::On),
@@ -219,6 +241,7 @@ mod tests {
             ("container-name", "x:exec"),
             ("container-save", "/out/x.sqsh"),
             ("container-env", "FOO,BAR_1"),
+            ("container-unshare", "uts,net"),
             ("container-readonly", ""),
             ("no-container-remap-root", ""),
             ("container-entrypoint", ""),
@@ -237,6 +260,7 @@ mod tests {
                 }),
                 save: Some("/out/x.sqsh".into()),
                 env_names: vec!["FOO".into(), "BAR_1".into()],
+                unshare_net: true,
                 read_only: Flag::On,
                 remap_root: Flag::Off,
                 mount_home: Flag::NotGiven,
@@ -401,6 +425,7 @@ mod tests {
                 ("container-name", "x:no_exec"),
                 ("container-save", "/out/x.sqsh"),
                 ("container-env", "FOO,BAR_1"),
+                ("container-unshare", "net"),
                 ("container-writable", ""),
                 ("container-remap-root", ""),
                 ("no-container-mount-home", ""),

@@ -209,6 +209,13 @@ fn main() {
             Ok(text) => format!("READ {}", text.lines().next().unwrap_or_default()),
             Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
         },
+        // Listens on 127.0.0.1 and connects to itself: whether loopback works.
+        "loopback" => match std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| std::net::TcpStream::connect(listener.local_addr()?))
+        {
+            Ok(_) => "LOOPBACK".into(),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        },
         other => {
             eprintln!("berth-probe: unknown probe {other:?}");
             std::process::exit(2);
