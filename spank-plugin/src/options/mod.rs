@@ -42,6 +42,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "no-container-mount-home", arginfo: None, usage: "[berth] do not bind-mount your home directory (the default)", env: &["BERTH_NO_CONTAINER_MOUNT_HOME"] },
     OptionSpec { name: "container-entrypoint", arginfo: None, usage: "[berth] run the image's entrypoint before the command", env: &["BERTH_CONTAINER_ENTRYPOINT", "PYXIS_CONTAINER_ENTRYPOINT"] },
     OptionSpec { name: "no-container-entrypoint", arginfo: None, usage: "[berth] do not run the image's entrypoint (the default)", env: &["BERTH_NO_CONTAINER_ENTRYPOINT"] },
+    OptionSpec { name: "container-entrypoint-log", arginfo: None, usage: "[berth] accepted for pyxis: in berth the entrypoint runs in each task, so its output is always the task's", env: &["BERTH_CONTAINER_ENTRYPOINT_LOG", "PYXIS_CONTAINER_ENTRYPOINT_LOG"] },
     OptionSpec { name: "container-unshare", arginfo: Some("NS[,NS...]"), usage: "[berth] new namespaces for the container: net (no network but its own loopback); ipc and uts are always the container's own", env: &["BERTH_CONTAINER_UNSHARE", "PYXIS_CONTAINER_UNSHARE"] },
 ];
 
