@@ -25,7 +25,7 @@ use berth::spec::process::task_environment;
 use crate::helper::{run_slurm_start, run_slurm_start_named, step_view};
 use crate::options::NameMode;
 use crate::state::{
-    container_dir, live_keeper, make_state_dir, owner_of, record_keeper, record_owner,
+    container_dir, live_keeper, lock_state_dir, owner_of, record_keeper, record_owner,
     recorded_keeper, step_dir,
 };
 use crate::{ffi, with_state};
@@ -258,11 +258,7 @@ fn container_for_step(
     let mode = name.map_or(NameMode::Create, |n| n.mode);
     let shown_name = name.map_or("", |n| n.name.as_str());
 
-    make_state_dir(&dir)?;
-    let lock_file = fs::File::create(dir.join("lock"))
-        .map_err(|e| format!("cannot create the step lock: {e}"))?;
-    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
+    let lock = lock_state_dir(&dir)?;
     let existing = live_keeper(&dir);
     if mode == NameMode::Remove {
         // The job's own named container: ended now (the epilog would).
@@ -375,11 +371,7 @@ fn step_in_kept_container(
 ) -> Result<Option<KeeperRecord>, String> {
     let name = options.name.as_ref().ok_or("no container name")?;
     let dir = step_dir(args, job, step);
-    make_state_dir(&dir)?;
-    let lock_file = fs::File::create(dir.join("lock"))
-        .map_err(|e| format!("cannot create the step lock: {e}"))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock the step: {e}"))?;
+    let _lock = lock_state_dir(&dir)?;
     if let Some(view) = live_keeper(&dir) {
         return Ok(Some(view));
     }

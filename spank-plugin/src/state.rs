@@ -74,3 +74,13 @@ pub(crate) fn record_keeper(dir: &Path, record: &KeeperRecord) -> Result<(), Str
         .write(&path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+/// Makes a state directory (root only) and takes its lock (`lock`):
+/// waits while another task of the step works on the container.
+pub(crate) fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    make_state_dir(dir)?;
+    let file = std::fs::File::create(dir.join("lock"))
+        .map_err(|e| format!("cannot create the step lock: {e}"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the step: {e}"))
+}

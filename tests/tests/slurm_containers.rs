@@ -152,22 +152,14 @@ fn remap_root_apt_get_update_and_install_from_debians_archive() {
 fn a_running_steps_container_is_joined_as_jobid_stepid_by_its_user_only() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
-    let mut first = cluster
-        .as_user(
-            "srun",
-            &[
-                "-J",
-                "first",
-                &format!("--container-image={image}"),
-                "sh",
-                "-c",
-                "echo $$ > /tmp/mark; exec sleep 300",
-            ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = cluster.srun_in_background(&[
+        "-J",
+        "first",
+        &format!("--container-image={image}"),
+        "sh",
+        "-c",
+        "echo $$ > /tmp/mark; exec sleep 300",
+    ]);
     let job = || {
         let out = cluster
             .command("squeue")

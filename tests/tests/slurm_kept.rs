@@ -131,22 +131,14 @@ fn two_jobs_in_one_named_container_at_once_share_it() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
     let shared = shared_dir(&s, "two-jobs");
-    let mut first = cluster
-        .as_user(
-            "srun",
-            &[
-                "--container-name=dev",
-                &format!("--container-image={image}"),
-                &format!("--container-mounts={}:/shared", shared.display()),
-                "sh",
-                "-c",
-                "echo $$ > /tmp/first; touch /shared/started; exec sleep 300",
-            ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = cluster.srun_in_background(&[
+        "--container-name=dev",
+        &format!("--container-image={image}"),
+        &format!("--container-mounts={}:/shared", shared.display()),
+        "sh",
+        "-c",
+        "echo $$ > /tmp/first; touch /shared/started; exec sleep 300",
+    ]);
     wait_until("the first job runs", || shared.join("started").exists());
     let out = cluster.srun(&[
         "--container-name=dev",
@@ -208,24 +200,16 @@ fn a_named_container_survives_a_killed_slurmstepd_for_the_next_job() {
     require_root!();
     let (s, cluster, image) = cluster_with_standard_image();
     let shared = shared_dir(&s, "kill9-kept");
-    let mut first = cluster
-        .as_user(
-            "srun",
-            &[
-                "-J",
-                "doomed",
-                "--container-name=dev",
-                &format!("--container-image={image}"),
-                &format!("--container-mounts={}:/shared", shared.display()),
-                "sh",
-                "-c",
-                "echo kept > /tmp/state; touch /shared/started; exec sleep 300",
-            ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = cluster.srun_in_background(&[
+        "-J",
+        "doomed",
+        "--container-name=dev",
+        &format!("--container-image={image}"),
+        &format!("--container-mounts={}:/shared", shared.display()),
+        "sh",
+        "-c",
+        "echo kept > /tmp/state; touch /shared/started; exec sleep 300",
+    ]);
     wait_until("the step runs", || shared.join("started").exists());
     let conf = cluster.conf().display().to_string();
     let stepd = std::fs::read_dir("/proc")
@@ -455,21 +439,13 @@ fn users_list_their_kept_containers_and_root_removes_and_collects_them() {
         stderr(&out)
     );
     let shared = shared_dir(&s, "rm-running");
-    let mut running = cluster
-        .as_user(
-            "srun",
-            &[
-                "--container-name=dev",
-                &format!("--container-mounts={}:/shared", shared.display()),
-                "sh",
-                "-c",
-                "touch /shared/started; exec sleep 300",
-            ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut running = cluster.srun_in_background(&[
+        "--container-name=dev",
+        &format!("--container-mounts={}:/shared", shared.display()),
+        "sh",
+        "-c",
+        "touch /shared/started; exec sleep 300",
+    ]);
     wait_until("the step runs", || shared.join("started").exists());
     let out = s.berth(&["rm", "--container", "dev", "--user", &uid]);
     assert!(!out.status.success(), "removed while running");
@@ -558,22 +534,14 @@ fn a_user_removes_their_own_kept_container_with_a_step() {
     }
     assert!(!container_dir(&s, "dev").join("container.json").exists());
     // In use by another step: refused, the container stays.
-    let mut running = cluster
-        .as_user(
-            "srun",
-            &[
-                "--container-name=busy",
-                &format!("--container-image={image}"),
-                &format!("--container-mounts={}:/shared", dir.display()),
-                "sh",
-                "-c",
-                "touch /shared/busy-started; exec sleep 300",
-            ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut running = cluster.srun_in_background(&[
+        "--container-name=busy",
+        &format!("--container-image={image}"),
+        &format!("--container-mounts={}:/shared", dir.display()),
+        "sh",
+        "-c",
+        "touch /shared/busy-started; exec sleep 300",
+    ]);
     wait_until("the step runs", || dir.join("busy-started").exists());
     let out = cluster.srun(&["--container-name=busy:remove", "true"]);
     assert!(!out.status.success());

@@ -93,13 +93,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         (Some(name), Some(job), Some(step)) => {
             let named = NamedStep {
                 name: name.clone(),
-                mode: match args.name_mode.as_str() {
-                    "create" => NameMode::Create,
-                    "exec" => NameMode::Exec,
-                    "no_exec" => NameMode::NoExec,
-                    "remove" => NameMode::Remove,
-                    _ => NameMode::Auto,
-                },
+                mode: NameMode::parse(&args.name_mode).unwrap_or(NameMode::Auto),
                 uid: user_uid(user)?,
                 job,
                 step,

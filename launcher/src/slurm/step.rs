@@ -255,10 +255,11 @@ pub fn start_view(
     })
 }
 
-/// What a step does with a named container (pyxis's modes).
+/// What a step does with a named container (pyxis's modes, and berth's
+/// `remove`), as written after the name: `NAME:MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameMode {
-    /// Use it if it exists, else make it.
+    /// Use it if it exists, else make it (the default).
     Auto,
     /// Make it; it must not exist.
     Create,
@@ -266,8 +267,36 @@ pub enum NameMode {
     Exec,
     /// Make it if it does not exist; run nothing in it.
     NoExec,
-    /// Remove it (it must not be in use); run nothing in it.
+    /// berth's own: remove the user's container (it must not be in use);
+    /// run nothing in it (pyxis users run `enroot remove`).
     Remove,
+}
+
+impl NameMode {
+    const ALL: [(&'static str, NameMode); 5] = [
+        ("auto", NameMode::Auto),
+        ("create", NameMode::Create),
+        ("exec", NameMode::Exec),
+        ("no_exec", NameMode::NoExec),
+        ("remove", NameMode::Remove),
+    ];
+
+    /// The mode as written after the name.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(name, _)| *name)
+            .unwrap_or_default()
+    }
+
+    /// The mode written `text`.
+    pub fn parse(text: &str) -> Option<NameMode> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, m)| *m)
+    }
 }
 
 /// A step of a named container that outlives its job.

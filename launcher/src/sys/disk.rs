@@ -122,12 +122,58 @@ pub fn mount_ext4_image(image: &Path) -> io::Result<OwnedFd> {
     mounted
 }
 
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+
+/// `fsconfig(2)` setting `key` (to `value`, for a string) on context `fs`.
+fn fsconfig(
+    fs: &OwnedFd,
+    command: libc::c_uint,
+    key: &std::ffi::CStr,
+    value: Option<&std::ffi::CStr>,
+) -> io::Result<()> {
+    let value = value.map_or(std::ptr::null(), |v| v.as_ptr());
+    // SAFETY: the key (and value, when given) are NUL-terminated and live
+    // for the call; a flag takes no value (NULL).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            command,
+            key.as_ptr(),
+            value,
+            0,
+        )
+    };
+    match rc < 0 {
+        true => Err(io::Error::last_os_error()),
+        false => Ok(()),
+    }
+}
+
+/// `fsconfig(2)`'s create command: the filesystem is made from the context.
+fn fsconfig_create(fs: &OwnedFd) -> io::Result<()> {
+    // SAFETY: CMD_CREATE takes no key or value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    match rc < 0 {
+        true => Err(io::Error::last_os_error()),
+        false => Ok(()),
+    }
+}
+
 /// `fsopen("ext4")`, its source, `fsmount`.
 fn fsmount_ext4(device: &Path) -> io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
-    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
     const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
     const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
@@ -140,51 +186,12 @@ fn fsmount_ext4(device: &Path) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fs` is a new descriptor this function owns.
     let fs = unsafe { OwnedFd::from_raw_fd(fs as libc::c_int) };
-    // SAFETY: key and value are NUL-terminated and live for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_SET_STRING,
-            c"source".as_ptr(),
-            source.as_ptr(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    fsconfig(&fs, FSCONFIG_SET_STRING, c"source", Some(&source))?;
     // No background zeroing of the inode tables (the kernel's lazy init
     // thread): it would fill the sparse file with some 160 MB of zeros per
     // 10 GB of layer; unused tables are marked uninitialised instead.
-    // SAFETY: the key is NUL-terminated and lives for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_SET_FLAG,
-            c"noinit_itable".as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: CMD_CREATE takes no key or value.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    fsconfig(&fs, FSCONFIG_SET_FLAG, c"noinit_itable", None)?;
+    fsconfig_create(&fs)?;
     // SAFETY: fsmount on a created filesystem context; a new fd or -1.
     let mount = unsafe {
         libc::syscall(

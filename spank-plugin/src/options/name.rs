@@ -11,34 +11,7 @@ pub struct ContainerName {
     pub mode: NameMode,
 }
 
-/// What a step does with a named container (as in pyxis).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameMode {
-    /// Use it if it exists, else make it (the default).
-    Auto,
-    /// Make it afresh (an existing one of another step is replaced).
-    Create,
-    /// Use it; it must exist.
-    Exec,
-    /// Make it (or keep it), but run the tasks outside it.
-    NoExec,
-    /// berth's own: remove the user's kept container (not running), and
-    /// run the tasks outside any (pyxis users run `enroot remove`).
-    Remove,
-}
-
-impl NameMode {
-    /// The mode as written after the name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NameMode::Auto => "auto",
-            NameMode::Create => "create",
-            NameMode::Exec => "exec",
-            NameMode::NoExec => "no_exec",
-            NameMode::Remove => "remove",
-        }
-    }
-}
+pub use berth::slurm::step::NameMode;
 
 impl ContainerName {
     /// Parses `NAME[:create|exec|auto|no_exec]`.
@@ -49,18 +22,9 @@ impl ContainerName {
                 "{name:?}: use letters, digits, '_', '.' and '-' (not . or ..)"
             ));
         }
-        let mode = match mode {
-            "auto" => NameMode::Auto,
-            "create" => NameMode::Create,
-            "exec" => NameMode::Exec,
-            "no_exec" => NameMode::NoExec,
-            "remove" => NameMode::Remove,
-            other => {
-                return Err(format!(
-                    "unknown mode {other:?} (create, exec, auto, no_exec or remove)"
-                ))
-            }
-        };
+        let mode = NameMode::parse(mode).ok_or_else(|| {
+            format!("unknown mode {mode:?} (create, exec, auto, no_exec or remove)")
+        })?;
         Ok(ContainerName {
             name: name.to_string(),
             mode,

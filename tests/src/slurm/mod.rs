@@ -419,6 +419,16 @@ impl Cluster {
             .is_ok_and(|s| s.success())
     }
 
+    /// Starts `srun ARGS` as the test user in the background, its output
+    /// dropped (a step a test works against while it runs).
+    pub fn srun_in_background(&self, args: &[&str]) -> Child {
+        self.as_user("srun", args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Starts `srun` of `sleep 300` as the test user in a job called `name`.
     pub fn sleeping_step(&self, name: &str, extra: &[&str]) -> Child {
         let mut args = vec!["-J", name];
