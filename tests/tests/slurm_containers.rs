@@ -227,20 +227,8 @@ fn a_named_container_outlives_a_killed_slurmstepd_of_the_step_that_made_it() {
         let job = scope.spawn(|| cluster.batch(&dir, &body));
         wait_until("the first step runs", || dir.join("started").exists());
         let job_id = std::fs::read_to_string(dir.join("job")).unwrap();
-        // This cluster's slurmstepd of step 0 (other tests' clusters may
-        // have the same job id: told apart by their SLURM_CONF).
-        let conf = cluster.conf().display().to_string();
-        let stepd = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .find(|pid| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-                String::from_utf8_lossy(&cmdline)
-                    .starts_with(&format!("slurmstepd: [{}.0]", job_id.trim()))
-                    && String::from_utf8_lossy(&environ).contains(&conf)
-            })
+        let stepd = cluster
+            .stepd(&format!("slurmstepd: [{}.0]", job_id.trim()))
             .expect("the first step's slurmstepd");
         // SAFETY: kill on the pid of this test cluster's slurmstepd.
         unsafe { libc::kill(stepd, libc::SIGKILL) };

@@ -211,18 +211,9 @@ fn a_named_container_survives_a_killed_slurmstepd_for_the_next_job() {
         "echo kept > /tmp/state; touch /shared/started; exec sleep 300",
     ]);
     wait_until("the step runs", || shared.join("started").exists());
-    let conf = cluster.conf().display().to_string();
-    let stepd = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).starts_with("slurmstepd: [")
-                && !String::from_utf8_lossy(&cmdline).contains("extern")
-                && String::from_utf8_lossy(&environ).contains(&conf)
-        })
+    // The job's only step (job 1 of this cluster).
+    let stepd = cluster
+        .stepd("slurmstepd: [1.0]")
         .expect("the step's slurmstepd");
     // SAFETY: kill on the pid of this test cluster's slurmstepd.
     unsafe { libc::kill(stepd, libc::SIGKILL) };

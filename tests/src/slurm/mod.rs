@@ -429,6 +429,23 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The pid of this cluster's slurmstepd whose process title starts
+    /// with `title` (`slurmstepd: [12.0]`); other tests' clusters may have
+    /// the same job ids: told apart by their SLURM_CONF.
+    pub fn stepd(&self, title: &str) -> Option<i32> {
+        let conf = self.conf().display().to_string();
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).starts_with(title)
+                    && String::from_utf8_lossy(&environ).contains(&conf)
+            })
+    }
+
     /// Starts `srun` of `sleep 300` as the test user in a job called `name`.
     pub fn sleeping_step(&self, name: &str, extra: &[&str]) -> Child {
         let mut args = vec!["-J", name];
