@@ -179,6 +179,23 @@ fn from_job_dir(path: &str, job_dir: Option<&JobDir>, what: &str) -> Result<Stri
     }
 }
 
+/// `--container-save`'s file as the user meant it: a relative one from the
+/// job's directory as the job's `PWD` names it (read the same way when the
+/// step starts and when it ends, where slurmstepd's own directory says
+/// nothing). The file is written with the user's rights.
+pub(crate) fn save_target(sp: ffi::spank_t, path: &Path) -> Result<PathBuf, String> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    match ffi::getenv(sp, "PWD").filter(|p| p.starts_with('/')) {
+        Some(dir) => Ok(Path::new(&dir).join(path)),
+        None => Err(format!(
+            "--container-save {}: a relative path, but the job has no working directory to find it from: give an absolute path",
+            path.display()
+        )),
+    }
+}
+
 /// A `--container-mounts` item, written for the helper's `--mount` with a
 /// relative bind source made absolute.
 fn mount_from_job_dir(mount: &MountRequest, job_dir: Option<&JobDir>) -> Result<String, String> {

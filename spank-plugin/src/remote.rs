@@ -22,7 +22,7 @@ use berth::process::confine::{Confinement, Filter};
 use berth::slurm::record::KeeperRecord;
 use berth::spec::process::task_environment;
 
-use crate::helper::{run_slurm_start, run_slurm_start_named, step_view};
+use crate::helper::{run_slurm_start, run_slurm_start_named, save_target, step_view};
 use crate::options::NameMode;
 use crate::state::{
     container_dir, live_keeper, lock_state_dir, owner_of, record_keeper, record_owner,
@@ -82,6 +82,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         ffi::step_id(sp).ok_or("cannot read the step id")?,
     );
     if let Some(path) = &options.save {
+        let path = save_target(sp, path)?;
         let dir = path.parent().unwrap_or(Path::new("/"));
         if !writable_by(dir, uid, gid) {
             return Err(format!(
@@ -601,7 +602,8 @@ pub fn step_exit(sp: ffi::spank_t) {
             true => step_dir(&args, job, step),
             false => container_dir(&args, name, job, step),
         };
-        if let Err(e) = save_container(sp, &args, &dir, path) {
+        let saved = save_target(sp, path).and_then(|path| save_container(sp, &args, &dir, &path));
+        if let Err(e) = saved {
             ffi::error(&format!("berth: --container-save: {e}"));
         }
     }

@@ -251,3 +251,33 @@ fn unshare_net_leaves_only_a_loopback() {
         stderr(&out)
     );
 }
+
+/// `--container-save` with a relative path writes into the job's
+/// directory, as in pyxis.
+#[test]
+fn a_relative_save_path_is_the_job_directorys() {
+    require_root!();
+    let (s, cluster, image) = cluster_with_standard_image();
+    let dir = shared_dir(&s, "save-here");
+    std::os::unix::fs::chown(&dir, Some(test_user().0), None).unwrap();
+    // Submitted from there, as a shell that did `cd` would.
+    let out = cluster
+        .as_user(
+            "srun",
+            &[
+                &format!("--container-image={image}"),
+                "--container-save=saved.sqsh",
+                "sh",
+                "-c",
+                "echo saved > /etc/saved",
+            ],
+        )
+        .current_dir(&dir)
+        .env("PWD", &dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the squashfs is written", || {
+        dir.join("saved.sqsh").exists()
+    });
+}

@@ -113,7 +113,11 @@ impl Values {
             .map(ContainerName::parse)
             .transpose()
             .map_err(|e| bad("container-name", e))?;
-        let save = self.absolute_path("container-save")?;
+        // Relative: from the job's directory (as in pyxis).
+        let save = self
+            .get("container-save")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         let env_names = match self.get("container-env") {
             None => vec![],
             Some(e) => {
@@ -169,16 +173,6 @@ impl Values {
             mount_home: flag("container-mount-home", "no-container-mount-home"),
             entrypoint: flag("container-entrypoint", "no-container-entrypoint"),
         })
-    }
-
-    /// An option that must be an absolute path, if given.
-    fn absolute_path(&self, name: &str) -> Result<Option<PathBuf>, String> {
-        match self.get(name) {
-            Some(p) if !p.starts_with('/') => {
-                Err(format!("--{name}: {p:?} is not an absolute path"))
-            }
-            p => Ok(p.map(PathBuf::from)),
-        }
     }
 }
 
@@ -312,10 +306,6 @@ mod tests {
             (
                 vec![("container-image", "u"), ("container-name", "a/b")],
                 "--container-name",
-            ),
-            (
-                vec![("container-image", "u"), ("container-save", "out.sqsh")],
-                "--container-save",
             ),
             (
                 vec![("container-image", "u"), ("container-name", "x:sometimes")],
