@@ -244,7 +244,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
 }
 
 /// This step's container: the step's own new one, or a named one of the
-/// job (made when missing, replaced by `:create`) seen through this step's
+/// job (made when missing; `:create` fails if it exists) seen through this step's
 /// own view; None with `:no_exec` (made or kept, the tasks run outside).
 fn container_for_step(
     sp: ffi::spank_t,

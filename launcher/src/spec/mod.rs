@@ -338,8 +338,9 @@ pub struct StepViewSpec {
     pub mounts: Vec<BindMount>,
     /// This step's new tmpfs mounts.
     pub tmpfs_mounts: Vec<TmpfsMount>,
-    /// What this step's tasks take from the job; its working directory is
-    /// made when missing.
+    /// What this step's tasks take from the job; a working directory given
+    /// here is made when missing (the plugin gives none: its tasks enter
+    /// theirs themselves).
     pub tasks: SlurmTaskRules,
     /// The job's user (the mount namespace belongs to the host's user
     /// namespace: `privileged`), remapped to root when this step asks.
