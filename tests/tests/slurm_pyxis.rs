@@ -281,3 +281,28 @@ fn a_relative_save_path_is_the_job_directorys() {
         dir.join("saved.sqsh").exists()
     });
 }
+
+/// pyxis's invalid-argument cases are refused by srun itself, none runs
+/// the task outside a container.
+#[test]
+fn pyxis_invalid_arguments_are_refused() {
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    let long_name = format!("--container-name={}", "a".repeat(300));
+    for args in [
+        vec!["--container-image=", "true"],
+        vec!["--container-image=/dev/urandom", "true"],
+        vec!["--container-name=args-test", "true"],
+        vec![&image_opt, "--container-name=/tmp/foo", "true"],
+        vec![&image_opt, "--container-name=:attach", "true"],
+        vec![&image_opt, &long_name, "true"],
+        vec![&image_opt, "--container-mounts=", "true"],
+        vec![&image_opt, "--container-mounts=:", "true"],
+        vec![&image_opt, "--container-mounts=/home:../home", "true"],
+        vec![&image_opt, "--container-mounts=/tmp:mnt:ro", "true"],
+    ] {
+        let out = cluster.srun(&args);
+        assert!(!out.status.success(), "{args:?} ran");
+    }
+}

@@ -39,7 +39,9 @@ pub use summary::summary_path;
 #[derive(Debug, thiserror::Error)]
 pub enum NamedError {
     /// The name cannot be a container's.
-    #[error("container name {0:?}: use letters, digits, '_', '.' and '-' (not . or ..)")]
+    #[error(
+        "container name {0:?}: use at most 128 letters, digits, '_', '.' and '-' (not . or ..)"
+    )]
     BadName(String),
     /// A file of it could not be read or written.
     #[error("named container {name:?}: cannot {what} {}: {source}", path.display())]
@@ -125,6 +127,7 @@ pub struct NamedContainers {
 /// Whether `name` can be a container's directory name.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= 128
         && name != "."
         && name != ".."
         && name

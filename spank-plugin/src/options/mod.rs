@@ -115,7 +115,9 @@ impl Values {
     /// Whether a container is asked for: an image, or a container name
     /// (well-formed or not: `parse` says).
     pub fn asks_for_container(&self) -> bool {
-        self.image().is_some() || self.0.contains_key("container-name")
+        // An empty --container-image= too: `parse` refuses it (the task
+        // must not run outside a container it asked for).
+        self.0.contains_key("container-image") || self.0.contains_key("container-name")
     }
 
     /// The value of an option with an argument.
@@ -126,10 +128,5 @@ impl Values {
     /// Whether a flag was given.
     fn flag(&self, name: &str) -> bool {
         self.0.contains_key(name)
-    }
-
-    /// The image, when one is given (and not empty).
-    fn image(&self) -> Option<&str> {
-        self.get("container-image").filter(|i| !i.is_empty())
     }
 }

@@ -19,7 +19,7 @@ impl ContainerName {
         let (name, mode) = text.split_once(':').unwrap_or((text, "auto"));
         if !berth::slurm::named::valid_name(name) {
             return Err(format!(
-                "{name:?}: use letters, digits, '_', '.' and '-' (not . or ..)"
+                "{name:?}: use at most 128 letters, digits, '_', '.' and '-' (not . or ..)"
             ));
         }
         let mode = NameMode::parse(mode).ok_or_else(|| {

@@ -106,6 +106,9 @@ impl Values {
             .filter(|m| !m.is_empty())
             .map(|m| MountRequest::parse(m).map_err(|e| bad("container-mounts", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.get("container-mounts").is_some() && mounts.is_empty() {
+            return Err(bad("container-mounts", "no mount given".into()));
+        }
         // Relative: from the image's working directory (as in pyxis).
         let workdir = self.get("container-workdir").map(PathBuf::from);
         let name = self
@@ -273,6 +276,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_option() {
+        let long_name = "a".repeat(300);
         for (pairs, option) in [
             (vec![("container-image", " ")], "--container-image"),
             (
@@ -305,6 +309,15 @@ mod tests {
             ),
             (
                 vec![("container-image", "u"), ("container-name", "a/b")],
+                "--container-name",
+            ),
+            (vec![("container-image", "")], "--container-image"),
+            (
+                vec![("container-image", "u"), ("container-mounts", ",")],
+                "--container-mounts",
+            ),
+            (
+                vec![("container-image", "u"), ("container-name", &long_name)],
                 "--container-name",
             ),
             (
