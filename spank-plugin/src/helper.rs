@@ -179,15 +179,70 @@ fn from_job_dir(path: &str, job_dir: Option<&JobDir>, what: &str) -> Result<Stri
     }
 }
 
+/// The batch step's options as its script's srun steps inherit them:
+/// relative image, mount and save paths made absolute from the job's
+/// directory (the script itself starts in the image's), `:create` as a
+/// plain name, and no name at all for `:remove`.
+pub(crate) fn for_the_scripts_steps(
+    sp: ffi::spank_t,
+    options: &ContainerOptions,
+) -> ContainerOptions {
+    inherited_options(options, job_dir(sp).as_ref(), ffi::getenv(sp, "PWD"))
+}
+
+/// [`for_the_scripts_steps`] with the job's directory and `PWD` given.
+fn inherited_options(
+    options: &ContainerOptions,
+    job_dir: Option<&JobDir>,
+    pwd: Option<String>,
+) -> ContainerOptions {
+    use crate::options::NameMode;
+    let mut inherited = options.clone();
+    if let Some(image) = inherited.image.as_mut() {
+        if berth::image::written_as_path(image) {
+            if let Ok(absolute) = from_job_dir(image, job_dir, "--container-image") {
+                *image = absolute;
+            }
+        }
+    }
+    for mount in &mut inherited.mounts {
+        if let MountRequest::Bind(bind) = mount {
+            if let Ok(source) = from_job_dir(&bind.source, job_dir, "--container-mounts") {
+                bind.source = source;
+            }
+        }
+    }
+    if let Some(save) = inherited.save.as_mut() {
+        if let Ok(absolute) = save_from(save, pwd) {
+            *save = absolute;
+        }
+    }
+    match inherited.name.as_ref().map(|n| n.mode) {
+        Some(NameMode::Create) => {
+            if let Some(name) = inherited.name.as_mut() {
+                name.mode = NameMode::Auto;
+            }
+        }
+        Some(NameMode::Remove) => inherited.name = None,
+        _ => {}
+    }
+    inherited
+}
+
 /// `--container-save`'s file as the user meant it: a relative one from the
 /// job's directory as the job's `PWD` names it (read the same way when the
 /// step starts and when it ends, where slurmstepd's own directory says
 /// nothing). The file is written with the user's rights.
 pub(crate) fn save_target(sp: ffi::spank_t, path: &Path) -> Result<PathBuf, String> {
+    save_from(path, ffi::getenv(sp, "PWD"))
+}
+
+/// [`save_target`] with the job's `PWD` given.
+fn save_from(path: &Path, pwd: Option<String>) -> Result<PathBuf, String> {
     if path.is_absolute() {
         return Ok(path.to_path_buf());
     }
-    match ffi::getenv(sp, "PWD").filter(|p| p.starts_with('/')) {
+    match pwd.filter(|p| p.starts_with('/')) {
         Some(dir) => Ok(Path::new(&dir).join(path)),
         None => Err(format!(
             "--container-save {}: a relative path, but the job has no working directory to find it from: give an absolute path",
@@ -387,6 +442,42 @@ mod tests {
         // job_container/tmpfs leaves the task in "/" until later.
         assert_eq!(dir("/", Some("/home/u")), at("/home/u"));
         assert_eq!(dir("/", Some("relative")), None);
+    }
+
+    #[test]
+    fn a_batch_scripts_steps_inherit_absolute_paths_and_no_create() {
+        use crate::options::{ContainerName, NameMode};
+        let options = ContainerOptions {
+            image: Some("./img.sqsh".into()),
+            mounts: vec![
+                MountRequest::parse("data:/data:ro").unwrap(),
+                MountRequest::parse("tmpfs:/t").unwrap(),
+            ],
+            save: Some("out.sqsh".into()),
+            name: Some(ContainerName {
+                name: "dev".into(),
+                mode: NameMode::Create,
+            }),
+            ..Default::default()
+        };
+        let at = JobDir::At(PathBuf::from("/home/u/job"));
+        let inherited = inherited_options(&options, Some(&at), Some("/home/u/job".into()));
+        assert_eq!(inherited.image.as_deref(), Some("/home/u/job/./img.sqsh"));
+        assert_eq!(inherited.mounts[0].to_string(), "/home/u/job/data:/data:ro");
+        assert_eq!(inherited.mounts[1].to_string(), "tmpfs:/t");
+        assert_eq!(inherited.save, Some(PathBuf::from("/home/u/job/out.sqsh")));
+        assert_eq!(
+            inherited.name.as_ref().map(|n| n.mode),
+            Some(NameMode::Auto)
+        );
+        let removing = ContainerOptions {
+            name: Some(ContainerName {
+                name: "dev".into(),
+                mode: NameMode::Remove,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(inherited_options(&removing, Some(&at), None).name, None);
     }
 
     #[test]

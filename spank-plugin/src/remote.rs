@@ -22,11 +22,13 @@ use berth::process::confine::{Confinement, Filter};
 use berth::slurm::record::KeeperRecord;
 use berth::spec::process::task_environment;
 
-use crate::helper::{run_slurm_start, run_slurm_start_named, save_target, step_view};
+use crate::helper::{
+    for_the_scripts_steps, run_slurm_start, run_slurm_start_named, save_target, step_view,
+};
 use crate::options::NameMode;
 use crate::state::{
-    container_dir, live_keeper, lock_state_dir, owner_of, record_keeper, record_owner,
-    recorded_keeper, step_dir,
+    container_dir, live_keeper, lock_state_dir, make_state_dir, owner_of, record_keeper,
+    record_owner, recorded_keeper, step_dir,
 };
 use crate::{ffi, with_state};
 
@@ -204,8 +206,11 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         .map_err(|e| format!("cannot limit the task's bounding set: {e}"))?;
     if step == ffi::BATCH_STEP {
         // srun steps started by the script inherit its container options
-        // through their environment (unless they give their own).
-        for (name, value) in options.environment() {
+        // through their environment (unless they give their own): its
+        // relative paths made absolute (the script starts in the image's
+        // directory), `:create` as a plain name (the container now
+        // exists), nothing of `:remove`.
+        for (name, value) in for_the_scripts_steps(sp, &options).environment() {
             ffi::setenv(sp, name, &value, false);
         }
     }
@@ -262,12 +267,19 @@ fn container_for_step(
     let lock = lock_state_dir(&dir)?;
     let existing = live_keeper(&dir);
     if mode == NameMode::Remove {
+        // The step's other tasks: done by its first.
+        let removed_mark = step_dir(args, job, step).join("removed");
+        if removed_mark.exists() {
+            return Ok(None);
+        }
         // The job's own named container: ended now (the epilog would).
         let old = existing
             .filter(|r| r.uid == uid)
             .ok_or_else(|| format!("--container-name={shown_name}:remove: there is no container named {shown_name:?} in this job"))?;
         end_container(&old);
         let _ = fs::remove_file(dir.join("keeper.json"));
+        let _ = make_state_dir(&step_dir(args, job, step))
+            .and_then(|()| fs::write(&removed_mark, "").map_err(|e| e.to_string()));
         return Ok(None);
     }
     // A keeper of another user under this job's id (a job id reused while
@@ -405,12 +417,20 @@ fn note_kept_containers(args: &PlugstackArgs, job: u32, uid: u32) -> Result<(), 
 }
 
 /// Has the `berth` helper end the keepers of `uid`'s named containers that
-/// no step uses any more (their writable layers stay on disk).
-fn leave_kept_containers(args: &PlugstackArgs, uid: u32) {
+/// job `job` was the last to use and no step uses any more (their
+/// writable layers stay on disk).
+fn leave_kept_containers(args: &PlugstackArgs, uid: u32, job: u32) {
     let out = Command::new(&args.berth)
         .arg("--config-if-present")
         .arg(&args.config)
-        .args(["-q", "slurm-leave", "--uid", &uid.to_string()])
+        .args([
+            "-q",
+            "slurm-leave",
+            "--uid",
+            &uid.to_string(),
+            "--job",
+            &job.to_string(),
+        ])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output();
@@ -501,10 +521,19 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     // From here on, the child in the container's pid namespace.
     crate::relay::enter_pid_namespace(joined.forwarding)?;
     if let Some((dir, named)) = &joined.workdir {
-        std::env::set_current_dir(dir).map_err(|e| match named {
-            true => format!("--container-workdir: {dir}: {e}"),
-            false => format!("the image's working directory {dir}: {e}"),
-        })?;
+        match (std::env::set_current_dir(dir), named) {
+            (Ok(()), _) => {}
+            (Err(e), true) => return Err(format!("--container-workdir: {dir}: {e}")),
+            // The image's own (a WORKDIR /root the user may not enter):
+            // its root instead, said once.
+            (Err(e), false) => {
+                ffi::info(&format!(
+                    "berth: the image's working directory {dir}: {e}: starting in /"
+                ));
+                std::env::set_current_dir("/")
+                    .map_err(|e| format!("cannot enter the container's /: {e}"))?;
+            }
+        }
         // The path as the kernel resolved it (`..` cannot leave the root).
         let cwd = std::env::current_dir().map_or_else(|_| dir.clone(), |d| d.display().to_string());
         ffi::setenv(sp, "PWD", &cwd, true);
@@ -679,7 +708,7 @@ pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
         .ok()
         .and_then(|u| u.trim().parse().ok())
     {
-        leave_kept_containers(args, uid);
+        leave_kept_containers(args, uid, job);
         let _ = fs::remove_file(&kept);
     }
 }

@@ -130,6 +130,9 @@ pub(crate) struct SlurmLeaveArgs {
     /// The user whose named containers are looked at.
     #[arg(long, value_name = "UID")]
     uid: u32,
+    /// Only the containers this job was the last to use.
+    #[arg(long, value_name = "ID")]
+    job: Option<u32>,
 }
 
 /// `berth slurm-leave` (hidden): after a step or a job, ends the keepers of
@@ -139,7 +142,12 @@ pub(crate) fn slurm_leave(ctx: &Context, args: &SlurmLeaveArgs) -> Result<i32> {
     if !ctx.privileged {
         bail!("slurm-leave is run by the SPANK plugin, as root");
     }
-    for (name, ended) in leave_named(&ctx.store, args.uid, &ctx.config.store.summary_dir) {
+    for (name, ended) in leave_named(
+        &ctx.store,
+        args.uid,
+        args.job,
+        &ctx.config.store.summary_dir,
+    ) {
         if ended.oom_kills > 0 {
             eprintln!(
                 "berth: container {name:?}: {}",

@@ -506,11 +506,14 @@ fn write_summary(containers: &super::named::NamedContainers, uid: u32, dir: &Pat
 }
 
 /// Ends the base keepers of `uid`'s named containers no step uses any
-/// more (a step's end, the job's epilog): what each ending found. One
-/// whose lock another helper holds is left to it (a step is starting in it).
+/// more (job `job`'s epilog: only those that job was the last to use, so
+/// that another job of the user between its steps keeps its own): what
+/// each ending found. One whose lock another helper holds is left to it
+/// (a step is starting in it).
 pub fn leave_named(
     store: &crate::image::Store,
     uid: u32,
+    job: Option<u32>,
     summary_dir: &Path,
 ) -> Vec<(String, super::record::Ended)> {
     let containers = super::named::NamedContainers::of(store);
@@ -518,6 +521,7 @@ pub fn leave_named(
         .list(Some(uid))
         .into_iter()
         .filter(|listed| listed.steps.is_empty())
+        .filter(|listed| job.is_none() || listed.record.last_job == job)
         .filter_map(|listed| {
             let held = containers.try_lock(uid, &listed.record.name).ok()??;
             Some((listed.record.name, held.end_if_unused()?))

@@ -56,10 +56,14 @@ fn boolean(value: &str) -> Option<bool> {
 }
 
 /// The values given as text, by option name (flags have an empty value):
-/// the option callback's, then the environment's. [`Values::parse`] makes
+/// the option callback's, then the environment's (and which came from the
+/// environment). [`Values::parse`] makes
 /// them [`ContainerOptions`]; nothing else reads them.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Values(BTreeMap<&'static str, String>);
+pub struct Values(
+    BTreeMap<&'static str, String>,
+    std::collections::BTreeSet<&'static str>,
+);
 
 impl Values {
     /// Records option `index` with its argument.
@@ -91,6 +95,7 @@ impl Values {
                         .find_map(|var| getenv(var).filter(|v| !v.is_empty()));
                     if let Some(v) = value {
                         self.0.insert(spec.name, v);
+                        self.1.insert(spec.name);
                     }
                 }
                 None => {
@@ -101,9 +106,11 @@ impl Values {
                     match (value, opposite) {
                         (Some(true), _) => {
                             self.0.insert(spec.name, String::new());
+                            self.1.insert(spec.name);
                         }
                         (Some(false), Some(opposite)) => {
                             self.0.insert(opposite, String::new());
+                            self.1.insert(opposite);
                         }
                         _ => {}
                     }

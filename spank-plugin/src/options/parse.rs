@@ -158,7 +158,12 @@ impl Values {
                 return Err(format!("--{a} and --{b} contradict each other"));
             }
         }
-        let container_options = self.0.keys().any(|k| *k != "container-image");
+        // Options from the environment alone ask for nothing (a site's
+        // profile may set PYXIS_CONTAINER_MOUNT_HOME for everyone).
+        let container_options = self
+            .0
+            .keys()
+            .any(|k| *k != "container-image" && !self.1.contains(k));
         if container_options && image.is_none() && name.is_none() {
             return Err("container options need --container-image (or --container-name of an existing container)".into());
         }
@@ -222,7 +227,10 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn values(pairs: &[(&'static str, &str)]) -> Values {
-        Values(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
+        Values(
+            pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            Default::default(),
+        )
     }
 
     fn mount(text: &str) -> MountRequest {
@@ -396,6 +404,16 @@ mod tests {
         assert_eq!(options.remap_root, Flag::On);
         assert_eq!(options.read_only, Flag::On, "PYXIS_CONTAINER_WRITABLE=0");
         assert_eq!(options.entrypoint, Flag::NotGiven, "not a boolean");
+        // From the environment alone, without an image: nothing asked,
+        // nothing refused (a site's profile may set them for everyone).
+        let mut v = values(&[]);
+        v.fill_from_env(|k| match k {
+            "PYXIS_CONTAINER_MOUNT_HOME" => Some("0".to_string()),
+            "PYXIS_CONTAINER_MOUNTS" => Some("/data".to_string()),
+            _ => None,
+        });
+        assert!(!v.asks_for_container());
+        assert!(v.parse().is_ok());
         // BERTH_* comes first.
         let mut v = values(&[]);
         v.fill_from_env(|k| match k {
