@@ -286,19 +286,42 @@ fn run_helper(mut cmd: Command, args: &PlugstackArgs) -> Result<KeeperRecord, St
         .map_err(|e| format!("cannot use the answer of {}: {e}", args.berth.display()))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What `berth slurm-start` makes for the step.
+pub(crate) enum Start<'a> {
+    /// A container of its own (or the job's named one): tied to the
+    /// step's slurmstepd or not, under this name among the node's.
+    Own {
+        tied_to_step: bool,
+        container_id: &'a str,
+    },
+    /// Its own view into the named container kept after the job (made or
+    /// started when it must); a record of no keeper (pid 0) with `no_exec`.
+    Kept {
+        name: &'a crate::options::ContainerName,
+        job: u32,
+        step: u32,
+    },
+}
+
+/// Runs `berth slurm-start` for the step: `image` (None: a kept
+/// container's recorded one) as the user meant it.
 pub(crate) fn run_slurm_start(
     sp: ffi::spank_t,
     args: &PlugstackArgs,
     options: &ContainerOptions,
-    image: &str,
+    image: Option<&str>,
     user: (u32, u32),
-    batch_script: Option<&str>,
-    tied_to_step: bool,
-    container_id: &str,
+    start: Start,
 ) -> Result<KeeperRecord, String> {
     // Where relative paths of the user's are found, read once.
     let job_dir = job_dir(sp);
+    let (tied_to_step, container_id) = match &start {
+        Start::Own {
+            tied_to_step,
+            container_id,
+        } => (*tied_to_step, container_id.to_string()),
+        Start::Kept { job, step, .. } => (true, format!("{job}.{step}")),
+    };
     let mut cmd = helper_command(
         sp,
         args,
@@ -306,51 +329,11 @@ pub(crate) fn run_slurm_start(
         "slurm-start",
         user,
         tied_to_step,
-        container_id,
+        &container_id,
         job_dir.as_ref(),
     )?;
-    if let Some(script) = batch_script.filter(|s| s.starts_with('/')) {
-        cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
-    }
-    if options.read_only.is_on() {
-        cmd.arg("--read-only");
-    }
-    if options.unshare_net {
-        cmd.arg("--network").arg("none");
-    }
-    // Only a name written as a path is one (as in pyxis): `ubuntu` is a
-    // registry reference, `./ubuntu` the job directory's.
-    let image = match berth::image::written_as_path(image) {
-        true => from_job_dir(image, job_dir.as_ref(), "--container-image")?,
-        false => image.to_string(),
-    };
-    cmd.arg(image);
-    run_helper(cmd, args)
-}
-
-/// `berth slurm-start --named`: this step's own view into a named
-/// container kept after the job (made or started when it must), or a
-/// record of no keeper (pid 0) with `no_exec`.
-pub(crate) fn run_slurm_start_named(
-    sp: ffi::spank_t,
-    args: &PlugstackArgs,
-    options: &ContainerOptions,
-    user: (u32, u32),
-    (job, step): (u32, u32),
-    name: &crate::options::ContainerName,
-) -> Result<KeeperRecord, String> {
-    let job_dir = job_dir(sp);
-    let mut cmd = helper_command(
-        sp,
-        args,
-        options,
-        "slurm-start",
-        user,
-        true,
-        &format!("{job}.{step}"),
-        job_dir.as_ref(),
-    )?;
-    if step == ffi::BATCH_STEP {
+    // The batch script lives in slurmd's spool directory: bring it in.
+    if ffi::step_id(sp) == Some(ffi::BATCH_STEP) {
         if let Some(script) = ffi::job_argv(sp)
             .into_iter()
             .next()
@@ -362,20 +345,33 @@ pub(crate) fn run_slurm_start_named(
     if options.unshare_net {
         cmd.arg("--network").arg("none");
     }
-    cmd.arg("--named")
-        .arg(&name.name)
-        .arg("--name-mode")
-        .arg(name.mode.as_str())
-        .arg("--job")
-        .arg(job.to_string())
-        .arg("--step-id")
-        .arg(step.to_string());
-    let image = match options.image.as_deref() {
+    match start {
+        // A kept container's base is every step's: one step's
+        // --container-readonly is not applied to it.
+        Start::Own { .. } => {
+            if options.read_only.is_on() {
+                cmd.arg("--read-only");
+            }
+        }
+        Start::Kept { name, job, step } => {
+            cmd.arg("--named")
+                .arg(&name.name)
+                .arg("--name-mode")
+                .arg(name.mode.as_str())
+                .arg("--job")
+                .arg(job.to_string())
+                .arg("--step-id")
+                .arg(step.to_string());
+        }
+    }
+    // Only a name written as a path is one (as in pyxis): `ubuntu` is a
+    // registry reference, `./ubuntu` the job directory's.
+    let image = match image {
         Some(image) if berth::image::written_as_path(image) => {
             from_job_dir(image, job_dir.as_ref(), "--container-image")?
         }
         Some(image) => image.to_string(),
-        // The container's recorded image, if it exists.
+        // The kept container's recorded image, if it exists.
         None => String::new(),
     };
     cmd.arg(image);

@@ -17,6 +17,7 @@
 #[allow(unsafe_code)]
 mod ffi;
 mod helper;
+mod named;
 mod options;
 mod relay;
 mod remote;
