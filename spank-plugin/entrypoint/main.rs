@@ -1,53 +1,55 @@
-//! `berth-entrypoint`: runs a Slurm task through its image's entrypoint
-//! (`--container-entrypoint`).
+//! `berth-entrypoint`: the command an image's entrypoint is given when a
+//! step runs with `--container-entrypoint` (as pyxis runs it: once, when
+//! the step's container starts). An entrypoint ends with `exec "$@"`; this
+//! program, exec'd there, writes the environment the entrypoint left into
+//! the plugin's memfd named `berth-entrypoint-env` (which it inherited)
+//! and exits 0. The tasks then take that environment.
 //!
-//! Slurm execs a task's own argv and a plugin cannot make that list longer,
-//! so the plugin puts this program (statically linked: it runs inside any
-//! image, with or without a C library) in argv[0]'s place, from a memfd. It
-//! reads the entrypoint and the replaced argv[0] from the environment, drops
-//! both variables and execs `ENTRYPOINT... ARGV0 ARGS...`, the way Docker
-//! joins an image's Entrypoint and a command. It runs as the job's user,
-//! with no_new_privs and the seccomp filter already in force.
+//! The plugin runs it from a memfd through the container's /proc
+//! (`/proc/self/fd/N`); statically linked, it runs in any image, with or
+//! without a C library, as the job's user with no_new_privs and the
+//! seccomp filter in force.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
-use std::process::{exit, Command};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::process::exit;
 
-/// The image's Entrypoint, its elements separated by ASCII unit separators.
-const ENTRYPOINT_VAR: &str = "BERTH_ENTRYPOINT";
-/// The task's argv[0] before the plugin replaced it.
-const ARGV0_VAR: &str = "BERTH_ARGV0";
-const SEPARATOR: u8 = 0x1f;
+/// The name the plugin gives the memfd the environment goes to.
+const ENV_MEMFD: &[u8] = b"/memfd:berth-entrypoint-env";
 
 fn main() {
-    let (Some(entrypoint), Some(argv0)) = (
-        std::env::var_os(ENTRYPOINT_VAR),
-        std::env::var_os(ARGV0_VAR),
-    ) else {
-        eprintln!("berth: berth-entrypoint is started by the Slurm plugin only");
+    let Some(mut out) = inherited_env_memfd() else {
+        eprintln!("berth: berth-entrypoint is run by the Slurm plugin only");
         exit(125);
     };
-    let entrypoint: Vec<OsString> = entrypoint
-        .as_bytes()
-        .split(|b| *b == SEPARATOR)
-        .map(|part| OsString::from_vec(part.to_vec()))
-        .collect();
-    let program = &entrypoint[0];
-    let error = Command::new(program)
-        .args(&entrypoint[1..])
-        .arg(argv0)
-        .args(std::env::args_os().skip(1))
-        .env_remove(ENTRYPOINT_VAR)
-        .env_remove(ARGV0_VAR)
-        .exec();
-    eprintln!(
-        "berth: cannot run the image's entrypoint {}: {error}",
-        program.to_string_lossy()
-    );
-    exit(if error.kind() == std::io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    });
+    let mut text = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        text.extend_from_slice(name.as_bytes());
+        text.push(b'=');
+        text.extend_from_slice(value.as_bytes());
+        text.push(0);
+    }
+    if out.write_all(&text).is_err() {
+        eprintln!("berth: berth-entrypoint cannot write the environment");
+        exit(125);
+    }
+}
+
+/// The inherited descriptor of the plugin's memfd, found by its name.
+fn inherited_env_memfd() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if !target.as_os_str().as_bytes().starts_with(ENV_MEMFD) {
+            continue;
+        }
+        let fd: i32 = entry.file_name().to_str()?.parse().ok()?;
+        // SAFETY: `fd` is open in this process (listed in /proc/self/fd),
+        // not used elsewhere in this program, which only writes to it.
+        #[allow(unsafe_code)]
+        return Some(unsafe { std::fs::File::from_raw_fd(fd) });
+    }
+    None
 }

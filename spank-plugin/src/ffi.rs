@@ -97,6 +97,28 @@ pub fn job_gid(sp: spank_t) -> Option<u32> {
     get_u32(sp, bindings::spank_item_S_JOB_GID)
 }
 
+/// The job's supplementary groups, as Slurm gives them to its tasks
+/// (empty where Slurm says nothing).
+pub fn job_supplementary_gids(sp: spank_t) -> Vec<u32> {
+    let mut gids: *mut libc::gid_t = std::ptr::null_mut();
+    let mut count: c_int = 0;
+    // SAFETY: S_JOB_SUPPLEMENTARY_GIDS takes a gid_t** and an int* to fill;
+    // both are valid.
+    let rc = unsafe {
+        bindings::spank_get_item(
+            sp,
+            bindings::spank_item_S_JOB_SUPPLEMENTARY_GIDS,
+            &mut gids as *mut *mut libc::gid_t,
+            &mut count as *mut c_int,
+        )
+    };
+    if rc != bindings::ESPANK_SUCCESS as bindings::spank_err_t || gids.is_null() || count <= 0 {
+        return vec![];
+    }
+    // SAFETY: Slurm's array holds `count` gids and stays Slurm's.
+    unsafe { std::slice::from_raw_parts(gids, count as usize) }.to_vec()
+}
+
 /// The job id.
 pub fn job_id(sp: spank_t) -> Option<u32> {
     get_u32(sp, bindings::spank_item_S_JOB_ID)
@@ -132,42 +154,6 @@ fn raw_argv(sp: spank_t) -> Option<(c_int, *mut *mut c_char)> {
 pub fn job_argv(sp: spank_t) -> Vec<String> {
     // SAFETY: Slurm's argv of the job: `argc` strings.
     raw_argv(sp).map_or_else(Vec::new, |(argc, argv)| unsafe { args(argc, argv) })
-}
-
-/// Puts `program` in the place of the task's argv[0] (task_init, in the
-/// task's own process: Slurm execs that argv next) and returns what was
-/// there. The list itself cannot grow: Slurm owns it.
-pub fn replace_task_argv0(sp: spank_t, program: &str) -> Option<String> {
-    let (argc, argv) = raw_argv(sp).filter(|(argc, _)| *argc >= 1)?;
-    // SAFETY: Slurm's argv of the task: `argc` (>= 1) strings.
-    let old = unsafe { args(argc.min(1), argv) }.into_iter().next()?;
-    // SAFETY: argv has argc >= 1 valid entries; the old string stays Slurm's
-    // (not freed), the new one is leaked: this process execs right after.
-    unsafe { *argv = cstring(program).into_raw() };
-    Some(old)
-}
-
-/// `spank_prepend_task_argv` (Slurm 23.11+) with `args`: None where the
-/// running Slurm lacks it. Looked up at run time: the plugin is linked with
-/// BIND_NOW, so a direct reference would stop it loading in older releases.
-pub fn prepend_task_argv(sp: spank_t, args: &[String]) -> Option<bool> {
-    type Prepend =
-        unsafe extern "C" fn(spank_t, c_int, *mut *const c_char) -> bindings::spank_err_t;
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
-    // the symbol up.
-    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"spank_prepend_task_argv".as_ptr()) };
-    if symbol.is_null() {
-        return None;
-    }
-    // SAFETY: the symbol Slurm exports under this name has spank.h's signature.
-    let prepend: Prepend = unsafe { std::mem::transmute::<*mut libc::c_void, Prepend>(symbol) };
-    let strings: Vec<CString> = args.iter().map(|a| cstring(a)).collect();
-    let mut pointers: Vec<*const c_char> = strings.iter().map(|c| c.as_ptr()).collect();
-    pointers.push(std::ptr::null());
-    // SAFETY: `pointers` holds args.len() valid NUL-terminated strings and a
-    // final NULL; Slurm copies the strings before this returns.
-    let rc = unsafe { prepend(sp, args.len() as c_int, pointers.as_mut_ptr()) };
-    Some(rc == bindings::ESPANK_SUCCESS as bindings::spank_err_t)
 }
 
 /// A variable of the job's environment (remote context).

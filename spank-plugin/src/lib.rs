@@ -14,6 +14,7 @@
 //! (Slurm finds them by name).
 #![deny(unsafe_code)]
 
+mod entrypoint;
 #[allow(unsafe_code)]
 mod ffi;
 mod helper;

@@ -11,6 +11,7 @@ use slurm_conf::plugstack::{ContainerScope, PlugstackArgs};
 
 use berth::slurm::record::KeeperRecord;
 
+use crate::entrypoint::run_if_asked;
 use crate::ffi;
 use crate::helper::{run_slurm_start, step_view, Start};
 use crate::options::{ContainerOptions, NameMode};
@@ -105,6 +106,10 @@ pub(crate) fn container_for_step(
                     false => "reach only the tasks (proctrack/cgroup or linuxproc): relays pass them on",
                 }
             ));
+            // Once for the step, before its other tasks find the container.
+            if mode != NameMode::NoExec {
+                reply = run_if_asked(sp, options, reply, (uid, gid));
+            }
             record_keeper(&dir, &reply)?;
             reply
         }
@@ -170,6 +175,8 @@ pub(crate) fn step_in_kept_container(
         "berth: job {job} step {step}: in named container {:?} (kept after the job) for uid {uid} (view keeper pid {})",
         name.name, reply.pid
     ));
+    // Once for the step, before its other tasks find the view.
+    let reply = run_if_asked(sp, options, reply, (uid, gid));
     record_keeper(&dir, &reply)?;
     Ok(Some(reply))
 }

@@ -9,7 +9,6 @@
 //! `keeper.json` (the helper's answer). Named containers: `named.rs`.
 
 use std::fs;
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +26,7 @@ use crate::named::{
     container_for_step, join_running_step, kept_after_job, leave_kept_containers,
     step_in_kept_container, step_named,
 };
+use crate::options::ContainerOptions;
 use crate::state::{container_dir, live_keeper, recorded_keeper, step_dir};
 use crate::{ffi, with_state};
 
@@ -39,17 +39,12 @@ pub struct Joined {
     /// The capabilities the task keeps: remapped, root's configured ones
     /// (inside its user namespace only); otherwise none.
     capabilities: berth::caps::CapsHashSet,
-    /// With --container-entrypoint: the image's Entrypoint, run before the task's argv.
-    entrypoint: Option<Vec<String>>,
     /// Where the task starts (Slurm's own chdir to the job's directory
     /// comes after the privileged hook), and whether the user named it.
     workdir: Option<(String, bool)>,
     /// Which signals the task's relay passes on (see `relay`).
     forwarding: crate::relay::Forwarding,
 }
-
-/// `berth-entrypoint` (entrypoint/main.rs), built static by build.rs.
-static ENTRYPOINT_HELPER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-entrypoint"));
 
 fn plugstack(state_args: &Option<Result<PlugstackArgs, String>>) -> Result<PlugstackArgs, String> {
     match state_args {
@@ -108,13 +103,77 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         }
     };
 
+    if let Some(failed) = &reply.entrypoint_failed {
+        return Err(failed.clone());
+    }
+    enter_container(&reply)?;
+
+    // The container's environment, except what the job owns (Slurm's,
+    // MPI's, the GPU allocation, TERM and --container-env's variables,
+    // where the job has them), then what its devices need, which wins over
+    // the job's values (the container counts its GPUs from 0:
+    // CUDA_VISIBLE_DEVICES); the job's locale goes (see `task_environment`).
+    let job_names = ffi::job_env_names(sp);
+    // With --container-entrypoint, the environment the entrypoint left.
+    let container_env = reply.entrypoint_env.as_ref().unwrap_or(&reply.env);
+    let env = task_environment(container_env, &reply.device_env, &reply.job_env, &job_names);
+    for (name, value) in env.set {
+        ffi::setenv(sp, &name, &value, true);
+    }
+    for name in env.unset {
+        ffi::unsetenv(sp, &name);
+    }
+    // A remapped root's home is /root (where --container-mount-home puts
+    // the user's), as in pyxis.
+    if reply.remap_root {
+        ffi::setenv(sp, "HOME", "/root", true);
+    }
+    let seccomp = reply.seccomp_program()?;
+    // With --container-remap-root the task later becomes root of a user
+    // namespace of its own; the capabilities it may hold there must stay in
+    // the bounding set (they mean nothing outside that namespace).
+    let remap_root = reply.remap_root.then_some((uid, gid));
+    let capabilities = task_capabilities(&reply);
+    // While still root: after Slurm's setuid the task cannot change it.
+    berth::caps::limit_bounding_set(&capabilities)
+        .map_err(|e| format!("cannot limit the task's bounding set: {e}"))?;
+    if step == ffi::BATCH_STEP {
+        // srun steps started by the script inherit its container options
+        // through their environment (unless they give their own): its
+        // relative paths made absolute (the script starts in the image's
+        // directory), `:create` as a plain name (the container now
+        // exists), nothing of `:remove`.
+        for (name, value) in for_the_scripts_steps(sp, &options).environment() {
+            ffi::setenv(sp, name, &value, false);
+        }
+    }
+    let workdir = Some(task_workdir(&reply, &options));
+    with_state(|s| {
+        s.joined = Some(Joined {
+            seccomp,
+            remap_root,
+            capabilities,
+            workdir,
+            forwarding: crate::relay::Forwarding {
+                stepd_reaches_child: reply.slurm_signals_task_descendants,
+            },
+        })
+    });
+    Ok(())
+}
+
+/// Puts the calling process (root, single-threaded) into the container of
+/// `reply`: its cgroup (limits, device filter), its mount, ipc, uts,
+/// cgroup (and network) namespaces, and its pid namespace for the
+/// process's children; checks it stands in the container's root.
+pub(crate) fn enter_container(reply: &KeeperRecord) -> Result<(), String> {
     let pid = reply.pid;
     let pidfd = reply
         .pidfd()
         .map_err(|e| format!("the step's container is gone ({e})"))?;
     // Into the container's cgroup (its limits and device filter) before
     // joining its cgroup namespace, whose root that cgroup is.
-    for dir in container_cgroup_dirs(&reply) {
+    for dir in container_cgroup_dirs(reply) {
         fs::write(dir.join("cgroup.procs"), "0")
             .map_err(|e| format!("cannot enter the container's cgroup {}: {e}", dir.display()))?;
     }
@@ -168,60 +227,29 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         return Err("the task did not land in the container's root filesystem (is slurmd running under chroot?); tell the cluster admins".into());
     }
 
-    // The container's environment, except what the job owns (Slurm's,
-    // MPI's, the GPU allocation, TERM and --container-env's variables,
-    // where the job has them), then what its devices need, which wins over
-    // the job's values (the container counts its GPUs from 0:
-    // CUDA_VISIBLE_DEVICES); the job's locale goes (see `task_environment`).
-    let job_names = ffi::job_env_names(sp);
-    let env = task_environment(&reply.env, &reply.device_env, &reply.job_env, &job_names);
-    for (name, value) in env.set {
-        ffi::setenv(sp, &name, &value, true);
-    }
-    for name in env.unset {
-        ffi::unsetenv(sp, &name);
-    }
-    // A remapped root's home is /root (where --container-mount-home puts
-    // the user's), as in pyxis.
-    if reply.remap_root {
-        ffi::setenv(sp, "HOME", "/root", true);
-    }
-    let seccomp = reply.seccomp_program()?;
-    // With --container-remap-root the task later becomes root of a user
-    // namespace of its own; the capabilities it may hold there must stay in
-    // the bounding set (they mean nothing outside that namespace).
-    let remap_root = reply.remap_root.then_some((uid, gid));
-    let capabilities: berth::caps::CapsHashSet = match remap_root {
-        Some(_) => reply
+    Ok(())
+}
+
+/// The capabilities a task keeps: remapped, root's configured ones
+/// (inside its own user namespace only); otherwise none.
+pub(crate) fn task_capabilities(reply: &KeeperRecord) -> berth::caps::CapsHashSet {
+    match reply.remap_root {
+        true => reply
             .root_capabilities
             .iter()
             .filter_map(|i| berth::caps::from_index(*i))
             .collect(),
-        None => Default::default(),
-    };
-    // While still root: after Slurm's setuid the task cannot change it.
-    berth::caps::limit_bounding_set(&capabilities)
-        .map_err(|e| format!("cannot limit the task's bounding set: {e}"))?;
-    if step == ffi::BATCH_STEP {
-        // srun steps started by the script inherit its container options
-        // through their environment (unless they give their own): its
-        // relative paths made absolute (the script starts in the image's
-        // directory), `:create` as a plain name (the container now
-        // exists), nothing of `:remove`.
-        for (name, value) in for_the_scripts_steps(sp, &options).environment() {
-            ffi::setenv(sp, name, &value, false);
-        }
+        false => Default::default(),
     }
-    let entrypoint = options
-        .entrypoint
-        .is_on()
-        .then(|| reply.entrypoint.clone())
-        .filter(|e| !e.is_empty());
-    // As in pyxis: the image's working directory (else "/"), or
-    // --container-workdir, a relative one taken from the image's; one that
-    // does not exist fails the task (task_init).
+}
+
+/// Where a task starts, as in pyxis: the image's working directory (else
+/// "/"), or --container-workdir, a relative one taken from the image's;
+/// and whether the user named it (one that does not exist then fails the
+/// task).
+pub(crate) fn task_workdir(reply: &KeeperRecord, options: &ContainerOptions) -> (String, bool) {
     let image_workdir = reply.image_workdir.clone().unwrap_or_else(|| "/".into());
-    let workdir = Some(match &options.workdir {
+    match &options.workdir {
         Some(dir) => (
             Path::new(&image_workdir)
                 .join(dir)
@@ -230,20 +258,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             true,
         ),
         None => (image_workdir, false),
-    });
-    with_state(|s| {
-        s.joined = Some(Joined {
-            seccomp,
-            remap_root,
-            capabilities,
-            entrypoint,
-            workdir,
-            forwarding: crate::relay::Forwarding {
-                stepd_reaches_child: reply.slurm_signals_task_descendants,
-            },
-        })
-    });
-    Ok(())
+    }
 }
 
 /// The device and inode of a directory, to tell two roots apart.
@@ -284,9 +299,6 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
         let cwd = std::env::current_dir().map_or_else(|_| dir.clone(), |d| d.display().to_string());
         ffi::setenv(sp, "PWD", &cwd, true);
     }
-    if let Some(entrypoint) = &joined.entrypoint {
-        run_through_entrypoint(sp, entrypoint)?;
-    }
     // Remapped, the task is root of a user namespace of its own, with the
     // configured capabilities there; otherwise it has none (Slurm's setuid).
     if let Some((uid, gid)) = joined.remap_root {
@@ -302,51 +314,12 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// --container-entrypoint: the task runs `ENTRYPOINT... ARGV...`. Slurm
-/// 23.11 and later prepend the entrypoint to the argv Slurm execs (and
-/// look its first word up in the container's PATH); before, that argv
-/// cannot grow, so `berth-entrypoint` takes argv[0]'s place (from a memfd,
-/// through the container's /proc) and execs `ENTRYPOINT... ARGV0 ARGS...`.
-fn run_through_entrypoint(sp: ffi::spank_t, entrypoint: &[String]) -> Result<(), String> {
-    match ffi::prepend_task_argv(sp, entrypoint) {
-        Some(true) => Ok(()),
-        Some(false) => {
-            Err("--container-entrypoint: Slurm refused to prepend the entrypoint".into())
-        }
-        None => run_through_entrypoint_helper(sp, entrypoint),
-    }
-}
-
-/// `run_through_entrypoint` where Slurm has no `spank_prepend_task_argv` (22.05).
-fn run_through_entrypoint_helper(sp: ffi::spank_t, entrypoint: &[String]) -> Result<(), String> {
-    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-    use std::os::fd::{AsRawFd, IntoRawFd};
-    let fail = |e: &dyn std::fmt::Display| format!("--container-entrypoint: {e}");
-    // MFD_EXEC where the kernel knows it (6.3+, which may default to noexec memfds).
-    let memfd = memfd_create(
-        c"berth-entrypoint",
-        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::from_bits_retain(libc::MFD_EXEC),
-    )
-    .or_else(|_| memfd_create(c"berth-entrypoint", MemFdCreateFlag::MFD_CLOEXEC))
-    .map_err(|e| fail(&e))?;
-    let mut file = fs::File::from(memfd);
-    file.write_all(ENTRYPOINT_HELPER).map_err(|e| fail(&e))?;
-    let program = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let argv0 = ffi::replace_task_argv0(sp, &program)
-        .ok_or_else(|| fail(&"cannot read the task's argv"))?;
-    // Close-on-exec: the kernel has the executable open once exec starts.
-    let _ = file.into_raw_fd();
-    ffi::setenv(sp, "BERTH_ARGV0", &argv0, true);
-    ffi::setenv(sp, "BERTH_ENTRYPOINT", &entrypoint.join("\u{1f}"), true);
-    Ok(())
-}
-
 /// --container-remap-root: the task (already the job's user) enters a user
 /// namespace of its own where it is root (its capabilities there are set
 /// by the confinement that follows). The container's mount namespace
 /// belongs to the host's user namespace, so this root can change no mount;
 /// outside, the task is still the user.
-fn enter_remapped_user_namespace(uid: u32, gid: u32) -> Result<(), String> {
+pub(crate) fn enter_remapped_user_namespace(uid: u32, gid: u32) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
         .map_err(|e| format!("--container-remap-root: cannot create a user namespace: {e}"))?;
     // After Slurm's setuid the task is not dumpable, which leaves its /proc

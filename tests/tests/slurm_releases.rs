@@ -93,7 +93,7 @@ fn contained_steps_work_on(release: Release) {
         "{release:?}: a named container across steps"
     );
 
-    // 23.11 and later: the entrypoint is prepended to the task's argv.
+    // The entrypoint, once per step, its environment the tasks'.
     let entrypoint_image = image_with_entrypoint(&s);
     assert_entrypoint_runs(
         &cluster,

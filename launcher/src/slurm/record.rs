@@ -49,6 +49,12 @@ pub struct KeeperRecord {
     pub job_env: Vec<String>,
     /// The image's Entrypoint.
     pub entrypoint: Vec<String>,
+    /// With `--container-entrypoint`: the environment the entrypoint left
+    /// for the command (it ran once, at the step's start), which the tasks
+    /// take in place of `env`. Set by the plugin, for this step only.
+    pub entrypoint_env: Option<Vec<String>>,
+    /// Why the entrypoint failed (every task of the step fails with it).
+    pub entrypoint_failed: Option<String>,
     /// The seccomp program tasks load before exec, hex-encoded BPF.
     pub seccomp: Option<String>,
     /// The capabilities (numbers) a remapped root keeps in its own user namespace.
@@ -182,6 +188,9 @@ impl KeeperRecord {
             job_env: view.job_env.clone(),
             step: Some(step),
             pid_namespace: Some(self.pid_namespace.unwrap_or((self.pid, self.started))),
+            // The entrypoint runs again for this step.
+            entrypoint_env: None,
+            entrypoint_failed: None,
             ..self.clone()
         }
     }

@@ -40,9 +40,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "no-container-remap-root", arginfo: None, usage: "[berth] keep your own uid inside the container (the default)", env: &["BERTH_NO_CONTAINER_REMAP_ROOT"] },
     OptionSpec { name: "container-mount-home", arginfo: None, usage: "[berth] bind-mount your home directory", env: &["BERTH_CONTAINER_MOUNT_HOME", "PYXIS_CONTAINER_MOUNT_HOME"] },
     OptionSpec { name: "no-container-mount-home", arginfo: None, usage: "[berth] do not bind-mount your home directory (the default)", env: &["BERTH_NO_CONTAINER_MOUNT_HOME"] },
-    OptionSpec { name: "container-entrypoint", arginfo: None, usage: "[berth] run the image's entrypoint before the command", env: &["BERTH_CONTAINER_ENTRYPOINT", "PYXIS_CONTAINER_ENTRYPOINT"] },
+    OptionSpec { name: "container-entrypoint", arginfo: None, usage: "[berth] run the image's entrypoint once at the step's start; its environment is the tasks'", env: &["BERTH_CONTAINER_ENTRYPOINT", "PYXIS_CONTAINER_ENTRYPOINT"] },
     OptionSpec { name: "no-container-entrypoint", arginfo: None, usage: "[berth] do not run the image's entrypoint (the default)", env: &["BERTH_NO_CONTAINER_ENTRYPOINT"] },
-    OptionSpec { name: "container-entrypoint-log", arginfo: None, usage: "[berth] accepted for pyxis: in berth the entrypoint runs in each task, so its output is always the task's", env: &["BERTH_CONTAINER_ENTRYPOINT_LOG", "PYXIS_CONTAINER_ENTRYPOINT_LOG"] },
+    OptionSpec { name: "container-entrypoint-log", arginfo: None, usage: "[berth] show the output of the image's entrypoint (else shown only when it fails)", env: &["BERTH_CONTAINER_ENTRYPOINT_LOG", "PYXIS_CONTAINER_ENTRYPOINT_LOG"] },
     OptionSpec { name: "container-unshare", arginfo: Some("NS[,NS...]"), usage: "[berth] new namespaces for the container: net (no network but its own loopback); ipc and uts are always the container's own", env: &["BERTH_CONTAINER_UNSHARE", "PYXIS_CONTAINER_UNSHARE"] },
 ];
 

@@ -85,6 +85,9 @@ pub struct ContainerOptions {
     pub mount_home: Flag,
     /// `--container-entrypoint` / `--no-container-entrypoint`.
     pub entrypoint: Flag,
+    /// `--container-entrypoint-log`: the entrypoint's output is shown
+    /// (else only when it fails).
+    pub entrypoint_log: bool,
 }
 
 impl Values {
@@ -180,6 +183,7 @@ impl Values {
             remap_root: flag("container-remap-root", "no-container-remap-root"),
             mount_home: flag("container-mount-home", "no-container-mount-home"),
             entrypoint: flag("container-entrypoint", "no-container-entrypoint"),
+            entrypoint_log: self.flag("container-entrypoint-log"),
         })
     }
 }
@@ -212,6 +216,7 @@ impl ContainerOptions {
                     "no-container-mount-home" => given(self.mount_home, Flag::Off),
                     "container-entrypoint" => given(self.entrypoint, Flag::On),
                     "no-container-entrypoint" => given(self.entrypoint, Flag::Off),
+                    "container-entrypoint-log" => self.entrypoint_log.then(|| "1".to_string()),
                     _ => None,
                 }?;
                 Some((*spec.env.first()?, value))
@@ -250,6 +255,7 @@ mod tests {
             ("container-readonly", ""),
             ("no-container-remap-root", ""),
             ("container-entrypoint", ""),
+            ("container-entrypoint-log", ""),
         ])
         .parse()
         .unwrap();
@@ -270,6 +276,7 @@ mod tests {
                 remap_root: Flag::Off,
                 mount_home: Flag::NotGiven,
                 entrypoint: Flag::On,
+                entrypoint_log: true,
             }
         );
         assert!(options.read_only.is_on() && !options.remap_root.is_on());
@@ -458,6 +465,7 @@ mod tests {
                 ("no-container-remap-root", ""),
                 ("container-mount-home", ""),
                 ("container-entrypoint", ""),
+                ("container-entrypoint-log", ""),
             ],
             vec![("container-image", "./img.sqsh")],
             vec![],
@@ -466,13 +474,8 @@ mod tests {
             assert_eq!(round_trip(&options), options, "{pairs:?}");
             exported.extend(options.environment().into_iter().map(|(name, _)| name));
         }
-        // Between them, the first two give every option: each is exported
-        // (but pyxis's --container-entrypoint-log, which changes nothing).
-        let every: BTreeSet<_> = OPTIONS
-            .iter()
-            .filter(|o| o.name != "container-entrypoint-log")
-            .map(|o| o.env[0])
-            .collect();
+        // Between them, the first two give every option: each is exported.
+        let every: BTreeSet<_> = OPTIONS.iter().map(|o| o.env[0]).collect();
         assert_eq!(exported, every);
         // Only what was given is exported, under the option's own variable.
         let options = values(&[("container-image", "u"), ("container-readonly", "")]);

@@ -1,0 +1,447 @@
+//! `--container-entrypoint`, as pyxis runs it: once per step on a node,
+//! when the step's container (or its view into a named one) is ready and
+//! before any task joins it. The image's Entrypoint runs in the container
+//! as the job's user, confined as the tasks are, in the tasks' working
+//! directory, with the image's environment plus `--container-env`'s
+//! variables (not the whole job's), its output kept aside (shown with
+//! `--container-entrypoint-log`, or when it fails); as its command it gets
+//! `berth-entrypoint` (entrypoint/main.rs), which writes the environment
+//! the entrypoint leaves. That environment takes the image's place for
+//! the step's tasks; what the entrypoint changed in the container's files
+//! stays.
+//!
+//! The process tree: the task that made the container (root, single-
+//! threaded) forks a child that enters the container like a task does
+//! (`remote::enter_container`) and forks the entrypoint into its pid
+//! namespace, waits for it (at most [`TIMEOUT`]) and says how it ended.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Uid};
+
+use berth::process::confine::{Confinement, Filter};
+use berth::slurm::record::KeeperRecord;
+
+use crate::ffi;
+use crate::options::ContainerOptions;
+use crate::remote::{
+    enter_container, enter_remapped_user_namespace, task_capabilities, task_workdir,
+};
+
+/// `berth-entrypoint`, built static by build.rs.
+static CAPTURE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-entrypoint"));
+
+/// How long an entrypoint may take to reach its command (one that never
+/// does, such as a server's, fails the step then).
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How much of the entrypoint's output is shown (its end).
+const LOG_TAIL: u64 = 64 * 1024;
+
+/// The most environment an entrypoint may leave (it is kept in the
+/// step's record, on the node's /run).
+const ENV_MAX: u64 = 1024 * 1024;
+
+/// Variables a shell sets for itself, not the entrypoint's to pass on.
+const SHELL_OWN: [&str; 4] = ["_", "SHLVL", "PWD", "OLDPWD"];
+
+/// With `--container-entrypoint` and an image that has one: runs the
+/// entrypoint for the step whose container `reply` is, and returns the
+/// record with the environment it left (`entrypoint_env`) or why it
+/// failed (`entrypoint_failed`), for every task of the step. Otherwise the
+/// record as it was.
+pub(crate) fn run_if_asked(
+    sp: ffi::spank_t,
+    options: &ContainerOptions,
+    mut reply: KeeperRecord,
+    (uid, gid): (u32, u32),
+) -> KeeperRecord {
+    if !options.entrypoint.is_on()
+        || reply.entrypoint.is_empty()
+        || reply.entrypoint_env.is_some()
+        || reply.entrypoint_failed.is_some()
+    {
+        return reply;
+    }
+    let shown = reply.entrypoint.join(" ");
+    let ran = reply.seccomp_program().and_then(|seccomp| {
+        EntrypointRun {
+            env: entrypoint_environment(sp, &reply),
+            workdir: task_workdir(&reply, options).0,
+            uid,
+            gid,
+            groups: ffi::job_supplementary_gids(sp),
+            seccomp,
+        }
+        .start(&reply)
+    });
+    match ran {
+        Ok(Ran {
+            env: Some(env),
+            log,
+            ..
+        }) => {
+            if options.entrypoint_log {
+                // On the task's stderr, where the entrypoint would have written.
+                let _ = std::io::stderr().write_all(&log);
+            }
+            reply.entrypoint_env = Some(env);
+        }
+        Ok(Ran {
+            env: None,
+            log,
+            end,
+        }) => {
+            for line in String::from_utf8_lossy(&log).lines() {
+                ffi::error(&format!("berth: entrypoint: {line}"));
+            }
+            reply.entrypoint_failed = Some(format!(
+                "--container-entrypoint: the image's entrypoint ({shown}) {end} before it ran the command{}; if the image has an unusual entrypoint, try --no-container-entrypoint",
+                match log.is_empty() {
+                    true => "",
+                    false => " (its output is above)",
+                }
+            ));
+        }
+        Err(e) => reply.entrypoint_failed = Some(e),
+    }
+    reply
+}
+
+/// The entrypoint's environment: the image's, what the devices need, the
+/// job's values of `--container-env`'s variables, and the user's HOME
+/// (/root when remapped) unless the image sets one.
+fn entrypoint_environment(sp: ffi::spank_t, reply: &KeeperRecord) -> Vec<String> {
+    let mut env: Vec<String> = reply.env.clone();
+    let set = |env: &mut Vec<String>, name: &str, value: String| {
+        env.retain(|e| e.split('=').next() != Some(name));
+        env.push(format!("{name}={value}"));
+    };
+    for entry in &reply.device_env {
+        if let Some((name, value)) = entry.split_once('=') {
+            set(&mut env, name, value.to_string());
+        }
+    }
+    for name in &reply.job_env {
+        if let Some(value) = ffi::getenv(sp, name) {
+            set(&mut env, name, value);
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = match reply.remap_root {
+            true => Some("/root".to_string()),
+            false => ffi::getenv(sp, "HOME"),
+        };
+        if let Some(home) = home {
+            env.push(format!("HOME={home}"));
+        }
+    }
+    env
+}
+
+/// One run of an entrypoint.
+struct EntrypointRun {
+    env: Vec<String>,
+    workdir: String,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    seccomp: Option<Vec<u8>>,
+}
+
+/// What a run left.
+struct Ran {
+    /// The environment `berth-entrypoint` wrote; None if it never ran.
+    env: Option<Vec<String>>,
+    /// The end of the entrypoint's output.
+    log: Vec<u8>,
+    /// How the entrypoint ended, in words.
+    end: String,
+}
+
+/// The descriptors the entrypoint inherits.
+struct Memfds {
+    program: File,
+    env: File,
+    log: File,
+}
+
+impl EntrypointRun {
+    /// Runs the entrypoint in the container of `reply`, from a child of
+    /// this process (root, single-threaded: a Slurm task before its exec).
+    fn start(&self, reply: &KeeperRecord) -> Result<Ran, String> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            format!("--container-entrypoint: cannot {what}: {e}")
+        };
+        // Inherited by the entrypoint (not close-on-exec); closed here
+        // when this returns, before the task goes on.
+        let memfd = |name: &std::ffi::CStr, flags: MemFdCreateFlag| {
+            memfd_create(name, flags)
+                .map(File::from)
+                .map_err(|e| fail("create a memfd", &e))
+        };
+        let exec_flag = MemFdCreateFlag::from_bits_retain(libc::MFD_EXEC);
+        // MFD_EXEC where the kernel knows it (6.3+, which may default to noexec memfds).
+        let mut program = memfd(c"berth-entrypoint", exec_flag)
+            .or_else(|_| memfd(c"berth-entrypoint", MemFdCreateFlag::empty()))?;
+        program
+            .write_all(CAPTURE_PROGRAM)
+            .map_err(|e| fail("write berth-entrypoint", &e))?;
+        let fds = Memfds {
+            program,
+            env: memfd(c"berth-entrypoint-env", MemFdCreateFlag::empty())?,
+            log: memfd(c"berth-entrypoint-log", MemFdCreateFlag::empty())?,
+        };
+        let (end_r, end_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| fail("create a pipe", &e))?;
+        // SAFETY: the caller is single-threaded (a Slurm task before exec).
+        #[allow(unsafe_code)]
+        let forked = unsafe { berth::sys::fork() }.map_err(|e| fail("fork", &e))?;
+        let child = match forked {
+            ForkResult::Child => {
+                drop(end_r);
+                let end = self.watch_in_container(reply, &fds);
+                let _ = nix::unistd::write(&end_w, end.as_bytes());
+                berth::sys::exit_child(0);
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(end_w);
+        let mut end = String::new();
+        let _ = File::from(end_r).read_to_string(&mut end);
+        let _ = waitpid(child, None);
+        if end.is_empty() {
+            end = "could not be started (the helper process died)".into();
+        }
+        let captured = read_tail(&fds.env, ENV_MAX + 1);
+        if captured.len() as u64 > ENV_MAX {
+            return Err(format!(
+                "--container-entrypoint: the image's entrypoint left an environment over {} KiB",
+                ENV_MAX / 1024
+            ));
+        }
+        Ok(Ran {
+            env: (!captured.is_empty()).then(|| environment_from(&captured)),
+            log: read_tail(&fds.log, LOG_TAIL),
+            end,
+        })
+    }
+
+    /// In the child: enters the container, forks the entrypoint into it and
+    /// waits for it; how it ended, in words.
+    fn watch_in_container(&self, reply: &KeeperRecord, fds: &Memfds) -> String {
+        if let Err(e) = enter_container(reply) {
+            return e;
+        }
+        let (error_r, error_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(pipe) => pipe,
+            Err(e) => return format!("could not be started: {e}"),
+        };
+        // SAFETY: this child is single-threaded.
+        #[allow(unsafe_code)]
+        let entrypoint = match unsafe { berth::sys::fork() } {
+            Err(e) => return format!("could not be started: {e}"),
+            Ok(ForkResult::Child) => {
+                drop(error_r);
+                let error = self.exec(reply, fds);
+                let _ = nix::unistd::write(&error_w, error.as_bytes());
+                berth::sys::exit_child(127);
+            }
+            Ok(ForkResult::Parent { child }) => child,
+        };
+        drop(error_w);
+        // Empty once the exec happened (the pipe closes on exec).
+        let mut error = String::new();
+        let _ = File::from(error_r).read_to_string(&mut error);
+        let deadline = Instant::now() + TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match waitpid(entrypoint, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(_) if !error.is_empty() => return error,
+                Ok(WaitStatus::Exited(_, code)) => return format!("exited with status {code}"),
+                Ok(WaitStatus::Signaled(_, signal, _)) => return format!("was killed by {signal}"),
+                Ok(_) => {}
+                Err(e) => return format!("could not be waited for: {e}"),
+            }
+            if Instant::now() >= deadline {
+                let _ = kill(entrypoint, Signal::SIGKILL);
+                let _ = waitpid(entrypoint, None);
+                return format!("did not run its command within {} s", TIMEOUT.as_secs());
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// In the entrypoint's process: becomes the job's user, confined as a
+    /// task, and execs the entrypoint; returns only what went wrong.
+    fn exec(&self, reply: &KeeperRecord, fds: &Memfds) -> String {
+        match self.prepare(reply, fds) {
+            Err(e) => e,
+            Ok((path, argv, envp)) => match nix::unistd::execve(&path, &argv, &envp) {
+                Ok(never) => match never {},
+                Err(e) => format!("could not be run ({}: {e})", path.to_string_lossy()),
+            },
+        }
+    }
+
+    /// Everything before the exec: descriptors, ids, working directory,
+    /// confinement; the program, its argv and environment.
+    fn prepare(&self, reply: &KeeperRecord, fds: &Memfds) -> Result<Exec, String> {
+        use std::ffi::CString;
+        let cstring = |s: &str| CString::new(s).map_err(|_| format!("{s:?} holds a NUL byte"));
+        // Nothing of slurmstepd's but the task's stdio: only the program
+        // and the memfd the environment goes to stay open across the exec.
+        berth::sys::cloexec_from(3).map_err(|e| format!("cannot close its descriptors: {e}"))?;
+        for kept in [&fds.program, &fds.env] {
+            nix::fcntl::fcntl(
+                kept.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(|e| format!("cannot pass its descriptors: {e}"))?;
+        }
+        let capabilities = task_capabilities(reply);
+        // As the job's user from here on, with the job's groups.
+        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| format!("cannot set groups: {e}"))?;
+        berth::caps::limit_bounding_set(&capabilities).map_err(|e| e.to_string())?;
+        let (uid, gid) = (Uid::from_raw(self.uid), Gid::from_raw(self.gid));
+        nix::unistd::setresgid(gid, gid, gid)
+            .map_err(|e| format!("cannot become gid {gid}: {e}"))?;
+        nix::unistd::setresuid(uid, uid, uid)
+            .map_err(|e| format!("cannot become uid {uid}: {e}"))?;
+        // Its input nothing, its output kept aside (opened as the user).
+        let null = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+        for (from, to) in [
+            (null.as_raw_fd(), 0),
+            (fds.log.as_raw_fd(), 1),
+            (fds.log.as_raw_fd(), 2),
+        ] {
+            nix::unistd::dup2(from, to).map_err(|e| format!("cannot set up its output: {e}"))?;
+        }
+        // As the tasks start (an image's directory the user may not enter: /).
+        if std::env::set_current_dir(&self.workdir).is_err() {
+            std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
+        }
+        if reply.remap_root {
+            enter_remapped_user_namespace(self.uid, self.gid)?;
+        }
+        Confinement {
+            groups: None,
+            ids: None,
+            capabilities: &capabilities,
+            filter: Filter::Set(self.seccomp.as_deref()),
+        }
+        .apply()
+        .map_err(|e| e.to_string())?;
+        let path = find_program(&reply.entrypoint[0], &self.env)?;
+        let mut argv = reply
+            .entrypoint
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        argv.push(cstring(&format!(
+            "/proc/self/fd/{}",
+            fds.program.as_raw_fd()
+        ))?);
+        let envp = self
+            .env
+            .iter()
+            .map(|e| cstring(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((cstring(&path)?, argv, envp))
+    }
+}
+
+/// A program to exec: its path, argv and environment.
+type Exec = (
+    std::ffi::CString,
+    Vec<std::ffi::CString>,
+    Vec<std::ffi::CString>,
+);
+
+/// `program` as exec finds it: a path as it is, a bare name in the
+/// entrypoint's PATH (as Docker runs an Entrypoint).
+fn find_program(program: &str, env: &[String]) -> Result<String, String> {
+    if program.contains('/') {
+        return Ok(program.to_string());
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| format!("{dir}/{program}"))
+        .find(|candidate| {
+            nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
+        })
+        .ok_or_else(|| format!("could not be run ({program}: not found in PATH {path})"))
+}
+
+/// Up to the last `limit` bytes of a memfd's contents.
+fn read_tail(file: &File, limit: u64) -> Vec<u8> {
+    let mut file = file;
+    let size = file.seek(SeekFrom::End(0)).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if file
+        .seek(SeekFrom::Start(size.saturating_sub(limit)))
+        .is_ok()
+    {
+        let _ = file.take(limit).read_to_end(&mut bytes);
+    }
+    bytes
+}
+
+/// The `NAME=value` entries of NUL-separated text, without the shell's own.
+fn environment_from(text: &[u8]) -> Vec<String> {
+    text.split(|b| *b == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .filter(|entry| {
+            entry
+                .split_once('=')
+                .is_some_and(|(name, _)| !name.is_empty() && !SHELL_OWN.contains(&name))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entrypoints_environment_is_read_without_the_shells_own() {
+        let text = b"PATH=/bin\0_=/proc/self/fd/5\0SHLVL=1\0DOCKER_HOST=tcp://docker:2375\0PWD=/\0junk\0\0";
+        assert_eq!(
+            environment_from(text),
+            ["PATH=/bin", "DOCKER_HOST=tcp://docker:2375"]
+        );
+    }
+
+    #[test]
+    fn a_bare_entrypoint_is_found_in_its_path() {
+        let env = ["PATH=/nonexistent:/bin".to_string()];
+        assert_eq!(find_program("sh", &env).unwrap(), "/bin/sh");
+        assert_eq!(find_program("/x/y", &env).unwrap(), "/x/y");
+        let missing = find_program("no-such-program-here", &env).unwrap_err();
+        assert!(
+            missing.contains("not found in PATH /nonexistent:/bin"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn only_the_end_of_a_long_log_is_kept() {
+        let mut file = File::from(memfd_create(c"t", MemFdCreateFlag::empty()).unwrap());
+        file.write_all(b"0123456789").unwrap();
+        assert_eq!(read_tail(&file, 4), b"6789");
+        assert_eq!(read_tail(&file, u64::MAX), b"0123456789");
+    }
+}
