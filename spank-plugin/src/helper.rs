@@ -74,6 +74,11 @@ fn helper_command(
     if options.remap_root.is_on() {
         cmd.arg("--remap-root");
     }
+    // A step's own: a kept container's base takes none of it, the step's
+    // view into it does.
+    if options.read_only.is_on() {
+        cmd.arg("--read-only");
+    }
     if !options.env_names.is_empty() {
         cmd.arg("--job-env").arg(options.env_names.join(","));
     }
@@ -345,24 +350,15 @@ pub(crate) fn run_slurm_start(
     if options.unshare_net {
         cmd.arg("--network").arg("none");
     }
-    match start {
-        // A kept container's base is every step's: one step's
-        // --container-readonly is not applied to it.
-        Start::Own { .. } => {
-            if options.read_only.is_on() {
-                cmd.arg("--read-only");
-            }
-        }
-        Start::Kept { name, job, step } => {
-            cmd.arg("--named")
-                .arg(&name.name)
-                .arg("--name-mode")
-                .arg(name.mode.as_str())
-                .arg("--job")
-                .arg(job.to_string())
-                .arg("--step-id")
-                .arg(step.to_string());
-        }
+    if let Start::Kept { name, job, step } = start {
+        cmd.arg("--named")
+            .arg(&name.name)
+            .arg("--name-mode")
+            .arg(name.mode.as_str())
+            .arg("--job")
+            .arg(job.to_string())
+            .arg("--step-id")
+            .arg(step.to_string());
     }
     // Only a name written as a path is one (as in pyxis): `ubuntu` is a
     // registry reference, `./ubuntu` the job directory's.

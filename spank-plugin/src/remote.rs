@@ -103,6 +103,13 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         }
     };
 
+    // As in pyxis, a named container keeps the namespaces it was made with.
+    if options.unshare_net && !reply.own_network {
+        return Err(format!(
+            "--container-unshare=net: container {:?} was made without a network namespace of its own (a named container keeps the namespaces it was made with): remove it and make it again with --container-unshare=net",
+            options.name.as_ref().map_or("", |n| n.name.as_str())
+        ));
+    }
     if let Some(failed) = &reply.entrypoint_failed {
         return Err(failed.clone());
     }
@@ -209,6 +216,8 @@ pub(crate) fn enter_container(reply: &KeeperRecord) -> Result<(), String> {
                 .into(),
         );
     }
+    // The network namespace is the container's own keeper's, like its
+    // pid namespace (a view's keeper stays in the host's).
     let network = match reply.own_network {
         true => CloneFlags::CLONE_NEWNET,
         false => CloneFlags::empty(),
@@ -218,10 +227,9 @@ pub(crate) fn enter_container(reply: &KeeperRecord) -> Result<(), String> {
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWCGROUP
-            | network,
+            | CloneFlags::CLONE_NEWCGROUP,
     )
-    .and_then(|()| nix::sched::setns(pid_namespace.as_fd(), CloneFlags::CLONE_NEWPID))
+    .and_then(|()| nix::sched::setns(pid_namespace.as_fd(), CloneFlags::CLONE_NEWPID | network))
     .map_err(|e| format!("cannot enter the step's container: {e}"))?;
     if root_identity("/").ok() != Some(container_root) {
         return Err("the task did not land in the container's root filesystem (is slurmd running under chroot?); tell the cluster admins".into());

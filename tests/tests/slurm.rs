@@ -194,6 +194,7 @@ fn scancel_and_a_killed_slurmstepd_leave_nothing_behind() {
     wait_until("no keeper is left", || keepers_of(&s) == 0);
 }
 
+/// Every option of pyxis 0.24 (and berth's), as pyxis's README lists them.
 #[test]
 fn srun_help_lists_the_options() {
     require_root!();
@@ -213,6 +214,10 @@ fn srun_help_lists_the_options() {
         "--container-env",
         "--container-entrypoint",
         "--container-save",
+        "--no-container-mount-home",
+        "--no-container-entrypoint",
+        "--container-entrypoint-log",
+        "--container-unshare",
     ] {
         assert!(help.contains(option), "{option} missing from srun --help");
     }

@@ -250,6 +250,30 @@ fn unshare_net_leaves_only_a_loopback() {
         "{}",
         stderr(&out)
     );
+    // A named container keeps the namespaces it was made with (pyxis):
+    // its later steps are in its own network namespace without asking,
+    // and one made without cannot give it later.
+    let count = "tail -n +3 /proc/net/dev | wc -l";
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-name=isolated",
+        "--container-unshare=net",
+        "sh",
+        "-c",
+        count,
+    ]);
+    assert_eq!(stdout(&out).trim(), "1", "{}", stderr(&out));
+    let out = cluster.srun(&["--container-name=isolated", "sh", "-c", count]);
+    assert_eq!(stdout(&out).trim(), "1", "{}", stderr(&out));
+    let out = cluster.srun(&[&image_opt, "--container-name=open", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cluster.srun(&["--container-name=open", "--container-unshare=net", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("was made without a network namespace of its own"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `--container-save` with a relative path writes into the job's
@@ -301,8 +325,61 @@ fn pyxis_invalid_arguments_are_refused() {
         vec![&image_opt, "--container-mounts=:", "true"],
         vec![&image_opt, "--container-mounts=/home:../home", "true"],
         vec![&image_opt, "--container-mounts=/tmp:mnt:ro", "true"],
+        vec![&image_opt, "--container-unshare=pid", "true"],
+        vec!["--container-image=dockerd://ubuntu", "true"],
+        vec!["--container-image=podman://ubuntu", "true"],
     ] {
         let out = cluster.srun(&args);
         assert!(!out.status.success(), "{args:?} ran");
     }
+    // Images from a local daemon: said clearly, before the job is queued.
+    let out = cluster.srun(&["--container-image=dockerd://ubuntu:24.04", "true"]);
+    let text = stderr(&out);
+    assert!(
+        text.contains("--container-image: dockerd:// images")
+            && text.contains("not supported by berth"),
+        "{text}"
+    );
+    assert!(!text.contains("job "), "nothing was queued: {text}");
+}
+
+/// `--container-readonly` on a later step of a named container (pyxis
+/// applies it to each step's start): that step sees the container's files
+/// read-only, with a /tmp of its own, while the container stays writable
+/// for the steps after it.
+#[test]
+fn a_later_steps_readonly_is_its_own() {
+    require_root!();
+    let (_s, cluster, image) = cluster_with_standard_image();
+    let image_opt = format!("--container-image={image}");
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-name=ro",
+        "sh",
+        "-c",
+        "echo kept > /kept",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cluster.srun(&[
+        "--container-name=ro",
+        "--container-readonly",
+        "sh",
+        "-c",
+        "cat /kept; touch /new 2>&1 || echo refused; touch /tmp/scratch && echo tmp-ok",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("kept\n")
+            && text.contains("Read-only file system")
+            && text.contains("refused\ntmp-ok\n"),
+        "{text}{}",
+        stderr(&out)
+    );
+    let out = cluster.srun(&[
+        "--container-name=ro",
+        "sh",
+        "-c",
+        "touch /new && echo writable",
+    ]);
+    assert_eq!(stdout(&out), "writable\n", "{}", stderr(&out));
 }

@@ -181,6 +181,9 @@ pub(crate) struct SlurmJoinArgs {
     /// This step's tasks are root in a user namespace mapped to the user.
     #[arg(long)]
     remap_root: bool,
+    /// This step sees the container's files read-only (a /tmp of its own).
+    #[arg(long)]
+    read_only: bool,
     #[command(flatten)]
     step: SlurmStepArgs,
 }
@@ -197,6 +200,7 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
         mounts: args.mounts.clone(),
         workdir: args.workdir.clone(),
         remap_root: args.remap_root,
+        read_only: args.read_only,
         ..Default::default()
     };
     let join = berth::slurm::record::KeeperRecord {

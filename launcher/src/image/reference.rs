@@ -32,6 +32,19 @@ pub struct ReferenceError {
     pub why: String,
 }
 
+/// Why a reference with pyxis's `dockerd://` or `podman://` scheme (an
+/// image from the node's own Docker or Podman daemon) cannot be used; None
+/// for any other reference.
+pub fn unsupported_scheme(text: &str) -> Option<String> {
+    let scheme = ["dockerd://", "podman://"]
+        .into_iter()
+        .find(|s| text.starts_with(s))?;
+    Some(format!(
+        "{scheme} images (from a local Docker or Podman daemon) are not supported by berth: push the image to a registry, or `{} save` it and `berth import` the archive",
+        scheme.trim_end_matches("://").trim_end_matches('d')
+    ))
+}
+
 impl ImageRef {
     /// Parses either syntax.
     pub fn parse(text: &str) -> Result<ImageRef, ReferenceError> {
@@ -39,6 +52,9 @@ impl ImageRef {
             reference: text.to_string(),
             why: why.to_string(),
         };
+        if let Some(why) = unsupported_scheme(text) {
+            return Err(err(&why));
+        }
         let rest = text.strip_prefix("docker://").unwrap_or(text);
         if rest.is_empty() {
             return Err(err("empty"));
@@ -175,6 +191,10 @@ mod tests {
         let r = p(&format!("busybox@{d}"));
         assert_eq!((r.tag, r.digest), (None, Some(d.clone())));
         let r = p(&format!("docker://127.0.0.1:5000/x:1@{d}"));
+        for local in ["dockerd://ubuntu:24.04", "podman://ubuntu"] {
+            let why = ImageRef::parse(local).unwrap_err().why;
+            assert!(why.contains("not supported by berth"), "{why}");
+        }
         assert_eq!(
             (r.tag.as_deref(), r.digest.as_deref()),
             (Some("1"), Some(d.as_str()))

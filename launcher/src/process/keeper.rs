@@ -227,6 +227,7 @@ mod tests {
             tasks: Default::default(),
             identity: crate::spec::Identity::job_user(1000),
             cgroup: None,
+            read_only: false,
         };
         let kept = Kept::StepView {
             join: &r,

@@ -226,25 +226,7 @@ pub fn prepare(
     sys.make_user_path(&spec.process.cwd, user_paths::Kind::Dir, &spec.identity)
         .map_err(at("cannot create working directory", &spec.process.cwd))?;
     if spec.read_only {
-        let tmp = Path::new("/tmp");
-        sys.mkdir_all(tmp, 0o1777)
-            .map_err(at("cannot create", tmp))?;
-        sys.mount(
-            None,
-            slash,
-            None,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-            None,
-        )
-        .map_err(at("cannot make read-only", slash))?;
-        sys.mount(
-            Some(Path::new("tmpfs")),
-            tmp,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        )
-        .map_err(at("cannot mount", tmp))?;
+        make_root_read_only(sys)?;
     }
     sys.sethostname(&spec.hostname)
         .map_err(at("cannot set hostname, at", slash))?;
@@ -404,6 +386,30 @@ fn propagation_flags(flag: crate::mounts::MountFlag) -> Option<MsFlags> {
         true => kind | MsFlags::MS_REC,
         false => kind,
     })
+}
+
+/// `--read-only`: the root mount (this mount namespace's copy of it) made
+/// read-only, with a fresh tmpfs at /tmp for what programs must write.
+pub(crate) fn make_root_read_only(sys: &dyn Syscall) -> Result<(), RootfsError> {
+    let (slash, tmp) = (Path::new("/"), Path::new("/tmp"));
+    sys.mkdir_all(tmp, 0o1777)
+        .map_err(at("cannot create", tmp))?;
+    sys.mount(
+        None,
+        slash,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None,
+    )
+    .map_err(at("cannot make read-only", slash))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .map_err(at("cannot mount", tmp))
 }
 
 /// Mounts the user's new tmpfs mounts (after pivot_root), each owned by

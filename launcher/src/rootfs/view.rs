@@ -61,6 +61,9 @@ pub fn build(
         sys.make_user_path(dir, super::user_paths::Kind::Dir, &view.identity)
             .map_err(at("cannot create working directory", dir))?;
     }
+    if view.read_only {
+        super::make_root_read_only(sys)?;
+    }
     Ok(())
 }
 
@@ -98,6 +101,7 @@ mod tests {
             },
             identity: Identity::job_user(1000),
             cgroup: None,
+            read_only: false,
         }
     }
 
@@ -142,5 +146,30 @@ mod tests {
             built.iter().any(|c| c.starts_with("mkdir /work")),
             "{built:#?}"
         );
+    }
+
+    #[test]
+    fn a_read_only_view_remounts_its_root_last_with_a_tmp_of_its_own() {
+        let sys = RecordingSyscall::default();
+        let read_only = StepViewSpec {
+            read_only: true,
+            ..view()
+        };
+        let sources = open_sources(&sys, &read_only, &|p| Some(p.starts_with("/scratch"))).unwrap();
+        build(&sys, &read_only, sources).unwrap();
+        let calls = sys.calls();
+        let remount = position(&calls, |c| {
+            c.starts_with("mount - / - MsFlags(MS_RDONLY | MS_REMOUNT | MS_BIND")
+        });
+        assert!(position(&calls, |c| c.ends_with(" /data")) < remount);
+        assert!(position(&calls, |c| c.starts_with("mount tmpfs /tmp tmpfs")) > remount);
+        // Not asked: the container's files stay writable.
+        let sys = RecordingSyscall::default();
+        let sources = open_sources(&sys, &view(), &|p| Some(p.starts_with("/scratch"))).unwrap();
+        build(&sys, &view(), sources).unwrap();
+        assert!(!sys
+            .calls()
+            .iter()
+            .any(|c| c.contains("MS_RDONLY | MS_REMOUNT")));
     }
 }

@@ -103,6 +103,10 @@ pub struct ContainerRecord {
     pub last_job: Option<u32>,
     /// The size of its writable layer's filesystem, in bytes.
     pub size_limit: u64,
+    /// It has a network namespace of its own (`--container-unshare=net`
+    /// when it was made): it keeps it every time it starts, as in pyxis.
+    #[serde(default)]
+    pub own_network: bool,
 }
 
 /// One line of `berth ps`.
@@ -329,6 +333,7 @@ impl NamedContainer {
         image: ImageRecord,
         size_limit: u64,
         job: Option<u32>,
+        own_network: bool,
     ) -> Result<ContainerRecord, NamedError> {
         let layer = self.layer_file();
         let tmp = self.dir.join("layer.ext4.tmp");
@@ -351,6 +356,7 @@ impl NamedContainer {
             last_used: now,
             last_job: job,
             size_limit,
+            own_network,
         };
         self.write_record(&record)?;
         Ok(record)

@@ -365,12 +365,15 @@ pub fn start_in_named(
         container_id: format!("u{}.{name}", named.uid),
         ..step.clone()
     };
-    // What the base is: the image and who owns its files, nothing of a step's.
+    // What the base is: the image and who owns its files, nothing of a
+    // step's; the namespaces it was made with.
     let base_request = ContainerRequest {
         image: request.image.clone(),
         user: request.user.clone(),
         remap_root: request.remap_root,
-        no_network: request.no_network,
+        no_network: record
+            .as_ref()
+            .map_or(request.no_network, |r| r.own_network),
         hostname: request.hostname.clone(),
         env: request.env.clone(),
         ..Default::default()
@@ -427,6 +430,7 @@ pub fn start_in_named(
                         image_record(&built.image, &request.image),
                         size,
                         Some(named.job),
+                        request.no_network,
                     )?;
                     built
                 }

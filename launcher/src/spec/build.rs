@@ -338,5 +338,6 @@ pub fn step_view_spec(
         },
         identity,
         cgroup,
+        read_only: request.read_only,
     })
 }

@@ -347,4 +347,8 @@ pub struct StepViewSpec {
     pub identity: Identity,
     /// This step's cgroup, or None.
     pub cgroup: Option<CgroupSpec>,
+    /// This step sees the container's files read-only, with a /tmp of its
+    /// own (`--container-readonly`); the container stays writable for
+    /// its other steps.
+    pub read_only: bool,
 }

@@ -101,6 +101,12 @@ impl Values {
             }
             image => image.map(String::from),
         };
+        if let Some(why) = image
+            .as_deref()
+            .and_then(berth::image::reference::unsupported_scheme)
+        {
+            return Err(bad("container-image", why));
+        }
         // The node's own parser: what srun accepts, the node accepts.
         let mounts = self
             .get("container-mounts")

@@ -36,6 +36,7 @@ pub(crate) fn add_with_layers(
         last_used,
         last_job: Some(7),
         size_limit: 1 << 30,
+        own_network: false,
     };
     std::fs::write(
         dir.join("container.json"),
