@@ -314,6 +314,7 @@ fn pyxis_invalid_arguments_are_refused() {
     let (_s, cluster, image) = cluster_with_standard_image();
     let image_opt = format!("--container-image={image}");
     let long_name = format!("--container-name={}", "a".repeat(300));
+    let long_image = format!("--container-image={}", "A".repeat(2800));
     for args in [
         vec!["--container-image=", "true"],
         vec!["--container-image=/dev/urandom", "true"],
@@ -326,6 +327,21 @@ fn pyxis_invalid_arguments_are_refused() {
         vec![&image_opt, "--container-mounts=/home:../home", "true"],
         vec![&image_opt, "--container-mounts=/tmp:mnt:ro", "true"],
         vec![&image_opt, "--container-unshare=pid", "true"],
+        vec![&long_image, "true"],
+        vec!["--container-image=./", "true"],
+        vec![&image_opt, "--container-mounts=/tmp:", "true"],
+        vec![&image_opt, "--container-mounts=devpts:/mydevpts:ro", "true"],
+        vec![&image_opt, "--container-workdir=", "true"],
+        vec![
+            &image_opt,
+            "--container-readonly",
+            "--container-writable",
+            "true",
+        ],
+        vec![&image_opt, "--container-env=", "true"],
+        vec![&image_opt, "--container-env=A,", "true"],
+        vec![&image_opt, "--container-save=/tmp/", "true"],
+        vec![&image_opt, "--container-save=/", "true"],
         vec!["--container-image=dockerd://ubuntu", "true"],
         vec!["--container-image=podman://ubuntu", "true"],
     ] {

@@ -119,7 +119,10 @@ impl Values {
             return Err(bad("container-mounts", "no mount given".into()));
         }
         // Relative: from the image's working directory (as in pyxis).
-        let workdir = self.get("container-workdir").map(PathBuf::from);
+        let workdir = match self.get("container-workdir") {
+            Some("") => return Err(bad("container-workdir", "empty path".into())),
+            dir => dir.map(PathBuf::from),
+        };
         let name = self
             .get("container-name")
             .map(ContainerName::parse)
@@ -130,6 +133,15 @@ impl Values {
             .get("container-save")
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
+        if let Some(dir) = save.as_ref().filter(|p| p.to_string_lossy().ends_with('/')) {
+            return Err(bad(
+                "container-save",
+                format!(
+                    "{} names a directory: give the path of the file to write",
+                    dir.display()
+                ),
+            ));
+        }
         let env_names = match self.get("container-env") {
             None => vec![],
             Some(e) => {
