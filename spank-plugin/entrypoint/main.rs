@@ -1,9 +1,9 @@
 //! `berth-entrypoint`: the command an image's entrypoint is given when a
 //! step runs with `--container-entrypoint` (as pyxis runs it: once, when
 //! the step's container starts). An entrypoint ends with `exec "$@"`; this
-//! program, exec'd there, writes the environment the entrypoint left into
-//! the plugin's memfd named `berth-entrypoint-env` (which it inherited)
-//! and exits 0. The tasks then take that environment.
+//! program, exec'd there, writes the working directory and environment
+//! the entrypoint left into the plugin's memfd named `berth-entrypoint-env`
+//! (which it inherited) and exits 0. The tasks then take both.
 //!
 //! The plugin runs it from a memfd through the container's /proc
 //! (`/proc/self/fd/N`); statically linked, it runs in any image, with or
@@ -22,7 +22,13 @@ fn main() {
         eprintln!("berth: berth-entrypoint is run by the Slurm plugin only");
         exit(125);
     };
+    // Where it runs first (the tasks start there, as in pyxis), then each
+    // variable; every record ends in a NUL byte.
     let mut text = Vec::new();
+    if let Ok(dir) = std::env::current_dir() {
+        text.extend_from_slice(dir.as_os_str().as_bytes());
+    }
+    text.push(0);
     for (name, value) in std::env::vars_os() {
         text.extend_from_slice(name.as_bytes());
         text.push(b'=');

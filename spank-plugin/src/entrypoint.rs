@@ -18,6 +18,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
@@ -33,42 +34,57 @@ use crate::options::ContainerOptions;
 use crate::remote::{
     enter_container, enter_remapped_user_namespace, task_capabilities, task_workdir,
 };
+use crate::state::record_keeper;
 
 /// `berth-entrypoint`, built static by build.rs.
 static CAPTURE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-entrypoint"));
 
 /// How long an entrypoint may take to reach its command (one that never
 /// does, such as a server's, fails the step then).
-const TIMEOUT: Duration = Duration::from_secs(120);
+const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How much of the entrypoint's output is shown (its end).
 const LOG_TAIL: u64 = 64 * 1024;
 
 /// The most environment an entrypoint may leave (it is kept in the
-/// step's record, on the node's /run).
+/// step's record, on the node's /run, and set in every task): bytes,
+/// variables, bytes of one variable.
 const ENV_MAX: u64 = 1024 * 1024;
+const ENV_MAX_ENTRIES: usize = 4096;
+const ENV_MAX_ENTRY: usize = 128 * 1024;
 
 /// Variables a shell sets for itself, not the entrypoint's to pass on.
 const SHELL_OWN: [&str; 4] = ["_", "SHLVL", "PWD", "OLDPWD"];
 
 /// With `--container-entrypoint` and an image that has one: runs the
-/// entrypoint for the step whose container `reply` is, and returns the
-/// record with the environment it left (`entrypoint_env`) or why it
-/// failed (`entrypoint_failed`), for every task of the step. Otherwise the
-/// record as it was.
+/// entrypoint for the step whose container `reply` is (recorded in
+/// `state_dir`), and returns the record with the environment it left
+/// (`entrypoint_env`) or why it failed (`entrypoint_failed`), for every
+/// task of the step. Otherwise the record as it was.
 pub(crate) fn run_if_asked(
     sp: ffi::spank_t,
     options: &ContainerOptions,
     mut reply: KeeperRecord,
     (uid, gid): (u32, u32),
-) -> KeeperRecord {
+    state_dir: &Path,
+) -> Result<KeeperRecord, String> {
     if !options.entrypoint.is_on()
         || reply.entrypoint.is_empty()
         || reply.entrypoint_env.is_some()
         || reply.entrypoint_failed.is_some()
     {
-        return reply;
+        return Ok(reply);
     }
+    // On record first, so that the step's end finds the container if this
+    // task is killed meanwhile; its other tasks, which wait for this one,
+    // then fail.
+    let unfinished = KeeperRecord {
+        entrypoint_failed: Some(
+            "--container-entrypoint: the task running the image's entrypoint ended before it finished".into(),
+        ),
+        ..reply.clone()
+    };
+    record_keeper(state_dir, &unfinished)?;
     let shown = reply.entrypoint.join(" ");
     let ran = reply.seccomp_program().and_then(|seccomp| {
         EntrypointRun {
@@ -83,18 +99,19 @@ pub(crate) fn run_if_asked(
     });
     match ran {
         Ok(Ran {
-            env: Some(env),
+            left: Some(Left { workdir, env }),
             log,
             ..
         }) => {
             if options.entrypoint_log {
-                // On the task's stderr, where the entrypoint would have written.
-                let _ = std::io::stderr().write_all(&log);
+                show_on_stderr(&log);
             }
             reply.entrypoint_env = Some(env);
+            reply.entrypoint_workdir = workdir;
+            reply.entrypoint_failed = None;
         }
         Ok(Ran {
-            env: None,
+            left: None,
             log,
             end,
         }) => {
@@ -111,7 +128,7 @@ pub(crate) fn run_if_asked(
         }
         Err(e) => reply.entrypoint_failed = Some(e),
     }
-    reply
+    Ok(reply)
 }
 
 /// The entrypoint's environment: the image's, what the devices need, the
@@ -157,12 +174,21 @@ struct EntrypointRun {
 
 /// What a run left.
 struct Ran {
-    /// The environment `berth-entrypoint` wrote; None if it never ran.
-    env: Option<Vec<String>>,
+    /// What `berth-entrypoint` wrote; None if it never ran.
+    left: Option<Left>,
     /// The end of the entrypoint's output.
     log: Vec<u8>,
     /// How the entrypoint ended, in words.
     end: String,
+}
+
+/// Where and with what the entrypoint ran its command.
+#[derive(Debug, PartialEq)]
+struct Left {
+    /// Its working directory (an absolute path), if known.
+    workdir: Option<String>,
+    /// Its environment, `NAME=value`.
+    env: Vec<String>,
 }
 
 /// The descriptors the entrypoint inherits.
@@ -206,7 +232,13 @@ impl EntrypointRun {
         let child = match forked {
             ForkResult::Child => {
                 drop(end_r);
-                let end = self.watch_in_container(reply, &fds);
+                let end = keep_only(&[
+                    fds.program.as_raw_fd(),
+                    fds.env.as_raw_fd(),
+                    fds.log.as_raw_fd(),
+                    end_w.as_raw_fd(),
+                ])
+                .map_or_else(|e| e, |()| self.watch_in_container(reply, &fds));
                 let _ = nix::unistd::write(&end_w, end.as_bytes());
                 berth::sys::exit_child(0);
             }
@@ -220,14 +252,21 @@ impl EntrypointRun {
             end = "could not be started (the helper process died)".into();
         }
         let captured = read_tail(&fds.env, ENV_MAX + 1);
-        if captured.len() as u64 > ENV_MAX {
-            return Err(format!(
-                "--container-entrypoint: the image's entrypoint left an environment over {} KiB",
+        let too_much = || {
+            format!(
+                "--container-entrypoint: the image's entrypoint left an environment of over {} KiB or {ENV_MAX_ENTRIES} variables",
                 ENV_MAX / 1024
-            ));
+            )
+        };
+        if captured.len() as u64 > ENV_MAX {
+            return Err(too_much());
         }
+        let left = match captured.is_empty() {
+            true => None,
+            false => Some(left_from(&captured).ok_or_else(too_much)?),
+        };
         Ok(Ran {
-            env: (!captured.is_empty()).then(|| environment_from(&captured)),
+            left,
             log: read_tail(&fds.log, LOG_TAIL),
             end,
         })
@@ -236,6 +275,10 @@ impl EntrypointRun {
     /// In the child: enters the container, forks the entrypoint into it and
     /// waits for it; how it ended, in words.
     fn watch_in_container(&self, reply: &KeeperRecord, fds: &Memfds) -> String {
+        // Gone with the task that waits for it.
+        if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+            return "could not be started: cannot tie it to the task".into();
+        }
         if let Err(e) = enter_container(reply) {
             return e;
         }
@@ -256,27 +299,14 @@ impl EntrypointRun {
             Ok(ForkResult::Parent { child }) => child,
         };
         drop(error_w);
-        // Empty once the exec happened (the pipe closes on exec).
+        let end = wait_with_deadline(entrypoint);
+        // What went wrong before its exec, if anything: the pipe closed on
+        // exec, and nothing else holds it once the process has ended.
         let mut error = String::new();
         let _ = File::from(error_r).read_to_string(&mut error);
-        let deadline = Instant::now() + TIMEOUT;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match waitpid(entrypoint, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(_) if !error.is_empty() => return error,
-                Ok(WaitStatus::Exited(_, code)) => return format!("exited with status {code}"),
-                Ok(WaitStatus::Signaled(_, signal, _)) => return format!("was killed by {signal}"),
-                Ok(_) => {}
-                Err(e) => return format!("could not be waited for: {e}"),
-            }
-            if Instant::now() >= deadline {
-                let _ = kill(entrypoint, Signal::SIGKILL);
-                let _ = waitpid(entrypoint, None);
-                return format!("did not run its command within {} s", TIMEOUT.as_secs());
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+        match error.is_empty() {
+            true => end,
+            false => error,
         }
     }
 
@@ -326,6 +356,10 @@ impl EntrypointRun {
         ] {
             nix::unistd::dup2(from, to).map_err(|e| format!("cannot set up its output: {e}"))?;
         }
+        // Gone with the process that waits for it (set after the ids
+        // changed, which clear it).
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| format!("cannot tie it to its watcher: {e}"))?;
         // As the tasks start (an image's directory the user may not enter: /).
         if std::env::set_current_dir(&self.workdir).is_err() {
             std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
@@ -357,6 +391,73 @@ impl EntrypointRun {
             .map(|e| cstring(e))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((cstring(&path)?, argv, envp))
+    }
+}
+
+/// Waits for the entrypoint's process (at most [`TIMEOUT`], from before its
+/// exec: it may block there on a mount the user serves); how it ended.
+fn wait_with_deadline(entrypoint: nix::unistd::Pid) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match waitpid(entrypoint, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::Exited(_, code)) => return format!("exited with status {code}"),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return format!("was killed by {signal}"),
+            Ok(_) => {}
+            Err(e) => return format!("could not be waited for: {e}"),
+        }
+        if Instant::now() >= deadline {
+            let _ = kill(entrypoint, Signal::SIGKILL);
+            let _ = waitpid(entrypoint, None);
+            return format!("did not run its command within {} s", TIMEOUT.as_secs());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// In the forked child, first: nothing of slurmstepd's stays open (its
+/// stdio becomes /dev/null, every other descriptor but `keep` is closed),
+/// so a child that outlives its task holds none of the step's pipes,
+/// sockets or locks.
+fn keep_only(keep: &[std::os::fd::RawFd]) -> Result<(), String> {
+    use std::os::fd::IntoRawFd;
+    let fail = |e: &dyn std::fmt::Display| format!("could not be started: {e}");
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| fail(&e))?
+        .into_raw_fd();
+    for stdio in 0..3 {
+        if null != stdio {
+            nix::unistd::dup2(null, stdio).map_err(|e| fail(&e))?;
+        }
+    }
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| fail(&e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+
+/// Writes the entrypoint's output to the task's stderr, where it would
+/// have gone (waiting while a terminal's non-blocking descriptor is full).
+fn show_on_stderr(mut log: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.is_empty() && Instant::now() < deadline {
+        match nix::unistd::write(std::io::stderr(), log) {
+            Ok(n) => log = &log[n..],
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => return,
+        }
     }
 }
 
@@ -400,16 +501,42 @@ fn read_tail(file: &File, limit: u64) -> Vec<u8> {
     bytes
 }
 
-/// The `NAME=value` entries of NUL-separated text, without the shell's own.
-fn environment_from(text: &[u8]) -> Vec<String> {
-    text.split(|b| *b == 0)
-        .map(|entry| String::from_utf8_lossy(entry).into_owned())
-        .filter(|entry| {
-            entry
-                .split_once('=')
-                .is_some_and(|(name, _)| !name.is_empty() && !SHELL_OWN.contains(&name))
-        })
-        .collect()
+/// What `berth-entrypoint` wrote: its working directory, then its
+/// `NAME=value` entries, each ending in a NUL byte. Variables that are not
+/// valid UTF-8 or whose name is not a shell name are left out, as are the
+/// shell's own; None past the limits.
+fn left_from(text: &[u8]) -> Option<Left> {
+    let mut records = text.split(|b| *b == 0);
+    let workdir = records
+        .next()
+        .and_then(|w| std::str::from_utf8(w).ok())
+        .filter(|w| w.starts_with('/'))
+        .map(String::from);
+    let mut env = Vec::new();
+    for record in records.filter(|r| !r.is_empty()) {
+        if record.len() > ENV_MAX_ENTRY || env.len() == ENV_MAX_ENTRIES {
+            return None;
+        }
+        let Ok(entry) = std::str::from_utf8(record) else {
+            continue;
+        };
+        if entry
+            .split_once('=')
+            .is_some_and(|(name, _)| is_shell_name(name) && !SHELL_OWN.contains(&name))
+        {
+            env.push(entry.to_string());
+        }
+    }
+    Some(Left { workdir, env })
+}
+
+/// A name a shell can export: a letter or `_`, then letters, digits, `_`.
+fn is_shell_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
@@ -418,11 +545,25 @@ mod tests {
 
     #[test]
     fn the_entrypoints_environment_is_read_without_the_shells_own() {
-        let text = b"PATH=/bin\0_=/proc/self/fd/5\0SHLVL=1\0DOCKER_HOST=tcp://docker:2375\0PWD=/\0junk\0\0";
+        let text = b"/workspace\0PATH=/bin\0_=/proc/self/fd/5\0SHLVL=1\0DOCKER_HOST=tcp://docker:2375\0PWD=/\0junk\0\0";
+        let left = left_from(text).unwrap();
+        assert_eq!(left.workdir.as_deref(), Some("/workspace"));
+        assert_eq!(left.env, ["PATH=/bin", "DOCKER_HOST=tcp://docker:2375"]);
+        // An entrypoint that cleared its environment (`env -i "$@"`) ran.
         assert_eq!(
-            environment_from(text),
-            ["PATH=/bin", "DOCKER_HOST=tcp://docker:2375"]
+            left_from(b"/\0"),
+            Some(Left {
+                workdir: Some("/".into()),
+                env: vec![]
+            })
         );
+        // Odd names and bytes are left out; too many variables are refused.
+        let odd = b"\0BAD-NAME=1\x001X=2\0\xff=3\0V=\xfe\0OK=1\0";
+        assert_eq!(left_from(odd).unwrap().env, ["OK=1"]);
+        let many: Vec<u8> = (0..=ENV_MAX_ENTRIES)
+            .flat_map(|i| format!("V{i}=x\0").into_bytes())
+            .collect();
+        assert_eq!(left_from(&[b"/\0".as_slice(), &many].concat()), None);
     }
 
     #[test]

@@ -408,7 +408,7 @@ pub(crate) fn step_view(
         .arg(named.started.to_string());
     let view = named.seen_from(&run_helper(cmd, args)?, step);
     // Once for the step, before its tasks find the view.
-    let view = crate::entrypoint::run_if_asked(sp, options, view, user);
+    let view = crate::entrypoint::run_if_asked(sp, options, view, user, &dir)?;
     ffi::info(&format!(
         "berth: job {job} step {step}: joined the named container (keeper pid {}) with this step's view (keeper pid {})",
         named.pid, view.pid

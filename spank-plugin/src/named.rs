@@ -108,7 +108,7 @@ pub(crate) fn container_for_step(
             ));
             // Once for the step, before its other tasks find the container.
             if mode != NameMode::NoExec {
-                reply = run_if_asked(sp, options, reply, (uid, gid));
+                reply = run_if_asked(sp, options, reply, (uid, gid), &dir)?;
             }
             record_keeper(&dir, &reply)?;
             reply
@@ -176,7 +176,7 @@ pub(crate) fn step_in_kept_container(
         name.name, reply.pid
     ));
     // Once for the step, before its other tasks find the view.
-    let reply = run_if_asked(sp, options, reply, (uid, gid));
+    let reply = run_if_asked(sp, options, reply, (uid, gid), &dir)?;
     record_keeper(&dir, &reply)?;
     Ok(Some(reply))
 }

@@ -252,11 +252,15 @@ pub(crate) fn task_capabilities(reply: &KeeperRecord) -> berth::caps::CapsHashSe
 }
 
 /// Where a task starts, as in pyxis: the image's working directory (else
-/// "/"), or --container-workdir, a relative one taken from the image's;
+/// "/"; with --container-entrypoint, where the entrypoint left it), or
+/// --container-workdir, a relative one taken from the image's;
 /// and whether the user named it (one that does not exist then fails the
 /// task).
 pub(crate) fn task_workdir(reply: &KeeperRecord, options: &ContainerOptions) -> (String, bool) {
     let image_workdir = reply.image_workdir.clone().unwrap_or_else(|| "/".into());
+    if let (None, Some(dir)) = (&options.workdir, &reply.entrypoint_workdir) {
+        return (dir.clone(), false);
+    }
     match &options.workdir {
         Some(dir) => (
             Path::new(&image_workdir)

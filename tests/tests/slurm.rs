@@ -481,6 +481,14 @@ fn container_entrypoint_runs_the_images_entrypoint_once_for_the_step() {
     );
     let text = logged(&["--container-env=PASSED"]);
     assert!(text.contains("no JOB_ONLY passed"), "{text}");
+    // --container-workdir wins over where the entrypoint left the tasks.
+    let out = cluster.srun(&[
+        &image_opt,
+        "--container-entrypoint",
+        "--container-workdir=/",
+        "pwd",
+    ]);
+    assert_eq!(stdout(&out), "/\n", "{}", stderr(&out));
     // Remapped, it is root of the tasks' user namespace (pyxis's nginx test).
     let text = logged(&["--container-remap-root"]);
     assert!(text.contains("entrypoint ran in /tmp as 0: "), "{text}");
@@ -544,6 +552,50 @@ fn container_entrypoint_runs_the_images_entrypoint_once_for_the_step() {
             assert!(text.contains("berth: entrypoint: giving up"), "{text}");
         }
     }
+
+    // A step cancelled while its entrypoint runs (named: its keeper is not
+    // tied to the step) leaves no keeper, cgroup or state behind.
+    // A sleep of its own length, told from any other on the machine.
+    let sleep = format!("sleep {}", 100 + std::process::id() % 100);
+    let sleeping = || {
+        let cmdline = sleep.replace(' ', "\0");
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(cmdline.as_bytes()))
+        })
+    };
+    let slow = s.path().join("slow-entrypoint");
+    write_layout(
+        &slow,
+        vec![(base_layer().finish(), Compression::Gzip)],
+        &RunConfig {
+            entrypoint: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("{sleep}; exec \"$@\""),
+                "sh".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let slow_opt = format!("--container-image={}", slow.display());
+    let mut srun = cluster.srun_in_background(&[
+        &slow_opt,
+        "-J",
+        "slow-entry",
+        "--container-name=slow",
+        "--container-entrypoint",
+        "true",
+    ]);
+    wait_until("the slow entrypoint runs", || {
+        keepers_of(&s) > 0 && sleeping()
+    });
+    assert!(cluster.scancel(&["-n", "slow-entry"]));
+    let _ = srun.wait();
+    wait_until("no keeper is left", || keepers_of(&s) == 0);
+    wait_until("no state is left", || {
+        count_entries(&cluster.dir().join("run/slurm")) == 0
+    });
+    assert!(!sleeping(), "the entrypoint's processes are gone");
 }
 
 /// As in pyxis: without `--container-workdir` the tasks start in the

@@ -53,6 +53,9 @@ pub struct KeeperRecord {
     /// for the command (it ran once, at the step's start), which the tasks
     /// take in place of `env`. Set by the plugin, for this step only.
     pub entrypoint_env: Option<Vec<String>>,
+    /// The working directory the entrypoint ran its command in (the tasks
+    /// start there without `--container-workdir`, as in pyxis).
+    pub entrypoint_workdir: Option<String>,
     /// Why the entrypoint failed (every task of the step fails with it).
     pub entrypoint_failed: Option<String>,
     /// The seccomp program tasks load before exec, hex-encoded BPF.
@@ -190,6 +193,7 @@ impl KeeperRecord {
             pid_namespace: Some(self.pid_namespace.unwrap_or((self.pid, self.started))),
             // The entrypoint runs again for this step.
             entrypoint_env: None,
+            entrypoint_workdir: None,
             entrypoint_failed: None,
             ..self.clone()
         }

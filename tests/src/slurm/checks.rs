@@ -77,14 +77,15 @@ pub fn assert_scancel_leaves_nothing(s: &Sandbox, cluster: &Cluster, image_opt: 
 
 /// An image whose Entrypoint (`/entry.sh --from-image`) says where and
 /// with what it ran, counts its runs in /tmp/entrypoint-runs, adds to the
-/// image's FROM_IMAGE, sets SET_BY_ENTRYPOINT and runs the rest (as
-/// Docker images' entrypoints do: `exec "$@"`).
+/// image's FROM_IMAGE, sets SET_BY_ENTRYPOINT, moves to /tmp/left-in and
+/// runs the rest (as Docker images' entrypoints do: `exec "$@"`).
 pub fn image_with_entrypoint(s: &Sandbox) -> PathBuf {
     use crate::{base_layer, write_layout, Compression, Layer, RunConfig};
     let entry = b"#!/bin/sh\n\
         echo \"entrypoint ran in $(pwd) as $(id -u): ${JOB_ONLY:-no JOB_ONLY} ${PASSED:-no PASSED}\"\n\
         echo run >> /tmp/entrypoint-runs\n\
         export SET_BY_ENTRYPOINT=yes FROM_IMAGE=\"$FROM_IMAGE+entry\"\n\
+        mkdir -p /tmp/left-in && cd /tmp/left-in\n\
         [ \"$1\" = --from-image ] && shift\n\
         exec \"$@\"\n";
     let image = s.path().join("with-entrypoint");
@@ -109,10 +110,11 @@ pub fn image_with_entrypoint(s: &Sandbox) -> PathBuf {
 
 /// `srun --container-entrypoint -n2` of `image_with_entrypoint`, as pyxis:
 /// the entrypoint runs once for the step, its output hidden, and both
-/// tasks run their own command with the environment it left.
+/// tasks run their own command with the environment it left, where it
+/// left them.
 pub fn assert_entrypoint_runs(cluster: &Cluster, image_opt: &str) {
     let script =
-        "echo \"cmd: $0 $SET_BY_ENTRYPOINT $FROM_IMAGE runs=$(wc -l < /tmp/entrypoint-runs)\"";
+        "echo \"cmd: $0 $SET_BY_ENTRYPOINT $FROM_IMAGE runs=$(wc -l < /tmp/entrypoint-runs) in $(pwd)\"";
     let out = cluster.srun(&[
         image_opt,
         "--container-entrypoint",
@@ -125,7 +127,8 @@ pub fn assert_entrypoint_runs(cluster: &Cluster, image_opt: &str) {
     assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
     let (text, errors) = (crate::stdout(&out), stderr(&out));
     assert_eq!(
-        text.matches("cmd: arg1 yes image+entry runs=1").count(),
+        text.matches("cmd: arg1 yes image+entry runs=1 in /tmp/left-in")
+            .count(),
         2,
         "{:?}: {text}{errors}",
         cluster.release
