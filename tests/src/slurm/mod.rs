@@ -10,14 +10,19 @@ use crate::releases::{Release, RootNamespace};
 use crate::{berth_path, stderr, test_user};
 
 mod checks;
+mod nodes;
 pub use checks::*;
+pub use nodes::{node_store, Node};
 
-/// A running cluster of one node.
+/// A running cluster of one node (or several: [`Cluster::start_nodes`]).
 pub struct Cluster {
     dir: tempfile::TempDir,
     daemons: Vec<Child>,
-    /// The node's name.
+    /// The (first) node's name.
     pub node: String,
+    /// Its nodes, when it has several (each slurmd in namespaces of its
+    /// own: see nodes.rs).
+    pub nodes: Vec<Node>,
     /// The Slurm release it runs.
     pub release: Release,
     /// How Slurm tracks its steps' processes.
@@ -148,7 +153,7 @@ impl Cluster {
                 "the node is {state} after {after}:\n{}",
                 self.logs()
             );
-            if state == "idle" {
+            if self.all_idle() {
                 return;
             }
             assert!(
@@ -195,6 +200,20 @@ impl Cluster {
         )
     }
 
+    /// Starts one of `count` nodes on the host (2 or 3; see nodes.rs),
+    /// whose steps Slurm tracks as `tracking` says (not with cgroups: the
+    /// nodes share the host's cgroup tree).
+    pub fn start_nodes(berth_config: &Path, count: usize, tracking: Tracking) -> Cluster {
+        assert!(count > 1 && tracking != Tracking::Cgroup);
+        Cluster::start_cluster(
+            None,
+            Release::Host,
+            Plugstack::Own { berth_config },
+            tracking,
+            count,
+        )
+    }
+
     /// Starts one on the host or in `root` (a root of `release`), with the
     /// plugin set up as `plugstack` says.
     pub fn start_in(
@@ -203,7 +222,22 @@ impl Cluster {
         plugstack: Plugstack,
         tracking: Tracking,
     ) -> Cluster {
+        Cluster::start_cluster(root, release, plugstack, tracking, 1)
+    }
+
+    fn start_cluster(
+        root: Option<&Path>,
+        release: Release,
+        plugstack: Plugstack,
+        tracking: Tracking,
+        count: usize,
+    ) -> Cluster {
         let cgroups = tracking == Tracking::Cgroup;
+        let memory = if cgroups { " RealMemory=2048" } else { "" };
+        assert!(
+            count == 1 || (root.is_none() && matches!(plugstack, Plugstack::Own { .. })),
+            "several nodes run on the host's Slurm with the cluster's own plugstack"
+        );
         assert!(
             !cgroups || root.is_none(),
             "Slurm's cgroup plugins are only tested on the host"
@@ -239,25 +273,41 @@ impl Cluster {
                 ("nvidia1", 195, 1),
                 ("nvidia2", 195, 2),
                 ("nvidia3", 195, 3),
+                ("nvidia4", 195, 4),
+                ("nvidia5", 195, 5),
+                ("nvidia6", 195, 6),
+                ("nvidia7", 195, 7),
                 ("nvidiactl", 195, 255),
             ],
         );
-        // This node's two, and another node's two (which a forged node
-        // name must not reach).
+        let [ctld_port, slurmd_port, node_ports @ ..] = crate::free_ports::<5>();
+        let nodes = match count {
+            1 => vec![],
+            _ => nodes::nodes(count, &node_ports),
+        };
+        // This node's two (each node's), and another node's two (which a
+        // forged node name must not reach).
+        let gres = match count {
+            1 => format!(
+                "NodeName=berthnode Name=gpu File={}/nvidia[0-1]\n",
+                gpu_dir.display()
+            ),
+            _ => nodes::gres_lines(&nodes, &gpu_dir),
+        };
         std::fs::write(
             d.join("gres.conf"),
             format!(
-                "AutoDetect=off\nNodeName=berthnode Name=gpu File={0}/nvidia[0-1]\n\
-                 NodeName=othernode Name=gpu File={0}/nvidia[2-3]\n",
+                "AutoDetect=off\n{gres}NodeName=othernode Name=gpu File={}/nvidia[6-7]\n",
                 gpu_dir.display()
             ),
         )
         .unwrap();
-        let node = "berthnode".to_string();
+        let node = nodes
+            .first()
+            .map_or_else(|| "berthnode".to_string(), |n| n.name.clone());
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let [ctld_port, slurmd_port] = crate::free_ports::<2>();
         // A root's Slurm talks to a munged of its own (its own version), whose
         // socket the config names; 24.11 renamed CryptoType to CredType.
         let socket = match &root {
@@ -281,20 +331,35 @@ impl Cluster {
         };
         let conf = format!(
             "ClusterName=berthtest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n\
-             SlurmctldPort={}\nSlurmdPort={}\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
-             SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
-             SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
+             SlurmctldPort={}\nSlurmdPort={}\nStateSaveLocation={d}/state\n{daemon_files}\
+             SlurmctldPidFile={d}/slurmctld.pid\nSlurmctldLogFile={d}/log/slurmctld.log\n\
              {auth}\n{tracking}\n\
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\nMpiDefault=none\n\
              SchedulerType=sched/backfill\nJobCompType=jobcomp/none\n{plugstack_line}\
              KillWait=2\nInactiveLimit=0\nGresTypes=gpu\n\
-             NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus}{memory} Gres=gpu:2 State=UNKNOWN\n\
-             PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP\n",
+             {node_lines}\
+             PartitionName=debug Nodes={partition} Default=YES MaxTime=INFINITE State=UP\n",
             ctld_port,
             slurmd_port,
             d = d.display(),
-            host = nix_hostname(),
-            memory = if cgroups { " RealMemory=2048" } else { "" },
+            daemon_files = match count {
+                1 => format!(
+                    "SlurmdSpoolDir={d}/spool\nSlurmdPidFile={d}/slurmd.pid\nSlurmdLogFile={d}/log/slurmd.log\n",
+                    d = d.display()
+                ),
+                _ => nodes::daemon_files(d),
+            },
+            node_lines = match count {
+                1 => format!(
+                    "NodeName={node} NodeHostname={} NodeAddr=127.0.0.1 CPUs={cpus}{memory} Gres=gpu:2 State=UNKNOWN\n",
+                    nix_hostname()
+                ),
+                _ => nodes::node_lines(&nodes, cpus, memory),
+            },
+            partition = match count {
+                1 => node.clone(),
+                _ => nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(","),
+            },
             tracking = match tracking {
                 Tracking::Cgroup => "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup",
                 Tracking::LinuxProc => "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none",
@@ -312,6 +377,10 @@ impl Cluster {
             std::fs::write(d.join("cgroup.conf"), "CgroupPlugin=disabled\n").unwrap();
         }
         std::fs::write(d.join("slurm.conf"), conf).unwrap();
+        let node_config = match &plugstack {
+            Plugstack::Own { berth_config } => berth_config.to_path_buf(),
+            Plugstack::Installed => PathBuf::new(),
+        };
         let runtime_dir = match plugstack {
             Plugstack::Installed => runtime_dir,
             Plugstack::Own { berth_config } => {
@@ -342,21 +411,28 @@ impl Cluster {
                     panic!("{program} missing ({e}): apt-get install slurmctld slurmd")
                 })
         };
-        let daemons = vec![
-            spawn("slurmctld", &["-D", "-i"]),
-            spawn("slurmd", &["-D", "-N", &node]),
-        ];
+        let mut daemons = vec![spawn("slurmctld", &["-D", "-i"])];
+        match count {
+            1 => daemons.push(spawn("slurmd", &["-D", "-N", &node])),
+            _ => daemons.extend(
+                nodes
+                    .iter()
+                    .map(|n| nodes::spawn_slurmd(d, n, &conf, &node_config)),
+            ),
+        }
         let cluster = Cluster {
             dir,
             daemons,
             node: node.clone(),
+            nodes,
             release,
             tracking,
             root,
             runtime_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while cluster.node_state() != "idle" {
+        while !cluster.node_state().lines().all(|s| s == "idle") || cluster.node_state().is_empty()
+        {
             assert!(
                 Instant::now() < deadline,
                 "the test cluster did not come up:\n{}",
@@ -377,7 +453,14 @@ impl Cluster {
         self.dir.path().join("slurm.conf")
     }
 
-    /// The node's state as sinfo shows it (`idle`, `drained`, ...).
+    /// Whether every node is idle.
+    pub fn all_idle(&self) -> bool {
+        let state = self.node_state();
+        !state.is_empty() && state.lines().all(|s| s == "idle")
+    }
+
+    /// The node's state as sinfo shows it (`idle`, `drained`, ...; a line
+    /// per node).
     pub fn node_state(&self) -> String {
         let out = self
             .command("sinfo")
@@ -466,15 +549,28 @@ impl Cluster {
         std::fs::write(&path, format!("{} {args}\n", text.trim_end())).unwrap();
     }
 
-    /// Both daemons' logs, for failure messages.
+    /// The daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
-        ["slurmctld.log", "slurmd.log"]
-            .iter()
+        let slurmds = match self.nodes.is_empty() {
+            true => vec!["slurmd.log".to_string()],
+            false => self
+                .nodes
+                .iter()
+                .map(|n| format!("slurmd-{}.log", n.name))
+                .collect(),
+        };
+        std::iter::once("slurmctld.log".to_string())
+            .chain(slurmds)
             .map(|f| {
                 std::fs::read_to_string(self.dir.path().join("log").join(f)).unwrap_or_default()
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Node `node`'s runtime directory (of several nodes; see nodes.rs).
+    pub fn node_runtime_dir(&self, node: &str) -> PathBuf {
+        nodes::node_dir(self.dir(), node).join("run")
     }
 }
 

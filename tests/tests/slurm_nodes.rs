@@ -1,0 +1,72 @@
+//! Steps across several nodes: two slurmd on this machine, each its own
+//! node to Slurm, in a mount and UTS namespace of its own with its own
+//! runtime directory and berth store (see the test kit's slurm/nodes.rs).
+
+use berth_e2e::slurm::{keepers_of, node_store, Cluster, Tracking};
+use berth_e2e::*;
+
+/// `srun -N2 -n4`: each node imports the image into its own store and
+/// starts one container for its two tasks, which see the node's name and
+/// only the GPU Slurm gave the step there (node 1's first is nvidia0,
+/// 195:0; node 2's is nvidia2, 195:2), counted from 0 in CUDA_VISIBLE_DEVICES.
+#[test]
+fn a_two_node_step_runs_in_a_container_on_each_node() {
+    require_root!();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    let cluster = Cluster::start_nodes(&s.config(), 2, Tracking::Pgid);
+    let image_opt = format!("--container-image={}", image.display());
+    let script = "gpus=$(ls /dev | grep '^nvidia[0-9]'); \
+                  echo $SLURM_PROCID $(hostname) $gpus $(stat -c %t:%T /dev/$gpus) $CUDA_VISIBLE_DEVICES";
+    let out = cluster.srun(&[&image_opt, "-N2", "-n4", "--gres=gpu:1", "sh", "-c", script]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "0 berthnode1 nvidia0 c3:0 0",
+            "1 berthnode1 nvidia0 c3:0 0",
+            "2 berthnode2 nvidia2 c3:2 0",
+            "3 berthnode2 nvidia2 c3:2 0",
+        ],
+        "{text}"
+    );
+    for node in ["berthnode1", "berthnode2"] {
+        let store = node_store(&s.config(), node);
+        assert!(
+            count_entries(&store) > 0,
+            "{node} imported the image into its own store {}",
+            store.display()
+        );
+    }
+    assert_ne!(
+        node_store(&s.config(), "berthnode1"),
+        node_store(&s.config(), "berthnode2")
+    );
+}
+
+/// scancel of a step running on two nodes ends both containers and leaves
+/// no keeper or state on either node.
+#[test]
+fn scancel_of_a_two_node_step_leaves_nothing_on_either_node() {
+    require_root!();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    let cluster = Cluster::start_nodes(&s.config(), 2, Tracking::Pgid);
+    let image_opt = format!("--container-image={}", image.display());
+    let mut srun =
+        cluster.srun_in_background(&[&image_opt, "-J", "two-nodes", "-N2", "-n2", "sleep", "300"]);
+    wait_until("a keeper runs on each node", || keepers_of(&s) == 2);
+    assert!(cluster.scancel(&["-n", "two-nodes"]));
+    let _ = srun.wait();
+    wait_until("no keeper is left", || keepers_of(&s) == 0);
+    for node in ["berthnode1", "berthnode2"] {
+        let dir = cluster.node_runtime_dir(node).join("slurm");
+        wait_until("the node's step state is removed", || {
+            count_entries(&dir) == 0
+        });
+    }
+    cluster.assert_node_stays_up("scancel of a two-node step");
+}
