@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(build-essential pkg-config libseccomp-dev libclang-dev busybox-static ca-certificates curl
           docker-registry skopeo squashfs-tools python3
           slurmctld slurmd slurm-client munge libslurm-dev
-          qemu-system-x86 e2fsprogs debootstrap util-linux "$@")
+          qemu-system-x86 e2fsprogs debootstrap util-linux
+          libpmix2 libopenmpi-dev openmpi-bin "$@")   # Slurm's mpi/pmix plugin; mpicc for the MPI tests
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

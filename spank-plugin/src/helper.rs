@@ -59,8 +59,26 @@ fn helper_command(
     // slurmstepd's own environment names its node (it sets SLURMD_NODENAME
     // for itself at start); the job's environment is the user's until
     // Slurm sets the task's variables, after this hook.
-    if let Ok(node) = std::env::var("SLURMD_NODENAME") {
+    let node = std::env::var("SLURMD_NODENAME").ok();
+    if let Some(node) = &node {
         cmd.arg("--node-name").arg(node);
+    }
+    // Slurm's own files the step's tasks need: the batch script (in the
+    // spool directory), the PMIx server's directory (its socket and
+    // shared memory: `PMIX_SERVER_TMPDIR`, set after this hook).
+    if ffi::step_id(sp) == Some(ffi::BATCH_STEP) {
+        if let Some(script) = ffi::job_argv(sp)
+            .into_iter()
+            .next()
+            .filter(|s| s.starts_with('/'))
+        {
+            cmd.arg("--slurm-mount")
+                .arg(format!("{script}:{script}:ro"));
+        }
+    }
+    for dir in pmix_dirs(sp, node.as_deref(), uid) {
+        cmd.arg("--slurm-mount")
+            .arg(format!("{0}:{0}", dir.display()));
     }
     for mount in &options.mounts {
         cmd.arg("--mount").arg(mount_from_job_dir(mount, job_dir)?);
@@ -337,16 +355,6 @@ pub(crate) fn run_slurm_start(
         &container_id,
         job_dir.as_ref(),
     )?;
-    // The batch script lives in slurmd's spool directory: bring it in.
-    if ffi::step_id(sp) == Some(ffi::BATCH_STEP) {
-        if let Some(script) = ffi::job_argv(sp)
-            .into_iter()
-            .next()
-            .filter(|s| s.starts_with('/'))
-        {
-            cmd.arg("--mount").arg(format!("{script}:{script}:ro"));
-        }
-    }
     if options.unshare_net {
         cmd.arg("--network").arg("none");
     }
@@ -372,6 +380,30 @@ pub(crate) fn run_slurm_start(
     };
     cmd.arg(image);
     run_helper(cmd, args)
+}
+
+/// With `--mpi=pmix` (`SLURM_MPI_TYPE=pmix...`): the directories Slurm's
+/// PMIx plugin serves the step's ranks from on this node (made before the
+/// tasks are forked; see `berth::slurm::files::pmix_dirs`), to be bound
+/// into the container at the same paths. None otherwise.
+fn pmix_dirs(sp: ffi::spank_t, node: Option<&str>, uid: u32) -> Vec<PathBuf> {
+    let Some(mpi) = ffi::getenv(sp, "SLURM_MPI_TYPE").filter(|m| m.starts_with("pmix")) else {
+        return vec![];
+    };
+    let (Some(job), Some(step)) = (ffi::job_id(sp), ffi::step_id(sp)) else {
+        return vec![];
+    };
+    let conf = berth::slurm::files::path("slurm.conf");
+    let conf_dir = conf.parent().unwrap_or(Path::new("/etc/slurm"));
+    let dirs = berth::slurm::files::pmix_dirs(conf_dir, node.unwrap_or_default(), uid, (job, step));
+    if dirs.is_empty() {
+        ffi::error(&format!(
+            "berth: --mpi={mpi}: no PMIx server directory for step {job}.{step} on this node (see SlurmdSpoolDir): PMIx will not work in the container"
+        ));
+    }
+    dirs.into_iter()
+        .filter(|d| !d.to_string_lossy().contains([':', ',']))
+        .collect()
 }
 
 /// This step's own view into a named container an earlier step made: its

@@ -291,6 +291,18 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     let Some(joined) = with_state(|s| s.joined.take()) else {
         return Ok(());
     };
+    // Slurm's PMIx server's modules, for a PMIx client in the image that
+    // may choose others (as enroot's PMIx hook does; variables Slurm sets
+    // only now, after the privileged hook).
+    for (client, server) in [
+        ("PMIX_MCA_ptl", "PMIX_PTL_MODULE"),
+        ("PMIX_MCA_psec", "PMIX_SECURITY_MODE"),
+        ("PMIX_MCA_gds", "PMIX_GDS_MODULE"),
+    ] {
+        if let Some(value) = ffi::getenv(sp, server) {
+            ffi::setenv(sp, client, &value, false);
+        }
+    }
     // From here on, the child in the container's pid namespace.
     crate::relay::enter_pid_namespace(joined.forwarding)?;
     if let Some((dir, named)) = &joined.workdir {

@@ -44,6 +44,10 @@ pub(crate) struct SlurmStepArgs {
     /// Variables whose job value wins over the container's (`--container-env`).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     job_env: Vec<String>,
+    /// Slurm's own mount for the step (the batch script, the PMIx server's
+    /// directory), opened with the user's rights: SRC:DST[:FLAGS].
+    #[arg(long, value_name = "SRC:DST[:FLAGS]")]
+    slurm_mount: Vec<String>,
 }
 
 impl SlurmStepArgs {
@@ -59,6 +63,7 @@ impl SlurmStepArgs {
             job_env: self.job_env.clone(),
             outlives_job: false,
             keeper_closes: vec![],
+            slurm_mounts: self.slurm_mount.clone(),
         }
     }
 }

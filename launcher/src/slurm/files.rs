@@ -55,6 +55,42 @@ fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
     found
 }
 
+/// The directories Slurm's PMIx plugin serves step `job.step` of user
+/// `uid` from on node `node`, as the configuration in `conf_dir` places
+/// them: the server's (`SlurmdSpoolDir/pmix.JOB.STEP`: its socket and
+/// shared memory) and its clients' (`spmix_appdir_UID_JOB.STEP` in mpi.conf's
+/// `PMIxCliTmpDirBase`, else slurm.conf's `TmpFS`, else /tmp; without
+/// `UID_` before Slurm 23.02). Those that exist.
+pub fn pmix_dirs(
+    conf_dir: &std::path::Path,
+    node: &str,
+    uid: u32,
+    (job, step): (u32, u32),
+) -> Vec<PathBuf> {
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let expand = |dir: String| PathBuf::from(dir.replace("%n", node).replace("%h", &hostname));
+    let slurm_conf = conf_dir.join("slurm.conf");
+    let spool = expand(
+        setting_in(&slurm_conf, "SlurmdSpoolDir").unwrap_or_else(|| "/var/spool/slurmd".into()),
+    );
+    let clients = expand(
+        setting_in(&conf_dir.join("mpi.conf"), "PMIxCliTmpDirBase")
+            .or_else(|| setting_in(&slurm_conf, "TmpFS"))
+            .unwrap_or_else(|| "/tmp".into()),
+    );
+    [
+        spool.join(format!("pmix.{job}.{step}")),
+        clients.join(format!("spmix_appdir_{uid}_{job}.{step}")),
+        clients.join(format!("spmix_appdir_{job}.{step}")),
+    ]
+    .into_iter()
+    .filter(|dir| dir.is_dir())
+    .collect()
+}
+
 /// Whether slurmstepd sends a step's signals both to the processes it
 /// forked (its tasks) and to their descendants: proctrack/pgid (the task's
 /// process group) and proctrack/cgroup with `SignalChildrenProcesses=yes`.
@@ -88,7 +124,7 @@ pub fn tracks_gpus(conf_dir: &std::path::Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{setting, setting_in, tracks_gpus};
+    use super::{pmix_dirs, setting, setting_in, tracks_gpus};
 
     #[test]
     fn gpus_are_slurms_only_where_gres_types_name_them() {
@@ -172,6 +208,31 @@ mod tests {
             setting("ConstrainDevices = yes\n", "ConstrainDevices").as_deref(),
             Some("yes")
         );
+    }
+
+    #[test]
+    fn pmix_directories_are_where_the_nodes_configuration_puts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("slurm.conf"),
+            format!(
+                "SlurmdSpoolDir={}/spool/%n\nTmpFS={}/tmpfs\n",
+                d.display(),
+                d.display()
+            ),
+        )
+        .unwrap();
+        let server = d.join("spool/n2/pmix.7.0");
+        let clients = d.join("tmpfs/spmix_appdir_1001_7.0");
+        for made in [&server, &clients, &d.join("spool/n1/pmix.7.0")] {
+            std::fs::create_dir_all(made).unwrap();
+        }
+        assert_eq!(pmix_dirs(d, "n2", 1001, (7, 0)), [server.clone(), clients]);
+        // mpi.conf's base wins over TmpFS; missing ones are left out.
+        std::fs::write(d.join("mpi.conf"), "PMIxCliTmpDirBase=/nonexistent\n").unwrap();
+        assert_eq!(pmix_dirs(d, "n2", 1001, (7, 0)), [server]);
+        assert!(pmix_dirs(d, "n2", 1001, (8, 0)).is_empty());
     }
 
     #[test]

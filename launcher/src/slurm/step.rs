@@ -76,6 +76,8 @@ pub struct StepOnNode {
     /// Descriptors the keeper closes first: the helper's locks, which a
     /// keeper must not hold once the helper is gone.
     pub keeper_closes: Vec<std::os::fd::RawFd>,
+    /// Slurm's own mounts for the step (see `Purpose::slurm_mounts`).
+    pub slurm_mounts: Vec<String>,
 }
 
 impl StepOnNode {
@@ -148,6 +150,7 @@ impl StepOnNode {
             .is_ok_and(|text| super::placement::constrains_devices(&text)),
             slurm_gpus,
             slurm_job_env: Some(self.job_env.clone()),
+            slurm_mounts: self.slurm_mounts.clone(),
             ..Default::default()
         })
     }
@@ -363,6 +366,8 @@ pub fn start_in_named(
         outlives_job: true,
         slurm_gpus: Some(String::new()),
         container_id: format!("u{}.{name}", named.uid),
+        // The step's are its view's.
+        slurm_mounts: vec![],
         ..step.clone()
     };
     // What the base is: the image and who owns its files, nothing of a

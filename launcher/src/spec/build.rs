@@ -106,6 +106,22 @@ pub struct Purpose {
     /// For a Slurm step: the variables whose job value wins
     /// (`--container-env`); None for `berth run`.
     pub slurm_job_env: Option<Vec<String>>,
+    /// Slurm's own mounts for the step (`SRC:DST[:FLAGS]`: the batch
+    /// script, the PMIx server's directory): see `mounts::slurm_mounts`.
+    pub slurm_mounts: Vec<String>,
+}
+
+/// The user's mounts and then Slurm's own for the step.
+fn step_mounts(
+    config: &slurm_conf::Config,
+    request: &ContainerRequest,
+    purpose: &Purpose,
+    identity: &super::Identity,
+) -> Result<super::mounts::UserMounts, SpecError> {
+    let mut mounts = user_mounts(config, &request.mounts, identity)?;
+    let slurms = super::mounts::slurm_mounts(config, &purpose.slurm_mounts, identity)?;
+    mounts.binds.extend(slurms.binds);
+    Ok(mounts)
 }
 
 /// A Slurm step's GPUs and how to find their device files.
@@ -195,7 +211,7 @@ fn build_resolved(
         Some(id) => id,
         None => identity(&image, request.remap_root, privileged)?,
     };
-    let mounts = user_mounts(config, &request.mounts, &identity)?;
+    let mounts = step_mounts(config, request, purpose, &identity)?;
     let hostname = request
         .hostname
         .clone()
@@ -314,7 +330,7 @@ pub fn step_view_spec(
     purpose: &Purpose,
 ) -> Result<StepViewSpec, SpecError> {
     let identity = super::identity::user_identity(user, request.remap_root)?;
-    let mounts = user_mounts(ctx.config, &request.mounts, &identity)?;
+    let mounts = step_mounts(ctx.config, request, purpose, &identity)?;
     let asks = Asks {
         gpus: None,
         limits: Default::default(),

@@ -32,6 +32,32 @@ pub fn user_mounts(
     texts: &[String],
     identity: &Identity,
 ) -> Result<UserMounts, SpecError> {
+    mounts_under(config, &config.mounts, texts, identity)
+}
+
+/// Slurm's own mounts for a step, same syntax (the batch script, the PMIx
+/// server's directory: paths the plugin takes from Slurm, not the user):
+/// opened with the user's rights like theirs, allowed wherever berth.toml's
+/// denied paths do not reach (its allowed prefixes are for what users ask).
+pub fn slurm_mounts(
+    config: &slurm_conf::Config,
+    texts: &[String],
+    identity: &Identity,
+) -> Result<UserMounts, SpecError> {
+    let policy = slurm_conf::MountsConfig {
+        allowed_prefixes: vec![PathBuf::from("/")],
+        denied_prefixes: config.mounts.denied_prefixes.clone(),
+    };
+    mounts_under(config, &policy, texts, identity)
+}
+
+/// `user_mounts` under the mount policy `policy`.
+fn mounts_under(
+    config: &slurm_conf::Config,
+    policy: &slurm_conf::MountsConfig,
+    texts: &[String],
+    identity: &Identity,
+) -> Result<UserMounts, SpecError> {
     let requests = texts
         .iter()
         .map(|t| MountRequest::parse(t))
@@ -86,14 +112,14 @@ pub fn user_mounts(
                 .map_err(SpecError::host("cannot take the user's rights"))??,
             None => bind_mount(spec, &cwd)?,
         };
-        check_policy(&mount, &config.mounts)?;
+        check_policy(&mount, policy)?;
         match &rights {
             Some(user) => {
                 let (tree, opened_at) = source_tree(&mount.source, user)?;
                 // The policy holds for what was opened, wherever the path
                 // led by then (a component swapped after the first check).
                 mount.source = opened_at;
-                check_policy(&mount, &config.mounts)?;
+                check_policy(&mount, policy)?;
                 mount.tree = Some(tree);
             }
             None => check_user_can_read(&mount.source, identity)?,

@@ -9,7 +9,10 @@
 //!
 //! - `<cluster>/run` (the plugstack's `runtime_dir`) is `<cluster>/nodes/NAME/run`;
 //! - the plugstack's berth.toml is `<cluster>/nodes/NAME/berth.toml`, the
-//!   test's config with `[store] path` and `summary_dir` suffixed `-NAME`.
+//!   test's config with `[store] path` and `summary_dir` suffixed `-NAME`;
+//! - Slurm's mpi.conf is `<cluster>/nodes/NAME/mpi.conf`, which keeps the
+//!   PMIx plugin's client files in `<cluster>/nodes/NAME/tmp` (a node's
+//!   own /tmp, elsewhere).
 //!
 //! Slurm's spool, pid and log files are per node through `%n`
 //! (`log/slurmd-NAME.log`). The fake GPUs: two per node, at 195:2i and
@@ -124,30 +127,47 @@ pub(super) fn spawn_slurmd(
     berth_config: &Path,
 ) -> Child {
     let own = node_dir(cluster_dir, &node.name);
-    std::fs::create_dir_all(own.join("run")).unwrap();
+    for dir in ["run", "tmp"] {
+        std::fs::create_dir_all(own.join(dir)).unwrap();
+    }
     std::fs::create_dir_all(cluster_dir.join("spool").join(&node.name)).unwrap();
     let text = std::fs::read_to_string(berth_config).unwrap_or_default();
     std::fs::write(own.join("berth.toml"), node_config(&text, &node.name)).unwrap();
-    let script = "set -e\n\
-        mount --bind \"$1\" \"$2\"\n\
-        mount --bind \"$3\" \"$4\"\n\
-        hostname \"$5\"\n\
-        exec slurmd -D -N \"$5\" -f \"$6\"";
+    // Slurm's PMIx plugin keeps its clients' files under /tmp unless told.
+    std::fs::write(
+        own.join("mpi.conf"),
+        format!("PMIxCliTmpDirBase={}\n", own.join("tmp").display()),
+    )
+    .unwrap();
+    let common_mpi_conf = cluster_dir.join("mpi.conf");
+    if !common_mpi_conf.exists() {
+        std::fs::write(&common_mpi_conf, "").unwrap();
+    }
+    let binds = [
+        (own.join("run"), cluster_dir.join("run")),
+        (own.join("berth.toml"), berth_config.to_path_buf()),
+        (own.join("mpi.conf"), common_mpi_conf),
+    ];
+    let mut script = String::from("set -e\n");
+    let mut args: Vec<PathBuf> = vec![];
+    for (from, to) in binds {
+        script.push_str(&format!(
+            "mount --bind \"${}\" \"${}\"\n",
+            args.len() + 1,
+            args.len() + 2
+        ));
+        args.extend([from, to]);
+    }
+    script.push_str(&format!(
+        "hostname \"${0}\"\nexec slurmd -D -N \"${0}\" -f \"${1}\"",
+        args.len() + 1,
+        args.len() + 2
+    ));
     Command::new("unshare")
-        .args([
-            "--mount",
-            "--uts",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(own.join("run"))
-        .arg(cluster_dir.join("run"))
-        .arg(own.join("berth.toml"))
-        .arg(berth_config)
+        .args(["--mount", "--uts", "--propagation", "private", "sh", "-c"])
+        .arg(script)
+        .arg("sh")
+        .args(&args)
         .arg(&node.name)
         .arg(slurm_conf)
         .current_dir("/tmp")
