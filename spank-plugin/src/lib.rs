@@ -22,6 +22,7 @@ mod named;
 mod options;
 mod relay;
 mod remote;
+mod start;
 mod state;
 
 use std::ffi::{c_char, c_int};
@@ -69,6 +70,9 @@ struct State {
     deferred_errors: Vec<String>,
     /// Set once this task joined a container: the seccomp program to load.
     joined: Option<remote::Joined>,
+    /// The error this task fails with was shown by another task of the
+    /// step on the node: it is not repeated.
+    error_shown: bool,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -83,7 +87,9 @@ fn choke_point(hook: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(())) => 0,
         Ok(Err(message)) => {
-            ffi::error(&format!("berth: {message}"));
+            if !with_state(|s| std::mem::take(&mut s.error_shown)) {
+                ffi::error(&format!("berth: {message}"));
+            }
             -1
         }
         Err(panic) => {

@@ -22,10 +22,7 @@ use berth::slurm::record::KeeperRecord;
 use berth::spec::process::task_environment;
 
 use crate::helper::{for_the_scripts_steps, save_target};
-use crate::named::{
-    container_for_step, join_running_step, kept_after_job, leave_kept_containers,
-    step_in_kept_container, step_named,
-};
+use crate::named::{kept_after_job, leave_kept_containers};
 use crate::options::ContainerOptions;
 use crate::state::{container_dir, live_keeper, recorded_keeper, step_dir};
 use crate::{ffi, with_state};
@@ -86,33 +83,11 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             ));
         }
     }
-    // `JOBID.STEPID` joins that running step's container; otherwise a
-    // named container lives for the whole job (the epilog ends it), an
-    // unnamed one for this step.
-    let reply = match options.name.as_ref().and_then(|n| step_named(&n.name)) {
-        Some(running) => join_running_step(sp, &args, &options, (uid, gid), (job, step), running)?,
-        None => {
-            let made = match kept_after_job(&args, &options) {
-                true => step_in_kept_container(sp, &args, &options, (uid, gid), (job, step))?,
-                false => container_for_step(sp, &args, &options, (uid, gid), (job, step))?,
-            };
-            match made {
-                Some(reply) => reply,
-                None => return Ok(()), // no_exec: the tasks run outside it
-            }
-        }
+    let Some(reply) =
+        crate::start::container_of_step(sp, &args, &options, (uid, gid), (job, step))?
+    else {
+        return Ok(()); // no_exec: the tasks run outside it
     };
-
-    // As in pyxis, a named container keeps the namespaces it was made with.
-    if options.unshare_net && !reply.own_network {
-        return Err(format!(
-            "--container-unshare=net: container {:?} was made without a network namespace of its own (a named container keeps the namespaces it was made with): remove it and make it again with --container-unshare=net",
-            options.name.as_ref().map_or("", |n| n.name.as_str())
-        ));
-    }
-    if let Some(failed) = &reply.entrypoint_failed {
-        return Err(failed.clone());
-    }
     enter_container(&reply)?;
 
     // The container's environment, except what the job owns (Slurm's,

@@ -2,7 +2,9 @@
 //! `<runtime_dir>/slurm/<job>.<step>/` for a step's container (or a step's
 //! view into a named one), `<runtime_dir>/slurm/<job>.name.<NAME>/` for a
 //! named container; in each, `lock` (flock: one task creates the
-//! container, the others wait) and `keeper.json` (its `KeeperRecord`).
+//! container, the others wait) and `keeper.json` (its `KeeperRecord`); in
+//! a step's, also `start.lock` (the step's tasks reach its container one
+//! at a time) and `failed` (why they could not, said once).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -78,8 +80,16 @@ pub(crate) fn record_keeper(dir: &Path, record: &KeeperRecord) -> Result<(), Str
 /// Makes a state directory (root only) and takes its lock (`lock`):
 /// waits while another task of the step works on the container.
 pub(crate) fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    lock_state_dir_file(dir, "lock")
+}
+
+/// `lock_state_dir` with the lock file `name`.
+pub(crate) fn lock_state_dir_file(
+    dir: &Path,
+    name: &str,
+) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
     make_state_dir(dir)?;
-    let file = std::fs::File::create(dir.join("lock"))
+    let file = std::fs::File::create(dir.join(name))
         .map_err(|e| format!("cannot create the step lock: {e}"))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock the step: {e}"))

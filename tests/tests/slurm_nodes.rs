@@ -70,3 +70,81 @@ fn scancel_of_a_two_node_step_leaves_nothing_on_either_node() {
     }
     cluster.assert_node_stays_up("scancel of a two-node step");
 }
+
+/// An image only one node has: the other node's tasks fail with one
+/// `berth:` line naming that node, and the step ends on both (no keeper or
+/// state is left on either).
+#[test]
+fn a_bad_image_on_one_node_fails_that_nodes_tasks_once_and_ends_the_step() {
+    require_root!();
+    let s = Sandbox::new();
+    let cluster = Cluster::start_nodes(&s.config(), 2, Tracking::Pgid);
+    let (node1_local, local) = cluster.node_local("berthnode1");
+    berth_e2e::write_standard_image(&node1_local.join("image"));
+    let image_opt = format!("--container-image={}", local.join("image").display());
+    let out = cluster.srun(&[
+        &image_opt,
+        "-N2",
+        "-n4",
+        "sh",
+        "-c",
+        "echo ran on $(hostname)",
+    ]);
+    assert!(!out.status.success());
+    let errors = stderr(&out);
+    let berth_lines: Vec<&str> = errors.lines().filter(|l| l.contains("berth: ")).collect();
+    assert_eq!(berth_lines.len(), 1, "{errors}");
+    assert!(
+        berth_lines[0].contains("(node berthnode2)") && berth_lines[0].contains("image"),
+        "{errors}"
+    );
+    assert!(!stdout(&out).contains("berthnode2"), "{}", stdout(&out));
+    wait_until("no keeper is left", || keepers_of(&s) == 0);
+    for node in ["berthnode1", "berthnode2"] {
+        let dir = cluster.node_runtime_dir(node).join("slurm");
+        wait_until("the node's step state is removed", || {
+            count_entries(&dir) == 0
+        });
+    }
+    cluster.assert_node_stays_up("a bad image on one node");
+}
+
+/// `sbatch -N2`: a script in the container runs on the job's first node;
+/// a script's steps run in containers on both nodes, and a named container
+/// of the job keeps its files across steps on each node; once the job ends
+/// no keeper is left on either node.
+#[test]
+fn a_two_node_batch_job_runs_its_steps_in_containers_on_both_nodes() {
+    require_root!();
+    let s = Sandbox::new();
+    let image = s.standard_image();
+    let cluster = Cluster::start_nodes(&s.config(), 2, Tracking::Pgid);
+    cluster.add_plugstack_args("container_scope=job");
+    let dir = shared_dir(&s, "batch");
+    let text = cluster.batch(
+        &dir,
+        &format!(
+            "#SBATCH -N2 -n2 --container-image={}\n\
+             test -e /work && echo script in the container on $(hostname)\n",
+            image.display()
+        ),
+    );
+    assert_eq!(text, "script in the container on berthnode1\n");
+    let text = cluster.batch(
+        &dir,
+        &format!(
+            "#SBATCH -N2 -n2\n\
+             srun --container-name=kept --container-image={} sh -c 'hostname > /tmp/made-on'\n\
+             srun --container-name=kept sh -c 'echo $(hostname) kept $(cat /tmp/made-on)'\n",
+            image.display()
+        ),
+    );
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["berthnode1 kept berthnode1", "berthnode2 kept berthnode2"],
+        "{text}"
+    );
+    wait_until("no keeper is left", || keepers_of(&s) == 0);
+}

@@ -572,6 +572,15 @@ impl Cluster {
     pub fn node_runtime_dir(&self, node: &str) -> PathBuf {
         nodes::node_dir(self.dir(), node).join("run")
     }
+
+    /// What node `node` sees at `<cluster>/local` (of several nodes), and
+    /// that common path.
+    pub fn node_local(&self, node: &str) -> (PathBuf, PathBuf) {
+        (
+            nodes::node_dir(self.dir(), node).join("local"),
+            self.dir().join("local"),
+        )
+    }
 }
 
 /// `program` of the host's Slurm, or run in a release's root; from /tmp,

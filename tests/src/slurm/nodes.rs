@@ -10,6 +10,8 @@
 //! - `<cluster>/run` (the plugstack's `runtime_dir`) is `<cluster>/nodes/NAME/run`;
 //! - the plugstack's berth.toml is `<cluster>/nodes/NAME/berth.toml`, the
 //!   test's config with `[store] path` and `summary_dir` suffixed `-NAME`;
+//! - `<cluster>/local` is `<cluster>/nodes/NAME/local`: a path whose
+//!   contents differ between nodes (an image only one node has);
 //! - Slurm's mpi.conf is `<cluster>/nodes/NAME/mpi.conf`, which keeps the
 //!   PMIx plugin's client files in `<cluster>/nodes/NAME/tmp` (a node's
 //!   own /tmp, elsewhere).
@@ -127,7 +129,7 @@ pub(super) fn spawn_slurmd(
     berth_config: &Path,
 ) -> Child {
     let own = node_dir(cluster_dir, &node.name);
-    for dir in ["run", "tmp"] {
+    for dir in ["run", "tmp", "local"] {
         std::fs::create_dir_all(own.join(dir)).unwrap();
     }
     std::fs::create_dir_all(cluster_dir.join("spool").join(&node.name)).unwrap();
@@ -143,8 +145,10 @@ pub(super) fn spawn_slurmd(
     if !common_mpi_conf.exists() {
         std::fs::write(&common_mpi_conf, "").unwrap();
     }
+    std::fs::create_dir_all(cluster_dir.join("local")).unwrap();
     let binds = [
         (own.join("run"), cluster_dir.join("run")),
+        (own.join("local"), cluster_dir.join("local")),
         (own.join("berth.toml"), berth_config.to_path_buf()),
         (own.join("mpi.conf"), common_mpi_conf),
     ];
@@ -152,14 +156,14 @@ pub(super) fn spawn_slurmd(
     let mut args: Vec<PathBuf> = vec![];
     for (from, to) in binds {
         script.push_str(&format!(
-            "mount --bind \"${}\" \"${}\"\n",
+            "mount --bind \"${{{}}}\" \"${{{}}}\"\n",
             args.len() + 1,
             args.len() + 2
         ));
         args.extend([from, to]);
     }
     script.push_str(&format!(
-        "hostname \"${0}\"\nexec slurmd -D -N \"${0}\" -f \"${1}\"",
+        "hostname \"${{{0}}}\"\nexec slurmd -D -N \"${{{0}}}\" -f \"${{{1}}}\"",
         args.len() + 1,
         args.len() + 2
     ));
