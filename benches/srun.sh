@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Step start-up: `srun --container-image=<cached image> true` against bare
 # `srun true`, side by side in one run, for -n1 and -n8, on a one-node Slurm
-# cluster on localhost (the test kit's), as an unprivileged user. Reports the
+# cluster on localhost (the test kit's), as an unprivileged user; then on two
+# nodes (-N2 -n8), and an Open MPI program over two nodes in containers
+# against the same program bare. Reports the
 # milliseconds the container adds per step. BERTH_BIN=/path/to/berth runs
 # another build (its libspank_berth.so beside it) for a before/after
 # comparison. Run as root on Debian 12.
@@ -46,7 +48,29 @@ as_user salloc -n1 --quiet bash -c "srun --container-name=bench --container-imag
     -n 'srun -n1 true (in a job)' 'srun -n1 true' \
     -n 'srun -n1 --container-name (later step)' 'srun -n1 --container-name=bench true' >/dev/null"
 
-python3 - "$work/srun.json" "$work/named/named.json" <<'PY'
+# Two nodes (the test kit's: two slurmd on this machine, each with its own
+# store, filled first): a step over both, and an MPI program (Open MPI,
+# PMIx) in containers of the MPI image against the same program bare.
+exec {CLUSTER[1]}>&-
+wait "$CLUSTER_PID" 2>/dev/null || true
+mpi_image=/var/cache/berth-tests/roots/bookworm-mpi
+[ -x "$mpi_image/usr/bin/mpirun" ] || bash scripts/slurm-roots.sh >/dev/null
+mpicc -o "$work/mpi-hello" tests/mpi/hello.c
+coproc NODES { exec target/release/berth-testcluster --nodes 2 "$work/berth.toml"; }
+read -r conf <&"${NODES[0]}"
+trap 'exec {NODES[1]}>&-; wait "$NODES_PID" 2>/dev/null; rm -rf "$work"' EXIT
+as_user() { runuser -u "$user" -- env SLURM_CONF="$conf" "$@"; }
+in_container="--container-image=$mpi_image --container-mounts=$work/mpi-hello:/usr/local/bin/mpi-hello:ro"
+as_user srun -N2 -n2 --container-image="$work/image" true     # each node imports the image
+as_user srun -N2 -n2 --mpi=pmix $in_container mpi-hello >/dev/null
+run="runuser -u $user -- env SLURM_CONF=$conf srun"
+hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/nodes.json" \
+    -n "srun -N2 -n8 true" "$run -N2 -n8 -O true" \
+    -n "srun -N2 -n8 --container-image true" "$run -N2 -n8 -O --container-image=$work/image true" \
+    -n "mpi-hello -N2 -n4 (bare)" "$run -N2 -n4 --mpi=pmix $work/mpi-hello" \
+    -n "mpi-hello -N2 -n4 (containers)" "$run -N2 -n4 --mpi=pmix $in_container mpi-hello" >/dev/null
+
+python3 - "$work/srun.json" "$work/named/named.json" "$work/nodes.json" <<'PY'
 import json, statistics, sys
 med = {}
 for path in sys.argv[1:]:
@@ -62,4 +86,10 @@ print(f"| srun -n1 --container-name=<kept from an earlier job> true | {kept:.1f}
 bare, named = med["srun -n1 true (in a job)"], med["srun -n1 --container-name (later step)"]
 print(f"| srun -n1 true, inside a job | {bare:.1f} | |")
 print(f"| srun -n1 --container-name=<made by an earlier step> true | {named:.1f} | {named - bare:+.1f} ms |")
+bare, cont = med["srun -N2 -n8 true"], med["srun -N2 -n8 --container-image true"]
+print(f"| srun -N2 -n8 true (two nodes) | {bare:.1f} | |")
+print(f"| srun -N2 -n8 --container-image=<cached> true | {cont:.1f} | {cont - bare:+.1f} ms |")
+bare, cont = med["mpi-hello -N2 -n4 (bare)"], med["mpi-hello -N2 -n4 (containers)"]
+print(f"| srun -N2 -n4 --mpi=pmix mpi-hello (Open MPI, allreduce) | {bare:.1f} | |")
+print(f"| the same in containers of the MPI image | {cont:.1f} | {cont - bare:+.1f} ms |")
 PY
