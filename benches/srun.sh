@@ -9,6 +9,7 @@
 # comparison. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 . benches/prepare.sh
 prepare hyperfine -- -p berth-launcher -p spank-berth -p berth-e2e --bins --lib
 
@@ -51,12 +52,15 @@ as_user salloc -n1 --quiet bash -c "srun --container-name=bench --container-imag
 # Two nodes (the test kit's: two slurmd on this machine, each with its own
 # store, filled first): a step over both, and an MPI program (Open MPI,
 # PMIx) in containers of the MPI image against the same program bare.
+trap 'rm -rf "$work"' EXIT
+cluster_pid=$CLUSTER_PID
 exec {CLUSTER[1]}>&-
-wait "$CLUSTER_PID" 2>/dev/null || true
+wait "$cluster_pid" 2>/dev/null || true
 mpi_image=/var/cache/berth-tests/roots/bookworm-mpi
-[ -x "$mpi_image/usr/bin/mpirun" ] || bash scripts/slurm-roots.sh >/dev/null
-mpicc -o "$work/mpi-hello" tests/mpi/hello.c
-coproc NODES { exec target/release/berth-testcluster --nodes 2 "$work/berth.toml"; }
+[ -x "$mpi_image/usr/bin/mpirun" ] || bash "$repo/scripts/slurm-roots.sh" >/dev/null
+mpicc -o "$work/mpi-hello" "$repo/tests/mpi/hello.c"
+chmod 755 "$work/mpi-hello"
+coproc NODES { exec "$repo/target/release/berth-testcluster" --nodes 2 "$work/berth.toml"; }
 read -r conf <&"${NODES[0]}"
 trap 'exec {NODES[1]}>&-; wait "$NODES_PID" 2>/dev/null; rm -rf "$work"' EXIT
 as_user() { runuser -u "$user" -- env SLURM_CONF="$conf" "$@"; }
