@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod as_user;
+pub mod audit;
 pub mod caps;
 pub mod gpu;
 pub mod idmap;

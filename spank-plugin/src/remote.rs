@@ -356,7 +356,7 @@ pub fn step_exit(sp: ffi::spank_t) {
     }
     // A kept container's keeper stays for the job's later steps: the
     // job's epilog stops it if no other job uses it.
-    remove_step(&step_dir(&args, job, step));
+    remove_step(&args, &step_dir(&args, job, step));
 }
 
 /// Has the `berth` binary pack the container's filesystem into `path`, as the job's user.
@@ -417,7 +417,7 @@ pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
                 .to_string_lossy()
                 .starts_with(&format!("{job}."))
         {
-            remove_step(&entry.path());
+            remove_step(args, &entry.path());
         }
     }
     // Once the job's views are gone: its user's kept containers no step
@@ -431,17 +431,28 @@ pub fn job_epilog(sp: ffi::spank_t, args: &PlugstackArgs) {
     }
 }
 
-fn remove_step(dir: &Path) {
+fn remove_step(args: &PlugstackArgs, dir: &Path) {
     if let Some(reply) = recorded_keeper(dir) {
-        end_container(&reply);
+        // The state directory is `JOB.STEP` or `JOB.name.NAME`.
+        let job = dir
+            .file_name()
+            .and_then(|n| n.to_str()?.split('.').next()?.parse().ok());
+        end_container(args, &reply, job);
     }
     let _ = fs::remove_dir_all(dir);
 }
 
-/// Ends a container's keeper and removes its cgroup, telling the user of
-/// an out-of-memory kill or a cgroup left behind.
-pub(crate) fn end_container(record: &KeeperRecord) {
+/// Ends a container's keeper (of job `job`) and removes its cgroup,
+/// telling the user of an out-of-memory kill or a cgroup left behind, and
+/// the audit trail of the end.
+pub(crate) fn end_container(args: &PlugstackArgs, record: &KeeperRecord, job: Option<u32>) {
     let ended = record.end();
+    if record.pid > 0 {
+        let audit = slurm_conf::Config::load(&args.config, false)
+            .map(|c| c.audit)
+            .unwrap_or_default();
+        berth::audit::slurm_container_ended(&audit, record, job, ended.oom_kills);
+    }
     if ended.oom_kills > 0 {
         ffi::error(&format!(
             "berth: {}",

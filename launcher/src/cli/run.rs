@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 
 use anyhow::{Context as _, Result};
 
-use berth::process;
 use berth::spec::build::{build_spec, Built, ContainerRequest, Purpose};
+use berth::{audit, process};
 
 use super::Context;
 
@@ -136,14 +136,55 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         )),
         ..Default::default()
     };
+    let audit_uid = args
+        .user
+        .as_deref()
+        .and_then(|u| u.split(':').next()?.parse().ok())
+        .unwrap_or_else(|| nix::unistd::getuid().as_raw());
+    let failed = |e: &anyhow::Error| {
+        let mut record = audit::Record::new(
+            audit::Event::StartFailed,
+            audit::Origin::Run,
+            audit_uid,
+            &args.image,
+        );
+        record.reason = Some(format!("{e:#}"));
+        audit::record(&ctx.config.audit, &record);
+    };
     // The layer holds last until berth exits: `berth gc` leaves them alone.
     let Built {
         spec,
         image,
         in_use: _in_use,
-    } = build_spec(&ctx.build_context(), ctx, &args.request(), &purpose)?;
+    } = build_spec(&ctx.build_context(), ctx, &args.request(), &purpose)
+        .map_err(anyhow::Error::from)
+        .inspect_err(failed)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");
-    let exit = process::run(&spec, terminal)?;
+    let started = audit::Record {
+        image_id: Some(image.id.clone()),
+        ..audit::Record::new(
+            audit::Event::Start,
+            audit::Origin::Run,
+            spec.identity.host_uid,
+            &args.image,
+        )
+        .with_spec(&spec)
+    };
+    audit::record(&ctx.config.audit, &started);
+    let since = std::time::Instant::now();
+    let exit = process::run(&spec, terminal)
+        .map_err(anyhow::Error::from)
+        .inspect_err(failed)?;
+    audit::record(
+        &ctx.config.audit,
+        &audit::Record {
+            time: audit::Record::new(audit::Event::End, audit::Origin::Run, 0, "").time,
+            event: audit::Event::End,
+            exit: Some(exit.code),
+            duration_ms: Some(since.elapsed().as_millis() as u64),
+            ..started
+        },
+    );
     if exit.oom_kills > 0 {
         let limit = spec
             .cgroup

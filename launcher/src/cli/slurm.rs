@@ -8,6 +8,8 @@
 
 use anyhow::{bail, Result};
 
+use berth::audit;
+
 use berth::slurm::step::{
     leave_named, start_container, start_in_named, start_view, NameMode, NamedStep, StepOnNode,
 };
@@ -51,6 +53,53 @@ pub(crate) struct SlurmStepArgs {
 }
 
 impl SlurmStepArgs {
+    /// An audit record of this step's container for `uid`, image `image`.
+    fn audit(&self, event: audit::Event, uid: u32, image: &str) -> audit::Record {
+        let (job, step) = self
+            .container_id
+            .split_once('.')
+            .map_or((None, None), |(j, s)| (j.parse().ok(), Some(s.to_string())));
+        audit::Record {
+            job,
+            step,
+            node: Some(self.node_name.clone()).filter(|n| !n.is_empty()),
+            mounts: self.slurm_mount.clone(),
+            devices: self
+                .slurm_gpus
+                .iter()
+                .filter(|g| !g.is_empty())
+                .map(|g| format!("gpu {g}"))
+                .collect(),
+            ..audit::Record::new(event, audit::Origin::Slurm, uid, image)
+        }
+    }
+
+    /// Records how a step's container started (or why not).
+    fn record_start(
+        &self,
+        ctx: &Context,
+        uid: u32,
+        request: &berth::spec::build::ContainerRequest,
+        started: &Result<berth::slurm::record::KeeperRecord, String>,
+    ) {
+        let event = match started {
+            // no_exec and remove: nothing started.
+            Ok(keeper) if keeper.pid <= 0 => return,
+            Ok(_) => audit::Event::Start,
+            Err(_) => audit::Event::StartFailed,
+        };
+        let mut record = self.audit(event, uid, &request.image);
+        record.mounts.extend(request.mounts.iter().cloned());
+        match started {
+            Ok(keeper) => {
+                record.pid = Some(keeper.pid).filter(|p| *p > 0);
+                record.image_id = Some(keeper.image.clone()).filter(|i| !i.is_empty());
+            }
+            Err(why) => record.reason = Some(why.clone()),
+        }
+        audit::record(&ctx.config.audit, &record);
+    }
+
     fn step(&self) -> StepOnNode {
         StepOnNode {
             watch_pid: self.watch_pid,
@@ -94,7 +143,29 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
     let Some(user) = request.user.as_deref().filter(|_| ctx.privileged) else {
         bail!("slurm-start is run by the SPANK plugin, as root, with --user");
     };
-    let record = match (&args.named, args.job, args.step_id) {
+    let uid = user_uid(user)?;
+    let started = slurm_start_record(ctx, args, &request);
+    args.step.record_start(
+        ctx,
+        uid,
+        &request,
+        &started
+            .as_ref()
+            .map(Clone::clone)
+            .map_err(|e| format!("{e:#}")),
+    );
+    println!("{}", started?.to_line());
+    Ok(0)
+}
+
+/// `slurm_start`'s container: its keeper's record.
+fn slurm_start_record(
+    ctx: &Context,
+    args: &SlurmStartArgs,
+    request: &berth::spec::build::ContainerRequest,
+) -> Result<berth::slurm::record::KeeperRecord> {
+    let user = request.user.as_deref().unwrap_or_default();
+    Ok(match (&args.named, args.job, args.step_id) {
         (Some(name), Some(job), Some(step)) => {
             let named = NamedStep {
                 name: name.clone(),
@@ -106,7 +177,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
             let started = start_in_named(
                 &ctx.build_context(),
                 ctx,
-                &request,
+                request,
                 &args.step.step(),
                 &named,
             );
@@ -116,10 +187,8 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
                 ..Default::default()
             })
         }
-        _ => start_container(&ctx.build_context(), ctx, &request, &args.step.step())?,
-    };
-    println!("{}", record.to_line());
-    Ok(0)
+        _ => start_container(&ctx.build_context(), ctx, request, &args.step.step())?,
+    })
 }
 
 /// The uid of `--user UID[:GID]`.
@@ -213,14 +282,25 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
         started: args.join_started,
         ..Default::default()
     };
-    let record = start_view(
+    let started = start_view(
         &ctx.build_context(),
         &join,
         &args.user,
         &request,
         &args.step.step(),
-    )?;
-    println!("{}", record.to_line());
+    );
+    let uid = user_uid(&args.user)?;
+    let image = format!("(a view of the container of keeper {})", args.join_pid);
+    args.step.record_start(
+        ctx,
+        uid,
+        &berth::spec::build::ContainerRequest { image, ..request },
+        &started
+            .as_ref()
+            .map(Clone::clone)
+            .map_err(|e| e.to_string()),
+    );
+    println!("{}", started?.to_line());
     Ok(0)
 }
 

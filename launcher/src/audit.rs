@@ -1,0 +1,286 @@
+//! The audit trail: one JSON line per container start (or failed start)
+//! and end, whoever started it (`berth run`, a Slurm step, a login), to
+//! syslog (facility authpriv: journald keeps the sender's uid beside it)
+//! and, as root, to `[audit] file`, which users can neither write nor
+//! truncate. A record that cannot be written is said on stderr; it never
+//! stops a container.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::spec::ContainerSpec;
+
+/// What happened.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A container started.
+    Start,
+    /// A container could not start (`reason` says why).
+    StartFailed,
+    /// A container ended.
+    End,
+}
+
+/// Who started it.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `berth run`.
+    Run,
+    /// A Slurm step (or a later step's view into a named container).
+    Slurm,
+    /// A login session.
+    Login,
+}
+
+/// One line of the trail.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Record {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// What happened.
+    pub event: Event,
+    /// Who started it.
+    pub origin: Origin,
+    /// The container's user (outside any user namespace).
+    pub uid: u32,
+    /// Their name, when the host knows it.
+    pub user: Option<String>,
+    /// Slurm: the job, the step, the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<u32>,
+    /// Slurm: the step (`0`, `batch`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Slurm: the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The image as asked for.
+    pub image: String,
+    /// The image's id in the store (its config digest; a directory's path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Host paths bound in: `SRC:DST[:ro]`.
+    pub mounts: Vec<String>,
+    /// Device nodes given (GPUs): host paths.
+    pub devices: Vec<String>,
+    /// The cgroup limits written: `memory=...`, `pids=...`.
+    pub limits: Vec<String>,
+    /// The container's first process (its keeper, under Slurm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// At the end: the exit status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<i32>,
+    /// At the end: how long it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// A failed start: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Record {
+    /// A record of `event` for `uid`'s container of `image`.
+    pub fn new(event: Event, origin: Origin, uid: u32, image: &str) -> Record {
+        Record {
+            time: now_rfc3339(),
+            event,
+            origin,
+            uid,
+            user: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+            job: None,
+            step: None,
+            node: None,
+            image: image.to_string(),
+            image_id: None,
+            mounts: vec![],
+            devices: vec![],
+            limits: vec![],
+            pid: None,
+            exit: None,
+            duration_ms: None,
+            reason: None,
+        }
+    }
+
+    /// With what `spec` gives the container: its mounts, devices, limits.
+    pub fn with_spec(mut self, spec: &ContainerSpec) -> Record {
+        self.mounts = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                let ro = if m.read_only { ":ro" } else { "" };
+                format!("{}:{}{ro}", m.source.display(), m.destination.display())
+            })
+            .collect();
+        self.devices = spec
+            .devices
+            .nodes
+            .iter()
+            .map(|d| d.host.display().to_string())
+            .collect();
+        if let Some(limits) = spec.cgroup.as_ref().map(|c| &c.limits) {
+            let mut written = vec![];
+            if let Some(m) = limits.memory {
+                written.push(format!("memory={m}"));
+            }
+            if let Some(s) = limits.swap {
+                written.push(format!("swap={s}"));
+            }
+            if let Some(c) = limits.cpus {
+                written.push(format!("cpus={c}"));
+            }
+            if let Some(p) = limits.pids {
+                written.push(format!("pids={p}"));
+            }
+            self.limits = written;
+        }
+        self
+    }
+}
+
+/// Records the end of a Slurm step's container (its keeper `keeper`, of
+/// job `job`, on this node), now: how long it ran, and its out-of-memory
+/// kills as the reason when there were any.
+pub fn slurm_container_ended(
+    config: &slurm_conf::AuditConfig,
+    keeper: &crate::slurm::record::KeeperRecord,
+    job: Option<u32>,
+    oom_kills: u64,
+) {
+    let step = keeper.step.map(|s| match s {
+        0xffff_fffb => "batch".to_string(),
+        s => s.to_string(),
+    });
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64;
+    let uptime_ms = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64);
+    let ended = Record {
+        job,
+        step,
+        node: std::env::var("SLURMD_NODENAME").ok(),
+        image_id: Some(keeper.image.clone()).filter(|i| !i.is_empty()),
+        pid: Some(keeper.pid),
+        duration_ms: uptime_ms.map(|up| up.saturating_sub(keeper.started * 1000 / ticks)),
+        reason: (oom_kills > 0).then(|| format!("{oom_kills} out-of-memory kills")),
+        ..Record::new(Event::End, Origin::Slurm, keeper.uid, "")
+    };
+    record(config, &ended);
+}
+
+/// Records `record` as `config` says.
+pub fn record(config: &slurm_conf::AuditConfig, record: &Record) {
+    let line = serde_json::to_string(record).unwrap_or_default();
+    if config.syslog {
+        crate::sys::syslog_authpriv(&format!("berth-audit: {line}"));
+    }
+    if let Some(file) = &config.file {
+        // Only root writes the trail (a user's own `berth run` is in syslog).
+        if nix::unistd::geteuid().is_root() {
+            if let Err(e) = append(file, &line) {
+                eprintln!("berth: cannot write the audit file {}: {e}", file.display());
+            }
+        }
+    }
+}
+
+/// Appends one line to the trail, made root's and 0600 when new; one that
+/// is not root's alone (owner, or writable by others) is refused.
+fn append(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 || !meta.is_file() {
+        return Err(std::io::Error::other(
+            "it must be a regular file of root's that no one else may write",
+        ));
+    }
+    file.write_all(format!("{line}\n").as_bytes())
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds.
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Howard Hinnant's days-to-civil: the date `days` after 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_the_calendars() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_787), (2026, 11, 30));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn the_trail_is_root_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // (The tests run as root: the file is root's.)
+        append(&path, "{\"a\":1}").unwrap();
+        append(&path, "{\"a\":2}").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // One others may write is refused, as is a symlink to it.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        assert!(append(&path, "x").is_err());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(append(&link, "x").is_err());
+        let line =
+            serde_json::to_string(&Record::new(Event::Start, Origin::Run, 0, "img")).unwrap();
+        assert!(
+            line.contains("\"event\":\"start\",\"origin\":\"run\",\"uid\":0"),
+            "{line}"
+        );
+    }
+}
