@@ -382,10 +382,11 @@ pub(crate) fn run_slurm_start(
     run_helper(cmd, args)
 }
 
-/// With `--mpi=pmix` (`SLURM_MPI_TYPE=pmix...`): the directories Slurm's
-/// PMIx plugin serves the step's ranks from on this node (made before the
-/// tasks are forked; see `berth::slurm::files::pmix_dirs`), to be bound
-/// into the container at the same paths. None otherwise.
+/// With `--mpi=pmix` (`SLURM_MPI_TYPE=pmix...`) in a step Slurm serves
+/// with PMIx (not the batch step): the directories Slurm's PMIx plugin
+/// serves the step's ranks from on this node (made before the tasks are
+/// forked; see `berth::slurm::files::pmix_dirs`), to be bound into the
+/// container at the same paths. None otherwise.
 fn pmix_dirs(sp: ffi::spank_t, node: Option<&str>, uid: u32) -> Vec<PathBuf> {
     let Some(mpi) = ffi::getenv(sp, "SLURM_MPI_TYPE").filter(|m| m.starts_with("pmix")) else {
         return vec![];
@@ -393,17 +394,42 @@ fn pmix_dirs(sp: ffi::spank_t, node: Option<&str>, uid: u32) -> Vec<PathBuf> {
     let (Some(job), Some(step)) = (ffi::job_id(sp), ffi::step_id(sp)) else {
         return vec![];
     };
+    if step == ffi::BATCH_STEP {
+        return vec![];
+    }
+    // A heterogeneous job's components share its directories. The job's
+    // environment may say anything: only the user's own directories count.
+    let job = ffi::getenv(sp, "SLURM_HET_JOB_ID")
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(job);
     let conf = berth::slurm::files::path("slurm.conf");
     let conf_dir = conf.parent().unwrap_or(Path::new("/etc/slurm"));
-    let dirs = berth::slurm::files::pmix_dirs(conf_dir, node.unwrap_or_default(), uid, (job, step));
+    let pmix = berth::slurm::files::PmixStep {
+        node: node.unwrap_or_default(),
+        uid,
+        job,
+        step,
+        client_base: ffi::getenv(sp, "SLURM_PMIX_TMPDIR"),
+    };
+    let (dirs, refused) = berth::slurm::files::pmix_dirs(conf_dir, &pmix);
+    for dir in &refused {
+        if dir.exists() {
+            ffi::error(&format!(
+                "berth: --mpi={mpi}: {} is not a directory of uid {uid}'s: left out of the container",
+                dir.display()
+            ));
+        }
+    }
+    let dirs: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|d| !d.to_string_lossy().contains(':'))
+        .collect();
     if dirs.is_empty() {
         ffi::error(&format!(
             "berth: --mpi={mpi}: no PMIx server directory for step {job}.{step} on this node (see SlurmdSpoolDir): PMIx will not work in the container"
         ));
     }
-    dirs.into_iter()
-        .filter(|d| !d.to_string_lossy().contains([':', ',']))
-        .collect()
+    dirs
 }
 
 /// This step's own view into a named container an earlier step made: its

@@ -41,7 +41,17 @@ pub struct Joined {
     workdir: Option<(String, bool)>,
     /// Which signals the task's relay passes on (see `relay`).
     forwarding: crate::relay::Forwarding,
+    /// The `PMIX_MCA_*` variables the job set itself (Slurm's PMIx
+    /// server's modules replace the others, the image's included).
+    job_pmix_mca: Vec<String>,
 }
+
+/// The PMIx client's module variables and Slurm's server's.
+const PMIX_MODULES: [(&str, &str); 3] = [
+    ("PMIX_MCA_ptl", "PMIX_PTL_MODULE"),
+    ("PMIX_MCA_psec", "PMIX_SECURITY_MODE"),
+    ("PMIX_MCA_gds", "PMIX_GDS_MODULE"),
+];
 
 fn plugstack(state_args: &Option<Result<PlugstackArgs, String>>) -> Result<PlugstackArgs, String> {
     match state_args {
@@ -96,6 +106,11 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     // the job's values (the container counts its GPUs from 0:
     // CUDA_VISIBLE_DEVICES); the job's locale goes (see `task_environment`).
     let job_names = ffi::job_env_names(sp);
+    let job_pmix_mca: Vec<String> = PMIX_MODULES
+        .iter()
+        .map(|(client, _)| client.to_string())
+        .filter(|client| job_names.contains(client))
+        .collect();
     // With --container-entrypoint, the environment the entrypoint left.
     let container_env = reply.entrypoint_env.as_ref().unwrap_or(&reply.env);
     let env = task_environment(container_env, &reply.device_env, &reply.job_env, &job_names);
@@ -139,6 +154,7 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
             forwarding: crate::relay::Forwarding {
                 stepd_reaches_child: reply.slurm_signals_task_descendants,
             },
+            job_pmix_mca,
         })
     });
     Ok(())
@@ -269,13 +285,10 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     // Slurm's PMIx server's modules, for a PMIx client in the image that
     // may choose others (as enroot's PMIx hook does; variables Slurm sets
     // only now, after the privileged hook).
-    for (client, server) in [
-        ("PMIX_MCA_ptl", "PMIX_PTL_MODULE"),
-        ("PMIX_MCA_psec", "PMIX_SECURITY_MODE"),
-        ("PMIX_MCA_gds", "PMIX_GDS_MODULE"),
-    ] {
+    for (client, server) in PMIX_MODULES {
         if let Some(value) = ffi::getenv(sp, server) {
-            ffi::setenv(sp, client, &value, false);
+            let jobs_own = joined.job_pmix_mca.iter().any(|n| n == client);
+            ffi::setenv(sp, client, &value, !jobs_own);
         }
     }
     // From here on, the child in the container's pid namespace.

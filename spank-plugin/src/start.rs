@@ -30,16 +30,28 @@ pub(crate) fn container_of_step(
     let dir = step_dir(args, job, step);
     let _one_task_at_a_time = lock_state_dir_file(&dir, "start.lock")?;
     let failed = dir.join("failed");
-    if let Ok(why) = fs::read_to_string(&failed) {
-        crate::with_state(|s| s.error_shown = true);
-        return Err(why);
+    // Written by this step's slurmstepd (its pid and start time head it):
+    // one left by an earlier job under a reused id is not this step's.
+    let stepd = KeeperRecord::of_keeper(nix::unistd::getppid().as_raw())
+        .map(|r| format!("{} {}", r.pid, r.started))
+        .unwrap_or_default();
+    if let Ok(text) = fs::read_to_string(&failed) {
+        match text.split_once('\n') {
+            Some((by, why)) if by == stepd => {
+                crate::with_state(|s| s.error_shown = true);
+                return Err(why.to_string());
+            }
+            _ => {
+                let _ = fs::remove_file(&failed);
+            }
+        }
     }
     match usable(reached(sp, args, options, user, (job, step)), options) {
         Ok(reply) => Ok(reply),
         Err(e) => {
             let node = std::env::var("SLURMD_NODENAME").unwrap_or_default();
             let e = format!("{e} (node {node})");
-            let _ = fs::write(&failed, &e);
+            let _ = fs::write(&failed, format!("{stepd}\n{e}"));
             Err(e)
         }
     }

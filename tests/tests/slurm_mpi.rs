@@ -48,16 +48,30 @@ fn sorted(text: &str) -> Vec<&str> {
 fn pmix_and_pmi2_reach_every_rank_on_every_node() {
     require_root!();
     let s = Sandbox::new();
-    let image = s.standard_image();
+    let image = s.path().join("pmix-env-image");
+    write_layout(
+        &image,
+        vec![(base_layer().finish(), Compression::Gzip)],
+        &RunConfig {
+            env: vec!["PATH=/bin".into(), "PMIX_MCA_gds=the-images".into()],
+            ..Default::default()
+        },
+    );
     let cluster = Cluster::start_nodes(&s.config(), 2, Tracking::Pgid);
     let image_opt = format!("--container-image={}", image.display());
-    // The server's shared-memory stores, bound in from the node; the
-    // client modules set to the server's (as enroot's PMIx hook does).
-    let pmix = "ls $PMIX_SERVER_TMPDIR | grep -q '^pmix_dstor_' \
-                && [ \"$PMIX_MCA_psec\" = \"$PMIX_SECURITY_MODE\" ] \
-                && [ \"$PMIX_MCA_gds\" = \"$PMIX_GDS_MODULE\" ] \
-                && echo $PMIX_RANK $(hostname) $PMIX_NAMESPACE server-dir-ok";
-    let out = cluster.srun(&[&image_opt, "--mpi=pmix", "-N2", "-n4", "sh", "-c", pmix]);
+    // The server's shared-memory stores and the clients' directory, bound
+    // in from the node; the client modules set to the server's (as
+    // enroot's PMIx hook does), over the image's own.
+    let pmix = format!(
+        "ls $PMIX_SERVER_TMPDIR | grep -q '^pmix_dstor_' \
+         && ls -d {}/nodes/$(hostname)/tmp/spmix_appdir_{}_* >/dev/null \
+         && [ -n \"$PMIX_MCA_psec\" ] && [ \"$PMIX_MCA_psec\" = \"$PMIX_SECURITY_MODE\" ] \
+         && [ -n \"$PMIX_MCA_gds\" ] && [ \"$PMIX_MCA_gds\" = \"$PMIX_GDS_MODULE\" ] \
+         && echo $PMIX_RANK $(hostname) $PMIX_NAMESPACE server-dir-ok",
+        cluster.dir().display(),
+        test_user().0
+    );
+    let out = cluster.srun(&[&image_opt, "--mpi=pmix", "-N2", "-n4", "sh", "-c", &pmix]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
     let text = stdout(&out);
     let job = text

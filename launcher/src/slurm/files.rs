@@ -55,40 +55,59 @@ fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
     found
 }
 
-/// The directories Slurm's PMIx plugin serves step `job.step` of user
-/// `uid` from on node `node`, as the configuration in `conf_dir` places
-/// them: the server's (`SlurmdSpoolDir/pmix.JOB.STEP`: its socket and
-/// shared memory) and its clients' (`spmix_appdir_UID_JOB.STEP` in mpi.conf's
-/// `PMIxCliTmpDirBase`, else slurm.conf's `TmpFS`, else /tmp; without
-/// `UID_` before Slurm 23.02). Those that exist.
-pub fn pmix_dirs(
-    conf_dir: &std::path::Path,
-    node: &str,
-    uid: u32,
-    (job, step): (u32, u32),
-) -> Vec<PathBuf> {
+/// Where Slurm's PMIx plugin serves a step on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmixStep<'a> {
+    /// The node's name in Slurm.
+    pub node: &'a str,
+    /// The job's user: both directories are theirs.
+    pub uid: u32,
+    /// The job (a heterogeneous job's own id, which Slurm names them by).
+    pub job: u32,
+    /// The step.
+    pub step: u32,
+    /// The job's `SLURM_PMIX_TMPDIR`, which Slurm takes first for its
+    /// clients' directory.
+    pub client_base: Option<String>,
+}
+
+/// The directories Slurm's PMIx plugin serves a step from, as the
+/// configuration in `conf_dir` places them: the server's
+/// (`SlurmdSpoolDir/pmix.JOB.STEP`: its shared-memory stores) and its
+/// clients' (`spmix_appdir_UID_JOB.STEP` in the job's `SLURM_PMIX_TMPDIR`,
+/// else mpi.conf's `PMIxCliTmpDirBase`, else slurm.conf's `TmpFS`, else
+/// /tmp). Only real directories (no symlink) of the job's user count:
+/// Slurm makes both and gives them to the user, and the clients' is in a
+/// directory anyone may write to. The others are returned apart, to be
+/// reported.
+pub fn pmix_dirs(conf_dir: &std::path::Path, step: &PmixStep) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    use std::os::unix::fs::MetadataExt;
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
-    let expand = |dir: String| PathBuf::from(dir.replace("%n", node).replace("%h", &hostname));
+    let expand = |dir: String| PathBuf::from(dir.replace("%n", step.node).replace("%h", &hostname));
     let slurm_conf = conf_dir.join("slurm.conf");
     let spool = expand(
         setting_in(&slurm_conf, "SlurmdSpoolDir").unwrap_or_else(|| "/var/spool/slurmd".into()),
     );
-    let clients = expand(
-        setting_in(&conf_dir.join("mpi.conf"), "PMIxCliTmpDirBase")
-            .or_else(|| setting_in(&slurm_conf, "TmpFS"))
-            .unwrap_or_else(|| "/tmp".into()),
-    );
-    [
-        spool.join(format!("pmix.{job}.{step}")),
-        clients.join(format!("spmix_appdir_{uid}_{job}.{step}")),
-        clients.join(format!("spmix_appdir_{job}.{step}")),
-    ]
-    .into_iter()
-    .filter(|dir| dir.is_dir())
-    .collect()
+    // mpi.conf's base and the job's are used as written; TmpFS expands.
+    let clients = step
+        .client_base
+        .clone()
+        .or_else(|| setting_in(&conf_dir.join("mpi.conf"), "PMIxCliTmpDirBase"))
+        .map(PathBuf::from)
+        .or_else(|| setting_in(&slurm_conf, "TmpFS").map(expand))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let (job, s) = (step.job, step.step);
+    let candidates = [
+        spool.join(format!("pmix.{job}.{s}")),
+        clients.join(format!("spmix_appdir_{}_{job}.{s}", step.uid)),
+    ];
+    let users = |dir: &PathBuf| {
+        std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir() && m.uid() == step.uid)
+    };
+    candidates.into_iter().partition(users)
 }
 
 /// Whether slurmstepd sends a step's signals both to the processes it
@@ -124,7 +143,8 @@ pub fn tracks_gpus(conf_dir: &std::path::Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{pmix_dirs, setting, setting_in, tracks_gpus};
+    use super::{pmix_dirs, setting, setting_in, tracks_gpus, PmixStep};
+    use std::path::Path;
 
     #[test]
     fn gpus_are_slurms_only_where_gres_types_name_them() {
@@ -211,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn pmix_directories_are_where_the_nodes_configuration_puts_them() {
+    fn pmix_directories_are_the_users_where_the_nodes_configuration_puts_them() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(
@@ -227,12 +247,38 @@ mod tests {
         let clients = d.join("tmpfs/spmix_appdir_1001_7.0");
         for made in [&server, &clients, &d.join("spool/n1/pmix.7.0")] {
             std::fs::create_dir_all(made).unwrap();
+            std::os::unix::fs::chown(made, Some(1001), None).unwrap();
         }
-        assert_eq!(pmix_dirs(d, "n2", 1001, (7, 0)), [server.clone(), clients]);
-        // mpi.conf's base wins over TmpFS; missing ones are left out.
+        let step = |job, client_base: Option<&Path>| PmixStep {
+            node: "n2",
+            uid: 1001,
+            job,
+            step: 0,
+            client_base: client_base.map(|b| b.display().to_string()),
+        };
+        assert_eq!(
+            pmix_dirs(d, &step(7, None)).0,
+            [server.clone(), clients.clone()]
+        );
+        // The job's base wins over mpi.conf's, which wins over TmpFS.
         std::fs::write(d.join("mpi.conf"), "PMIxCliTmpDirBase=/nonexistent\n").unwrap();
-        assert_eq!(pmix_dirs(d, "n2", 1001, (7, 0)), [server]);
-        assert!(pmix_dirs(d, "n2", 1001, (8, 0)).is_empty());
+        assert_eq!(pmix_dirs(d, &step(7, None)).0, std::slice::from_ref(&server));
+        let tmpfs = d.join("tmpfs");
+        assert_eq!(
+            pmix_dirs(d, &step(7, Some(&tmpfs))).0,
+            [server.clone(), clients.clone()]
+        );
+        assert!(pmix_dirs(d, &step(8, None)).0.is_empty());
+        // Another's directory, or a symlink to the user's, is not taken.
+        std::os::unix::fs::chown(&clients, Some(0), None).unwrap();
+        let (taken, refused) = pmix_dirs(d, &step(7, Some(&tmpfs)));
+        assert_eq!(
+            (taken, refused),
+            (vec![server.clone()], vec![clients.clone()])
+        );
+        std::fs::remove_dir(&clients).unwrap();
+        std::os::unix::fs::symlink(&server, &clients).unwrap();
+        assert_eq!(pmix_dirs(d, &step(7, Some(&tmpfs))).0, [server]);
     }
 
     #[test]
