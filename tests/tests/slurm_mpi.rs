@@ -58,6 +58,13 @@ fn pmix_and_pmi2_reach_every_rank_on_every_node() {
         },
     );
     let cluster = Cluster::start_nodes(&s.config(), 2, Tracking::Pgid);
+    // Slurm's PMIx plugin loads (it needs Debian's libpmix2).
+    let out = cluster.srun(&["--mpi=list"]);
+    assert!(
+        format!("{}{}", stdout(&out), stderr(&out)).contains("pmix"),
+        "{}",
+        stderr(&out)
+    );
     let image_opt = format!("--container-image={}", image.display());
     // The server's shared-memory stores and the clients' directory, bound
     // in from the node; the client modules set to the server's (as
