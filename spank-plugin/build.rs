@@ -86,42 +86,13 @@ fn fail(message: &str) -> ! {
     std::process::exit(1)
 }
 
-/// Builds `berth-entrypoint` (entrypoint/main.rs) as a static executable with
-/// the same compiler: the plugin carries it and runs it inside containers
-/// whose images may have no C library at all.
+/// Builds `berth-entrypoint` (entrypoint/main.rs) as a static executable:
+/// the plugin carries it and runs it inside containers whose images may
+/// have no C library at all.
 fn build_entrypoint_helper(out_dir: &Path) {
-    println!("cargo:rerun-if-changed=entrypoint/main.rs");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let target = std::env::var("TARGET").expect("TARGET is set for build scripts");
-    let status = std::process::Command::new(rustc)
-        .args([
-            "--edition",
-            "2021",
-            "--crate-name",
-            "berth_entrypoint",
-            "--target",
-        ])
-        .arg(&target)
-        .args([
-            "-C",
-            "target-feature=+crt-static",
-            "-C",
-            "opt-level=s",
-            "-C",
-            "panic=abort",
-            "-C",
-            "strip=symbols",
-            "-C",
-            "codegen-units=1",
-            "-o",
-        ])
-        .arg(out_dir.join("berth-entrypoint"))
-        .arg("entrypoint/main.rs")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("run rustc for berth-entrypoint");
-    assert!(
-        status.success(),
-        "building the static berth-entrypoint failed (is libc6-dev, with libc.a, installed?)"
+    slurm_conf::static_program::build(
+        "entrypoint/main.rs",
+        "berth_entrypoint",
+        &out_dir.join("berth-entrypoint"),
     );
 }

@@ -8,6 +8,7 @@ mod limits;
 pub mod plugstack;
 mod size;
 pub mod slurm_release;
+pub mod static_program;
 
 use std::path::{Path, PathBuf};
 

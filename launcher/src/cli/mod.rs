@@ -6,6 +6,7 @@ mod images;
 mod progress;
 mod run;
 mod slurm;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,9 @@ enum Command {
     /// List the named containers on this node (Slurm container_scope=global).
     #[command(visible_alias = "containers")]
     Ps(containers::PsArgs),
+    /// Check, as root, that a user's container is isolated (user mapping,
+    /// filesystem, GPUs, privileges, other users).
+    Verify(verify::VerifyArgs),
     /// Start a Slurm step's container keeper (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmStart(Box<slurm::SlurmStartArgs>),
@@ -123,6 +127,7 @@ pub fn main() -> i32 {
         Command::Rm(args) => images::rm(&ctx, args),
         Command::Gc(args) => images::gc(&ctx, args),
         Command::Ps(args) => containers::ps(&ctx, args),
+        Command::Verify(args) => verify::verify(&ctx, args),
         Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
         Command::SlurmJoin(args) => slurm::slurm_join(&ctx, args),
         Command::SlurmSave(args) => slurm::slurm_save(&ctx, args),

@@ -262,7 +262,10 @@ mod tests {
         );
         // The job's base wins over mpi.conf's, which wins over TmpFS.
         std::fs::write(d.join("mpi.conf"), "PMIxCliTmpDirBase=/nonexistent\n").unwrap();
-        assert_eq!(pmix_dirs(d, &step(7, None)).0, std::slice::from_ref(&server));
+        assert_eq!(
+            pmix_dirs(d, &step(7, None)).0,
+            std::slice::from_ref(&server)
+        );
         let tmpfs = d.join("tmpfs");
         assert_eq!(
             pmix_dirs(d, &step(7, Some(&tmpfs))).0,
