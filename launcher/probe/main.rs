@@ -11,13 +11,22 @@
 //!                                  .berth-verify-TOKEN there, left for berth
 //!                                  verify to look for on the host)
 //!     found   NAME PATH ok|ERROR  (for --find PREFIX: each file whose name
-//!                                  starts with PREFIX, anywhere but /proc,
-//!                                  /sys and /dev, and whether it can be read)
+//!                                  starts with PREFIX, anywhere but /proc
+//!                                  and /sys, and whether it can be read;
+//!                                  for --open PATH...: each one there)
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+extern "C" {
+    fn prctl(option: i32, arg: u64, ...) -> i32;
+}
+
 fn main() {
+    // Not dumpable: no other process of the user can open this one's
+    // /proc files (its output) or trace it.
+    // SAFETY: PR_SET_DUMPABLE (4) with 0 changes only this process's flag.
+    unsafe { prctl(4, 0) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
@@ -30,8 +39,11 @@ fn main() {
     println!("id\t{}\t{}", field("Uid").split_whitespace().next().unwrap_or(""), field("Gid").split_whitespace().next().unwrap_or(""));
     for map in ["uid", "gid"] {
         let text = std::fs::read_to_string(format!("/proc/self/{map}_map")).unwrap_or_default();
-        let first = text.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
-        println!("map\t{map}\t{first}");
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        println!("map\t{map}\t{}", lines.join(";"));
     }
     for name in ["CapEff", "CapBnd", "NoNewPrivs", "Seccomp"] {
         println!("status\t{name}\t{}", field(name));
@@ -51,7 +63,7 @@ fn main() {
     let mut token = String::from("0");
     for arg in &args {
         match arg.as_str() {
-            "--token" | "--write" | "--find" => mode = arg,
+            "--token" | "--write" | "--find" | "--open" => mode = arg,
             path => match mode {
                 "--token" => token = path.to_string(),
                 "--write" => {
@@ -60,6 +72,16 @@ fn main() {
                     println!("write\t{path}\t{}", outcome(result));
                 }
                 "--find" => find(Path::new("/"), path, 0),
+                "--open" => {
+                    // A marker at its own path, in a directory that may
+                    // not be listed.
+                    let name = Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    match std::fs::File::open(path) {
+                        Ok(_) => println!("found\t{name}\t{path}\tok"),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => println!("found\t{name}\t{path}\t{}", outcome(Err(e))),
+                    }
+                }
                 _ => {}
             },
         }
@@ -69,7 +91,7 @@ fn main() {
 /// Prints every file under `dir` whose name starts with `prefix` (not
 /// following symlinks; the kernel's and the devices' trees are skipped).
 fn find(dir: &Path, prefix: &str, depth: usize) {
-    if depth > 64 || ["/proc", "/sys", "/dev"].iter().any(|p| dir == Path::new(p)) {
+    if depth > 64 || ["/proc", "/sys"].iter().any(|p| dir == Path::new(p)) {
         return;
     }
     let Ok(entries) = std::fs::read_dir(dir) else { return };

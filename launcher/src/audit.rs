@@ -6,7 +6,7 @@
 //! stops a container.
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::Serialize;
@@ -182,36 +182,86 @@ pub fn slurm_container_ended(
     record(config, &ended);
 }
 
+/// Syslog's severities berth uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Severity {
+    /// A record.
+    Info = 6,
+    /// The trail could not be written.
+    Error = 3,
+}
+
 /// Records `record` as `config` says.
 pub fn record(config: &slurm_conf::AuditConfig, record: &Record) {
     let line = serde_json::to_string(record).unwrap_or_default();
     if config.syslog {
-        crate::sys::syslog_authpriv(&format!("berth-audit: {line}"));
+        syslog(Severity::Info, &format!("berth-audit: {line}"));
     }
     if let Some(file) = &config.file {
         // Only root writes the trail (a user's own `berth run` is in syslog).
         if nix::unistd::geteuid().is_root() {
             if let Err(e) = append(file, &line) {
-                eprintln!("berth: cannot write the audit file {}: {e}", file.display());
+                let message = format!("cannot write the audit file {}: {e}", file.display());
+                syslog(Severity::Error, &format!("berth-audit: {message}"));
+                eprintln!("berth: {message}");
             }
         }
     }
 }
 
-/// Appends one line to the trail, made root's and 0600 when new; one that
-/// is not root's alone (owner, or writable by others) is refused.
+/// Sends one message to syslog (journald's /dev/log), facility authpriv,
+/// as `berth[PID]`, on a socket of its own: nothing of the calling
+/// process's own logging (slurmstepd's) changes. No syslog, no message.
+pub fn syslog(severity: Severity, message: &str) {
+    const AUTHPRIV: u32 = 10 << 3;
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let text = format!(
+        "<{}>berth[{}]: {}",
+        AUTHPRIV | severity as u32,
+        std::process::id(),
+        message.replace('\0', " ")
+    );
+    let _ = socket.send_to(text.as_bytes(), "/dev/log");
+}
+
+/// Appends one line to the trail, made root's and 0600 when new, in a
+/// directory only root may change (it and every directory above it:
+/// root's, writable by no one else, or sticky). A file that is not root's alone
+/// (another owner, any group or other bit, another link to it), a FIFO or
+/// a symlink is refused.
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: &str| Err(std::io::Error::other(why.to_string()));
+    let (Some(dir), Some(_)) = (path.parent(), path.file_name()) else {
+        return refuse("it must be an absolute path to a file");
+    };
+    if !path.is_absolute() {
+        return refuse("it must be an absolute path");
+    }
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::symlink_metadata(ancestor)?;
+        // (A sticky directory such as /tmp lets no one else rename root's
+        // entries in it.)
+        let others_may_write = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+        if !meta.is_dir() || meta.uid() != 0 || others_may_write {
+            return refuse(&format!(
+                "{} must be a directory of root's that no one else may write",
+                ancestor.display()
+            ));
+        }
+    }
+    // No one but root can change the path from here on (checked above).
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
     let meta = file.metadata()?;
-    if meta.uid() != 0 || meta.mode() & 0o022 != 0 || !meta.is_file() {
-        return Err(std::io::Error::other(
-            "it must be a regular file of root's that no one else may write",
-        ));
+    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o077 != 0 || meta.nlink() != 1 {
+        return refuse("it must be a regular file of root's, mode 0600, with no other link");
     }
     file.write_all(format!("{line}\n").as_bytes())
 }
@@ -269,13 +319,34 @@ mod tests {
             "{\"a\":1}\n{\"a\":2}\n"
         );
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        // One others may write is refused, as is a symlink to it.
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        // One others may read or write is refused, as are a symlink and a
+        // second link to it, a relative path, and a directory others may
+        // write to.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
         assert!(append(&path, "x").is_err());
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();
         assert!(append(&link, "x").is_err());
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(&path, &hard).unwrap();
+        assert!(append(&path, "x").is_err());
+        std::fs::remove_file(&hard).unwrap();
+        assert!(append(Path::new("relative.jsonl"), "x").is_err());
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        assert!(append(&path, "x").is_err());
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        append(&path, "{\"a\":3}").unwrap();
         let line =
             serde_json::to_string(&Record::new(Event::Start, Origin::Run, 0, "img")).unwrap();
         assert!(

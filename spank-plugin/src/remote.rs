@@ -461,9 +461,14 @@ fn remove_step(args: &PlugstackArgs, dir: &Path) {
 pub(crate) fn end_container(args: &PlugstackArgs, record: &KeeperRecord, job: Option<u32>) {
     let ended = record.end();
     if record.pid > 0 {
-        let audit = slurm_conf::Config::load(&args.config, false)
-            .map(|c| c.audit)
-            .unwrap_or_default();
+        let audit = match slurm_conf::Config::load(&args.config, false) {
+            Ok(config) => config.audit,
+            Err(e) => {
+                use berth::audit::{syslog, Severity};
+                syslog(Severity::Error, &format!("berth-audit: {e}"));
+                Default::default()
+            }
+        };
         berth::audit::slurm_container_ended(&audit, record, job, ended.oom_kills);
     }
     if ended.oom_kills > 0 {

@@ -5,6 +5,19 @@
 use berth_e2e::slurm::{keepers_of, node_store, Cluster, Tracking};
 use berth_e2e::*;
 
+/// No keeper and no step state is left on either node after `what`, and
+/// both nodes stay up.
+fn assert_nothing_left(s: &Sandbox, cluster: &Cluster, what: &str) {
+    wait_until("no keeper is left", || keepers_of(s) == 0);
+    for node in ["berthnode1", "berthnode2"] {
+        let dir = cluster.node_runtime_dir(node).join("slurm");
+        wait_until("the node's step state is removed", || {
+            count_entries(&dir) == 0
+        });
+    }
+    cluster.assert_node_stays_up(what);
+}
+
 /// `srun -N2 -n4`: each node imports the image into its own store and
 /// starts one container for its two tasks, which see the node's name and
 /// only the GPU Slurm gave the step there (node 1's first is nvidia0,
@@ -61,14 +74,7 @@ fn scancel_of_a_two_node_step_leaves_nothing_on_either_node() {
     wait_until("a keeper runs on each node", || keepers_of(&s) == 2);
     assert!(cluster.scancel(&["-n", "two-nodes"]));
     let _ = srun.wait();
-    wait_until("no keeper is left", || keepers_of(&s) == 0);
-    for node in ["berthnode1", "berthnode2"] {
-        let dir = cluster.node_runtime_dir(node).join("slurm");
-        wait_until("the node's step state is removed", || {
-            count_entries(&dir) == 0
-        });
-    }
-    cluster.assert_node_stays_up("scancel of a two-node step");
+    assert_nothing_left(&s, &cluster, "scancel of a two-node step");
 }
 
 /// An image only one node has: the other node's tasks fail with one
@@ -99,14 +105,7 @@ fn a_bad_image_on_one_node_fails_that_nodes_tasks_once_and_ends_the_step() {
         "{errors}"
     );
     assert!(!stdout(&out).contains("berthnode2"), "{}", stdout(&out));
-    wait_until("no keeper is left", || keepers_of(&s) == 0);
-    for node in ["berthnode1", "berthnode2"] {
-        let dir = cluster.node_runtime_dir(node).join("slurm");
-        wait_until("the node's step state is removed", || {
-            count_entries(&dir) == 0
-        });
-    }
-    cluster.assert_node_stays_up("a bad image on one node");
+    assert_nothing_left(&s, &cluster, "a bad image on one node");
 }
 
 /// `sbatch -N2`: a script in the container runs on the job's first node;

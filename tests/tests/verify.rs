@@ -101,6 +101,10 @@ fn broken_configurations_fail_naming_the_check() {
         text.contains(&format!("host directory {hidden} is in the container")),
         "{text}"
     );
+    // A directory that cannot take a marker cannot be checked: a failure.
+    let (code, text) = verify(&s, &["--hidden", "/sys/kernel"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("/sys/kernel: cannot be checked"), "{text}");
     // Without that mount it passes.
     let (code, text) = verify(&s, &["--hidden", &hidden]);
     assert_eq!(code, 0, "{text}");

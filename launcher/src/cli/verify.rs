@@ -98,11 +98,15 @@ pub(crate) fn verify(ctx: &Context, args: &VerifyArgs) -> Result<i32> {
     // root's put in each for the run: the container may have its own
     // /root, but never this file.
     let token = token()?;
+    // The probe's directory first: the markers' names (seen by the users
+    // whose homes take one) give the token away.
+    let probe = ProbeFile::write(&token)?;
     let markers = Markers::place(&token, hidden.iter().chain(others.iter().map(|o| &o.dir)));
-    let (seen, built) = run_probe(ctx, args, &user, &token)?;
+    let system_dir_probes = SystemDirProbes(token.clone());
+    let (seen, built) = run_probe(ctx, args, &user, &token, &probe, &markers)?;
     let checks = vec![
         user_mapping(&seen, &user),
-        filesystem(&seen, &token, &hidden, &markers),
+        filesystem(&seen, &system_dir_probes, &hidden, &markers),
         gpus(ctx, &seen, &built, &user, &others),
         privileges(&seen),
         other_users(&seen, &others, &markers),
@@ -123,43 +127,77 @@ fn token() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// The files put in host directories for a run, removed when dropped.
-struct Markers(BTreeMap<PathBuf, PathBuf>);
+/// The files put in host directories for a run (or why one could not
+/// be), removed when dropped.
+struct Markers(BTreeMap<PathBuf, Result<PathBuf, String>>);
 
 impl Markers {
-    /// A marker in each of `dirs` that is a directory (made new: a name
-    /// that exists is not taken over).
+    /// A marker in each of `dirs` that exists (made new: a name that
+    /// exists is not taken over); a directory that cannot take one cannot
+    /// be checked, and says why.
     fn place<'a>(token: &str, dirs: impl Iterator<Item = &'a PathBuf>) -> Markers {
         use std::os::unix::fs::OpenOptionsExt;
         let mut placed = BTreeMap::new();
-        for (i, dir) in dirs.filter(|d| d.is_dir()).enumerate() {
-            let marker = dir.join(format!(".berth-verify-{token}-{i}"));
+        for dir in dirs.filter(|d| d.exists()) {
+            if placed.contains_key(dir) {
+                continue;
+            }
+            let marker = dir.join(format!(".berth-verify-{token}-{}", placed.len()));
             let made = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o644)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&marker);
-            if made.is_ok() {
-                placed.insert(dir.clone(), marker);
-            }
+                .open(&marker)
+                .map(|_| marker)
+                .map_err(|e| e.to_string());
+            placed.insert(dir.clone(), made);
         }
         Markers(placed)
     }
 
-    /// The name of `dir`'s marker.
-    fn of(&self, dir: &Path) -> Option<String> {
-        self.0
-            .get(dir)
-            .and_then(|m| m.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
+    /// The name of `dir`'s marker; None if it does not exist; an error if
+    /// no marker could be put there.
+    fn of(&self, dir: &Path) -> Option<Result<String, String>> {
+        let placed = self.0.get(dir)?;
+        Some(placed.as_ref().map_err(Clone::clone).map(|m| {
+            m.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }))
+    }
+
+    /// The markers placed, for the probe to look for at their own paths.
+    fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.0.values().filter_map(|m| m.as_ref().ok())
     }
 }
 
 impl Drop for Markers {
     fn drop(&mut self) {
-        for marker in self.0.values() {
+        for marker in self.paths() {
             let _ = std::fs::remove_file(marker);
+        }
+    }
+}
+
+/// The files the probe wrote in the container's system directories, if
+/// they reached the host's: removed however the run ends.
+struct SystemDirProbes(String);
+
+impl SystemDirProbes {
+    fn path(&self, dir: &str) -> PathBuf {
+        Path::new(dir).join(format!(".berth-verify-{}", self.0))
+    }
+}
+
+impl Drop for SystemDirProbes {
+    fn drop(&mut self) {
+        for dir in SYSTEM_DIRS {
+            let path = self.path(dir);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -176,22 +214,46 @@ fn lookup(who: &str) -> Result<nix::unistd::User> {
         .with_context(|| format!("no user {who:?} on this host"))
 }
 
+/// The probe on the host, in a directory of root's that the user may read
+/// (it is opened with their rights, as every mount source is); removed
+/// when dropped.
+struct ProbeFile(PathBuf);
+
+impl ProbeFile {
+    fn write(token: &str) -> Result<ProbeFile> {
+        let dir = std::env::temp_dir().join(format!("berth-verify-{token}"));
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let made = ProbeFile(dir.clone());
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::write(made.path(), PROBE)?;
+        std::fs::set_permissions(
+            made.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        Ok(made)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.join("probe")
+    }
+}
+
+impl Drop for ProbeFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Starts the user's container with the probe and returns what it saw.
 fn run_probe(
     ctx: &Context,
     args: &VerifyArgs,
     user: &nix::unistd::User,
     token: &str,
+    probe: &ProbeFile,
+    markers: &Markers,
 ) -> Result<(Seen, Built)> {
-    // The probe in a directory of root's that the user may read (it is
-    // opened with their rights, as every mount source is).
-    let dir = std::env::temp_dir().join(format!("berth-verify-{token}"));
-    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let cleanup = Cleanup(dir.clone());
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let probe = dir.join("probe");
-    std::fs::write(&probe, PROBE)?;
-    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let probe = probe.path();
 
     let mut command = vec![
         PROBE_IN_CONTAINER.to_string(),
@@ -200,9 +262,12 @@ fn run_probe(
         "--write".into(),
     ];
     command.extend(SYSTEM_DIRS.iter().map(|d| d.to_string()));
-    // Every marker the container holds, wherever it was mounted.
+    // Every marker the container holds, wherever it was mounted, and at
+    // its own path (a directory the user may enter but not list).
     command.push("--find".into());
     command.push(format!(".berth-verify-{token}-"));
+    command.push("--open".into());
+    command.extend(markers.paths().map(|m| m.display().to_string()));
     let request = ContainerRequest {
         image: args.image.clone(),
         command,
@@ -236,7 +301,6 @@ fn run_probe(
     let mut file = std::fs::File::from(capture);
     file.rewind()?;
     file.read_to_string(&mut text)?;
-    drop(cleanup);
     if exit.code != 0 {
         bail!(
             "the probe failed in the container (exit {}): {text}",
@@ -253,15 +317,6 @@ fn run_probe(
     Ok((seen, built))
 }
 
-/// Removes the probe's directory when dropped.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The probe's lines of `kind` whose first field is `key`: the rest.
 fn value<'a>(seen: &'a Seen, kind: &str, key: &str) -> Option<&'a [String]> {
     seen.get(kind)?
@@ -270,23 +325,45 @@ fn value<'a>(seen: &'a Seen, kind: &str, key: &str) -> Option<&'a [String]> {
         .map(|f| &f[1..])
 }
 
+/// The host id `inside` maps to, from a `/proc/PID/{uid,gid}_map` text
+/// (lines `INSIDE OUTSIDE COUNT`, here joined by `;`).
+fn host_id(map: &str, inside: u32) -> Option<u32> {
+    map.split(';').find_map(|line| {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let (first, outside, count) = (*f.first()?, *f.get(1)?, *f.get(2)?);
+        let inside = u64::from(inside);
+        (first <= inside && inside < first + count).then(|| (outside + inside - first) as u32)
+    })
+}
+
 fn user_mapping(seen: &Seen, user: &nix::unistd::User) -> Check {
     let id = seen
         .get("id")
         .and_then(|v| v.first())
         .cloned()
         .unwrap_or_default();
-    let uid: Option<u32> = id.first().and_then(|u| u.parse().ok());
-    let map = value(seen, "map", "uid")
-        .and_then(|v| v.first())
-        .cloned()
-        .unwrap_or_default();
-    let mut details = vec![format!("uid inside: {}, uid_map: {map}", id.join(":"))];
-    let passed = uid == Some(user.uid.as_raw()) && uid != Some(0);
+    let inside = |i: usize| id.get(i).and_then(|n| n.parse::<u32>().ok());
+    let map = |which: &str| {
+        value(seen, "map", which)
+            .and_then(|v| v.first())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (uid_map, gid_map) = (map("uid"), map("gid"));
+    let host_uid = inside(0).and_then(|u| host_id(&uid_map, u));
+    let host_gid = inside(1).and_then(|g| host_id(&gid_map, g));
+    let mut details = vec![format!(
+        "inside {}, on the host uid {host_uid:?} gid {host_gid:?} (uid_map {uid_map}; gid_map {gid_map})",
+        id.join(":")
+    )];
+    let passed = host_uid == Some(user.uid.as_raw()) && host_gid == Some(user.gid.as_raw());
     if !passed {
         details.push(format!(
-            "the container must run as {} (uid {}), not {:?}: check [security] and the identity berth gives the container",
-            user.name, user.uid, uid
+            "the container must run as {} (uid {}, gid {}) on the host, never as root: check the identity berth gives it",
+            user.name, user.uid, user.gid
         ));
     }
     Check {
@@ -296,7 +373,12 @@ fn user_mapping(seen: &Seen, user: &nix::unistd::User) -> Check {
     }
 }
 
-fn filesystem(seen: &Seen, token: &str, hidden: &[PathBuf], markers: &Markers) -> Check {
+fn filesystem(
+    seen: &Seen,
+    written: &SystemDirProbes,
+    hidden: &[PathBuf],
+    markers: &Markers,
+) -> Check {
     let mut details = vec![];
     let mut passed = true;
     // The container's system directories are its own copies (the image's,
@@ -307,45 +389,36 @@ fn filesystem(seen: &Seen, token: &str, hidden: &[PathBuf], markers: &Markers) -
             .and_then(|v| v.first())
             .cloned()
             .unwrap_or_default();
-        let on_host = Path::new(dir).join(format!(".berth-verify-{token}"));
-        if std::fs::symlink_metadata(&on_host).is_ok() {
-            let _ = std::fs::remove_file(&on_host);
+        if std::fs::symlink_metadata(written.path(dir)).is_ok() {
             passed = false;
             details.push(format!("a file the user wrote in the container's {dir} appeared in the host's {dir}: the host's {dir} is mounted into the container; remove that mount"));
         } else {
-            let what = if wrote == "ok" {
-                "the container's own copy".to_string()
-            } else {
-                format!("not writable ({wrote})")
+            let what = match wrote.as_str() {
+                "ok" => "the container's own copy".to_string(),
+                _ => format!("not writable ({wrote})"),
             };
             details.push(format!("{dir}: {what}; the host's untouched"));
         }
     }
     for path in hidden {
         let shown = path.display().to_string();
-        let Some(marker) = markers.of(path) else {
-            details.push(format!(
-                "{shown}: not a directory on this host, not checked"
-            ));
-            continue;
-        };
-        if let Some(found) = value(seen, "found", &marker) {
-            let at = found
-                .first()
-                .map(|p| {
-                    Path::new(p)
-                        .parent()
-                        .unwrap_or(Path::new("/"))
-                        .display()
-                        .to_string()
-                })
-                .unwrap_or_default();
-            passed = false;
-            details.push(format!(
-                "host directory {shown} is in the container at {at}: remove the mount that brings it"
-            ));
-        } else {
-            details.push(format!("{shown}: not in the container"));
+        match markers.of(path) {
+            None => details.push(format!("{shown}: not on this host")),
+            Some(Err(why)) => {
+                passed = false;
+                details.push(format!(
+                    "{shown}: cannot be checked (no marker could be put there: {why})"
+                ));
+            }
+            Some(Ok(marker)) => match found_at(seen, &marker) {
+                Some((at, _)) => {
+                    passed = false;
+                    details.push(format!(
+                        "host directory {shown} is in the container at {at}: remove the mount that brings it"
+                    ));
+                }
+                None => details.push(format!("{shown}: not in the container")),
+            },
         }
     }
     Check {
@@ -353,6 +426,23 @@ fn filesystem(seen: &Seen, token: &str, hidden: &[PathBuf], markers: &Markers) -
         passed,
         details,
     }
+}
+
+/// Where the probe found the marker named `marker` (its directory in the
+/// container) and whether it could read it.
+fn found_at(seen: &Seen, marker: &str) -> Option<(String, String)> {
+    let found = value(seen, "found", marker)?;
+    let at = found
+        .first()
+        .map(|p| {
+            Path::new(p)
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .display()
+                .to_string()
+        })
+        .unwrap_or_default();
+    Some((at, found.get(1).cloned().unwrap_or_default()))
 }
 
 /// The device numbers (major:minor) of host device files.
@@ -479,36 +569,37 @@ fn other_users(seen: &Seen, others: &[nix::unistd::User], markers: &Markers) -> 
     let mut passed = true;
     for other in others {
         let home = other.dir.display().to_string();
-        let Some(marker) = markers.of(&other.dir) else {
-            details.push(format!(
-                "{}'s home {home}: not a directory here, not checked",
-                other.name
-            ));
-            continue;
-        };
-        let read = value(seen, "found", &marker)
-            .and_then(|v| v.get(1))
-            .cloned()
-            .unwrap_or_else(|| "not in the container".into());
-        if read == "ok" {
-            passed = false;
-            details.push(format!(
-                "{}'s home {home} can be read from the container: make it 0700 or drop the mount that brings it",
-                other.name
-            ));
-        } else {
-            details.push(format!(
-                "{}'s home {home}: cannot be read ({read})",
-                other.name
-            ));
+        match markers.of(&other.dir) {
+            None => details.push(format!("{}'s home {home}: not on this host", other.name)),
+            Some(Err(why)) => {
+                passed = false;
+                details.push(format!(
+                    "{}'s home {home}: cannot be checked (no marker could be put there: {why}; a home on NFS with root_squash?)",
+                    other.name
+                ));
+            }
+            Some(Ok(marker)) => match found_at(seen, &marker) {
+                Some((at, read)) if read == "ok" => {
+                    passed = false;
+                    details.push(format!(
+                        "{}'s home {home} can be read from the container (at {at}): make it 0700 or drop the mount that brings it",
+                        other.name
+                    ));
+                }
+                Some((at, read)) => details.push(format!(
+                    "{}'s home {home}: in the container at {at} but cannot be read ({read})",
+                    other.name
+                )),
+                None => details.push(format!(
+                    "{}'s home {home}: not in the container",
+                    other.name
+                )),
+            },
         }
     }
     if others.is_empty() {
         details.push("no --other user named: nothing to compare".into());
     }
-    // The container has a pid namespace of its own: no host process, the
-    // other users' included, is in its /proc.
-    details.push("processes: the container has its own pid namespace".into());
     Check {
         name: "other users",
         passed,
@@ -545,4 +636,17 @@ fn report(checks: &[Check], json: bool) -> Result<()> {
         }
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_id;
+
+    #[test]
+    fn ids_map_to_the_host() {
+        assert_eq!(host_id("0 0 4294967295", 1001), Some(1001));
+        assert_eq!(host_id("0 1001 1", 0), Some(1001));
+        assert_eq!(host_id("0 1001 1;1 100000 65536", 5), Some(100004));
+        assert_eq!(host_id("0 1001 1", 7), None);
+    }
 }

@@ -347,19 +347,3 @@ pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit takes an integer and never returns.
     unsafe { libc::_exit(code) }
 }
-
-/// Sends `message` to syslog (journald) as `berth`, facility authpriv,
-/// level info.
-pub fn syslog_authpriv(message: &str) {
-    let Ok(text) = std::ffi::CString::new(message.replace('\0', " ")) else {
-        return;
-    };
-    // SAFETY: the ident is a static NUL-terminated string (syslog keeps
-    // the pointer); the format is a constant "%s" with one NUL-terminated
-    // argument that lives for the call.
-    unsafe {
-        libc::openlog(c"berth".as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV);
-        libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), text.as_ptr());
-        libc::closelog();
-    }
-}
