@@ -157,6 +157,9 @@ fn a_slurm_step_records_its_container_start_and_end() {
     let end = lines.iter().find(|l| l["event"] == "end").unwrap();
     assert_eq!(end["pid"], start["pid"]);
     assert_eq!(end["job"], 1);
+    assert_eq!(end["step"], "0");
+    assert_eq!(end["node"], cluster.node);
+    assert_eq!(end["uid"], test_user().0);
     assert!(end["duration_ms"].as_u64().is_some(), "{end}");
     // One container for the step's two tasks: one start, one end.
     assert_eq!(lines.len(), 2, "{lines:#?}");
