@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod idmap;
 pub mod image;
 pub mod limits;
+pub mod login;
 pub mod mounts;
 pub mod process;
 pub mod rootfs;

@@ -135,6 +135,55 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Where each container start and end is recorded.
     pub audit: AuditConfig,
+    /// The shared-server setup: users who each have their own container.
+    pub login: LoginConfig,
+}
+
+/// `[login]`: on a shared server, the container each listed user has (the
+/// seeds' setup): its image, working directory and mounts, whose sources
+/// are templates (`{user}`, `{uid}`, `{group}`). `berth verify` checks each
+/// listed user's container.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// The image of every user's container ("" when unused).
+    pub image: String,
+    /// Where a session starts.
+    pub workdir: String,
+    /// The users who have a container.
+    pub users: Vec<String>,
+    /// Bind mounts, in order.
+    pub mounts: Vec<LoginMount>,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            image: String::new(),
+            workdir: "/workspace".into(),
+            users: vec![],
+            mounts: vec![],
+        }
+    }
+}
+
+/// One `[[login.mounts]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoginMount {
+    /// The host directory, a template: `/data1/org/{user}_data`.
+    pub source: String,
+    /// Where it is in the container.
+    pub destination: PathBuf,
+    /// Read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// The source must be the user's own directory.
+    #[serde(default)]
+    pub owned_by_user: bool,
+    /// The source must have exactly this mode, e.g. "0700".
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 /// `[audit]`: one structured line per container start (or failed start)
@@ -403,6 +452,23 @@ impl Config {
         ] {
             if !path.is_absolute() {
                 return Err(invalid(key, format!("{path:?} is not an absolute path")));
+            }
+        }
+        for (i, mount) in self.login.mounts.iter().enumerate() {
+            let key = format!("login.mounts[{i}]");
+            if !mount.source.starts_with('/') || !mount.destination.is_absolute() {
+                return Err(invalid(
+                    &key,
+                    "source and destination must be absolute paths".into(),
+                ));
+            }
+            if let Some(mode) = &mount.mode {
+                if u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o7777) {
+                    return Err(invalid(
+                        &key,
+                        format!("mode {mode:?}: expected octal, e.g. \"0700\""),
+                    ));
+                }
             }
         }
         for (key, list) in [

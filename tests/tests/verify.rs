@@ -60,13 +60,10 @@ fn a_good_configuration_passes_every_check() {
     );
     let (code, json) = verify(&s, &["--gpus", "1", "--json"]);
     assert_eq!(code, 0, "{json}");
-    let checks: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(checks.as_array().map(Vec::len), Some(5));
-    assert!(checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["passed"] == true));
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let checks = report[TEST_USER].as_array().unwrap();
+    assert_eq!(checks.len(), 5, "{json}");
+    assert!(checks.iter().all(|c| c["passed"] == true));
 }
 
 #[test]
@@ -109,4 +106,99 @@ fn broken_configurations_fail_naming_the_check() {
     let (code, text) = verify(&s, &["--hidden", &hidden]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(count_entries(&data), 0, "the markers are removed");
+}
+
+/// A second user for the shared-server setup (made when missing).
+fn second_user() -> (String, u32) {
+    let name = "berth-login2";
+    if std::process::Command::new("id")
+        .arg(name)
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        let made = std::process::Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", name])
+            .status()
+            .unwrap();
+        assert!(made.success(), "useradd {name}");
+    }
+    let out = std::process::Command::new("id")
+        .args(["-u", name])
+        .output()
+        .unwrap();
+    (name.to_string(), stdout(&out).trim().parse().unwrap())
+}
+
+/// Without --user, every `[login]` user's container as configured: the
+/// seeds' home at /workspace and 0700 data directory at /workspace/data,
+/// each user's own GPU; the other login users are the ones who must not
+/// reach it. A data directory that is not 0700 is refused, naming it.
+#[test]
+fn every_login_users_container_is_verified_as_configured() {
+    require_root!();
+    let s = Sandbox::new();
+    let (other, other_uid) = second_user();
+    let image = s.standard_image();
+    let data = s.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for (name, uid) in [
+        (TEST_USER.to_string(), test_user().0),
+        (other.clone(), other_uid),
+    ] {
+        let dir = data.join(format!("{name}_data"));
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+    }
+    let gpus = gpus_config(&s, &format!("\"{TEST_USER}\" = [0]\n\"{other}\" = [1]"));
+    s.write_config(&format!(
+        "[login]\nimage = \"{}\"\nusers = [\"{TEST_USER}\", \"{other}\"]\n\
+         [[login.mounts]]\nsource = \"{}/{{user}}_data\"\ndestination = \"/workspace/data\"\n\
+         owned_by_user = true\nmode = \"0700\"\n{gpus}",
+        image.display(),
+        data.display()
+    ));
+    let out = s.berth(&["verify"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for user in [TEST_USER, other.as_str()] {
+        assert!(text.contains(&format!("== {user}")), "{text}");
+        assert!(
+            text.contains(&format!("{user}: all checks passed")),
+            "{text}"
+        );
+    }
+    // Each has their own GPU: 195:0 and 195:1.
+    assert!(text.contains("[\"195:0\"] (given: [\"195:0\"])"), "{text}");
+    assert!(text.contains("[\"195:1\"] (given: [\"195:1\"])"), "{text}");
+
+    // A data directory others may read: refused, naming it and the fix.
+    let theirs = data.join(format!("{other}_data"));
+    std::fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = s.berth(&["verify"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  login mounts"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} for {other}: must have mode 0700 (it has 0755)",
+            theirs.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{TEST_USER}: all checks passed")),
+        "{text}"
+    );
+    // A missing one likewise.
+    std::fs::remove_dir(&theirs).unwrap();
+    let out = s.berth(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("create it as a directory of"),
+        "{}",
+        stdout(&out)
+    );
 }

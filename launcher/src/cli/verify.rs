@@ -42,9 +42,11 @@ const SYSTEM_DIRS: [&str; 4] = ["/usr", "/etc", "/bin", "/"];
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct VerifyArgs {
-    /// The user whose container is checked: a name or a uid.
+    /// The user whose container is checked: a name or a uid [default:
+    /// each of `[login] users`, with `[login]`'s image and mounts and the
+    /// GPUs `[gpus.users]` grants them, the others as --other].
     #[arg(long, value_name = "USER")]
-    user: String,
+    user: Option<String>,
     /// The GPUs their container gets (as `berth run --gpus`).
     #[arg(long, value_name = "LIST")]
     gpus: Option<String>,
@@ -60,8 +62,17 @@ pub(crate) struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// The image to check with.
+    /// The image to check with [default: `[login] image`].
+    image: Option<String>,
+}
+
+/// One container to check.
+struct Subject {
+    user: nix::unistd::User,
+    others: Vec<nix::unistd::User>,
     image: String,
+    mounts: Vec<String>,
+    gpus: Option<String>,
 }
 
 /// One check's outcome.
@@ -80,12 +91,90 @@ pub(crate) fn verify(ctx: &Context, args: &VerifyArgs) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("berth verify starts containers for other users: run it as root");
     }
-    let user = lookup(&args.user)?;
     let others = args
         .others
         .iter()
         .map(|o| lookup(o))
         .collect::<Result<Vec<_>>>()?;
+    // One user as asked, or every [login] user as configured.
+    let subjects: Vec<Result<Subject, (String, String)>> = match &args.user {
+        Some(user) => vec![Ok(Subject {
+            user: lookup(user)?,
+            others,
+            image: args.image.clone().context("give the image to check with")?,
+            mounts: args.mounts.clone(),
+            gpus: args.gpus.clone(),
+        })],
+        None => login_subjects(ctx, args, &others)?,
+    };
+    let mut reports = vec![];
+    for subject in subjects {
+        let (name, checks) = match subject {
+            Ok(subject) => (subject.user.name.clone(), verify_one(ctx, args, &subject)?),
+            // A user whose configured mounts cannot be used: one failed check.
+            Err((name, why)) => (
+                name,
+                vec![Check {
+                    name: "login mounts",
+                    passed: false,
+                    details: vec![why],
+                }],
+            ),
+        };
+        reports.push((name, checks));
+    }
+    report(&reports, args.json)?;
+    Ok(if reports.iter().all(|(_, c)| c.iter().all(|c| c.passed)) {
+        0
+    } else {
+        1
+    })
+}
+
+/// Every `[login]` user's container as configured (or why its mounts
+/// cannot be used), each with the other login users as `--other`.
+fn login_subjects(
+    ctx: &Context,
+    args: &VerifyArgs,
+    others: &[nix::unistd::User],
+) -> Result<Vec<Result<Subject, (String, String)>>> {
+    let login = &ctx.config.login;
+    let image = args.image.clone().unwrap_or_else(|| login.image.clone());
+    if login.users.is_empty() || image.is_empty() {
+        bail!("no --user given and no [login] users and image in berth.toml: nothing to verify");
+    }
+    let users = berth::login::users(login)?;
+    Ok(users
+        .iter()
+        .map(|user| {
+            let mounts = berth::login::mounts(login, user)
+                .map_err(|e| (user.name.clone(), e.to_string()))?;
+            let gpus = ctx
+                .config
+                .gpus
+                .users
+                .get(&user.name)
+                .filter(|g| !g.is_empty())
+                .map(|g| g.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+            Ok(Subject {
+                user: user.clone(),
+                others: users
+                    .iter()
+                    .filter(|o| o.uid != user.uid)
+                    .chain(others)
+                    .cloned()
+                    .collect(),
+                image: image.clone(),
+                mounts,
+                gpus,
+            })
+        })
+        .collect())
+}
+
+/// The five checks of one user's container.
+fn verify_one(ctx: &Context, args: &VerifyArgs, subject: &Subject) -> Result<Vec<Check>> {
+    let (user, others) = (&subject.user, &subject.others);
     let hidden: Vec<PathBuf> = [
         ctx.store.root().to_path_buf(),
         PathBuf::from("/etc/berth"),
@@ -103,21 +192,14 @@ pub(crate) fn verify(ctx: &Context, args: &VerifyArgs) -> Result<i32> {
     let probe = ProbeFile::write(&token)?;
     let markers = Markers::place(&token, hidden.iter().chain(others.iter().map(|o| &o.dir)));
     let system_dir_probes = SystemDirProbes(token.clone());
-    let (seen, built) = run_probe(ctx, args, &user, &token, &probe, &markers)?;
-    let checks = vec![
-        user_mapping(&seen, &user),
+    let (seen, built) = run_probe(ctx, subject, &token, &probe, &markers)?;
+    Ok(vec![
+        user_mapping(&seen, user),
         filesystem(&seen, &system_dir_probes, &hidden, &markers),
-        gpus(ctx, &seen, &built, &user, &others),
+        gpus(ctx, &seen, &built, user, others),
         privileges(&seen),
-        other_users(&seen, &others, &markers),
-    ];
-    drop(markers);
-    report(&checks, args.json)?;
-    Ok(if checks.iter().all(|c| c.passed) {
-        0
-    } else {
-        1
-    })
+        other_users(&seen, others, &markers),
+    ])
 }
 
 /// A fresh random name part.
@@ -247,8 +329,7 @@ impl Drop for ProbeFile {
 /// Starts the user's container with the probe and returns what it saw.
 fn run_probe(
     ctx: &Context,
-    args: &VerifyArgs,
-    user: &nix::unistd::User,
+    subject: &Subject,
     token: &str,
     probe: &ProbeFile,
     markers: &Markers,
@@ -269,11 +350,11 @@ fn run_probe(
     command.push("--open".into());
     command.extend(markers.paths().map(|m| m.display().to_string()));
     let request = ContainerRequest {
-        image: args.image.clone(),
+        image: subject.image.clone(),
         command,
-        mounts: args.mounts.clone(),
-        gpus: args.gpus.clone(),
-        user: Some(format!("{}:{}", user.uid, user.gid)),
+        mounts: subject.mounts.clone(),
+        gpus: subject.gpus.clone(),
+        user: Some(format!("{}:{}", subject.user.uid, subject.user.gid)),
         ..Default::default()
     };
     let purpose = Purpose {
@@ -607,10 +688,14 @@ fn other_users(seen: &Seen, others: &[nix::unistd::User], markers: &Markers) -> 
     }
 }
 
-fn report(checks: &[Check], json: bool) -> Result<()> {
+/// Prints each user's checks: a table per user, or one JSON object
+/// (user name -> checks).
+fn report(reports: &[(String, Vec<Check>)], json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(checks)?)?;
+        let object: BTreeMap<&str, &Vec<Check>> =
+            reports.iter().map(|(u, c)| (u.as_str(), c)).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&object)?)?;
         return Ok(());
     }
     let colour = std::io::stdout().is_terminal();
@@ -620,21 +705,26 @@ fn report(checks: &[Check], json: bool) -> Result<()> {
         (true, false) => "PASS",
         (false, false) => "FAIL",
     };
-    for check in checks {
-        writeln!(out, "{}  {}", mark(check.passed), check.name)?;
-        for line in &check.details {
-            writeln!(out, "      {line}")?;
+    for (user, checks) in reports {
+        if reports.len() > 1 {
+            writeln!(out, "== {user}")?;
         }
+        for check in checks {
+            writeln!(out, "{}  {}", mark(check.passed), check.name)?;
+            for line in &check.details {
+                writeln!(out, "      {line}")?;
+            }
+        }
+        let failed = checks.iter().filter(|c| !c.passed).count();
+        writeln!(
+            out,
+            "{}",
+            match failed {
+                0 => format!("{user}: all checks passed"),
+                n => format!("{user}: {n} of {} checks failed", checks.len()),
+            }
+        )?;
     }
-    let failed = checks.iter().filter(|c| !c.passed).count();
-    writeln!(
-        out,
-        "{}",
-        match failed {
-            0 => "all checks passed".to_string(),
-            n => format!("{n} of {} checks failed", checks.len()),
-        }
-    )?;
     Ok(())
 }
 
