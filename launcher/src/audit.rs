@@ -88,7 +88,7 @@ impl Record {
     /// A record of `event` for `uid`'s container of `image`.
     pub fn new(event: Event, origin: Origin, uid: u32, image: &str) -> Record {
         Record {
-            time: now_rfc3339(),
+            time: now(),
             event,
             origin,
             uid,
@@ -267,7 +267,7 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
 }
 
 /// Now, as RFC 3339 in UTC with milliseconds.
-fn now_rfc3339() -> String {
+pub fn now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -4,7 +4,9 @@
 //! This crate does no syscalls and knows nothing of Slurm internals: the launcher
 //! and the SPANK plugin both read their settings through it.
 
+mod audit;
 mod limits;
+mod login;
 pub mod plugstack;
 mod size;
 pub mod slurm_release;
@@ -14,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use audit::AuditConfig;
 pub use limits::{LimitTier, LimitValues, LimitsConfig};
+pub use login::{LoginConfig, LoginMount};
 pub use size::{parse_duration, parse_size, DurationError, SizeError};
 
 /// Where berth looks for its configuration when no path is given.
@@ -137,74 +141,6 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The shared-server setup: users who each have their own container.
     pub login: LoginConfig,
-}
-
-/// `[login]`: on a shared server, the container each listed user has (the
-/// seeds' setup): its image, working directory and mounts, whose sources
-/// are templates (`{user}`, `{uid}`, `{group}`). `berth verify` checks each
-/// listed user's container.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoginConfig {
-    /// The image of every user's container ("" when unused).
-    pub image: String,
-    /// Where a session starts.
-    pub workdir: String,
-    /// The users who have a container.
-    pub users: Vec<String>,
-    /// Bind mounts, in order.
-    pub mounts: Vec<LoginMount>,
-}
-
-impl Default for LoginConfig {
-    fn default() -> Self {
-        LoginConfig {
-            image: String::new(),
-            workdir: "/workspace".into(),
-            users: vec![],
-            mounts: vec![],
-        }
-    }
-}
-
-/// One `[[login.mounts]]` entry.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LoginMount {
-    /// The host directory, a template: `/data1/org/{user}_data`.
-    pub source: String,
-    /// Where it is in the container.
-    pub destination: PathBuf,
-    /// Read-only.
-    #[serde(default)]
-    pub read_only: bool,
-    /// The source must be the user's own directory.
-    #[serde(default)]
-    pub owned_by_user: bool,
-    /// The source must have exactly this mode, e.g. "0700".
-    #[serde(default)]
-    pub mode: Option<String>,
-}
-
-/// `[audit]`: one structured line per container start (or failed start)
-/// and end, for `berth run`, Slurm steps and logins.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// To syslog (journald), facility authpriv, as `berth-audit: {json}`.
-    pub syslog: bool,
-    /// Also appended to this JSON-lines file (root's, mode 0600; a file
-    /// another user owns or may write is refused), by root only.
-    pub file: Option<PathBuf>,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            syslog: true,
-            file: None,
-        }
-    }
 }
 
 /// `[gpus]`: the node's GPUs. Under Slurm the job's allocation decides which

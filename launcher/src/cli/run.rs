@@ -178,7 +178,7 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
     audit::record(
         &ctx.config.audit,
         &audit::Record {
-            time: audit::Record::new(audit::Event::End, audit::Origin::Run, 0, "").time,
+            time: audit::now(),
             event: audit::Event::End,
             exit: Some(exit.code),
             duration_ms: Some(since.elapsed().as_millis() as u64),

@@ -80,9 +80,9 @@ impl SlurmStepArgs {
         ctx: &Context,
         uid: u32,
         request: &berth::spec::build::ContainerRequest,
-        started: &Result<berth::slurm::record::KeeperRecord, String>,
+        started: Result<&berth::slurm::record::KeeperRecord, String>,
     ) {
-        let event = match started {
+        let event = match &started {
             // no_exec and remove: nothing started.
             Ok(keeper) if keeper.pid <= 0 => return,
             Ok(_) => audit::Event::Start,
@@ -95,7 +95,7 @@ impl SlurmStepArgs {
                 record.pid = Some(keeper.pid).filter(|p| *p > 0);
                 record.image_id = Some(keeper.image.clone()).filter(|i| !i.is_empty());
             }
-            Err(why) => record.reason = Some(why.clone()),
+            Err(why) => record.reason = Some(why),
         }
         audit::record(&ctx.config.audit, &record);
     }
@@ -149,10 +149,7 @@ pub(crate) fn slurm_start(ctx: &Context, args: &SlurmStartArgs) -> Result<i32> {
         ctx,
         uid,
         &request,
-        &started
-            .as_ref()
-            .map(Clone::clone)
-            .map_err(|e| format!("{e:#}")),
+        started.as_ref().map_err(|e| format!("{e:#}")),
     );
     println!("{}", started?.to_line());
     Ok(0)
@@ -295,10 +292,7 @@ pub(crate) fn slurm_join(ctx: &Context, args: &SlurmJoinArgs) -> Result<i32> {
         ctx,
         uid,
         &berth::spec::build::ContainerRequest { image, ..request },
-        &started
-            .as_ref()
-            .map(Clone::clone)
-            .map_err(|e| e.to_string()),
+        started.as_ref().map_err(|e| e.to_string()),
     );
     println!("{}", started?.to_line());
     Ok(0)
