@@ -23,6 +23,10 @@ pub enum Event {
     StartFailed,
     /// A container ended.
     End,
+    /// A login session started in its user's container.
+    SessionStart,
+    /// A login session ended.
+    SessionEnd,
 }
 
 /// Who started it.
@@ -82,6 +86,9 @@ pub struct Record {
     /// A failed start: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A login session: its command (`ssh host COMMAND`), or a login shell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl Record {
@@ -108,6 +115,7 @@ impl Record {
             exit: None,
             duration_ms: None,
             reason: None,
+            command: None,
         }
     }
 
@@ -160,22 +168,13 @@ pub fn slurm_container_ended(
         0xffff_fffb => "batch".to_string(),
         s => s.to_string(),
     });
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100)
-        .max(1) as u64;
-    let uptime_ms = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|s| (s * 1000.0) as u64);
     let ended = Record {
         job,
         step,
         node: std::env::var("SLURMD_NODENAME").ok(),
         image_id: Some(keeper.image.clone()).filter(|i| !i.is_empty()),
         pid: Some(keeper.pid),
-        duration_ms: uptime_ms.map(|up| up.saturating_sub(keeper.started * 1000 / ticks)),
+        duration_ms: keeper.running_for().map(|d| d.as_millis() as u64),
         reason: (oom_kills > 0).then(|| format!("{oom_kills} out-of-memory kills")),
         ..Record::new(Event::End, Origin::Slurm, keeper.uid, "")
     };

@@ -385,10 +385,17 @@ impl Config {
         for (key, path) in [
             ("store.path", &self.store.path),
             ("store.summary_dir", &self.store.summary_dir),
+            ("login.socket", &self.login.socket),
         ] {
             if !path.is_absolute() {
                 return Err(invalid(key, format!("{path:?} is not an absolute path")));
             }
+        }
+        if let Some(shell) = self.login.shells.iter().find(|s| !s.starts_with('/')) {
+            return Err(invalid(
+                "login.shells",
+                format!("{shell:?} is not an absolute path"),
+            ));
         }
         for (i, mount) in self.login.mounts.iter().enumerate() {
             let key = format!("login.mounts[{i}]");

@@ -19,6 +19,23 @@ pub struct LoginConfig {
     pub users: Vec<String>,
     /// Bind mounts, in order.
     pub mounts: Vec<LoginMount>,
+    /// The socket `berth login` reaches the root service `berth
+    /// login-service` on.
+    pub socket: PathBuf,
+    /// Seconds a user's container keeps running after their last session
+    /// ended (0: it stops with the last session).
+    pub idle_stop: u64,
+    /// Sessions are root in a user namespace of their own, mapped to the
+    /// user (as `--container-remap-root`): they can install packages,
+    /// which stay in the container's writable layer.
+    pub remap_root: bool,
+    /// The session's shell in the container (the first of these that the
+    /// image has): it runs `-c COMMAND` for `ssh host COMMAND`.
+    pub shells: Vec<String>,
+    /// Slurm's client works in the container: the munge socket's
+    /// directory and Slurm's configuration directory are bound in
+    /// read-only (the image brings srun, sbatch, squeue).
+    pub slurm: bool,
 }
 
 impl Default for LoginConfig {
@@ -28,6 +45,11 @@ impl Default for LoginConfig {
             workdir: "/workspace".into(),
             users: vec![],
             mounts: vec![],
+            socket: "/run/berth/login.sock".into(),
+            idle_stop: 600,
+            remap_root: false,
+            shells: vec!["/bin/bash".into(), "/bin/sh".into()],
+            slurm: false,
         }
     }
 }

@@ -31,10 +31,9 @@ use berth::slurm::record::KeeperRecord;
 
 use crate::ffi;
 use crate::options::ContainerOptions;
-use crate::remote::{
-    enter_container, enter_remapped_user_namespace, task_capabilities, task_workdir,
-};
+use crate::remote::{task_capabilities, task_workdir};
 use crate::state::record_keeper;
+use berth::process::join::{enter_container, enter_remapped_user_namespace};
 
 /// `berth-entrypoint`, built static by build.rs.
 static CAPTURE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-entrypoint"));

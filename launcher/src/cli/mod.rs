@@ -3,6 +3,7 @@
 
 mod containers;
 mod images;
+mod login;
 mod progress;
 mod run;
 mod slurm;
@@ -64,6 +65,12 @@ enum Command {
     /// Check, as root, that a user's container is isolated (user mapping,
     /// filesystem, GPUs, privileges, other users).
     Verify(verify::VerifyArgs),
+    /// The SSH entry point of a shared server (sshd's ForceCommand): a
+    /// session in the user's own container, from `[login]`.
+    Login(login::LoginArgs),
+    /// The root service `berth login` reaches: starts the users'
+    /// containers and sessions (run it as a system service).
+    LoginService(login::LoginServiceArgs),
     /// Start a Slurm step's container keeper (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmStart(Box<slurm::SlurmStartArgs>),
@@ -119,6 +126,10 @@ impl Context {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
+    // A user's login needs no store: only where the service listens.
+    if let Command::Login(args) = &cli.command {
+        return finish(load_config(&cli).and_then(|config| login::login(&config, args)));
+    }
     let result = Context::new(&cli).and_then(|ctx| match &cli.command {
         Command::Run(args) => run::run(&ctx, args),
         Command::Pull(args) => images::pull(&ctx, args),
@@ -128,11 +139,18 @@ pub fn main() -> i32 {
         Command::Gc(args) => images::gc(&ctx, args),
         Command::Ps(args) => containers::ps(&ctx, args),
         Command::Verify(args) => verify::verify(&ctx, args),
+        Command::Login(_) => unreachable!("served above"),
+        Command::LoginService(args) => login::login_service(&ctx, args),
         Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
         Command::SlurmJoin(args) => slurm::slurm_join(&ctx, args),
         Command::SlurmSave(args) => slurm::slurm_save(&ctx, args),
         Command::SlurmLeave(args) => slurm::slurm_leave(&ctx, args),
     });
+    finish(result)
+}
+
+/// The exit code of a verb's result, its error said on stderr.
+fn finish(result: Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -151,13 +151,7 @@ fn login_subjects(
         .map(|user| {
             let mounts = berth::login::mounts(login, user)
                 .map_err(|e| (user.name.clone(), e.to_string()))?;
-            let gpus = ctx
-                .config
-                .gpus
-                .users
-                .get(&user.name)
-                .filter(|g| !g.is_empty())
-                .map(|g| g.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+            let gpus = berth::login::gpus_of(&ctx.config, user);
             Ok(Subject {
                 user: user.clone(),
                 others: users

@@ -16,6 +16,7 @@
 pub mod confine;
 pub mod exec;
 pub mod init;
+pub mod join;
 pub mod keeper;
 mod signals;
 pub mod terminal;

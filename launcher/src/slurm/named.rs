@@ -409,8 +409,20 @@ impl NamedContainer {
 
     /// Records step `job.step` as using it through `view`.
     pub fn add_user(&self, job: u32, step: u32, view: &KeeperRecord) -> Result<(), NamedError> {
-        let path = self.dir.join("users").join(format!("{job}.{step}.json"));
-        view.write(&path).map_err(self.io_error("write", &path))
+        self.add_process(&format!("{job}.{step}"), view)
+    }
+
+    /// Records the process `record` (a step's view keeper, a login
+    /// session) as using it, as `user`: it is in use while that process
+    /// lives.
+    pub fn add_process(&self, user: &str, record: &KeeperRecord) -> Result<(), NamedError> {
+        let path = self.dir.join("users").join(format!("{user}.json"));
+        record.write(&path).map_err(self.io_error("write", &path))
+    }
+
+    /// Forgets `user` (see `add_process`).
+    pub fn remove_process(&self, user: &str) {
+        let _ = fs::remove_file(self.dir.join("users").join(format!("{user}.json")));
     }
 
     /// Whether some mount of its writable layer is still alive somewhere

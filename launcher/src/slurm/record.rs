@@ -235,6 +235,22 @@ impl KeeperRecord {
         ended
     }
 
+    /// How long ago its keeper started (None when the clock cannot be read).
+    pub fn running_for(&self) -> Option<std::time::Duration> {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100)
+            .max(1) as u64;
+        let uptime_ms = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|s| (s * 1000.0) as u64)?;
+        Some(std::time::Duration::from_millis(
+            uptime_ms.saturating_sub(self.started * 1000 / ticks),
+        ))
+    }
+
     /// Kills the keeper through a pidfd taken and checked to be the
     /// recorded process (a reused pid is never signalled), and waits up to
     /// 2 s for it to go (its cgroup can then be removed).

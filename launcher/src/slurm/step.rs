@@ -196,7 +196,7 @@ pub fn start_container(
 }
 
 /// Starts the keeper of a built container.
-fn start_built(built: &Built, step: &StepOnNode) -> Result<KeeperRecord, StepError> {
+pub(crate) fn start_built(built: &Built, step: &StepOnNode) -> Result<KeeperRecord, StepError> {
     let (spec, image) = (&built.spec, &built.image);
     let tasks = spec.slurm_tasks.clone().unwrap_or_default();
     Ok(KeeperRecord {
@@ -541,7 +541,7 @@ pub fn leave_named(
 }
 
 /// Polls `done` every 50 ms for up to `limit`: whether it came true.
-fn wait_for(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
+pub(crate) fn wait_for(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
     let start = std::time::Instant::now();
     while !done() {
         if start.elapsed() > limit {
@@ -553,7 +553,7 @@ fn wait_for(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
 }
 
 /// The record a named container keeps of its image.
-fn image_record(
+pub(crate) fn image_record(
     image: &crate::image::ResolvedImage,
     asked: &str,
 ) -> crate::image::records::ImageRecord {

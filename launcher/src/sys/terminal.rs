@@ -33,8 +33,19 @@ pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<(
 /// Makes the terminal on `fd` the controlling terminal of the calling
 /// session leader (`TIOCSCTTY`).
 pub fn make_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: fd is live; the argument 0 means "do not steal".
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    set_controlling_terminal(fd, 0)
+}
+
+/// Makes the terminal on `fd` the controlling terminal of the calling
+/// session leader (root), taking it from the session that has it (a
+/// login session's terminal, from sshd's side of it: `TIOCSCTTY` 1).
+pub fn take_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_controlling_terminal(fd, 1)
+}
+
+fn set_controlling_terminal(fd: BorrowedFd<'_>, steal: libc::c_int) -> io::Result<()> {
+    // SAFETY: fd is live; the argument says whether to steal it.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, steal) };
     if ret == -1 {
         return Err(io::Error::last_os_error());
     }

@@ -2,12 +2,21 @@
 //! one and what each one's mounts are, from berth.toml's templates
 //! (`{user}`, `{uid}`, `{group}`), each source checked as configured
 //! before it is used: there, a directory, the user's own and with the
-//! mode asked for (the seeds' 0700 data directory).
+//! mode asked for (the seeds' 0700 data directory). The SSH entry point
+//! (`berth login`, served by the root `berth login-service`) is built from
+//! [`container`] (the kept container each user has), [`session`] (a
+//! session's process in it) and [`wire`] (what the two sides say).
 
 use std::os::unix::fs::MetadataExt;
 
 use nix::unistd::{Group, User};
 use slurm_conf::LoginConfig;
+
+use crate::spec::build::{ContainerRequest, Purpose};
+
+pub mod container;
+pub mod session;
+pub mod wire;
 
 /// A `[login]` mount that cannot be used for a user.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -15,6 +24,9 @@ pub enum LoginError {
     /// A listed user the host does not know.
     #[error("[login] users: no user {0:?} on this host")]
     NoSuchUser(String),
+    /// A user who has no container here.
+    #[error("{0} has no container on this host (berth.toml [login] users does not list them): ask the admins")]
+    NotListed(String),
     /// A mount's source is not as configured.
     #[error("[login] mount {path} for {user}: {why}")]
     Source {
@@ -91,6 +103,109 @@ pub fn mounts(config: &LoginConfig, user: &User) -> Result<Vec<String>, LoginErr
             Ok(format!("{source}:{}{ro}", mount.destination.display()))
         })
         .collect()
+}
+
+/// A login user's container as configured: what it is made of.
+#[derive(Debug, Clone)]
+pub struct LoginPlan {
+    /// Whose.
+    pub user: User,
+    /// `[login] image`.
+    pub image: String,
+    /// The admin's mounts (`SRC:DST[:ro]`): the user's templated ones,
+    /// checked, then the host's sftp-server and Slurm's client files.
+    pub mounts: Vec<String>,
+    /// The GPUs `[gpus.users]` grants them (`berth run --gpus`'s list).
+    pub gpus: Option<String>,
+    /// Sessions are root of a user namespace of their own.
+    pub remap_root: bool,
+}
+
+/// The host's sftp-server, bound in for images without their own.
+const HOST_SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+impl LoginPlan {
+    /// `user`'s container as `config` describes it; refused for a user
+    /// `[login] users` does not list, or whose mounts are not as configured.
+    pub fn of(config: &slurm_conf::Config, user: &User) -> Result<LoginPlan, LoginError> {
+        let login = &config.login;
+        if !login.users.contains(&user.name) || login.image.is_empty() {
+            return Err(LoginError::NotListed(user.name.clone()));
+        }
+        let mut mounts = self::mounts(login, user)?;
+        if std::path::Path::new(HOST_SFTP_SERVER).is_file() {
+            mounts.push(format!(
+                "{HOST_SFTP_SERVER}:{}:ro",
+                session::SFTP_SERVER_IN_CONTAINER
+            ));
+        }
+        if login.slurm {
+            let conf_dir = crate::slurm::files::path("slurm.conf")
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "/etc/slurm".into());
+            mounts.push(format!("{conf_dir}:{conf_dir}:ro"));
+            mounts.push("/run/munge:/run/munge:ro".into());
+        }
+        Ok(LoginPlan {
+            gpus: gpus_of(config, user),
+            user: user.clone(),
+            image: login.image.clone(),
+            mounts,
+            remap_root: login.remap_root,
+        })
+    }
+
+    /// What the container is asked to be (its mounts are the admin's: see
+    /// [`LoginPlan::purpose`]).
+    pub fn request(&self) -> ContainerRequest {
+        ContainerRequest {
+            image: self.image.clone(),
+            user: Some(format!("{}:{}", self.user.uid, self.user.gid)),
+            gpus: self.gpus.clone(),
+            remap_root: self.remap_root,
+            ..Default::default()
+        }
+    }
+
+    /// How it differs from `berth run`'s: kept running without a command,
+    /// the host's name, other users' processes hidden, its own cgroup
+    /// under `cgroup_parent`, and the admin's mounts, opened with the
+    /// user's rights (`[mounts]`'s denied prefixes apply).
+    pub fn purpose(&self, cgroup_parent: &str) -> Purpose {
+        Purpose {
+            needs_command: false,
+            default_hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok()),
+            proc_hidepid: true,
+            cgroup_path: Some(format!(
+                "{cgroup_parent}/{}-{}",
+                container::CONTAINER_NAME,
+                self.user.uid
+            )),
+            slurm_mounts: self.mounts.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The user's supplementary groups on the host.
+    pub fn groups(&self) -> Vec<u32> {
+        let name = std::ffi::CString::new(self.user.name.as_str()).unwrap_or_default();
+        nix::unistd::getgrouplist(&name, self.user.gid)
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|_| vec![self.user.gid.as_raw()])
+    }
+}
+
+/// The GPUs `[gpus.users]` grants `user`, as a `--gpus` list.
+pub fn gpus_of(config: &slurm_conf::Config, user: &User) -> Option<String> {
+    config
+        .gpus
+        .users
+        .get(&user.name)
+        .filter(|g| !g.is_empty())
+        .map(|g| g.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
 }
 
 #[cfg(test)]

@@ -1,0 +1,278 @@
+//! `berth login` (the user's side: sshd's ForceCommand) and `berth
+//! login-service` (root: starts the users' containers and their
+//! sessions). See `berth::login` and docs/login.md.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::{ForkResult, Pid, User};
+
+use berth::audit;
+use berth::login::wire::{self, FromService, FromUser};
+use berth::login::{container, session, LoginPlan};
+use berth::process::EXIT_BERTH_ERROR;
+use berth::slurm::record::KeeperRecord;
+use slurm_conf::Config;
+
+use super::Context;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct LoginArgs {
+    /// Run COMMAND instead of a shell [default: $SSH_ORIGINAL_COMMAND,
+    /// which sshd sets for `ssh host COMMAND`, scp, sftp and rsync].
+    #[arg(short = 'c', value_name = "COMMAND")]
+    command: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct LoginServiceArgs {}
+
+/// The signals the user's side passes on to its session.
+const PASSED_SIGNALS: [Signal; 6] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// `berth login`: hands this process's standard input, output and error
+/// to the service, which runs the session in the user's container, and
+/// exits with the session's exit status.
+pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<i32> {
+    let socket = &config.login.socket;
+    let conn = wire::connect(socket).with_context(|| {
+        format!(
+            "cannot reach berth's login service at {} (is `berth login-service` running? tell the admins)",
+            socket.display()
+        )
+    })?;
+    let command = args
+        .command
+        .clone()
+        .or_else(|| std::env::var("SSH_ORIGINAL_COMMAND").ok());
+    let env = wire::PASSED_ON
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect();
+    let mut signals = SigSet::empty();
+    for signal in PASSED_SIGNALS {
+        signals.add(signal);
+    }
+    signals.thread_block()?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)?;
+    wire::send(conn.as_fd(), &FromUser::Start { command, env }, &[0, 1, 2])?;
+    loop {
+        let mut fds = [
+            PollFd::new(conn.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if fds[1].any() == Some(true) {
+            if let Ok(Some(info)) = signal_fd.read_signal() {
+                wire::send(conn.as_fd(), &FromUser::Signal(info.ssi_signo as i32), &[])?;
+            }
+        }
+        if fds[0].any() == Some(true) {
+            return match wire::receive::<FromService>(conn.as_fd()) {
+                Ok((FromService::Exit(code), _)) => Ok(code),
+                Ok((FromService::Refused(why), _)) => {
+                    eprintln!("berth: {why}");
+                    Ok(EXIT_BERTH_ERROR)
+                }
+                Err(e) => bail!("the login service ended the session: {e}"),
+            };
+        }
+    }
+}
+
+/// `berth login-service`: listens on `[login] socket` and serves each
+/// session in a process of its own; stops containers idle for
+/// `[login] idle_stop` seconds.
+pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i32> {
+    if !ctx.privileged {
+        bail!("berth login-service runs as root");
+    }
+    let socket = &ctx.config.login.socket;
+    if let Some(dir) = socket.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let listener =
+        wire::listen(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    // Anyone may ask, for themselves only (the peer's uid is the kernel's).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
+    // Sessions whose serving process died are reaped here.
+    nix::sys::prctl::set_child_subreaper(true)?;
+    tracing::info!(socket = %socket.display(), "berth login service listening");
+    let mut last_sweep = Instant::now();
+    loop {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let ready = match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Err(nix::errno::Errno::EINTR) => false,
+            Err(e) => return Err(e.into()),
+            Ok(n) => n > 0,
+        };
+        while let Ok(Some(_)) = berth::sys::reap_any_child() {}
+        if ready {
+            match wire::accept(listener.as_fd()) {
+                Ok(conn) => serve_in_child(ctx, conn, &listener),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            container::stop_idle(&ctx.store, &ctx.config, &ctx.config.store.summary_dir);
+        }
+    }
+}
+
+/// Serves `conn` in a forked process (the service stays single-threaded).
+fn serve_in_child(ctx: &Context, conn: OwnedFd, listener: &OwnedFd) {
+    // SAFETY: the service is single-threaded.
+    #[allow(unsafe_code)]
+    let forked = unsafe { nix::unistd::fork() };
+    match forked {
+        Err(e) => tracing::warn!("cannot fork: {e}"),
+        Ok(ForkResult::Parent { .. }) => {}
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::close(listener.as_raw_fd());
+            let refuse = |why: String| {
+                let _ = wire::send(conn.as_fd(), &FromService::Refused(why), &[]);
+            };
+            if let Err(e) = serve(ctx, &conn) {
+                refuse(super::one_line(&e));
+            }
+            berth::sys::exit_child(0)
+        }
+    }
+}
+
+/// One session: its user's container started or joined, its process
+/// started, the user's side's signals passed on, its end answered.
+fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)?;
+    let uid = wire::peer_uid(conn.as_fd())?;
+    let (message, stdio) = wire::receive::<FromUser>(conn.as_fd())?;
+    let FromUser::Start { command, env } = message else {
+        bail!("a session must start first");
+    };
+    let user = User::from_uid(nix::unistd::Uid::from_raw(uid))?
+        .with_context(|| format!("uid {uid} has no name on this host"))?;
+    let plan = LoginPlan::of(&ctx.config, &user)?;
+    let running = container::start_or_join(&ctx.build_context(), ctx, &plan)?;
+    let login = &ctx.config.login;
+    let started = session::start(&session::Session {
+        base: &running.base,
+        user: &user,
+        groups: plan.groups(),
+        remap_root: login.remap_root,
+        workdir: &login.workdir,
+        shells: &login.shells,
+        command: command.as_deref(),
+        passed_env: &env,
+        stdio: &stdio,
+    });
+    // The session's descriptors are its own now: the user's side sees
+    // their end when the session's processes close them.
+    drop(stdio);
+    let session_audit = audit::Record {
+        image_id: Some(running.base.image.clone()),
+        command: Some(command.clone().unwrap_or_else(|| "(login shell)".into())),
+        ..audit::Record::new(
+            audit::Event::SessionStart,
+            audit::Origin::Login,
+            uid,
+            &plan.image,
+        )
+    };
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(why) => {
+            audit::record(
+                &ctx.config.audit,
+                &audit::Record {
+                    event: audit::Event::StartFailed,
+                    reason: Some(why.clone()),
+                    ..session_audit
+                },
+            );
+            bail!(why);
+        }
+    };
+    let record = KeeperRecord::of_keeper(pid.as_raw())?;
+    container::add_session(&running.held, &record)?;
+    drop(running);
+    let session_audit = audit::Record {
+        pid: Some(pid.as_raw()),
+        ..session_audit
+    };
+    audit::record(&ctx.config.audit, &session_audit);
+    let since = Instant::now();
+    let code = wait_passing_signals(conn, pid)?;
+    container::end_session(&ctx.store, uid, pid.as_raw());
+    audit::record(
+        &ctx.config.audit,
+        &audit::Record {
+            time: audit::now(),
+            event: audit::Event::SessionEnd,
+            exit: Some(code),
+            duration_ms: Some(since.elapsed().as_millis() as u64),
+            ..session_audit
+        },
+    );
+    let _ = wire::send(conn.as_fd(), &FromService::Exit(code), &[]);
+    Ok(())
+}
+
+/// Waits for session process `pid` (a child), passing on the signals the
+/// user's side reports (a hang-up when it goes away): its exit status.
+fn wait_passing_signals(conn: &OwnedFd, pid: Pid) -> Result<i32> {
+    let pidfd = berth::sys::pidfd_open(pid)?;
+    let mut user_side = true;
+    loop {
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        if user_side {
+            fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if fds[0].any() == Some(true) {
+            let end = berth::sys::reap_child(pid, true)?;
+            return Ok(end.and_then(|e| e.exit_code()).unwrap_or(EXIT_BERTH_ERROR));
+        }
+        if user_side && fds[1].any() == Some(true) {
+            let signal = match wire::receive::<FromUser>(conn.as_fd()) {
+                Ok((FromUser::Signal(n), _)) => Signal::try_from(n)
+                    .ok()
+                    .filter(|s| PASSED_SIGNALS.contains(s)),
+                Ok(_) => None,
+                Err(_) => {
+                    // The user's side is gone (killed, or sshd's end).
+                    user_side = false;
+                    Some(Signal::SIGHUP)
+                }
+            };
+            if let Some(signal) = signal {
+                let _ = berth::sys::pidfd_send_signal(pidfd.as_fd(), signal as i32);
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! A login session's process: forked by the service (root, single
+//! threaded, a child subreaper), it joins the user's running container
+//! (`process::join`, as a Slurm task does), forks into the container's pid
+//! namespace, and there becomes the user's shell or command on the
+//! session's own descriptors: a session of its own with the session's
+//! terminal as its controlling terminal (job control, Ctrl-C, resizes
+//! and sshd's hang-up reach it directly), the user's ids and groups (or,
+//! remapped, root of a user namespace of its own mapped to the user), no
+//! capabilities, no_new_privs and the container's seccomp filter.
+//!
+//! The joining process exits once the session's process exists, leaving it
+//! to the service (the subreaper), which waits for it and signals it.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::unistd::{ForkResult, Pid};
+
+use crate::process::confine::{Confinement, Filter};
+use crate::process::join::{enter_container, enter_remapped_user_namespace};
+use crate::slurm::record::KeeperRecord;
+
+/// Where the host's sftp-server is bound in, for images without one.
+pub const SFTP_SERVER_IN_CONTAINER: &str = "/.berth-sftp-server";
+/// The image's own sftp-server, where Debian puts it.
+const IMAGE_SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// What a session is.
+pub struct Session<'a> {
+    /// The container's keeper.
+    pub base: &'a KeeperRecord,
+    /// Whose session.
+    pub user: &'a nix::unistd::User,
+    /// Their supplementary groups (the host's).
+    pub groups: Vec<u32>,
+    /// Root of a user namespace of its own, mapped to the user.
+    pub remap_root: bool,
+    /// Where it starts (and HOME).
+    pub workdir: &'a str,
+    /// The shells to look for in the container, in order.
+    pub shells: &'a [String],
+    /// `ssh host COMMAND`, or None: a login shell.
+    pub command: Option<&'a str>,
+    /// The user's side's variables it keeps.
+    pub passed_env: &'a [(String, String)],
+    /// Its standard input, output and error.
+    pub stdio: &'a [OwnedFd],
+}
+
+/// Starts `session`: the pid (in the host's pid namespace) of its process,
+/// the caller's child (the caller must be a child subreaper), once it has
+/// exec'd; or why it could not.
+pub fn start(session: &Session) -> Result<Pid, String> {
+    if session.stdio.len() != 3 {
+        return Err("a session needs its standard input, output and error".into());
+    }
+    let (status_r, status_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    // SAFETY: the service is single-threaded; the child only joins the
+    // container, forks and exits (or execs).
+    #[allow(unsafe_code)]
+    let forked = unsafe { nix::unistd::fork() };
+    let joiner = match forked {
+        Err(e) => return Err(format!("cannot fork: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(status_r);
+            join_and_fork(session, status_w)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    drop(status_w);
+    // EOF once the session's process has exec'd (or died): every writer's
+    // end is close-on-exec.
+    let mut said = String::new();
+    let _ = std::fs::File::from(status_r).read_to_string(&mut said);
+    let _ = crate::sys::reap_child(joiner, true);
+    let mut pid = None;
+    for line in said.lines() {
+        match line.split_once(' ') {
+            Some(("pid", n)) => pid = n.parse().ok().map(Pid::from_raw),
+            Some(("error", why)) => {
+                if let Some(pid) = pid {
+                    let _ = crate::sys::reap_child(pid, true);
+                }
+                return Err(why.to_string());
+            }
+            _ => {}
+        }
+    }
+    pid.ok_or_else(|| "the session's process died as it started".into())
+}
+
+/// In the joining process: never returns.
+fn join_and_fork(session: &Session, status_w: OwnedFd) -> ! {
+    let fail = |why: String| -> ! {
+        let _ = nix::unistd::write(&status_w, format!("error {why}\n").as_bytes());
+        crate::sys::exit_child(crate::process::EXIT_BERTH_ERROR)
+    };
+    if let Err(e) = enter_container(session.base) {
+        fail(e)
+    }
+    // SAFETY: single-threaded (forked from a single-threaded process).
+    #[allow(unsafe_code)]
+    let forked = unsafe { nix::unistd::fork() };
+    match forked {
+        Err(e) => fail(format!("cannot fork into the container: {e}")),
+        Ok(ForkResult::Child) => {
+            let Err(why) = become_session(session);
+            fail(why)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::unistd::write(&status_w, format!("pid {child}\n").as_bytes());
+            crate::sys::exit_child(0)
+        }
+    }
+}
+
+/// In the session's process, in the container: its descriptors,
+/// terminal, identity and confinement, then exec.
+fn become_session(session: &Session) -> Result<std::convert::Infallible, String> {
+    nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
+    for (i, fd) in session.stdio.iter().enumerate() {
+        nix::unistd::dup2(fd.as_raw_fd(), i as i32)
+            .map_err(|e| format!("cannot take the session's descriptors: {e}"))?;
+    }
+    // Nothing of the service's may reach the user's processes.
+    crate::sys::cloexec_from(3).map_err(|e| format!("cannot close descriptors: {e}"))?;
+    let stdin = std::io::stdin();
+    if nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false) {
+        crate::sys::take_controlling_terminal(stdin.as_fd())
+            .map_err(|e| format!("cannot take the session's terminal: {e}"))?;
+    }
+    let (uid, gid) = (session.user.uid.as_raw(), session.user.gid.as_raw());
+    let seccomp = session.base.seccomp_program()?;
+    let capabilities: crate::caps::CapsHashSet = match session.remap_root {
+        true => session
+            .base
+            .root_capabilities
+            .iter()
+            .filter_map(|i| crate::caps::from_index(*i))
+            .collect(),
+        false => Default::default(),
+    };
+    if session.remap_root {
+        // The capabilities root keeps in its own namespace stay in the
+        // bounding set; the user's ids first, then the namespace.
+        crate::caps::limit_bounding_set(&capabilities).map_err(|e| e.to_string())?;
+        use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+        let groups: Vec<Gid> = session.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        setgroups(&groups)
+            .and_then(|()| setresgid(g, g, g))
+            .and_then(|()| setresuid(u, u, u))
+            .map_err(|e| format!("cannot become {}: {e}", session.user.name))?;
+        enter_remapped_user_namespace(uid, gid)?;
+    }
+    Confinement {
+        groups: (!session.remap_root).then_some(&session.groups[..]),
+        ids: (!session.remap_root).then_some((uid, gid)),
+        capabilities: &capabilities,
+        filter: Filter::Set(seccomp.as_deref()),
+    }
+    .apply()
+    .map_err(|e| e.to_string())?;
+    if let Err(e) = std::env::set_current_dir(session.workdir) {
+        eprintln!("berth: {}: {e}: starting in /", session.workdir);
+        std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
+    }
+    let shell = session
+        .shells
+        .iter()
+        .find(|s| is_executable(s))
+        .ok_or_else(|| {
+            format!(
+                "the container has none of the shells [login] shells names ({}): use an image with one",
+                session.shells.join(", ")
+            )
+        })?;
+    let argv = command_line(shell, session.command);
+    let env = environment(session, shell);
+    crate::sys::reset_signal_dispositions();
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    let c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} holds a NUL byte"));
+    let program = c(&argv.0)?;
+    let args = argv.1.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
+    let env = env.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
+    let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
+    Err(format!("cannot run {}: {e}", argv.0))
+}
+
+fn is_executable(path: &str) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+/// The program and its argv: a login shell (`-bash`), `SHELL -c COMMAND`,
+/// or for sftp (sshd's subsystem, `internal-sftp` included) the image's
+/// sftp-server, else the host's bound in.
+fn command_line(shell: &str, command: Option<&str>) -> (String, Vec<String>) {
+    let Some(command) = command else {
+        let name = shell.rsplit('/').next().unwrap_or(shell);
+        return (shell.to_string(), vec![format!("-{name}")]);
+    };
+    let program = command.split_whitespace().next().unwrap_or_default();
+    if program == "internal-sftp" || program.rsplit('/').next() == Some("sftp-server") {
+        let server = match is_executable(IMAGE_SFTP_SERVER) {
+            true => IMAGE_SFTP_SERVER,
+            false => SFTP_SERVER_IN_CONTAINER,
+        };
+        let mut argv = vec![server.to_string()];
+        argv.extend(command.split_whitespace().skip(1).map(String::from));
+        return (server.to_string(), argv);
+    }
+    (
+        shell.to_string(),
+        vec![shell.to_string(), "-c".into(), command.to_string()],
+    )
+}
+
+/// The session's environment: the container's (image and devices), the
+/// user's names and home, the shell, and what the user's side passed on.
+fn environment(session: &Session, shell: &str) -> Vec<String> {
+    let name = &session.user.name;
+    let mut env: Vec<(String, String)> = vec![];
+    let mut set = |k: &str, v: &str| {
+        env.retain(|(n, _)| n != k);
+        env.push((k.to_string(), v.to_string()));
+    };
+    for entry in session.base.env.iter().chain(&session.base.device_env) {
+        if let Some((k, v)) = entry.split_once('=') {
+            set(k, v);
+        }
+    }
+    set("HOME", session.workdir);
+    set("USER", name);
+    set("LOGNAME", name);
+    set("SHELL", shell);
+    for (k, v) in session.passed_env {
+        if super::wire::PASSED_ON.contains(&k.as_str()) {
+            set(k, v);
+        }
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_runs_a_login_shell_a_command_or_sftp() {
+        assert_eq!(
+            command_line("/bin/bash", None),
+            ("/bin/bash".to_string(), vec!["-bash".to_string()])
+        );
+        assert_eq!(
+            command_line("/bin/sh", Some("echo hi; exit 3")).1,
+            ["/bin/sh", "-c", "echo hi; exit 3"]
+        );
+        // Neither runs through the shell (whose profile could write into
+        // the sftp protocol); which server depends on this root's files.
+        for asked in ["internal-sftp", "/usr/lib/openssh/sftp-server -l INFO"] {
+            let (program, argv) = command_line("/bin/sh", Some(asked));
+            assert!(
+                program == IMAGE_SFTP_SERVER || program == SFTP_SERVER_IN_CONTAINER,
+                "{program}"
+            );
+            assert_eq!(argv[0], program);
+            assert_eq!(argv.len(), if asked.contains("-l") { 3 } else { 1 });
+        }
+    }
+}
