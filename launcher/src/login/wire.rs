@@ -215,6 +215,7 @@ pub fn receive<T: for<'de> Deserialize<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn a_start_carries_its_descriptors_and_the_peer_is_the_kernels_word() {
