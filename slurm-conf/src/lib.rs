@@ -423,6 +423,8 @@ impl Config {
             }
         }
         parse_size(&self.store.max_size).map_err(|e| invalid("store.max_size", e.to_string()))?;
+        parse_duration(&self.login.idle_stop)
+            .map_err(|e| invalid("login.idle_stop", e.to_string()))?;
         parse_size(&self.store.container_max_size)
             .map_err(|e| invalid("store.container_max_size", e.to_string()))?;
         parse_duration(&self.store.container_max_age)

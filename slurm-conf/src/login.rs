@@ -22,9 +22,9 @@ pub struct LoginConfig {
     /// The socket `berth login` reaches the root service `berth
     /// login-service` on.
     pub socket: PathBuf,
-    /// Seconds a user's container keeps running after their last session
-    /// ended (0: it stops with the last session).
-    pub idle_stop: u64,
+    /// How long a user's container keeps running after their last session
+    /// ended ("10m", "1h", "30s"; "0": it stops with the last session).
+    pub idle_stop: String,
     /// Sessions are root in a user namespace of their own, mapped to the
     /// user (as `--container-remap-root`): they can install packages,
     /// which stay in the container's writable layer.
@@ -46,7 +46,7 @@ impl Default for LoginConfig {
             users: vec![],
             mounts: vec![],
             socket: "/run/berth/login.sock".into(),
-            idle_stop: 600,
+            idle_stop: "10m".into(),
             remap_root: false,
             shells: vec!["/bin/bash".into(), "/bin/sh".into()],
             slurm: false,

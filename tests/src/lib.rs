@@ -6,6 +6,7 @@ mod image;
 pub mod registry;
 pub mod releases;
 pub mod slurm;
+pub mod ssh;
 pub mod vm;
 
 pub use image::*;
@@ -17,6 +18,8 @@ use std::process::{Command, Output};
 
 /// The unprivileged user the tests run rootless berth as.
 pub const TEST_USER: &str = "berth-test";
+/// The second user of the shared-server tests.
+pub const SECOND_TEST_USER: &str = "berth-login2";
 
 /// The target directory the tests (or the kit's binaries) were built into,
 /// e.g. target/debug: tests run from target/debug/deps/.
@@ -217,6 +220,26 @@ pub fn test_user() -> (u32, u32) {
         .args(["--create-home", "--shell", "/bin/sh", TEST_USER])
         .status();
     lookup().expect("cannot create the test user (useradd)")
+}
+
+/// The second user of the shared-server tests: its name and uid (made
+/// when missing).
+pub fn second_test_user() -> (String, u32) {
+    let name = SECOND_TEST_USER;
+    let lookup = || {
+        let out = Command::new("id").args(["-u", name]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(uid) = lookup() {
+        return (name.to_string(), uid);
+    }
+    let _ = Command::new("useradd")
+        .args(["--create-home", "--shell", "/bin/sh", name])
+        .status();
+    let uid = lookup().expect("cannot create the second test user (useradd)");
+    (name.to_string(), uid)
 }
 
 /// The test user's home directory (from the name service).

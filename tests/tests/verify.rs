@@ -108,27 +108,6 @@ fn broken_configurations_fail_naming_the_check() {
     assert_eq!(count_entries(&data), 0, "the markers are removed");
 }
 
-/// A second user for the shared-server setup (made when missing).
-fn second_user() -> (String, u32) {
-    let name = "berth-login2";
-    if std::process::Command::new("id")
-        .arg(name)
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        let made = std::process::Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", name])
-            .status()
-            .unwrap();
-        assert!(made.success(), "useradd {name}");
-    }
-    let out = std::process::Command::new("id")
-        .args(["-u", name])
-        .output()
-        .unwrap();
-    (name.to_string(), stdout(&out).trim().parse().unwrap())
-}
-
 /// Without --user, every `[login]` user's container as configured: the
 /// seeds' home at /workspace and 0700 data directory at /workspace/data,
 /// each user's own GPU; the other login users are the ones who must not
@@ -137,7 +116,7 @@ fn second_user() -> (String, u32) {
 fn every_login_users_container_is_verified_as_configured() {
     require_root!();
     let s = Sandbox::new();
-    let (other, other_uid) = second_user();
+    let (other, other_uid) = second_test_user();
     let image = s.standard_image();
     let data = s.path().join("data");
     std::fs::create_dir(&data).unwrap();

@@ -219,6 +219,53 @@ pub(crate) fn rm(ctx: &Context, name: &str, user: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
+#[derive(clap::Args, Debug)]
+pub(crate) struct StopArgs {
+    /// The named container (a login user's is `login`).
+    #[arg(long, value_name = "NAME", default_value = berth::login::container::CONTAINER_NAME)]
+    container: String,
+    /// Whose it is.
+    #[arg(long, value_name = "NAME|UID")]
+    user: String,
+}
+
+/// `berth stop --container NAME --user USER` (root only): stops a named
+/// container now, with every session and step in it; its writable layer
+/// stays (`berth rm` then resets it).
+pub(crate) fn stop(ctx: &Context, args: &StopArgs) -> Result<i32> {
+    if !ctx.privileged {
+        bail!("stopping a container needs root on the node");
+    }
+    let (name, user) = (&args.container, &args.user);
+    let uid = resolve_user(user)?;
+    let containers = NamedContainers::of(&ctx.store);
+    if !containers.exists(uid, name) {
+        bail!("{user} has no named container {name:?} on this node (see berth ps --user {user})");
+    }
+    let held = containers.lock(uid, name)?;
+    match held.stop() {
+        None => println!("{user}'s container {name:?} was not running"),
+        Some((base, ended)) => {
+            if name == berth::login::container::CONTAINER_NAME {
+                berth::login::container::container_ended(&ctx.config, &base, ended.oom_kills);
+            } else {
+                berth::audit::slurm_container_ended(
+                    &ctx.config.audit,
+                    &base,
+                    None,
+                    ended.oom_kills,
+                );
+            }
+            for (dir, e) in ended.cgroup_errors {
+                tracing::warn!("cannot remove cgroup {}: {e}", dir.display());
+            }
+        }
+    }
+    drop(held);
+    write_summary(ctx, &containers, uid);
+    Ok(0)
+}
+
 /// Refreshes `uid`'s summary; a failure is only told (the store is right).
 fn write_summary(ctx: &Context, containers: &NamedContainers, uid: u32) {
     let dir = &ctx.config.store.summary_dir;

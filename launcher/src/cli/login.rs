@@ -173,8 +173,22 @@ fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
     };
     let user = User::from_uid(nix::unistd::Uid::from_raw(uid))?
         .with_context(|| format!("uid {uid} has no name on this host"))?;
-    let plan = LoginPlan::of(&ctx.config, &user)?;
-    let running = container::start_or_join(&ctx.build_context(), ctx, &plan)?;
+    let plan = LoginPlan::of(&ctx.config, &user).inspect_err(|e| {
+        let mut record = audit::Record::new(
+            audit::Event::StartFailed,
+            audit::Origin::Login,
+            uid,
+            &ctx.config.login.image,
+        );
+        record.reason = Some(e.to_string());
+        audit::record(&ctx.config.audit, &record);
+    })?;
+    let session_fds: Vec<_> = stdio
+        .iter()
+        .map(|fd| fd.as_raw_fd())
+        .chain([conn.as_raw_fd()])
+        .collect();
+    let running = container::start_or_join(&ctx.build_context(), ctx, &plan, &session_fds)?;
     let login = &ctx.config.login;
     let started = session::start(&session::Session {
         base: &running.base,

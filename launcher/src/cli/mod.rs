@@ -62,6 +62,9 @@ enum Command {
     /// List the named containers on this node (Slurm container_scope=global).
     #[command(visible_alias = "containers")]
     Ps(containers::PsArgs),
+    /// Stop a named container now (a login user's, or a Slurm job's kept
+    /// one), with every session and step in it (root only).
+    Stop(containers::StopArgs),
     /// Check, as root, that a user's container is isolated (user mapping,
     /// filesystem, GPUs, privileges, other users).
     Verify(verify::VerifyArgs),
@@ -138,6 +141,7 @@ pub fn main() -> i32 {
         Command::Rm(args) => images::rm(&ctx, args),
         Command::Gc(args) => images::gc(&ctx, args),
         Command::Ps(args) => containers::ps(&ctx, args),
+        Command::Stop(args) => containers::stop(&ctx, args),
         Command::Verify(args) => verify::verify(&ctx, args),
         Command::Login(_) => unreachable!("served above"),
         Command::LoginService(args) => login::login_service(&ctx, args),

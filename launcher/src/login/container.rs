@@ -6,6 +6,7 @@
 //! Unlike a Slurm step, a session needs no view of its own: the keeper
 //! holds everything (the user's mounts and GPUs), and sessions join it.
 
+use std::os::fd::RawFd;
 use std::path::Path;
 
 use crate::audit;
@@ -31,11 +32,14 @@ pub struct Running {
 
 /// Starts `plan`'s container unless its keeper runs (making it on first
 /// use), and returns it locked: the caller records its session before
-/// another may stop it.
+/// another may stop it. The keeper closes `session_fds` first (the
+/// session's descriptors and connection, which would otherwise stay open
+/// for as long as the container runs: sshd waits for their end).
 pub fn start_or_join(
     ctx: &BuildContext,
     registries: &dyn Registries,
     plan: &LoginPlan,
+    session_fds: &[RawFd],
 ) -> Result<Running, StepError> {
     let containers = NamedContainers::of(ctx.store);
     let uid = plan.user.uid.as_raw();
@@ -86,7 +90,11 @@ pub fn start_or_join(
         let node = StepOnNode {
             outlives_job: true,
             container_id: format!("{CONTAINER_NAME}-{uid}"),
-            keeper_closes: vec![held.lock_fd()],
+            keeper_closes: [held.lock_fd()]
+                .iter()
+                .chain(session_fds)
+                .copied()
+                .collect(),
             ..Default::default()
         };
         let mut base = start_built(&built, &node)?;
@@ -168,7 +176,9 @@ pub fn stop_idle(store: &Store, config: &slurm_conf::Config, summary_dir: &Path)
         };
         let Some(base) = held.base() else { continue };
         let idle_since = held.record().map_or(0, |r| r.last_used);
-        if !held.users().is_empty() || now < idle_since + config.login.idle_stop {
+        let idle_stop = slurm_conf::parse_duration(&config.login.idle_stop).unwrap_or(600);
+        // Whole seconds: at least `idle_stop`, at most one more.
+        if !held.users().is_empty() || now <= idle_since + idle_stop {
             continue;
         }
         if let Some(ended) = held.end_if_unused() {

@@ -179,10 +179,13 @@ impl LoginPlan {
                 .ok()
                 .and_then(|h| h.into_string().ok()),
             proc_hidepid: true,
+            // One of its own each start (a container of the same user
+            // in another store, or still being removed, has another).
             cgroup_path: Some(format!(
-                "{cgroup_parent}/{}-{}",
+                "{cgroup_parent}/{}-{}-{}",
                 container::CONTAINER_NAME,
-                self.user.uid
+                self.user.uid,
+                std::process::id()
             )),
             slurm_mounts: self.mounts.clone(),
             ..Default::default()

@@ -75,19 +75,24 @@ pub fn start(session: &Session) -> Result<Pid, String> {
     // end is close-on-exec.
     let mut said = String::new();
     let _ = std::fs::File::from(status_r).read_to_string(&mut said);
-    let _ = crate::sys::reap_child(joiner, true);
     let mut pid = None;
+    let mut error = None;
     for line in said.lines() {
         match line.split_once(' ') {
             Some(("pid", n)) => pid = n.parse().ok().map(Pid::from_raw),
-            Some(("error", why)) => {
-                if let Some(pid) = pid {
-                    let _ = crate::sys::reap_child(pid, true);
-                }
-                return Err(why.to_string());
-            }
+            Some(("error", why)) => error = Some(why.to_string()),
             _ => {}
         }
+    }
+    // On a terminal the joining process stays, as the session's relay.
+    if pid != Some(joiner) || error.is_some() {
+        let _ = crate::sys::reap_child(joiner, true);
+    }
+    if let Some(why) = error {
+        if let Some(pid) = pid.filter(|p| *p != joiner) {
+            let _ = crate::sys::reap_child(pid, true);
+        }
+        return Err(why);
     }
     pid.ok_or_else(|| "the session's process died as it started".into())
 }
@@ -101,37 +106,91 @@ fn join_and_fork(session: &Session, status_w: OwnedFd) -> ! {
     if let Err(e) = enter_container(session.base) {
         fail(e)
     }
+    let on_terminal = nix::unistd::isatty(session.stdio[0].as_raw_fd()).unwrap_or(false);
+    let terminal = match on_terminal {
+        true => container_terminal(session).unwrap_or_else(|e| fail(e)),
+        false => None,
+    };
     // SAFETY: single-threaded (forked from a single-threaded process).
     #[allow(unsafe_code)]
     let forked = unsafe { nix::unistd::fork() };
-    match forked {
-        Err(e) => fail(format!("cannot fork into the container: {e}")),
-        Ok(ForkResult::Child) => {
-            let Err(why) = become_session(session);
+    match (forked, terminal) {
+        (Err(e), _) => fail(format!("cannot fork into the container: {e}")),
+        (Ok(ForkResult::Child), terminal) => {
+            let Err(why) = become_session(session, terminal.as_ref().map(|t| &t.slave));
             fail(why)
         }
-        Ok(ForkResult::Parent { child }) => {
+        (Ok(ForkResult::Parent { child }), None) => {
             let _ = nix::unistd::write(&status_w, format!("pid {child}\n").as_bytes());
             crate::sys::exit_child(0)
+        }
+        (Ok(ForkResult::Parent { child }), Some(terminal)) => {
+            let me = nix::unistd::getpid();
+            let _ = nix::unistd::write(&status_w, format!("pid {me}\n").as_bytes());
+            drop(status_w);
+            drop(terminal.slave);
+            let code = crate::process::terminal::relay_until_exit(child, terminal.master)
+                .unwrap_or(crate::process::EXIT_BERTH_ERROR);
+            crate::sys::exit_child(code)
         }
     }
 }
 
-/// In the session's process, in the container: its descriptors,
-/// terminal, identity and confinement, then exec.
-fn become_session(session: &Session) -> Result<std::convert::Infallible, String> {
-    nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
+/// On a terminal (`ssh -t`, a login shell): the joining process becomes the
+/// session's relay, as `berth run -t` is, between sshd's terminal (its
+/// controlling terminal from now on: resizes and sshd's hang-up reach it)
+/// and a terminal of the container's own (its /dev/pts, which the session
+/// can name: `tty`, tmux and screen need that), with sshd's terminal's
+/// size and modes, the user's.
+fn container_terminal(
+    session: &Session,
+) -> Result<Option<crate::process::terminal::Terminal>, String> {
     for (i, fd) in session.stdio.iter().enumerate() {
         nix::unistd::dup2(fd.as_raw_fd(), i as i32)
             .map_err(|e| format!("cannot take the session's descriptors: {e}"))?;
     }
+    nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
+    crate::sys::take_controlling_terminal(std::io::stdin().as_fd())
+        .map_err(|e| format!("cannot take the session's terminal: {e}"))?;
+    let terminal = crate::process::terminal::Terminal::for_stdin()
+        .map_err(|e| format!("cannot make the container's terminal: {e}"))?;
+    if let Some(t) = &terminal {
+        let (uid, gid) = (session.user.uid, session.user.gid);
+        nix::unistd::fchown(t.slave.as_raw_fd(), Some(uid), Some(gid))
+            .and_then(|()| {
+                nix::sys::stat::fchmod(
+                    t.slave.as_raw_fd(),
+                    nix::sys::stat::Mode::from_bits_truncate(0o620),
+                )
+            })
+            .map_err(|e| format!("cannot give the container's terminal to the user: {e}"))?;
+    }
+    // The relay reads them from a signalfd; the session unblocks them.
+    crate::process::signals::block_forwarded().map_err(|e| format!("cannot block signals: {e}"))?;
+    Ok(terminal)
+}
+
+/// In the session's process, in the container: its descriptors,
+/// terminal, identity and confinement, then exec.
+fn become_session(
+    session: &Session,
+    terminal: Option<&OwnedFd>,
+) -> Result<std::convert::Infallible, String> {
+    nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
+    let stdio: Vec<&OwnedFd> = match terminal {
+        Some(slave) => vec![slave; 3],
+        None => session.stdio.iter().collect(),
+    };
+    for (i, fd) in stdio.into_iter().enumerate() {
+        nix::unistd::dup2(fd.as_raw_fd(), i as i32)
+            .map_err(|e| format!("cannot take the session's descriptors: {e}"))?;
+    }
+    if terminal.is_some() {
+        crate::sys::make_controlling_terminal(std::io::stdin().as_fd())
+            .map_err(|e| format!("cannot take the container's terminal: {e}"))?;
+    }
     // Nothing of the service's may reach the user's processes.
     crate::sys::cloexec_from(3).map_err(|e| format!("cannot close descriptors: {e}"))?;
-    let stdin = std::io::stdin();
-    if nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false) {
-        crate::sys::take_controlling_terminal(stdin.as_fd())
-            .map_err(|e| format!("cannot take the session's terminal: {e}"))?;
-    }
     let (uid, gid) = (session.user.uid.as_raw(), session.user.gid.as_raw());
     let seccomp = session.base.seccomp_program()?;
     let capabilities: crate::caps::CapsHashSet = match session.remap_root {
@@ -164,6 +223,9 @@ fn become_session(session: &Session) -> Result<std::convert::Infallible, String>
     }
     .apply()
     .map_err(|e| e.to_string())?;
+    if !session.remap_root {
+        name_the_user(session);
+    }
     if let Err(e) = std::env::set_current_dir(session.workdir) {
         eprintln!("berth: {}: {e}: starting in /", session.workdir);
         std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
@@ -192,6 +254,62 @@ fn become_session(session: &Session) -> Result<std::convert::Infallible, String>
     let env = env.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
     let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
     Err(format!("cannot run {}: {e}", argv.0))
+}
+
+/// Adds the user to the container's /etc/passwd and /etc/group when
+/// missing (sftp-server, `whoami` and prompts need a name for the uid), as
+/// the user: its files are theirs (a kept container's image files belong
+/// to its user), and a link there leads nowhere they could not write
+/// anyway. Where they cannot write, nothing is added.
+fn name_the_user(session: &Session) {
+    let user = session.user;
+    let group = nix::unistd::Group::from_gid(user.gid)
+        .ok()
+        .flatten()
+        .map_or_else(|| user.name.clone(), |g| g.name);
+    let shell = session.shells.first().map_or("/bin/sh", String::as_str);
+    let entries = [
+        (
+            "/etc/passwd",
+            2,
+            user.uid.as_raw(),
+            format!(
+                "{}:x:{}:{}::{}:{shell}\n",
+                user.name, user.uid, user.gid, session.workdir
+            ),
+        ),
+        (
+            "/etc/group",
+            2,
+            user.gid.as_raw(),
+            format!("{group}:x:{}:\n", user.gid),
+        ),
+    ];
+    for (path, field, id, line) in entries {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let known = text
+            .lines()
+            .any(|l| l.split(':').nth(field) == Some(id.to_string().as_str()));
+        if known {
+            continue;
+        }
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        if let Ok(mut file) = opened {
+            if file.metadata().is_ok_and(|m| m.is_file()) {
+                let newline = if text.is_empty() || text.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
+                let _ = file.write_all(format!("{newline}{line}").as_bytes());
+            }
+        }
+    }
 }
 
 fn is_executable(path: &str) -> bool {

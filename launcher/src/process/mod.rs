@@ -18,7 +18,7 @@ pub mod exec;
 pub mod init;
 pub mod join;
 pub mod keeper;
-mod signals;
+pub(crate) mod signals;
 pub mod terminal;
 
 use std::io::Read;
@@ -125,7 +125,7 @@ pub fn run(spec: &ContainerSpec, terminal: Option<terminal::Terminal>) -> Result
     drop(status_w);
     drop(sync_r);
     let master = terminal.map(|t| t.master); // the slave is the container's alone
-    let result = start(child, &plan, status_r, &sync_w).and_then(|()| match &master {
+    let result = start(child, &plan, status_r, &sync_w).and_then(|()| match master {
         Some(master) => terminal::relay_until_exit(child, master),
         None => signals::wait_forwarding(child),
     });

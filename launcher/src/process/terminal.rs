@@ -100,8 +100,10 @@ impl Drop for RawMode {
 
 /// berth's side with a terminal: relays stdin to the container's terminal
 /// and its output to stdout, passes window size changes on and signals to
-/// `child`, until `child` exits.
-pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunError> {
+/// `child`, until `child` exits. When stdin's terminal hangs up (a closed
+/// window, a dropped ssh connection), so does the container's: its
+/// session is sent SIGHUP by the kernel, as it would be outside.
+pub(crate) fn relay_until_exit(child: Pid, master: OwnedFd) -> Result<i32, RunError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| RunError::Host(format!("{what}: {e}"));
     let mut set = forwarded_set();
     set.add(Signal::SIGWINCH);
@@ -119,6 +121,7 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
         master.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     );
+    let mut master = Some(master);
     const MOST_PENDING: usize = 64 * 1024;
     let mut pending: Vec<u8> = Vec::new();
     let mut stdin_open = true;
@@ -128,9 +131,28 @@ pub(crate) fn relay_until_exit(child: Pid, master: &OwnedFd) -> Result<i32, RunE
         if let Some(code) =
             try_reap(child).map_err(|e| failed("cannot wait for the container", &e))?
         {
-            drain(master, &mut buf);
+            if let Some(master) = &master {
+                drain(master, &mut buf);
+            }
             break Ok(code);
         }
+        if !stdin_open {
+            master = None; // the hang-up, passed on
+        }
+        let Some(master) = &master else {
+            // Only the child's end is awaited now.
+            let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => break Err(failed("cannot wait for the container", &e)),
+            }
+            while let Ok(Some(info)) = sfd.read_signal() {
+                if let Some(sig) = should_forward(info.ssi_signo) {
+                    let _ = kill(child, sig);
+                }
+            }
+            continue;
+        };
         let stdin = std::io::stdin();
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let master_at = master_open.then(|| {

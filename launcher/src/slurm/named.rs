@@ -488,6 +488,20 @@ impl NamedContainer {
         Some(ended)
     }
 
+    /// Stops it now, whoever uses it (`berth stop`, as root): every
+    /// process using it (a step's view keeper, a login session) is killed,
+    /// then its base keeper, with every process left in the container. The
+    /// base's record and what ending it found, if one ran.
+    pub fn stop(&self) -> Option<(KeeperRecord, super::record::Ended)> {
+        for (user, record) in self.users() {
+            record.end();
+            self.remove_process(&user);
+        }
+        let base = self.base();
+        let ended = self.end_if_unused()?;
+        Some((base?, ended))
+    }
+
     /// Removes it (`berth rm`, `berth gc`): refused while it is in use.
     pub fn remove(self) -> Result<(), NamedError> {
         let in_use = |by: String| NamedError::InUse {

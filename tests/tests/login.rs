@@ -1,0 +1,450 @@
+//! The shared GPU server (issue 15): OpenSSH's sshd with `ForceCommand
+//! berth login`, `berth login-service` as root, two users with keys. Each
+//! lands in their own persistent container with /workspace and its 0700
+//! /workspace/data, their own GPU only; sessions share the running
+//! container; it survives a restart; a terminal session has job control,
+//! Ctrl-C, resizes and its exit code; scp and sftp work without an
+//! sftp-server in the image; every start and end is in the audit trail.
+
+use std::path::{Path, PathBuf};
+
+use berth_e2e::ssh::{login_socket, LoginServer, Terminal};
+use berth_e2e::*;
+
+/// A shared server in a sandbox: both test users listed, their homes and
+/// data directories under `<sandbox>/homes` and `<sandbox>/data`, fake GPUs
+/// nvidia0..2 with 0 for the test user, 1 for the second, 2 reserved.
+struct Site {
+    s: Sandbox,
+    users: [(String, u32); 2],
+    audit: PathBuf,
+}
+
+impl Site {
+    fn new(login_extra: &str) -> Site {
+        let s = Sandbox::new();
+        let (uid, _) = test_user();
+        let users = [(TEST_USER.to_string(), uid), second_test_user()];
+        for (name, uid) in &users {
+            for dir in [
+                s.path().join("homes").join(name),
+                s.path().join("data").join(format!("{name}_data")),
+            ] {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::os::unix::fs::chown(&dir, Some(*uid), Some(*uid)).unwrap();
+                set_mode(&dir, 0o700);
+            }
+            set_mode(&s.path().join("homes").join(name), 0o755);
+        }
+        let dev = s.path().join("dev");
+        make_char_devices(
+            &dev,
+            &[
+                ("nvidia0", 195, 0),
+                ("nvidia1", 195, 1),
+                ("nvidia2", 195, 2),
+                ("nvidiactl", 195, 255),
+            ],
+        );
+        let audit_dir = s.path().join("audit");
+        std::fs::create_dir(&audit_dir).unwrap();
+        let audit = audit_dir.join("audit.jsonl");
+        let image = s.standard_image();
+        s.write_config(&format!(
+            r#"[audit]
+file = "{audit}"
+[gpus]
+devices = ["{dev}/nvidia0", "{dev}/nvidia1", "{dev}/nvidia2"]
+cdi_spec_dirs = []
+reserved = [2]
+[gpus.users]
+"{user1}" = [0]
+"{user2}" = [1]
+[login]
+image = "{image}"
+users = ["{user1}", "{user2}"]
+socket = "{socket}"
+idle_stop = "1h"
+{login_extra}
+[[login.mounts]]
+source = "{root}/homes/{{user}}"
+destination = "/workspace"
+owned_by_user = true
+[[login.mounts]]
+source = "{root}/data/{{user}}_data"
+destination = "/workspace/data"
+owned_by_user = true
+mode = "0700"
+"#,
+            audit = audit.display(),
+            dev = dev.display(),
+            user1 = users[0].0,
+            user2 = users[1].0,
+            image = image.display(),
+            socket = login_socket(&s).display(),
+            root = s.path().display(),
+        ));
+        Site { s, users, audit }
+    }
+
+    fn user(&self, i: usize) -> &str {
+        &self.users[i].0
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.s
+            .path()
+            .join("data")
+            .join(format!("{}_data", self.user(i)))
+    }
+
+    fn home(&self, i: usize) -> PathBuf {
+        self.s.path().join("homes").join(self.user(i))
+    }
+
+    fn start(&self) -> LoginServer {
+        LoginServer::start(&self.s, &[self.user(0), self.user(1)])
+    }
+
+    /// The audit trail's lines about login containers and sessions.
+    fn login_trail(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["origin"] == "login")
+            .collect()
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs `command` over ssh as user `i`: exit code and output (both streams).
+fn ssh(site: &Site, server: &LoginServer, i: usize, command: &str) -> (i32, String) {
+    let out = server.ssh(site.user(i), &[command]).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+#[test]
+fn each_user_lands_in_their_own_container_with_their_own_gpu() {
+    require_root!();
+    let site = Site::new("");
+    std::fs::write(site.data_dir(0).join("mine"), "user one's data\n").unwrap();
+    let server = site.start();
+    let (code, text) = ssh(
+        &site,
+        &server,
+        0,
+        "id -u; pwd; echo home=$HOME; cat /workspace/data/mine; ls /dev; grep -E '^(NoNewPrivs|CapEff|Seccomp):' /proc/self/status",
+    );
+    assert_eq!(code, 0, "{text}\n{}", server.logs());
+    let uid = site.users[0].1;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            uid.to_string().as_str(),
+            "/workspace",
+            "home=/workspace",
+            "user one's data"
+        ],
+        "{text}"
+    );
+    // Their own GPU (and the driver's control node), never the reserved one.
+    assert!(
+        text.contains("nvidia0\n") && !text.contains("nvidia1") && !text.contains("nvidia2"),
+        "{text}"
+    );
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    // `ssh host COMMAND` ends with the command's exit code.
+    assert_eq!(ssh(&site, &server, 0, "exit 3").0, 3);
+
+    // The second user: their GPU, their data; the first user's data
+    // directory is nowhere in their container, by its host path or another.
+    let host_data = site.data_dir(0);
+    let (code, text) = ssh(
+        &site,
+        &server,
+        1,
+        &format!(
+            "ls /dev; ls -a /workspace/data; test -e {} && echo SEEN; grep -rl \"user one\" /workspace 2>/dev/null; echo done",
+            host_data.display()
+        ),
+    );
+    assert_eq!(code, 0, "{text}\n{}", server.logs());
+    assert!(
+        text.contains("nvidia1\n") && !text.contains("nvidia0") && !text.contains("nvidia2"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("mine") && !text.contains("SEEN") && !text.contains("user one"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("done"), "{text}");
+}
+
+#[test]
+fn sessions_share_one_container_that_keeps_its_files_across_restarts() {
+    require_root!();
+    let site = Site::new("");
+    let server = site.start();
+    // Session A leaves a mark in /tmp and a process running.
+    let mut a = server
+        .ssh(site.user(0), &["echo a > /tmp/a-was-here; exec sleep 1234"])
+        .spawn()
+        .unwrap();
+    wait_until("session A has started", || {
+        std::fs::read_to_string(&site.audit).is_ok_and(|t| t.contains("sleep 1234"))
+    });
+    // Session B, at the same time: the same /tmp, A's process; it changes
+    // the image's files (its writable layer).
+    let (code, text) = ssh(
+        &site,
+        &server,
+        0,
+        "cat /tmp/a-was-here; ps -o args | grep -c '^sleep 1234'; echo kept > /etc/kept",
+    );
+    assert_eq!(code, 0, "{text}\n{}", server.logs());
+    assert_eq!(text, "a\n1\n", "{}", server.logs());
+    // The other user sees none of it.
+    let (_, text) = ssh(
+        &site,
+        &server,
+        1,
+        "cat /tmp/a-was-here /etc/kept; ps -o args",
+    );
+    assert!(
+        !text.contains("sleep 1234") && !text.contains("kept\n"),
+        "{text}"
+    );
+
+    // Root stops it: A's session ends; the container is stopped, its
+    // layer kept.
+    let out = server.stop_container(site.user(0));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = a.wait().unwrap();
+    assert!(!status.success());
+    let ps = site.s.berth(&["ps", "--user", site.user(0)]);
+    assert!(stdout(&ps).contains("stopped"), "{}", stdout(&ps));
+    // The next login starts it again, with the files.
+    let (code, text) = ssh(&site, &server, 0, "cat /etc/kept /tmp/a-was-here");
+    assert_eq!((code, text.as_str()), (0, "kept\na\n"), "{}", server.logs());
+
+    // The trail: the container started twice and stopped once; three
+    // sessions of this user started and ended (A killed by the stop).
+    let trail = site.login_trail();
+    let count = |event: &str| {
+        trail
+            .iter()
+            .filter(|r| r["event"] == event && r["user"] == site.user(0))
+            .count()
+    };
+    assert_eq!((count("start"), count("end")), (2, 1), "{trail:#?}");
+    assert_eq!(
+        (count("session_start"), count("session_end")),
+        (3, 3),
+        "{trail:#?}"
+    );
+    let killed = trail
+        .iter()
+        .find(|r| {
+            r["event"] == "session_end" && r["command"].as_str().unwrap_or("").starts_with("echo a")
+        })
+        .unwrap();
+    assert_eq!(killed["exit"], 137, "{killed}");
+    let started = trail.iter().find(|r| r["event"] == "start").unwrap();
+    assert!(
+        started["mounts"].to_string().contains("/workspace/data"),
+        "{started}"
+    );
+    assert!(
+        started["devices"].to_string().contains("nvidia0"),
+        "{started}"
+    );
+}
+
+#[test]
+fn a_terminal_session_has_job_control_resizes_and_its_exit_code() {
+    require_root!();
+    let site = Site::new("");
+    let server = site.start();
+    let mut terminal = Terminal::spawn(server.ssh_on_terminal(site.user(0)), 24, 80);
+    terminal.type_text("echo ready-$((6*7))\n");
+    terminal.read_until("ready-42");
+    terminal.type_text("tty; stty size\n");
+    let seen = terminal.read_until("24 80");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+    terminal.resize(40, 120);
+    terminal.type_text("stty size\n");
+    terminal.read_until("40 120");
+    // Ctrl-C stops the foreground command, not the shell.
+    terminal.type_text("sleep 60\n");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    terminal.type_text("\x03");
+    terminal.type_text("echo after-$((1+1))\n");
+    terminal.read_until("after-2");
+    // A background job.
+    terminal.type_text("sleep 60 &\njobs\n");
+    terminal.read_until("Running");
+    terminal.type_text("kill %1; exit 4\n");
+    assert_eq!(terminal.wait().code(), Some(4), "{}", server.logs());
+
+    // A dropped connection hangs the session up: its shell ends, and
+    // nothing of it is left running.
+    let mut terminal = Terminal::spawn(server.ssh_on_terminal(site.user(0)), 24, 80);
+    // (What is typed before ssh sets the terminal raw is echoed here:
+    // only the shell's answer, 2, shows the session runs.)
+    terminal.type_text("echo $$ > /tmp/shell-pid; echo hang-me-up-$((1+1))\n");
+    terminal.read_until("hang-me-up-2");
+    terminal.kill();
+    wait_until("the session's end is recorded", || {
+        site.login_trail()
+            .iter()
+            .filter(|r| r["event"] == "session_end")
+            .count()
+            == 2
+    });
+    let ended = site.login_trail().into_iter().last().unwrap();
+    assert_eq!(ended["exit"], 128 + 1, "killed by SIGHUP: {ended}");
+    let (_, text) = ssh(
+        &site,
+        &server,
+        0,
+        "kill -0 $(cat /tmp/shell-pid) 2>&1 || echo gone",
+    );
+    assert!(text.ends_with("gone\n"), "{text}");
+}
+
+#[test]
+fn scp_and_sftp_work_without_an_sftp_server_in_the_image() {
+    require_root!();
+    let site = Site::new("");
+    let server = site.start();
+    let local = site.s.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    std::fs::write(local.join("up.txt"), "up by scp\n").unwrap();
+    let remote = |path: &str| format!("{}@127.0.0.1:{path}", site.user(0));
+    let out = server
+        .scp(&[
+            local.join("up.txt").to_str().unwrap(),
+            &remote("/workspace/up.txt"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.logs());
+    // It is in the user's home on the host, theirs.
+    let landed = site.home(0).join("up.txt");
+    assert_eq!(std::fs::read_to_string(&landed).unwrap(), "up by scp\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&landed).unwrap().uid(), site.users[0].1);
+    let out = server
+        .scp(&[
+            &remote("/workspace/up.txt"),
+            local.join("down.txt").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(local.join("down.txt")).unwrap(),
+        "up by scp\n"
+    );
+
+    // sftp: put, list, get; in the container's own files too.
+    std::fs::write(local.join("put.txt"), "put by sftp\n").unwrap();
+    let batch = local.join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {0}/put.txt /workspace/data/put.txt\nls /workspace/data\nget /workspace/data/put.txt {0}/got.txt\nput {0}/put.txt /tmp/in-container.txt\n",
+            local.display()
+        ),
+    )
+    .unwrap();
+    let out = server.sftp(site.user(0), &batch).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        server.logs()
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("got.txt")).unwrap(),
+        "put by sftp\n"
+    );
+    assert!(site.data_dir(0).join("put.txt").exists());
+    assert_eq!(
+        ssh(&site, &server, 0, "cat /tmp/in-container.txt").1,
+        "put by sftp\n"
+    );
+}
+
+#[test]
+fn a_user_or_directory_not_as_configured_is_refused() {
+    require_root!();
+    let site = Site::new("");
+    // A data directory others can read.
+    set_mode(&site.data_dir(1), 0o755);
+    let server = site.start();
+    let (code, text) = ssh(&site, &server, 1, "echo in");
+    assert_eq!(code, 125, "{text}");
+    assert!(
+        text.contains("must have mode 0700 (it has 0755)")
+            && text.contains(&site.data_dir(1).display().to_string()),
+        "{text}"
+    );
+    assert!(!text.contains("in\n"), "{text}");
+    drop(server);
+    // A user sshd lets in whom [login] does not list.
+    let config = std::fs::read_to_string(site.s.config()).unwrap();
+    let unlisted = config.replace(&format!(", \"{}\"]", site.user(1)), "]");
+    assert_ne!(config, unlisted);
+    std::fs::write(site.s.config(), unlisted).unwrap();
+    let server = site.start();
+    let (code, text) = ssh(&site, &server, 1, "echo in");
+    assert_eq!(code, 125, "{text}");
+    assert!(text.contains("has no container on this host"), "{text}");
+    // Both refusals are in the trail, with their reasons; nothing started.
+    let trail = site.login_trail();
+    let reasons: Vec<&str> = trail
+        .iter()
+        .filter(|r| r["event"] == "start_failed" && r["user"] == site.user(1))
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{trail:#?}");
+    assert!(reasons[0].contains("must have mode 0700"), "{reasons:?}");
+    assert!(reasons[1].contains("has no container"), "{reasons:?}");
+    assert!(!trail.iter().any(|r| r["event"] == "start"), "{trail:#?}");
+}
+
+#[test]
+fn an_idle_container_stops_after_idle_stop() {
+    require_root!();
+    let site = Site::new("");
+    let config = std::fs::read_to_string(site.s.config()).unwrap();
+    std::fs::write(
+        site.s.config(),
+        config.replace("idle_stop = \"1h\"", "idle_stop = \"2s\""),
+    )
+    .unwrap();
+    let server = site.start();
+    assert_eq!(ssh(&site, &server, 0, "true").0, 0, "{}", server.logs());
+    let running = || stdout(&site.s.berth(&["ps", "--user", site.user(0)])).contains("running");
+    assert!(running(), "running right after the session");
+    wait_until("the idle container stops", || !running());
+    let trail = site.login_trail();
+    let end = trail
+        .iter()
+        .find(|r| r["event"] == "end")
+        .expect("an end record");
+    assert!(end["duration_ms"].as_u64().unwrap() >= 2000, "{end}");
+}
