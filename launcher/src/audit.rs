@@ -68,6 +68,10 @@ pub struct Record {
     /// The image's id in the store (its config digest; a directory's path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The registry's manifest digest of the image, when it was pulled
+    /// from one (what `docker pull IMAGE@DIGEST` would fetch again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
     /// Host paths bound in: `SRC:DST[:ro]`.
     pub mounts: Vec<String>,
     /// Device nodes given (GPUs): host paths.
@@ -108,6 +112,7 @@ impl Record {
             node: None,
             image: image.to_string(),
             image_id: None,
+            manifest_digest: None,
             mounts: vec![],
             devices: vec![],
             limits: vec![],
@@ -117,6 +122,20 @@ impl Record {
             reason: None,
             command: None,
         }
+    }
+
+    /// With the store's image `id` and, when it came from a registry, its
+    /// manifest digest.
+    pub fn with_image(mut self, store: &crate::image::Store, id: &str) -> Record {
+        if id.is_empty() {
+            return self;
+        }
+        self.image_id = Some(id.to_string());
+        self.manifest_digest = crate::image::records::list(store)
+            .into_iter()
+            .filter(|r| r.id == id)
+            .find_map(|r| r.manifest_digest);
+        self
     }
 
     /// With what `spec` gives the container: its mounts, devices, limits.

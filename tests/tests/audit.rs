@@ -178,3 +178,40 @@ fn a_slurm_step_records_its_container_start_and_end() {
     );
     assert_eq!(failed["job"], 2);
 }
+
+/// An image pulled from a registry is recorded with its manifest digest
+/// (the store's record of the pull), beside its config digest.
+#[test]
+fn a_pulled_image_is_recorded_with_its_manifest_digest() {
+    require_root!();
+    let (s, file) = audited();
+    let registry = berth_e2e::registry::Registry::start();
+    registry.push(&s.standard_image(), "audit/img:v1");
+    let reference = format!("{}/audit/img:v1", registry.host());
+    let (uid, gid) = test_user();
+    let out = s.berth(&["run", "--user", &format!("{uid}:{gid}"), &reference, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let start = trail(&file)
+        .into_iter()
+        .find(|r| r["event"] == "start")
+        .unwrap();
+    let pulled: Vec<serde_json::Value> = std::fs::read_dir(s.store().join("images"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect();
+    let record = pulled
+        .iter()
+        .find(|r| r["manifest_digest"].is_string())
+        .unwrap_or_else(|| panic!("no pulled record: {pulled:#?}"));
+    assert_eq!(
+        start["manifest_digest"], record["manifest_digest"],
+        "{start}"
+    );
+    assert_eq!(start["image_id"], record["id"], "{start}");
+    assert_ne!(start["manifest_digest"], start["image_id"]);
+    assert!(start["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}

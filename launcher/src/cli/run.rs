@@ -160,16 +160,14 @@ pub(crate) fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         .map_err(anyhow::Error::from)
         .inspect_err(failed)?;
     tracing::info!(image = %image.id, uid = spec.identity.host_uid, remap_root = spec.identity.remap_root, "starting container");
-    let started = audit::Record {
-        image_id: Some(image.id.clone()),
-        ..audit::Record::new(
-            audit::Event::Start,
-            audit::Origin::Run,
-            spec.identity.host_uid,
-            &args.image,
-        )
-        .with_spec(&spec)
-    };
+    let started = audit::Record::new(
+        audit::Event::Start,
+        audit::Origin::Run,
+        spec.identity.host_uid,
+        &args.image,
+    )
+    .with_image(&ctx.store, &image.id)
+    .with_spec(&spec);
     audit::record(&ctx.config.audit, &started);
     let since = std::time::Instant::now();
     let exit = process::run(&spec, terminal)

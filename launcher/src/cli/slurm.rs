@@ -93,7 +93,7 @@ impl SlurmStepArgs {
         match started {
             Ok(keeper) => {
                 record.pid = Some(keeper.pid).filter(|p| *p > 0);
-                record.image_id = Some(keeper.image.clone()).filter(|i| !i.is_empty());
+                record = record.with_image(&ctx.store, &keeper.image);
             }
             Err(why) => record.reason = Some(why),
         }

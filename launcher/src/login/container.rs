@@ -106,9 +106,9 @@ pub fn start_or_join(
     audit::record(
         &ctx.config.audit,
         &audit::Record {
-            image_id: Some(built.image.id.clone()),
             pid: Some(started.pid),
             ..audit::Record::new(audit::Event::Start, audit::Origin::Login, uid, &plan.image)
+                .with_image(ctx.store, &built.image.id)
                 .with_spec(&built.spec)
         },
     );
