@@ -7,7 +7,8 @@ packages=(build-essential pkg-config libseccomp-dev libclang-dev busybox-static 
           docker-registry skopeo squashfs-tools python3
           slurmctld slurmd slurm-client munge libslurm-dev
           qemu-system-x86 e2fsprogs debootstrap util-linux
-          libpmix2 libopenmpi-dev openmpi-bin "$@")   # Slurm's mpi/pmix plugin; mpicc for the MPI tests
+          libpmix2 libopenmpi-dev openmpi-bin                  # Slurm's mpi/pmix plugin; mpicc for the MPI tests
+          openssh-server openssh-client openssh-sftp-server "$@")   # berth login's tests: sshd, ssh, scp, sftp
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

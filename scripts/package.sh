@@ -48,7 +48,8 @@ install -d -m 755 "$p/etc/berth" "$p/usr/share/doc/berth"
     awk '/^Every key is optional/ {f=1} f && /^```toml/ {b=1; next} b && /^```/ {exit} b' README.md | sed 's/^/# /; s/^# $/#/'
 } > "$p/etc/berth/berth.toml"
 chmod 644 "$p/etc/berth/berth.toml"
-install -m 644 README.md docs/security.md "$p/usr/share/doc/berth/"
+install -m 644 README.md docs/security.md docs/login.md "$p/usr/share/doc/berth/"
+install -D -m 644 packaging/berth-login.service "$p/lib/systemd/system/berth-login.service"
 install -d "$p/DEBIAN"
 echo /etc/berth/berth.toml > "$p/DEBIAN/conffiles"
 cat > "$p/DEBIAN/control" <<CONTROL

@@ -46,7 +46,13 @@ impl LoginServer {
     /// with [`login_socket`]) and an sshd letting `users` in with the
     /// kit's key, each landing in `berth login`.
     pub fn start(s: &Sandbox, users: &[&str]) -> LoginServer {
-        for user in users {
+        Self::start_with_plain(s, users, &[])
+    }
+
+    /// As [`LoginServer::start`], and lets `plain_users` in without
+    /// `berth login` (a host shell, as a server without berth gives).
+    pub fn start_with_plain(s: &Sandbox, users: &[&str], plain_users: &[&str]) -> LoginServer {
+        for user in users.iter().chain(plain_users) {
             unlock_for_keys(user);
         }
         let service_log = std::fs::File::create(s.path().join("login-service.log")).unwrap();
@@ -101,9 +107,13 @@ impl LoginServer {
                  AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin no\nAllowUsers {users}\nSubsystem sftp /usr/lib/openssh/sftp-server\n\
-                 ForceCommand {berth} --config {berth_config} login\nLogLevel VERBOSE\n",
+                 ForceCommand {berth} --config {berth_config} login\nLogLevel VERBOSE\n{plain}",
                 dir = dir.display(),
-                users = users.join(" "),
+                users = users.iter().chain(plain_users).copied().collect::<Vec<_>>().join(" "),
+                plain = plain_users
+                    .iter()
+                    .map(|u| format!("Match User {u}\n    ForceCommand none\n"))
+                    .collect::<String>(),
                 berth = berth_path().display(),
                 berth_config = s.config().display(),
             ),
@@ -141,6 +151,14 @@ impl LoginServer {
             .arg(format!("{user}@127.0.0.1"))
             .args(args);
         c
+    }
+
+    /// The whole `ssh` command line for `user` (for a benchmark to run).
+    pub fn ssh_command_line(&self, user: &str) -> Vec<String> {
+        std::iter::once("ssh".to_string())
+            .chain(self.client_options("-p"))
+            .chain([format!("{user}@127.0.0.1")])
+            .collect()
     }
 
     /// `ssh -tt USER@127.0.0.1` for a [`Terminal`] (which has its own

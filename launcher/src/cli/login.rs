@@ -199,6 +199,7 @@ fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
         shells: &login.shells,
         command: command.as_deref(),
         passed_env: &env,
+        plan_env: &plan.env,
         stdio: &stdio,
     });
     // The session's descriptors are its own now: the user's side sees
@@ -228,8 +229,10 @@ fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
             bail!(why);
         }
     };
-    let record = KeeperRecord::of_keeper(pid.as_raw())?;
-    container::add_session(&running.held, &record)?;
+    // A session that has already ended (`ssh host true`) uses nothing.
+    if let Ok(record) = KeeperRecord::of_keeper(pid.as_raw()) {
+        container::add_session(&running.held, &record)?;
+    }
     drop(running);
     let session_audit = audit::Record {
         pid: Some(pid.as_raw()),

@@ -119,6 +119,9 @@ pub struct LoginPlan {
     pub gpus: Option<String>,
     /// Sessions are root of a user namespace of their own.
     pub remap_root: bool,
+    /// Variables every session gets (`NAME=value`): SLURM_CONF where
+    /// Slurm's configuration is not at its default path.
+    pub env: Vec<String>,
 }
 
 /// The host's sftp-server, bound in for images without their own.
@@ -133,6 +136,7 @@ impl LoginPlan {
             return Err(LoginError::NotListed(user.name.clone()));
         }
         let mut mounts = self::mounts(login, user)?;
+        let mut env = vec![];
         if std::path::Path::new(HOST_SFTP_SERVER).is_file() {
             mounts.push(format!(
                 "{HOST_SFTP_SERVER}:{}:ro",
@@ -140,12 +144,16 @@ impl LoginPlan {
             ));
         }
         if login.slurm {
-            let conf_dir = crate::slurm::files::path("slurm.conf")
+            let conf = crate::slurm::files::path("slurm.conf");
+            let conf_dir = conf
                 .parent()
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|| "/etc/slurm".into());
             mounts.push(format!("{conf_dir}:{conf_dir}:ro"));
             mounts.push("/run/munge:/run/munge:ro".into());
+            if conf != std::path::Path::new("/etc/slurm/slurm.conf") {
+                env.push(format!("SLURM_CONF={}", conf.display()));
+            }
         }
         Ok(LoginPlan {
             gpus: gpus_of(config, user),
@@ -153,6 +161,7 @@ impl LoginPlan {
             image: login.image.clone(),
             mounts,
             remap_root: login.remap_root,
+            env,
         })
     }
 

@@ -45,6 +45,8 @@ pub struct Session<'a> {
     pub command: Option<&'a str>,
     /// The user's side's variables it keeps.
     pub passed_env: &'a [(String, String)],
+    /// Variables of the configuration's (`NAME=value`).
+    pub plan_env: &'a [String],
     /// Its standard input, output and error.
     pub stdio: &'a [OwnedFd],
 }
@@ -349,7 +351,13 @@ fn environment(session: &Session, shell: &str) -> Vec<String> {
         env.retain(|(n, _)| n != k);
         env.push((k.to_string(), v.to_string()));
     };
-    for entry in session.base.env.iter().chain(&session.base.device_env) {
+    for entry in session
+        .base
+        .env
+        .iter()
+        .chain(&session.base.device_env)
+        .chain(session.plan_env)
+    {
         if let Some((k, v)) = entry.split_once('=') {
             set(k, v);
         }
