@@ -52,6 +52,21 @@ impl LoginServer {
     /// As [`LoginServer::start`], and lets `plain_users` in without
     /// `berth login` (a host shell, as a server without berth gives).
     pub fn start_with_plain(s: &Sandbox, users: &[&str], plain_users: &[&str]) -> LoginServer {
+        Self::start_full(s, users, plain_users, &[])
+    }
+
+    /// As [`LoginServer::start`], the service with `env` in its environment
+    /// (e.g. a test cluster's SLURM_CONF).
+    pub fn start_with_env(s: &Sandbox, users: &[&str], env: &[(&str, &Path)]) -> LoginServer {
+        Self::start_full(s, users, &[], env)
+    }
+
+    fn start_full(
+        s: &Sandbox,
+        users: &[&str],
+        plain_users: &[&str],
+        env: &[(&str, &Path)],
+    ) -> LoginServer {
         for user in users.iter().chain(plain_users) {
             unlock_for_keys(user);
         }
@@ -61,6 +76,7 @@ impl LoginServer {
             .arg(s.config())
             .args(["-v", "login-service"])
             .env_remove("BERTH_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(service_log.try_clone().unwrap())
             .stderr(service_log)

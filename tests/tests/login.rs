@@ -23,6 +23,12 @@ struct Site {
 impl Site {
     fn new(login_extra: &str) -> Site {
         let s = Sandbox::new();
+        let image = s.standard_image();
+        Site::with_image(s, &image, login_extra)
+    }
+
+    /// With `image` as `[login] image`.
+    fn with_image(s: Sandbox, image: &Path, login_extra: &str) -> Site {
         let (uid, _) = test_user();
         let users = [(TEST_USER.to_string(), uid), second_test_user()];
         for (name, uid) in &users {
@@ -49,7 +55,6 @@ impl Site {
         let audit_dir = s.path().join("audit");
         std::fs::create_dir(&audit_dir).unwrap();
         let audit = audit_dir.join("audit.jsonl");
-        let image = s.standard_image();
         s.write_config(&format!(
             r#"[audit]
 file = "{audit}"
@@ -447,4 +452,51 @@ fn an_idle_container_stops_after_idle_stop() {
         .find(|r| r["event"] == "end")
         .expect("an end record");
     assert!(end["duration_ms"].as_u64().unwrap() >= 2000, "{end}");
+}
+
+/// With `[login] slurm = true`, Slurm's client in the login container
+/// (Debian's, in the image) reaches the cluster: the munge socket and
+/// Slurm's configuration are bound in, SLURM_CONF set where it is not the
+/// default. Without it, neither is there.
+#[test]
+fn slurm_works_from_a_login_container_when_enabled() {
+    require_root!();
+    let s = Sandbox::new();
+    let image = s.path().join("debian");
+    write_debian_image(&image);
+    let site = Site::with_image(s, &image, "slurm = true");
+    let cluster = berth_e2e::slurm::Cluster::start(&site.s.config());
+    let conf = cluster.conf();
+    let server = LoginServer::start_with_env(
+        &site.s,
+        &[site.user(0), site.user(1)],
+        &[("SLURM_CONF", &conf)],
+    );
+    let (code, text) = ssh(
+        &site,
+        &server,
+        0,
+        "srun -n1 --chdir=/tmp echo from-srun; squeue -h -u $USER -o %u; echo squeue=$?",
+    );
+    assert_eq!(code, 0, "{text}\n{}\n{}", server.logs(), cluster.logs());
+    assert!(text.contains("from-srun\n"), "{text}");
+    assert!(text.contains("squeue=0"), "{text}");
+    drop(server);
+    drop(cluster);
+    // Not enabled: no munge socket, no Slurm configuration.
+    let config = std::fs::read_to_string(site.s.config()).unwrap();
+    std::fs::write(site.s.config(), config.replace("slurm = true", "")).unwrap();
+    let server = LoginServer::start_with_env(&site.s, &[site.user(0)], &[("SLURM_CONF", &conf)]);
+    let out = server.stop_container(site.user(0));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, text) = ssh(
+        &site,
+        &server,
+        0,
+        &format!("ls /run/munge {} 2>&1; echo done", conf.display()),
+    );
+    assert!(
+        text.contains("No such file") && text.ends_with("done\n"),
+        "{text}"
+    );
 }

@@ -151,6 +151,11 @@ impl LoginPlan {
                 .unwrap_or_else(|| "/etc/slurm".into());
             mounts.push(format!("{conf_dir}:{conf_dir}:ro"));
             mounts.push("/run/munge:/run/munge:ro".into());
+            // srun loads the plugstack's plugins (berth's among them).
+            for plugin in crate::slurm::files::spank_plugins(&conf) {
+                let plugin = plugin.display();
+                mounts.push(format!("{plugin}:{plugin}:ro"));
+            }
             if conf != std::path::Path::new("/etc/slurm/slurm.conf") {
                 env.push(format!("SLURM_CONF={}", conf.display()));
             }

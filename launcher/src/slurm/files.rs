@@ -55,6 +55,76 @@ fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
     found
 }
 
+/// The SPANK plugins (absolute paths of files that exist) the plugstack
+/// file beside `slurm_conf` loads (`PlugStackConfig`, else
+/// plugstack.conf), its `include`d files too (a `*` in their last
+/// component): what srun in a login container must find where the host
+/// has them.
+pub fn spank_plugins(slurm_conf: &std::path::Path) -> Vec<PathBuf> {
+    let dir = slurm_conf
+        .parent()
+        .unwrap_or(std::path::Path::new("/etc/slurm"));
+    let plugstack = setting_in(slurm_conf, "PlugStackConfig")
+        .map(|p| dir.join(p))
+        .unwrap_or_else(|| dir.join("plugstack.conf"));
+    let mut plugins = vec![];
+    let mut files = vec![plugstack];
+    let mut read = 0;
+    while let Some(file) = files.pop() {
+        read += 1;
+        if read > 64 {
+            break; // an include loop
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for line in text.lines() {
+            let words: Vec<&str> = line
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            match words.as_slice() {
+                ["include", pattern, ..] => files.extend(matching(&dir.join(pattern))),
+                ["required" | "optional", plugin, ..] if plugin.starts_with('/') => {
+                    let plugin = PathBuf::from(plugin);
+                    if plugin.is_file() && !plugins.contains(&plugin) {
+                        plugins.push(plugin);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    plugins
+}
+
+/// The files `pattern` names: itself, or with a `*` in its last
+/// component, those of its directory that match.
+fn matching(pattern: &std::path::Path) -> Vec<PathBuf> {
+    let name = pattern.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let Some((before, after)) = name.split_once('*') else {
+        return vec![pattern.to_path_buf()];
+    };
+    let dir = pattern.parent().unwrap_or(std::path::Path::new("/"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.len() >= before.len() + after.len()
+                            && n.starts_with(before)
+                            && n.ends_with(after)
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
 /// Where Slurm's PMIx plugin serves a step on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmixStep<'a> {
@@ -143,8 +213,34 @@ pub fn tracks_gpus(conf_dir: &std::path::Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{pmix_dirs, setting, setting_in, tracks_gpus, PmixStep};
+    use super::{pmix_dirs, setting, setting_in, spank_plugins, tracks_gpus, PmixStep};
     use std::path::Path;
+
+    #[test]
+    fn spank_plugins_are_found_through_includes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let plugin = d.join("spank_x.so");
+        std::fs::write(&plugin, "").unwrap();
+        std::fs::write(d.join("slurm.conf"), "ClusterName=c\n").unwrap();
+        std::fs::create_dir(d.join("plugstack.conf.d")).unwrap();
+        std::fs::write(
+            d.join("plugstack.conf"),
+            "# comment\ninclude plugstack.conf.d/*.conf\noptional /no/such.so\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("plugstack.conf.d/x.conf"),
+            format!("required {} a=b\n", plugin.display()),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("plugstack.conf.d/x.conf.off"),
+            "required /etc/passwd\n",
+        )
+        .unwrap();
+        assert_eq!(spank_plugins(&d.join("slurm.conf")), [plugin]);
+    }
 
     #[test]
     fn gpus_are_slurms_only_where_gres_types_name_them() {
