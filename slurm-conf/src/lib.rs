@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 pub use audit::AuditConfig;
 pub use limits::{LimitTier, LimitValues, LimitsConfig};
-pub use login::{LoginConfig, LoginMount};
+pub use login::{LoginConfig, LoginMount, LoginOverride};
 pub use size::{parse_duration, parse_size, DurationError, SizeError};
 
 /// Where berth looks for its configuration when no path is given.
@@ -397,8 +397,30 @@ impl Config {
                 format!("{shell:?} is not an absolute path"),
             ));
         }
-        for (i, mount) in self.login.mounts.iter().enumerate() {
-            let key = format!("login.mounts[{i}]");
+        let override_mounts = self
+            .login
+            .user
+            .iter()
+            .map(|(n, o)| (format!("login.user.{n}"), o))
+            .chain(
+                self.login
+                    .group
+                    .iter()
+                    .map(|(n, o)| (format!("login.group.{n}"), o)),
+            );
+        let all_mounts = self
+            .login
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("login.mounts[{i}]"), m))
+            .chain(override_mounts.flat_map(|(key, o)| {
+                o.mounts
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, m)| (format!("{key}.mounts[{i}]"), m))
+            }));
+        for (key, mount) in all_mounts {
             if !mount.source.starts_with('/') || !mount.destination.is_absolute() {
                 return Err(invalid(
                     &key,

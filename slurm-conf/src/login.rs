@@ -1,5 +1,6 @@
 //! `[login]`: the shared server's per-user containers.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -15,7 +16,8 @@ pub struct LoginConfig {
     pub image: String,
     /// Where a session starts.
     pub workdir: String,
-    /// The users who have a container.
+    /// The users who have a container: names, and `@GROUP` for a group's
+    /// members.
     pub users: Vec<String>,
     /// Bind mounts, in order.
     pub mounts: Vec<LoginMount>,
@@ -36,6 +38,25 @@ pub struct LoginConfig {
     /// directory and Slurm's configuration directory are bound in
     /// read-only (the image brings srun, sbatch, squeue).
     pub slurm: bool,
+    /// `[login.user.NAME]`: what differs for one user.
+    pub user: BTreeMap<String, LoginOverride>,
+    /// `[login.group.NAME]`: what differs for a group's members (a user's
+    /// own entry wins; groups apply in name order).
+    pub group: BTreeMap<String, LoginOverride>,
+}
+
+/// What differs for a user or a group's members.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginOverride {
+    /// Another image.
+    pub image: Option<String>,
+    /// Another working directory.
+    pub workdir: Option<String>,
+    /// Sessions root of a user namespace of their own, or not.
+    pub remap_root: Option<bool>,
+    /// Mounts added after `[[login.mounts]]`.
+    pub mounts: Vec<LoginMount>,
 }
 
 impl Default for LoginConfig {
@@ -50,6 +71,8 @@ impl Default for LoginConfig {
             remap_root: false,
             shells: vec!["/bin/bash".into(), "/bin/sh".into()],
             slurm: false,
+            user: BTreeMap::new(),
+            group: BTreeMap::new(),
         }
     }
 }

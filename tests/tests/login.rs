@@ -500,3 +500,50 @@ fn slurm_works_from_a_login_container_when_enabled() {
         "{text}"
     );
 }
+
+/// `@GROUP` in `[login] users` lets a group's members in; `[login.user.NAME]`
+/// and `[login.group.NAME]` change one user's or a group's container (here:
+/// where sessions start, and a read-only dataset only they get).
+#[test]
+fn a_group_lists_users_and_overrides_change_their_container() {
+    require_root!();
+    let site = Site::new("");
+    let datasets = site.s.path().join("datasets");
+    std::fs::create_dir(&datasets).unwrap();
+    std::fs::write(datasets.join("imagenet.txt"), "a dataset\n").unwrap();
+    let config = std::fs::read_to_string(site.s.config()).unwrap();
+    let listed_by_group = config.replace(
+        &format!("\"{}\"]", site.user(1)),
+        &format!("\"@{}\"]", site.user(1)),
+    );
+    assert_ne!(config, listed_by_group);
+    std::fs::write(
+        site.s.config(),
+        format!(
+            "{listed_by_group}\n[login.group.{group}]\nworkdir = \"/workspace/data\"\n\
+             [[login.user.{user}.mounts]]\nsource = \"{datasets}\"\ndestination = \"/datasets\"\nread_only = true\n",
+            group = site.user(1),
+            user = site.user(1),
+            datasets = datasets.display()
+        ),
+    )
+    .unwrap();
+    let server = site.start();
+    let (code, text) = ssh(
+        &site,
+        &server,
+        1,
+        "pwd; cat /datasets/imagenet.txt; touch /datasets/x 2>&1 || echo read-only",
+    );
+    assert_eq!(code, 0, "{text}\n{}", server.logs());
+    assert_eq!(text.lines().next(), Some("/workspace/data"), "{text}");
+    assert!(
+        text.contains("a dataset\n") && text.ends_with("read-only\n"),
+        "{text}"
+    );
+    let (_, text) = ssh(&site, &server, 0, "pwd; ls /datasets 2>&1");
+    assert!(
+        text.starts_with("/workspace\n") && text.contains("No such file"),
+        "{text}"
+    );
+}

@@ -73,7 +73,10 @@ struct Subject {
     user: nix::unistd::User,
     others: Vec<nix::unistd::User>,
     image: String,
+    /// The user's own (`-m`: berth.toml's [mounts] policy applies).
     mounts: Vec<String>,
+    /// The admin's (a `[login]` container's: opened with the user's rights).
+    admin_mounts: Vec<String>,
     gpus: Option<String>,
 }
 
@@ -105,6 +108,7 @@ pub(crate) fn verify(ctx: &Context, args: &VerifyArgs) -> Result<i32> {
             others,
             image: args.image.clone().context("give the image to check with")?,
             mounts: args.mounts.clone(),
+            admin_mounts: vec![],
             gpus: args.gpus.clone(),
         })],
         None => login_subjects(ctx, args, &others)?,
@@ -141,17 +145,15 @@ fn login_subjects(
     others: &[nix::unistd::User],
 ) -> Result<Vec<Result<Subject, (String, String)>>> {
     let login = &ctx.config.login;
-    let image = args.image.clone().unwrap_or_else(|| login.image.clone());
-    if login.users.is_empty() || image.is_empty() {
-        bail!("no --user given and no [login] users and image in berth.toml: nothing to verify");
+    if login.users.is_empty() {
+        bail!("no --user given and no [login] users in berth.toml: nothing to verify");
     }
     let users = berth::login::users(login)?;
     Ok(users
         .iter()
         .map(|user| {
-            let mounts = berth::login::mounts(login, user)
+            let plan = berth::login::LoginPlan::of(&ctx.config, user)
                 .map_err(|e| (user.name.clone(), e.to_string()))?;
-            let gpus = berth::login::gpus_of(&ctx.config, user);
             Ok(Subject {
                 user: user.clone(),
                 others: users
@@ -160,9 +162,10 @@ fn login_subjects(
                     .chain(others)
                     .cloned()
                     .collect(),
-                image: image.clone(),
-                mounts,
-                gpus,
+                image: args.image.clone().unwrap_or(plan.image),
+                mounts: vec![],
+                admin_mounts: plan.mounts,
+                gpus: plan.gpus,
             })
         })
         .collect())
@@ -360,7 +363,12 @@ fn run_probe(
             ctx.config.limits.cgroup_parent,
             std::process::id()
         )),
-        slurm_mounts: vec![format!("{}:{PROBE_IN_CONTAINER}:ro", probe.display())],
+        slurm_mounts: subject
+            .admin_mounts
+            .iter()
+            .cloned()
+            .chain([format!("{}:{PROBE_IN_CONTAINER}:ro", probe.display())])
+            .collect(),
         ..Default::default()
     };
     let built = build_spec(&ctx.build_context(), ctx, &request, &purpose)?;

@@ -10,7 +10,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use nix::unistd::{Group, User};
-use slurm_conf::LoginConfig;
+use slurm_conf::{LoginConfig, LoginMount};
 
 use crate::spec::build::{ContainerRequest, Purpose};
 
@@ -27,6 +27,9 @@ pub enum LoginError {
     /// A user who has no container here.
     #[error("{0} has no container on this host (berth.toml [login] users does not list them): ask the admins")]
     NotListed(String),
+    /// No image is configured for a listed user.
+    #[error("no image for {0}'s container: set [login] image (or [login.user.NAME] / [login.group.NAME] image)")]
+    NoImage(String),
     /// A mount's source is not as configured.
     #[error("[login] mount {path} for {user}: {why}")]
     Source {
@@ -39,18 +42,55 @@ pub enum LoginError {
     },
 }
 
-/// The users `[login]` lists.
+/// The users `[login]` lists: those named, and the members of each
+/// `@GROUP` the group file names (a user whose primary group it is, and
+/// no more, logs in all the same but is not enumerated here).
 pub fn users(config: &LoginConfig) -> Result<Vec<User>, LoginError> {
+    let mut users: Vec<User> = vec![];
+    for entry in &config.users {
+        let names = match entry.strip_prefix('@') {
+            Some(group) => {
+                Group::from_name(group)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| LoginError::NoSuchUser(entry.clone()))?
+                    .mem
+            }
+            None => vec![entry.clone()],
+        };
+        for name in names {
+            let user = User::from_name(&name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| LoginError::NoSuchUser(name.clone()))?;
+            if !users.iter().any(|u| u.uid == user.uid) {
+                users.push(user);
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// The names of `user`'s groups (primary and supplementary).
+fn group_names(user: &User) -> Vec<String> {
+    let name = std::ffi::CString::new(user.name.as_str()).unwrap_or_default();
+    nix::unistd::getgrouplist(&name, user.gid)
+        .unwrap_or_else(|_| vec![user.gid])
+        .into_iter()
+        .filter_map(|g| Group::from_gid(g).ok().flatten().map(|g| g.name))
+        .collect()
+}
+
+/// Whether `[login] users` lists `user`, by name or by one of their groups.
+pub fn is_listed(config: &LoginConfig, user: &User) -> bool {
+    let groups = group_names(user);
     config
         .users
         .iter()
-        .map(|name| {
-            User::from_name(name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| LoginError::NoSuchUser(name.clone()))
+        .any(|entry| match entry.strip_prefix('@') {
+            Some(group) => groups.iter().any(|g| g == group),
+            None => *entry == user.name,
         })
-        .collect()
 }
 
 /// `template` for `user`.
@@ -67,8 +107,12 @@ pub fn expand(template: &str, user: &User) -> String {
 
 /// `user`'s mounts, `SRC:DST[:ro]`, each source checked as configured.
 pub fn mounts(config: &LoginConfig, user: &User) -> Result<Vec<String>, LoginError> {
-    config
-        .mounts
+    checked_mounts(&config.mounts, user)
+}
+
+/// `mounts` of a list of them.
+fn checked_mounts(mounts: &[LoginMount], user: &User) -> Result<Vec<String>, LoginError> {
+    mounts
         .iter()
         .map(|mount| {
             let source = expand(&mount.source, user);
@@ -117,6 +161,8 @@ pub struct LoginPlan {
     pub mounts: Vec<String>,
     /// The GPUs `[gpus.users]` grants them (`berth run --gpus`'s list).
     pub gpus: Option<String>,
+    /// Where sessions start, and their HOME.
+    pub workdir: String,
     /// Sessions are root of a user namespace of their own.
     pub remap_root: bool,
     /// Variables every session gets (`NAME=value`): SLURM_CONF where
@@ -132,10 +178,30 @@ impl LoginPlan {
     /// `[login] users` does not list, or whose mounts are not as configured.
     pub fn of(config: &slurm_conf::Config, user: &User) -> Result<LoginPlan, LoginError> {
         let login = &config.login;
-        if !login.users.contains(&user.name) || login.image.is_empty() {
+        if !is_listed(login, user) {
             return Err(LoginError::NotListed(user.name.clone()));
         }
-        let mut mounts = self::mounts(login, user)?;
+        // [login], then the user's groups' entries, then the user's own.
+        let groups = group_names(user);
+        let overrides = login
+            .group
+            .iter()
+            .filter(|(name, _)| groups.contains(name))
+            .map(|(_, o)| o)
+            .chain(login.user.get(&user.name));
+        let (mut image, mut workdir, mut remap_root) =
+            (login.image.clone(), login.workdir.clone(), login.remap_root);
+        let mut configured: Vec<LoginMount> = login.mounts.clone();
+        for o in overrides {
+            image = o.image.clone().unwrap_or(image);
+            workdir = o.workdir.clone().unwrap_or(workdir);
+            remap_root = o.remap_root.unwrap_or(remap_root);
+            configured.extend(o.mounts.iter().cloned());
+        }
+        if image.is_empty() {
+            return Err(LoginError::NoImage(user.name.clone()));
+        }
+        let mut mounts = checked_mounts(&configured, user)?;
         let mut env = vec![];
         if std::path::Path::new(HOST_SFTP_SERVER).is_file() {
             mounts.push(format!(
@@ -163,9 +229,10 @@ impl LoginPlan {
         Ok(LoginPlan {
             gpus: gpus_of(config, user),
             user: user.clone(),
-            image: login.image.clone(),
+            image,
             mounts,
-            remap_root: login.remap_root,
+            workdir,
+            remap_root,
             env,
         })
     }
@@ -239,6 +306,41 @@ mod tests {
             owned_by_user: true,
             mode: mode.map(String::from),
         }
+    }
+
+    #[test]
+    fn groups_list_users_and_overrides_apply_user_last() {
+        let root = User::from_uid(nix::unistd::Uid::from_raw(0))
+            .unwrap()
+            .unwrap();
+        let text = r#"
+            [login]
+            image = "base"
+            users = ["@root"]
+            [login.group.root]
+            image = "for-the-group"
+            workdir = "/group"
+            [login.user.root]
+            workdir = "/mine"
+            remap_root = true
+        "#;
+        let config = slurm_conf::Config::parse(text, std::path::Path::new("t")).unwrap();
+        assert!(is_listed(&config.login, &root));
+        let plan = LoginPlan::of(&config, &root).unwrap();
+        assert_eq!(
+            (plan.image.as_str(), plan.workdir.as_str(), plan.remap_root),
+            ("for-the-group", "/mine", true)
+        );
+        let unlisted = slurm_conf::Config::parse(
+            "[login]\nimage = \"x\"\nusers = [\"@nogroup-berth\"]\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        assert!(!is_listed(&unlisted.login, &root));
+        assert!(matches!(
+            LoginPlan::of(&unlisted, &root),
+            Err(LoginError::NotListed(_))
+        ));
     }
 
     #[test]
