@@ -175,12 +175,14 @@ impl Record {
 }
 
 /// Records the end of a Slurm step's container (its keeper `keeper`, of
-/// job `job`, on this node), now: how long it ran, and its out-of-memory
+/// job `job`, on this node), now: how long it ran, its tasks' highest exit
+/// status when known, and its out-of-memory
 /// kills as the reason when there were any.
 pub fn slurm_container_ended(
     config: &slurm_conf::AuditConfig,
     keeper: &crate::slurm::record::KeeperRecord,
     job: Option<u32>,
+    exit: Option<i32>,
     oom_kills: u64,
 ) {
     let step = keeper.step.map(|s| match s {
@@ -193,6 +195,7 @@ pub fn slurm_container_ended(
         node: std::env::var("SLURMD_NODENAME").ok(),
         image_id: Some(keeper.image.clone()).filter(|i| !i.is_empty()),
         pid: Some(keeper.pid),
+        exit,
         duration_ms: keeper.running_for().map(|d| d.as_millis() as u64),
         reason: (oom_kills > 0).then(|| format!("{oom_kills} out-of-memory kills")),
         ..Record::new(Event::End, Origin::Slurm, keeper.uid, "")

@@ -87,6 +87,19 @@ fn get_u32(sp: spank_t, item: bindings::spank_item_t) -> Option<u32> {
     (rc == bindings::ESPANK_SUCCESS as bindings::spank_err_t).then_some(value)
 }
 
+/// The exit code of the task that just ended (in `task_exit`): its code,
+/// or 128+N when signal N killed it.
+pub fn task_exit_code(sp: spank_t) -> Option<i32> {
+    let status = get_u32(sp, bindings::spank_item_S_TASK_EXIT_STATUS)? as i32;
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
+    }
+}
+
 /// The job's uid.
 pub fn job_uid(sp: spank_t) -> Option<u32> {
     get_u32(sp, bindings::spank_item_S_JOB_UID)

@@ -73,6 +73,9 @@ struct State {
     /// The error this task fails with was shown by another task of the
     /// step on the node: it is not repeated.
     error_shown: bool,
+    /// In slurmstepd: the highest exit status of the step's tasks on this
+    /// node so far (128+N for a signal), for the audit trail.
+    tasks_exit: Option<i32>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -245,6 +248,29 @@ pub unsafe extern "C" fn slurm_spank_exit(
     }
     choke_point("exit", || {
         remote::step_exit(sp);
+        Ok(())
+    })
+}
+
+/// `slurm_spank_task_exit`: in slurmstepd, as each task ends: its exit
+/// status, kept for the container's end in the audit trail.
+///
+/// # Safety
+/// Called by Slurm with a valid handle.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub unsafe extern "C" fn slurm_spank_task_exit(
+    sp: ffi::spank_t,
+    _ac: c_int,
+    _av: *mut *mut c_char,
+) -> c_int {
+    if ffi::context() != ffi::Context::S_CTX_REMOTE {
+        return 0;
+    }
+    choke_point("task_exit", || {
+        if let Some(code) = ffi::task_exit_code(sp) {
+            with_state(|s| s.tasks_exit = Some(s.tasks_exit.map_or(code, |c| c.max(code))));
+        }
         Ok(())
     })
 }

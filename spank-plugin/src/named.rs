@@ -49,7 +49,7 @@ pub(crate) fn container_for_step(
         let old = existing
             .filter(|r| r.uid == uid)
             .ok_or_else(|| format!("--container-name={shown_name}:remove: there is no container named {shown_name:?} in this job"))?;
-        end_container(args, &old, Some(job));
+        end_container(args, &old, Some(job), None);
         let _ = fs::remove_file(dir.join("keeper.json"));
         let _ = make_state_dir(&step_dir(args, job, step))
             .and_then(|()| fs::write(&removed_mark, "").map_err(|e| e.to_string()));

@@ -354,15 +354,22 @@ fn remove_step(args: &PlugstackArgs, dir: &Path) {
         let job = dir
             .file_name()
             .and_then(|n| n.to_str()?.split('.').next()?.parse().ok());
-        end_container(args, &reply, job);
+        let exit = with_state(|s| s.tasks_exit);
+        end_container(args, &reply, job, exit);
     }
     let _ = fs::remove_dir_all(dir);
 }
 
 /// Ends a container's keeper (of job `job`) and removes its cgroup,
 /// telling the user of an out-of-memory kill or a cgroup left behind, and
-/// the audit trail of the end.
-pub(crate) fn end_container(args: &PlugstackArgs, record: &KeeperRecord, job: Option<u32>) {
+/// the audit trail of the end (with its tasks' highest exit status, when
+/// this slurmstepd saw them end).
+pub(crate) fn end_container(
+    args: &PlugstackArgs,
+    record: &KeeperRecord,
+    job: Option<u32>,
+    exit: Option<i32>,
+) {
     let ended = record.end();
     if record.pid > 0 {
         let audit = match slurm_conf::Config::load(&args.config, false) {
@@ -373,7 +380,7 @@ pub(crate) fn end_container(args: &PlugstackArgs, record: &KeeperRecord, job: Op
                 Default::default()
             }
         };
-        berth::audit::slurm_container_ended(&audit, record, job, ended.oom_kills);
+        berth::audit::slurm_container_ended(&audit, record, job, exit, ended.oom_kills);
     }
     if ended.oom_kills > 0 {
         ffi::error(&format!(

@@ -137,12 +137,15 @@ fn a_slurm_step_records_its_container_start_and_end() {
     let (s, file) = audited();
     let image = s.standard_image();
     let cluster = Cluster::start(&s.config());
+    // Its tasks end with 2 and 3: the end records the highest.
     let out = cluster.srun(&[
         &format!("--container-image={}", image.display()),
         "-n2",
-        "true",
+        "sh",
+        "-c",
+        "exit $((SLURM_PROCID + 2))",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     wait_until("the step's end is recorded", || {
         trail(&file).iter().any(|l| l["event"] == "end")
     });
@@ -161,6 +164,7 @@ fn a_slurm_step_records_its_container_start_and_end() {
     assert_eq!(end["node"], cluster.node);
     assert_eq!(end["uid"], test_user().0);
     assert!(end["duration_ms"].as_u64().is_some(), "{end}");
+    assert_eq!(end["exit"], 3, "{end}");
     // One container for the step's two tasks: one start, one end.
     assert_eq!(lines.len(), 2, "{lines:#?}");
     // A step whose image is missing: a failed start, with the reason.

@@ -253,6 +253,7 @@ pub(crate) fn stop(ctx: &Context, args: &StopArgs) -> Result<i32> {
                     &ctx.config.audit,
                     &base,
                     None,
+                    None,
                     ended.oom_kills,
                 );
             }
