@@ -243,11 +243,16 @@ pub unsafe extern "C" fn slurm_spank_exit(
     _ac: c_int,
     _av: *mut *mut c_char,
 ) -> c_int {
+    in_slurmstepd("exit", || remote::step_exit(sp))
+}
+
+/// Runs a hook that only slurmstepd has work for (and that never fails).
+fn in_slurmstepd(hook: &str, f: impl FnOnce()) -> c_int {
     if ffi::context() != ffi::Context::S_CTX_REMOTE {
         return 0;
     }
-    choke_point("exit", || {
-        remote::step_exit(sp);
+    choke_point(hook, || {
+        f();
         Ok(())
     })
 }
@@ -264,14 +269,10 @@ pub unsafe extern "C" fn slurm_spank_task_exit(
     _ac: c_int,
     _av: *mut *mut c_char,
 ) -> c_int {
-    if ffi::context() != ffi::Context::S_CTX_REMOTE {
-        return 0;
-    }
-    choke_point("task_exit", || {
+    in_slurmstepd("task_exit", || {
         if let Some(code) = ffi::task_exit_code(sp) {
             with_state(|s| s.tasks_exit = Some(s.tasks_exit.map_or(code, |c| c.max(code))));
         }
-        Ok(())
     })
 }
 

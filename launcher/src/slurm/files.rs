@@ -31,6 +31,15 @@ pub fn setting(text: &str, key: &str) -> Option<String> {
         .last()
 }
 
+/// The words of a configuration line, before its comment.
+fn words(line: &str) -> Vec<&str> {
+    line.split('#')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect()
+}
+
 /// `setting` of `file` (None when unreadable) and the files its `Include`
 /// lines name (relative ones beside it).
 fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
@@ -38,13 +47,7 @@ fn setting_in(file: &std::path::Path, key: &str) -> Option<String> {
     let dir = file.parent().unwrap_or(std::path::Path::new("/"));
     let mut found = None;
     for line in text.lines() {
-        let words: Vec<&str> = line
-            .split('#')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        match words.as_slice() {
+        match words(line).as_slice() {
             [include, included] if include.eq_ignore_ascii_case("include") => {
                 let text = std::fs::read_to_string(dir.join(included)).unwrap_or_default();
                 found = setting(&text, key).or(found);
@@ -77,13 +80,7 @@ pub fn spank_plugins(slurm_conf: &std::path::Path) -> Vec<PathBuf> {
         }
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         for line in text.lines() {
-            let words: Vec<&str> = line
-                .split('#')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            match words.as_slice() {
+            match words(line).as_slice() {
                 ["include", pattern, ..] => files.extend(matching(&dir.join(pattern))),
                 ["required" | "optional", plugin, ..] if plugin.starts_with('/') => {
                     let plugin = PathBuf::from(plugin);
