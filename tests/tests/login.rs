@@ -547,3 +547,71 @@ fn a_group_lists_users_and_overrides_change_their_container() {
         "{text}"
     );
 }
+
+/// Root takes a session's terminal from its session only when it is the
+/// user's own and the controlling terminal of the process asking: a
+/// terminal the user merely holds open (here one they were handed, not
+/// their login's) is refused.
+#[test]
+fn a_terminal_that_is_not_the_logins_own_is_refused() {
+    require_root!();
+    let site = Site::new("");
+    let _server = site.start();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let (uid, gid) = test_user();
+    let slave_path = nix::unistd::ttyname(&pty.slave).unwrap();
+    std::os::unix::fs::chown(&slave_path, Some(uid), Some(gid)).unwrap();
+    let out = site
+        .s
+        .berth_user_command(&["login", "-c", "echo inside"])
+        .stdin(std::process::Stdio::from(pty.slave))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("not the controlling terminal of your login"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("inside"));
+}
+
+/// Connections that say nothing cannot pile up root's processes: at most
+/// 64 at once per user (the next is refused, saying so), and each is
+/// dropped after 10 s of silence.
+#[test]
+fn silent_connections_are_bounded_and_dropped() {
+    require_root!();
+    use nix::sys::socket::{
+        connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::AsRawFd;
+    let site = Site::new("");
+    let _server = site.start();
+    let address = UnixAddr::new(&login_socket(&site.s)).unwrap();
+    let open = || {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        connect(fd.as_raw_fd(), &address).unwrap();
+        fd
+    };
+    let silent: Vec<_> = (0..64).map(|_| open()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let refused = open();
+    let mut buffer = [0u8; 4096];
+    let n = recv(refused.as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(
+        answer.contains("too many sessions at once (64 of yours"),
+        "{answer}"
+    );
+    // The silent ones are closed by the service (a read sees their end).
+    let n = recv(silent[0].as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(answer.contains("nothing said within 10 s"), "{answer}");
+}

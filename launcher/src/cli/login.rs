@@ -120,6 +120,8 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
     nix::sys::prctl::set_child_subreaper(true)?;
     tracing::info!(socket = %socket.display(), "berth login service listening");
     let mut last_sweep = Instant::now();
+    // Each connection's serving process, by the uid it serves.
+    let mut serving: std::collections::HashMap<Pid, u32> = Default::default();
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         let ready = match poll(&mut fds, PollTimeout::from(1000u16)) {
@@ -127,10 +129,28 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
             Err(e) => return Err(e.into()),
             Ok(n) => n > 0,
         };
-        while let Ok(Some(_)) = berth::sys::reap_any_child() {}
+        while let Ok(Some((pid, _))) = berth::sys::reap_any_child() {
+            serving.remove(&pid);
+        }
         if ready {
             match wire::accept(listener.as_fd()) {
-                Ok(conn) => serve_in_child(ctx, conn, &listener),
+                Ok(conn) => {
+                    let Ok(uid) = wire::peer_uid(conn.as_fd()) else {
+                        continue;
+                    };
+                    let theirs = serving.values().filter(|u| **u == uid).count();
+                    if theirs >= MOST_SESSIONS_PER_USER || serving.len() >= MOST_SESSIONS {
+                        let why = format!(
+                            "too many sessions at once ({theirs} of yours, {} in all): end some first",
+                            serving.len()
+                        );
+                        let _ = wire::send(conn.as_fd(), &FromService::Refused(why), &[]);
+                        continue;
+                    }
+                    if let Some(pid) = serve_in_child(ctx, conn, &listener) {
+                        serving.insert(pid, uid);
+                    }
+                }
                 Err(e) => tracing::warn!("{e}"),
             }
         }
@@ -141,14 +161,26 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
     }
 }
 
-/// Serves `conn` in a forked process (the service stays single-threaded).
-fn serve_in_child(ctx: &Context, conn: OwnedFd, listener: &OwnedFd) {
+/// The most sessions one user may have at once, and all users together
+/// (each is a process of root's until its session has started).
+const MOST_SESSIONS_PER_USER: usize = 64;
+const MOST_SESSIONS: usize = 1024;
+
+/// How long a connection may take to say what it wants.
+const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Serves `conn` in a forked process (the service stays single-threaded):
+/// its pid.
+fn serve_in_child(ctx: &Context, conn: OwnedFd, listener: &OwnedFd) -> Option<Pid> {
     // SAFETY: the service is single-threaded.
     #[allow(unsafe_code)]
     let forked = unsafe { nix::unistd::fork() };
     match forked {
-        Err(e) => tracing::warn!("cannot fork: {e}"),
-        Ok(ForkResult::Parent { .. }) => {}
+        Err(e) => {
+            tracing::warn!("cannot fork: {e}");
+            None
+        }
+        Ok(ForkResult::Parent { child }) => Some(child),
         Ok(ForkResult::Child) => {
             let _ = nix::unistd::close(listener.as_raw_fd());
             let refuse = |why: String| {
@@ -166,8 +198,8 @@ fn serve_in_child(ctx: &Context, conn: OwnedFd, listener: &OwnedFd) {
 /// started, the user's side's signals passed on, its end answered.
 fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true)?;
-    let uid = wire::peer_uid(conn.as_fd())?;
-    let (message, stdio) = wire::receive::<FromUser>(conn.as_fd())?;
+    let (uid, peer_pid) = wire::peer(conn.as_fd())?;
+    let (message, stdio) = wire::receive_within::<FromUser>(conn.as_fd(), FIRST_MESSAGE_WITHIN)?;
     let FromUser::Start { command, env } = message else {
         bail!("a session must start first");
     };
@@ -200,6 +232,7 @@ fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
         command: command.as_deref(),
         passed_env: &env,
         plan_env: &plan.env,
+        peer: Pid::from_raw(peer_pid),
         stdio: &stdio,
     });
     // The session's descriptors are its own now: the user's side sees

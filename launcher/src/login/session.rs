@@ -49,6 +49,9 @@ pub struct Session<'a> {
     pub plan_env: &'a [String],
     /// Its standard input, output and error.
     pub stdio: &'a [OwnedFd],
+    /// The user's side (`berth login`): a terminal is taken only from its
+    /// session.
+    pub peer: Pid,
 }
 
 /// Starts `session`: the pid (in the host's pid namespace) of its process,
@@ -105,10 +108,13 @@ fn join_and_fork(session: &Session, status_w: OwnedFd) -> ! {
         let _ = nix::unistd::write(&status_w, format!("error {why}\n").as_bytes());
         crate::sys::exit_child(crate::process::EXIT_BERTH_ERROR)
     };
+    let on_terminal = nix::unistd::isatty(session.stdio[0].as_raw_fd()).unwrap_or(false);
+    if on_terminal && !terminal_is_theirs(session) {
+        fail("the session's terminal is not the controlling terminal of your login: run berth login from sshd".into())
+    }
     if let Err(e) = enter_container(session.base) {
         fail(e)
     }
-    let on_terminal = nix::unistd::isatty(session.stdio[0].as_raw_fd()).unwrap_or(false);
     let terminal = match on_terminal {
         true => container_terminal(session).unwrap_or_else(|e| fail(e)),
         false => None,
@@ -151,8 +157,9 @@ fn container_terminal(
         nix::unistd::dup2(fd.as_raw_fd(), i as i32)
             .map_err(|e| format!("cannot take the session's descriptors: {e}"))?;
     }
+    let stdin = std::io::stdin();
     nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
-    crate::sys::take_controlling_terminal(std::io::stdin().as_fd())
+    crate::sys::take_controlling_terminal(stdin.as_fd())
         .map_err(|e| format!("cannot take the session's terminal: {e}"))?;
     let terminal = crate::process::terminal::Terminal::for_stdin()
         .map_err(|e| format!("cannot make the container's terminal: {e}"))?;
@@ -256,6 +263,41 @@ fn become_session(
     let env = env.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
     let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
     Err(format!("cannot run {}: {e}", argv.0))
+}
+
+/// Whether the session's terminal may be taken from its session (root's
+/// power, before the container: the host's /proc): only the user's own
+/// terminal that is the controlling terminal of the asking process (the
+/// one sshd gave it), never one the user merely holds open.
+fn terminal_is_theirs(session: &Session) -> bool {
+    nix::sys::stat::fstat(session.stdio[0].as_raw_fd()).is_ok_and(|m| {
+        m.st_uid == session.user.uid.as_raw()
+            && controlling_terminal_of(session.peer) == Some(device_numbers(m.st_rdev))
+    })
+}
+
+/// The (major, minor) of a device number.
+fn device_numbers(rdev: u64) -> (u64, u64) {
+    (
+        ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff),
+        (rdev & 0xff) | ((rdev >> 12) & !0xff),
+    )
+}
+
+/// The (major, minor) of process `pid`'s controlling terminal
+/// (/proc/PID/stat's tty_nr), if it has one.
+fn controlling_terminal_of(pid: Pid) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold anything): state, ppid,
+    // pgrp, session, tty_nr.
+    let tty: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(4)?
+        .parse()
+        .ok()?;
+    (tty != 0).then(|| device_numbers(tty))
 }
 
 /// Adds the user to the container's /etc/passwd and /etc/group when
@@ -377,6 +419,15 @@ fn environment(session: &Session, shell: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_processs_controlling_terminal_is_read_as_its_device_numbers() {
+        // /dev/pts/3 (136, 3), as stat and /proc/PID/stat encode it.
+        assert_eq!(device_numbers(libc::makedev(136, 3)), (136, 3));
+        assert_eq!(device_numbers((136 << 8) | 3), (136, 3));
+        assert_eq!(device_numbers(libc::makedev(136, 300)), (136, 300));
+        assert_eq!(controlling_terminal_of(Pid::from_raw(i32::MAX)), None);
+    }
 
     #[test]
     fn a_session_runs_a_login_shell_a_command_or_sftp() {

@@ -137,8 +137,13 @@ pub fn accept(listener: BorrowedFd) -> Result<OwnedFd, WireError> {
 
 /// The uid of the process at the other end (the kernel's word).
 pub fn peer_uid(conn: BorrowedFd) -> Result<u32, WireError> {
+    peer(conn).map(|(uid, _)| uid)
+}
+
+/// The uid and pid of the process at the other end when it connected.
+pub fn peer(conn: BorrowedFd) -> Result<(u32, i32), WireError> {
     socket::getsockopt(&conn, sockopt::PeerCredentials)
-        .map(|c| c.uid())
+        .map(|c| (c.uid(), c.pid()))
         .map_err(socket_error("cannot read the peer's credentials"))
 }
 
@@ -160,6 +165,23 @@ pub fn send<T: Serialize>(conn: BorrowedFd, message: &T, fds: &[RawFd]) -> Resul
             Err(e) => return Err(socket_error("cannot send")(e)),
             Ok(_) => return Ok(()),
         }
+    }
+}
+
+/// `receive`, waiting at most `limit` for the message.
+pub fn receive_within<T: for<'de> Deserialize<'de>>(
+    conn: BorrowedFd,
+    limit: std::time::Duration,
+) -> Result<(T, Vec<OwnedFd>), WireError> {
+    let mut fds = [nix::poll::PollFd::new(conn, nix::poll::PollFlags::POLLIN)];
+    let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+        Ok(0) => Err(WireError::Garbled(format!(
+            "nothing said within {} s",
+            limit.as_secs()
+        ))),
+        Ok(_) => receive(conn),
+        Err(e) => Err(socket_error("cannot wait for a message")(e)),
     }
 }
 
