@@ -123,7 +123,8 @@ impl LoginServer {
                  AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin no\nAllowUsers {users}\nSubsystem sftp /usr/lib/openssh/sftp-server\n\
-                 ForceCommand {berth} --config {berth_config} login\nLogLevel VERBOSE\n{plain}",
+                 ForceCommand {berth} --config {berth_config} login\nLogLevel VERBOSE\n\
+                 SetEnv BERTH_CONFIG={berth_config}\n{plain}",
                 dir = dir.display(),
                 users = users.iter().chain(plain_users).copied().collect::<Vec<_>>().join(" "),
                 plain = plain_users
@@ -154,7 +155,11 @@ impl LoginServer {
             port,
             dir,
             config: s.config(),
-            users: users.iter().map(|u| u.to_string()).collect(),
+            users: users
+                .iter()
+                .chain(plain_users)
+                .map(|u| u.to_string())
+                .collect(),
         }
     }
 
@@ -428,4 +433,39 @@ impl Drop for Terminal {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A third user whose login shell is berth itself (made, or given that
+/// shell, when needed): its name and uid. sshd runs a login shell as
+/// `-berth`, a command as `berth -c COMMAND`.
+pub fn login_shell_user() -> (String, u32) {
+    let name = "berth-login3";
+    static CHANGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
+    let shell = berth_path();
+    let entry = Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&entry.stdout).into_owned();
+    if entry.is_empty() {
+        let made = Command::new("useradd")
+            .args(["--create-home", "--shell"])
+            .arg(&shell)
+            .arg(name)
+            .status()
+            .unwrap();
+        assert!(made.success(), "useradd {name}");
+    } else if entry.trim_end().rsplit(':').next() != Some(&*shell.to_string_lossy()) {
+        let changed = Command::new("usermod")
+            .arg("--shell")
+            .arg(&shell)
+            .arg(name)
+            .status()
+            .unwrap();
+        assert!(changed.success(), "usermod --shell {name}");
+    }
+    let out = Command::new("id").args(["-u", name]).output().unwrap();
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (name.to_string(), uid)
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_e2e::ssh::{login_socket, LoginServer, Terminal};
+use berth_e2e::ssh::{login_shell_user, login_socket, LoginServer, Terminal};
 use berth_e2e::*;
 
 /// A shared server in a sandbox: both test users listed, their homes and
@@ -614,4 +614,41 @@ fn silent_connections_are_bounded_and_dropped() {
     let n = recv(silent[0].as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
     let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
     assert!(answer.contains("nothing said within 10 s"), "{answer}");
+}
+
+/// berth as a user's login shell (no ForceCommand): sshd runs `berth -c
+/// COMMAND`, and `-berth` for a login, which are `berth login`.
+#[test]
+fn berth_works_as_a_users_login_shell() {
+    require_root!();
+    let site = Site::new("");
+    let (name, uid) = login_shell_user();
+    let home = site.s.path().join("homes").join(&name);
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();
+    let data = site.s.path().join("data").join(format!("{name}_data"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), Some(uid)).unwrap();
+    set_mode(&data, 0o700);
+    let config = std::fs::read_to_string(site.s.config()).unwrap();
+    let with_third = config.replace(
+        &format!("\"{}\"]", site.user(1)),
+        &format!("\"{}\", \"{name}\"]", site.user(1)),
+    );
+    assert_ne!(config, with_third);
+    std::fs::write(site.s.config(), with_third).unwrap();
+    let server = LoginServer::start_with_plain(&site.s, &[site.user(0)], &[&name]);
+    let out = server.ssh(&name, &["id -u; pwd; exit 6"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}\n{}",
+        stderr(&out),
+        server.logs()
+    );
+    assert_eq!(stdout(&out), format!("{uid}\n/workspace\n"));
+    let mut terminal = Terminal::spawn(server.ssh_on_terminal(&name), 24, 80);
+    terminal.type_text("echo shell-$((2*3)); exit\n");
+    terminal.read_until("shell-6");
+    assert_eq!(terminal.wait().code(), Some(0));
 }

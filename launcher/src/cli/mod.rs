@@ -127,7 +127,7 @@ impl Context {
 
 /// Runs the CLI and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(as_login_shell(std::env::args_os().collect()));
     init_logging(cli.quiet, cli.verbose);
     // A user's login needs no store: only where the service listens.
     if let Command::Login(args) = &cli.command {
@@ -151,6 +151,23 @@ pub fn main() -> i32 {
         Command::SlurmLeave(args) => slurm::slurm_leave(&ctx, args),
     });
     finish(result)
+}
+
+/// The arguments as a user's login shell gets them (`-berth`, `berth -c
+/// COMMAND`: sshd runs the shell so) turned into `berth login [-c
+/// COMMAND]`; any others as they are.
+fn as_login_shell(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let login_name = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"-"));
+    let shell_command = args.len() == 3 && args[1] == "-c";
+    if !(login_name && args.len() == 1) && !shell_command {
+        return args;
+    }
+    let mut login: Vec<std::ffi::OsString> = vec!["berth".into(), "login".into()];
+    login.extend(args.into_iter().skip(1));
+    login
 }
 
 /// The exit code of a verb's result, its error said on stderr.
@@ -224,4 +241,30 @@ fn store_root(config: &Config, privileged: bool) -> Result<PathBuf> {
     let home = std::env::var_os("HOME")
         .context("neither XDG_DATA_HOME nor HOME is set: cannot place the image store")?;
     Ok(Path::new(&home).join(".local/share/berth"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_shell_is_berth_login() {
+        let args = |list: &[&str]| {
+            list.iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(as_login_shell(args(&["-berth"])), args(&["berth", "login"]));
+        assert_eq!(
+            as_login_shell(args(&["/usr/bin/berth", "-c", "ls -l"])),
+            args(&["berth", "login", "-c", "ls -l"])
+        );
+        for other in [
+            &["berth", "run", "img"][..],
+            &["berth"],
+            &["berth", "-c", "x", "y"],
+        ] {
+            assert_eq!(as_login_shell(args(other)), args(other));
+        }
+    }
 }
