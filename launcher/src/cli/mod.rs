@@ -161,8 +161,9 @@ fn as_login_shell(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         .first()
         .and_then(|a| Path::new(a).file_name())
         .is_some_and(|n| n.as_encoded_bytes().starts_with(b"-"));
+    let login = login_name && args.len() == 1;
     let shell_command = args.len() == 3 && args[1] == "-c";
-    if !(login_name && args.len() == 1) && !shell_command {
+    if !(login || shell_command) {
         return args;
     }
     let mut login: Vec<std::ffi::OsString> = vec!["berth".into(), "login".into()];
