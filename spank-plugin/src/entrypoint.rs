@@ -33,7 +33,9 @@ use crate::ffi;
 use crate::options::ContainerOptions;
 use crate::remote::{task_capabilities, task_workdir};
 use crate::state::record_keeper;
-use berth::process::join::{enter_container, enter_remapped_user_namespace};
+use berth::process::join::{
+    enter_container, enter_remapped_user_namespace, remapped_user_namespace,
+};
 
 /// `berth-entrypoint`, built static by build.rs.
 static CAPTURE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-entrypoint"));
@@ -278,6 +280,14 @@ impl EntrypointRun {
         if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
             return "could not be started: cannot tie it to the task".into();
         }
+        // Remapped: the user namespace, made with the host's /proc.
+        let userns = match reply.remap_root {
+            true => match remapped_user_namespace(self.uid, self.gid) {
+                Ok(userns) => Some(userns),
+                Err(e) => return format!("could not be started: {e}"),
+            },
+            false => None,
+        };
         if let Err(e) = enter_container(reply) {
             return e;
         }
@@ -291,7 +301,7 @@ impl EntrypointRun {
             Err(e) => return format!("could not be started: {e}"),
             Ok(ForkResult::Child) => {
                 drop(error_r);
-                let error = self.exec(reply, fds);
+                let error = self.exec(reply, fds, userns.as_ref());
                 let _ = nix::unistd::write(&error_w, error.as_bytes());
                 berth::sys::exit_child(127);
             }
@@ -311,8 +321,13 @@ impl EntrypointRun {
 
     /// In the entrypoint's process: becomes the job's user, confined as a
     /// task, and execs the entrypoint; returns only what went wrong.
-    fn exec(&self, reply: &KeeperRecord, fds: &Memfds) -> String {
-        match self.prepare(reply, fds) {
+    fn exec(
+        &self,
+        reply: &KeeperRecord,
+        fds: &Memfds,
+        userns: Option<&std::os::fd::OwnedFd>,
+    ) -> String {
+        match self.prepare(reply, fds, userns) {
             Err(e) => e,
             Ok((path, argv, envp)) => match nix::unistd::execve(&path, &argv, &envp) {
                 Ok(never) => match never {},
@@ -323,7 +338,12 @@ impl EntrypointRun {
 
     /// Everything before the exec: descriptors, ids, working directory,
     /// confinement; the program, its argv and environment.
-    fn prepare(&self, reply: &KeeperRecord, fds: &Memfds) -> Result<Exec, String> {
+    fn prepare(
+        &self,
+        reply: &KeeperRecord,
+        fds: &Memfds,
+        userns: Option<&std::os::fd::OwnedFd>,
+    ) -> Result<Exec, String> {
         use std::ffi::CString;
         let cstring = |s: &str| CString::new(s).map_err(|_| format!("{s:?} holds a NUL byte"));
         // Nothing of slurmstepd's but the task's stdio: only the program
@@ -363,8 +383,8 @@ impl EntrypointRun {
         if std::env::set_current_dir(&self.workdir).is_err() {
             std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
         }
-        if reply.remap_root {
-            enter_remapped_user_namespace(self.uid, self.gid)?;
+        if let Some(userns) = userns {
+            enter_remapped_user_namespace(userns)?;
         }
         Confinement {
             groups: None,

@@ -23,14 +23,16 @@ use crate::named::{kept_after_job, leave_kept_containers};
 use crate::options::ContainerOptions;
 use crate::state::{container_dir, live_keeper, recorded_keeper, step_dir};
 use crate::{ffi, with_state};
-use berth::process::join::{enter_container, enter_remapped_user_namespace};
+use berth::process::join::{
+    enter_container, enter_remapped_user_namespace, remapped_user_namespace,
+};
 
 /// What a task keeps between its privileged and its user hook.
 pub struct Joined {
     seccomp: Option<Vec<u8>>,
     /// With --container-remap-root: the job's ids, which root inside the
     /// task's own user namespace is mapped to.
-    remap_root: Option<(u32, u32)>,
+    remap_root: Option<std::os::fd::OwnedFd>,
     /// The capabilities the task keeps: remapped, root's configured ones
     /// (inside its user namespace only); otherwise none.
     capabilities: berth::caps::CapsHashSet,
@@ -96,6 +98,12 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
     else {
         return Ok(()); // no_exec: the tasks run outside it
     };
+    // With --container-remap-root the task later becomes root of a user
+    // namespace of its own, made now (it needs the host's /proc).
+    let remap_root = match reply.remap_root {
+        true => Some(remapped_user_namespace(uid, gid)?),
+        false => None,
+    };
     enter_container(&reply)?;
 
     // The container's environment, except what the job owns (Slurm's,
@@ -124,10 +132,8 @@ pub fn task_init_privileged(sp: ffi::spank_t) -> Result<(), String> {
         ffi::setenv(sp, "HOME", "/root", true);
     }
     let seccomp = reply.seccomp_program()?;
-    // With --container-remap-root the task later becomes root of a user
-    // namespace of its own; the capabilities it may hold there must stay in
-    // the bounding set (they mean nothing outside that namespace).
-    let remap_root = reply.remap_root.then_some((uid, gid));
+    // Remapped, the capabilities the task may hold in its user namespace
+    // must stay in the bounding set (they mean nothing outside it).
     let capabilities = task_capabilities(&reply);
     // While still root: after Slurm's setuid the task cannot change it.
     berth::caps::limit_bounding_set(&capabilities)
@@ -236,8 +242,8 @@ pub fn task_init(sp: ffi::spank_t) -> Result<(), String> {
     }
     // Remapped, the task is root of a user namespace of its own, with the
     // configured capabilities there; otherwise it has none (Slurm's setuid).
-    if let Some((uid, gid)) = joined.remap_root {
-        enter_remapped_user_namespace(uid, gid)?;
+    if let Some(userns) = &joined.remap_root {
+        enter_remapped_user_namespace(userns)?;
     }
     Confinement {
         groups: None,

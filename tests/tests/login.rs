@@ -652,3 +652,33 @@ fn berth_works_as_a_users_login_shell() {
     terminal.read_until("shell-6");
     assert_eq!(terminal.wait().code(), Some(0));
 }
+
+/// `[login] remap_root = true`: a session is root of a user namespace of
+/// its own mapped to the user, can change the image's files (they stay),
+/// and has no more than that root's configured capabilities.
+#[test]
+fn a_remapped_session_is_root_of_its_own_user_namespace() {
+    require_root!();
+    let site = Site::new("remap_root = true");
+    let server = site.start();
+    let uid = site.users[0].1;
+    let (code, text) = ssh(
+        &site,
+        &server,
+        0,
+        "id -u; cat /proc/self/uid_map; echo installed > /bin/mine && cat /bin/mine; grep NoNewPrivs /proc/self/status",
+    );
+    assert_eq!(code, 0, "{text}\n{}", server.logs());
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        ["0", &format!("0 {uid} 1"), "installed", "NoNewPrivs: 1"],
+        "{text}"
+    );
+    // What it installed stays across a restart.
+    assert!(server.stop_container(site.user(0)).status.success());
+    assert_eq!(ssh(&site, &server, 0, "cat /bin/mine").1, "installed\n");
+}

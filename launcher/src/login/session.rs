@@ -19,7 +19,9 @@ use nix::fcntl::OFlag;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::process::confine::{Confinement, Filter};
-use crate::process::join::{enter_container, enter_remapped_user_namespace};
+use crate::process::join::{
+    enter_container, enter_remapped_user_namespace, remapped_user_namespace,
+};
 use crate::slurm::record::KeeperRecord;
 
 /// Where the host's sftp-server is bound in, for images without one.
@@ -112,6 +114,14 @@ fn join_and_fork(session: &Session, status_w: OwnedFd) -> ! {
     if on_terminal && !terminal_is_theirs(session) {
         fail("the session's terminal is not the controlling terminal of your login: run berth login from sshd".into())
     }
+    // Remapped: the user namespace, made with the host's /proc.
+    let userns = match session.remap_root {
+        true => {
+            let (uid, gid) = (session.user.uid.as_raw(), session.user.gid.as_raw());
+            Some(remapped_user_namespace(uid, gid).unwrap_or_else(|e| fail(e)))
+        }
+        false => None,
+    };
     if let Err(e) = enter_container(session.base) {
         fail(e)
     }
@@ -125,7 +135,11 @@ fn join_and_fork(session: &Session, status_w: OwnedFd) -> ! {
     match (forked, terminal) {
         (Err(e), _) => fail(format!("cannot fork into the container: {e}")),
         (Ok(ForkResult::Child), terminal) => {
-            let Err(why) = become_session(session, terminal.as_ref().map(|t| &t.slave));
+            let Err(why) = become_session(
+                session,
+                terminal.as_ref().map(|t| &t.slave),
+                userns.as_ref(),
+            );
             fail(why)
         }
         (Ok(ForkResult::Parent { child }), None) => {
@@ -184,6 +198,7 @@ fn container_terminal(
 fn become_session(
     session: &Session,
     terminal: Option<&OwnedFd>,
+    userns: Option<&OwnedFd>,
 ) -> Result<std::convert::Infallible, String> {
     nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
     let stdio: Vec<&OwnedFd> = match terminal {
@@ -222,7 +237,9 @@ fn become_session(
             .and_then(|()| setresgid(g, g, g))
             .and_then(|()| setresuid(u, u, u))
             .map_err(|e| format!("cannot become {}: {e}", session.user.name))?;
-        enter_remapped_user_namespace(uid, gid)?;
+        if let Some(userns) = userns {
+            enter_remapped_user_namespace(userns)?;
+        }
     }
     Confinement {
         groups: (!session.remap_root).then_some(&session.groups[..]),

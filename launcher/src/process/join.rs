@@ -6,9 +6,8 @@
 use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::idmap::UserNsMaps;
 use crate::slurm::record::KeeperRecord;
 
 /// Puts the calling process (root, single-threaded) into the container of
@@ -80,22 +79,23 @@ pub fn enter_container(reply: &KeeperRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// --container-remap-root: the task (already the job's user) enters a user
-/// namespace of its own where it is root (its capabilities there are set
-/// by the confinement that follows). The container's mount namespace
-/// belongs to the host's user namespace, so this root can change no mount;
-/// outside, the task is still the user.
-pub fn enter_remapped_user_namespace(uid: u32, gid: u32) -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| format!("--container-remap-root: cannot create a user namespace: {e}"))?;
-    // After Slurm's setuid the task is not dumpable, which leaves its /proc
-    // files to root: for as long as it writes its maps, they are its own.
-    let _ = nix::sys::prctl::set_dumpable(true);
-    let written = UserNsMaps::root_as(uid, gid).write_to(Path::new("/proc/self"));
-    // Not dumpable again until exec: the task still holds slurmstepd's
-    // descriptors, which no process of the container may take.
-    let _ = nix::sys::prctl::set_dumpable(false);
-    written.map_err(|e| format!("--container-remap-root: {e}"))
+/// --container-remap-root, `[login] remap_root`: the user namespace a
+/// task will be root of, mapped to the job's user and owned by them (see
+/// `sys::userns_owned_by`). Made as root before joining the container (it
+/// needs the host's /proc).
+pub fn remapped_user_namespace(uid: u32, gid: u32) -> Result<std::os::fd::OwnedFd, String> {
+    crate::sys::userns_owned_by(uid, gid)
+        .map_err(|e| format!("--container-remap-root: cannot create a user namespace: {e}"))
+}
+
+/// The task (already the job's user, so never dumpable) joins `userns`
+/// (from `remapped_user_namespace`) and is root there, with capabilities
+/// there only (set by the confinement that follows). The container's mount
+/// namespace belongs to the host's user namespace, so this root can change
+/// no mount; outside, the task is still the user.
+pub fn enter_remapped_user_namespace(userns: &std::os::fd::OwnedFd) -> Result<(), String> {
+    nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("--container-remap-root: cannot enter the user namespace: {e}"))
 }
 
 /// Ends the keeper of this step and removes its state.

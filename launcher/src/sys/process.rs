@@ -65,6 +65,60 @@ pub fn userns_mapping_root_to(uid: u32, gid: u32) -> io::Result<std::os::fd::Own
     made
 }
 
+/// A user namespace **owned by** host `uid` that maps its root to `uid`
+/// and `gid` (one id each): a process of that user joins it with `setns`
+/// and is root there (with every capability, inside it only), without
+/// ever being dumpable or writing maps of its own. Made by a child that
+/// takes the user's ids, unshares and waits, while the caller (root, with
+/// the host's /proc) writes its maps.
+pub fn userns_owned_by(uid: u32, gid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let flags = libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone with a NULL stack behaves like fork(2); the child makes
+    // only async-signal-safe calls (set*id, unshare, read, write, _exit).
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if ret == 0 {
+        // SAFETY: plain system calls on integers and live locals, then _exit.
+        unsafe {
+            libc::close(ready_r.as_raw_fd());
+            libc::close(done_w.as_raw_fd());
+            let ok = libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setresgid(gid, gid, gid) == 0
+                && libc::setresuid(uid, uid, uid) == 0
+                && libc::unshare(libc::CLONE_NEWUSER) == 0;
+            let byte: u8 = if ok { b'R' } else { b'E' };
+            libc::write(ready_w.as_raw_fd(), (&byte as *const u8).cast(), 1);
+            let mut wait = 0u8;
+            libc::read(done_r.as_raw_fd(), (&mut wait as *mut u8).cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    let child = Pid::from_raw(ret as i32);
+    drop(ready_w);
+    drop(done_r);
+    let mut said = [0u8; 1];
+    let ready = nix::unistd::read(ready_r.as_raw_fd(), &mut said).map_err(io::Error::from);
+    let proc = format!("/proc/{child}");
+    let made = match ready {
+        Ok(1) if said[0] == b'R' => {
+            std::fs::write(format!("{proc}/uid_map"), format!("0 {uid} 1\n"))
+                .and_then(|()| std::fs::write(format!("{proc}/gid_map"), format!("0 {gid} 1\n")))
+                .and_then(|()| {
+                    std::fs::File::open(format!("{proc}/ns/user")).map(std::os::fd::OwnedFd::from)
+                })
+        }
+        Ok(_) => Err(io::Error::other("cannot make a user namespace as the user")),
+        Err(e) => Err(e),
+    };
+    drop(done_w); // the child reads EOF and exits
+    reap_child(child, true)?;
+    made
+}
+
 /// Like [`clone_into_namespaces`], with the child born in the cgroup v2
 /// directory `cgroup` (`clone3(2)` with `CLONE_INTO_CGROUP`, Linux 5.7):
 /// moving a process in later waits for an RCU grace period, milliseconds.
