@@ -578,42 +578,58 @@ fn a_terminal_that_is_not_the_logins_own_is_refused() {
 
 /// Connections that say nothing cannot pile up root's processes: at most
 /// 64 at once per user (the next is refused, saying so), and each is
-/// dropped after 10 s of silence.
+/// dropped after 10 s of silence; a user with no container gets no process
+/// at all (answered at once).
 #[test]
 fn silent_connections_are_bounded_and_dropped() {
     require_root!();
-    use nix::sys::socket::{
-        connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
-    };
-    use std::os::fd::AsRawFd;
     let site = Site::new("");
     let _server = site.start();
-    let address = UnixAddr::new(&login_socket(&site.s)).unwrap();
-    let open = || {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::empty(),
-            None,
-        )
+    let script = r#"
+import socket, sys, time
+def open_one():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(sys.argv[1])
+    return s
+silent = [open_one() for _ in range(64)]
+time.sleep(0.5)
+print("65th:", open_one().recv(4096).decode())
+print("first:", silent[0].recv(4096).decode())
+"#;
+    let socket = login_socket(&site.s);
+    let (uid, gid) = test_user();
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&socket)
+        .uid(uid)
+        .gid(gid)
+        .output()
         .unwrap();
-        connect(fd.as_raw_fd(), &address).unwrap();
-        fd
-    };
-    let silent: Vec<_> = (0..64).map(|_| open()).collect();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let refused = open();
-    let mut buffer = [0u8; 4096];
-    let n = recv(refused.as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
-    let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(
-        answer.contains("too many sessions at once (64 of yours"),
-        "{answer}"
+        text.contains("65th: {\"refused\":\"too many sessions at once (64 of yours"),
+        "{text}"
     );
-    // The silent ones are closed by the service (a read sees their end).
-    let n = recv(silent[0].as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
-    let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
-    assert!(answer.contains("nothing said within 10 s"), "{answer}");
+    assert!(
+        text.contains("first: {\"refused\":") && text.contains("nothing said within 10 s"),
+        "{text}"
+    );
+    // Someone [login] does not list is answered by the service itself.
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); print(s.recv(4096).decode())"])
+        .arg(&socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("has no container on this host"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// berth as a user's login shell (no ForceCommand): sshd runs `berth -c
@@ -681,4 +697,28 @@ fn a_remapped_session_is_root_of_its_own_user_namespace() {
     // What it installed stays across a restart.
     assert!(server.stop_container(site.user(0)).status.success());
     assert_eq!(ssh(&site, &server, 0, "cat /bin/mine").1, "installed\n");
+}
+
+/// The user's own files cannot hang root's part of a session's start: with
+/// /etc/passwd a FIFO, the next login still starts (and is not named).
+#[test]
+fn a_fifo_for_passwd_does_not_hang_a_login() {
+    require_root!();
+    let site = Site::new("");
+    let server = site.start();
+    let (code, text) = ssh(
+        &site,
+        &server,
+        0,
+        "rm /etc/passwd && busybox mkfifo /etc/passwd && echo made",
+    );
+    assert_eq!((code, text.as_str()), (0, "made\n"), "{}", server.logs());
+    let (code, text) = ssh(&site, &server, 0, "echo still-in");
+    assert_eq!(
+        (code, text.as_str()),
+        (0, "still-in\n"),
+        "{}",
+        server.logs()
+    );
+    assert!(server.stop_container(site.user(0)).status.success());
 }

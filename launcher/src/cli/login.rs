@@ -103,25 +103,38 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
         bail!("berth login-service runs as root");
     }
     let socket = &ctx.config.login.socket;
-    if let Some(dir) = socket.parent() {
-        use std::os::unix::fs::DirBuilderExt;
+    let dir = socket.parent().unwrap_or(std::path::Path::new("/"));
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        // Root's alone: nobody may swap the socket for something else.
+        let meta = std::fs::symlink_metadata(dir)?;
+        if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            bail!(
+                "[login] socket: its directory {} must be root's and writable by root only",
+                dir.display()
+            );
+        }
     }
-    let listener =
-        wire::listen(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
-    // Anyone may ask, for themselves only (the peer's uid is the kernel's).
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
+    // Anyone may ask, for themselves only (the peer's uid is the kernel's):
+    // the socket is made 0666 by the umask at bind, never chmod'ed by path.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o111));
+    let listening = wire::listen(socket);
+    nix::sys::stat::umask(umask);
+    let listener = listening.with_context(|| format!("cannot listen on {}", socket.display()))?;
     // Sessions whose serving process died are reaped here.
     nix::sys::prctl::set_child_subreaper(true)?;
     tracing::info!(socket = %socket.display(), "berth login service listening");
     let mut last_sweep = Instant::now();
+    let mut sweeper: Option<Pid> = None;
     // Each connection's serving process, by the uid it serves.
     let mut serving: std::collections::HashMap<Pid, u32> = Default::default();
+    // When each unlisted uid's refusal was last recorded.
+    let mut refused_at: std::collections::HashMap<u32, Instant> = Default::default();
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         let ready = match poll(&mut fds, PollTimeout::from(1000u16)) {
@@ -131,6 +144,9 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
         };
         while let Ok(Some((pid, _))) = berth::sys::reap_any_child() {
             serving.remove(&pid);
+            if sweeper == Some(pid) {
+                sweeper = None;
+            }
         }
         if ready {
             match wire::accept(listener.as_fd()) {
@@ -138,12 +154,28 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
                     let Ok(uid) = wire::peer_uid(conn.as_fd()) else {
                         continue;
                     };
+                    // Who has no container is answered here, without a
+                    // process of root's for them (and recorded once a minute).
+                    if let Some(why) = not_listed(&ctx.config, uid) {
+                        let now = Instant::now();
+                        let recorded = refused_at.get(&uid);
+                        if recorded
+                            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60))
+                        {
+                            refused_at.insert(uid, now);
+                            record_refusal(&ctx.config, uid, &why);
+                        }
+                        wire::discard_pending(conn.as_fd());
+                        let _ = wire::send(conn.as_fd(), &FromService::Refused(why), &[]);
+                        continue;
+                    }
                     let theirs = serving.values().filter(|u| **u == uid).count();
                     if theirs >= MOST_SESSIONS_PER_USER || serving.len() >= MOST_SESSIONS {
                         let why = format!(
                             "too many sessions at once ({theirs} of yours, {} in all): end some first",
                             serving.len()
                         );
+                        wire::discard_pending(conn.as_fd());
                         let _ = wire::send(conn.as_fd(), &FromService::Refused(why), &[]);
                         continue;
                     }
@@ -154,9 +186,30 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
                 Err(e) => tracing::warn!("{e}"),
             }
         }
-        if last_sweep.elapsed() >= Duration::from_secs(1) {
+        // Idle containers are stopped by a process of its own (stopping one
+        // can take seconds): logins are not held up meanwhile.
+        if last_sweep.elapsed() >= Duration::from_secs(1) && sweeper.is_none() {
             last_sweep = Instant::now();
+            sweeper = sweep_in_child(ctx, &listener);
+        }
+    }
+}
+
+/// Stops the idle containers in a forked process: its pid.
+fn sweep_in_child(ctx: &Context, listener: &OwnedFd) -> Option<Pid> {
+    // SAFETY: the service is single-threaded.
+    #[allow(unsafe_code)]
+    let forked = unsafe { nix::unistd::fork() };
+    match forked {
+        Err(e) => {
+            tracing::warn!("cannot fork: {e}");
+            None
+        }
+        Ok(ForkResult::Parent { child }) => Some(child),
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::close(listener.as_raw_fd());
             container::stop_idle(&ctx.store, &ctx.config, &ctx.config.store.summary_dir);
+            berth::sys::exit_child(0)
         }
     }
 }
@@ -203,18 +256,13 @@ fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
     let FromUser::Start { command, env } = message else {
         bail!("a session must start first");
     };
+    if stdio.len() != 3 {
+        bail!("a session needs its standard input, output and error");
+    }
     let user = User::from_uid(nix::unistd::Uid::from_raw(uid))?
         .with_context(|| format!("uid {uid} has no name on this host"))?;
-    let plan = LoginPlan::of(&ctx.config, &user).inspect_err(|e| {
-        let mut record = audit::Record::new(
-            audit::Event::StartFailed,
-            audit::Origin::Login,
-            uid,
-            &ctx.config.login.image,
-        );
-        record.reason = Some(e.to_string());
-        audit::record(&ctx.config.audit, &record);
-    })?;
+    let plan = LoginPlan::of(&ctx.config, &user)
+        .inspect_err(|e| record_refusal(&ctx.config, uid, &e.to_string()))?;
     let session_fds: Vec<_> = stdio
         .iter()
         .map(|fd| fd.as_raw_fd())
@@ -287,6 +335,27 @@ fn serve(ctx: &Context, conn: &OwnedFd) -> Result<()> {
     );
     let _ = wire::send(conn.as_fd(), &FromService::Exit(code), &[]);
     Ok(())
+}
+
+/// Why `uid` has no container here, if it has none.
+fn not_listed(config: &Config, uid: u32) -> Option<String> {
+    match User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) if berth::login::is_listed(&config.login, &user) => None,
+        Ok(Some(user)) => Some(berth::login::LoginError::NotListed(user.name).to_string()),
+        _ => Some(format!("uid {uid} has no name on this host")),
+    }
+}
+
+/// The audit record of a login refused before anything started.
+fn record_refusal(config: &Config, uid: u32, why: &str) {
+    let mut record = audit::Record::new(
+        audit::Event::StartFailed,
+        audit::Origin::Login,
+        uid,
+        &config.login.image,
+    );
+    record.reason = Some(why.to_string());
+    audit::record(&config.audit, &record);
 }
 
 /// Waits for session process `pid` (a child), passing on the signals the

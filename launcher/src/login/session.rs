@@ -86,10 +86,16 @@ pub fn start(session: &Session) -> Result<Pid, String> {
     let mut error = None;
     for line in said.lines() {
         match line.split_once(' ') {
-            Some(("pid", n)) => pid = n.parse().ok().map(Pid::from_raw),
-            Some(("error", why)) => error = Some(why.to_string()),
+            Some(("pid", n)) if pid.is_none() => pid = n.parse().ok().map(Pid::from_raw),
+            Some(("error", why)) if error.is_none() => error = Some(why.to_string()),
             _ => {}
         }
+    }
+    // Only a child of this process (the joiner, or the session it left to
+    // this subreaper) is ever waited for or signalled.
+    if let Some(p) = pid.filter(|p| *p != joiner && !is_child(*p)) {
+        let _ = crate::sys::reap_child(joiner, true);
+        return Err(format!("the session's process {p} is not the service's"));
     }
     // On a terminal the joining process stays, as the session's relay.
     if pid != Some(joiner) || error.is_some() {
@@ -102,6 +108,16 @@ pub fn start(session: &Session) -> Result<Pid, String> {
         return Err(why);
     }
     pid.ok_or_else(|| "the session's process died as it started".into())
+}
+
+/// Whether `pid` is a child of this process (not yet reaped).
+fn is_child(pid: Pid) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    waitid(
+        Id::Pid(pid),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    )
+    .is_ok()
 }
 
 /// In the joining process: never returns.
@@ -151,11 +167,33 @@ fn join_and_fork(session: &Session, status_w: OwnedFd) -> ! {
             let _ = nix::unistd::write(&status_w, format!("pid {me}\n").as_bytes());
             drop(status_w);
             drop(terminal.slave);
+            // The relay keeps its terminals and nothing of the service's,
+            // and is the user from here on (no capabilities), as is the
+            // session it waits for and signals.
+            if let Err(e) = crate::sys::close_all_but(&[terminal.master.as_raw_fd()]) {
+                fail_quietly(&format!("cannot close descriptors: {e}"))
+            }
+            let (u, g) = (session.user.uid, session.user.gid);
+            let dropped = nix::unistd::setgroups(&[g])
+                .and_then(|()| nix::unistd::setresgid(g, g, g))
+                .and_then(|()| nix::unistd::setresuid(u, u, u))
+                .map_err(|e| e.to_string())
+                .and_then(|()| nix::sys::prctl::set_no_new_privs().map_err(|e| e.to_string()));
+            if let Err(e) = dropped {
+                fail_quietly(&format!("cannot become the user: {e}"))
+            }
             let code = crate::process::terminal::relay_until_exit(child, terminal.master)
                 .unwrap_or(crate::process::EXIT_BERTH_ERROR);
             crate::sys::exit_child(code)
         }
     }
+}
+
+/// The relay's end when it cannot go on: said on the session's terminal
+/// (its only output), the session killed with it.
+fn fail_quietly(why: &str) -> ! {
+    eprintln!("berth: {why}");
+    crate::sys::exit_child(crate::process::EXIT_BERTH_ERROR)
 }
 
 /// On a terminal (`ssh -t`, a login shell): the joining process becomes the
@@ -317,6 +355,25 @@ fn controlling_terminal_of(pid: Pid) -> Option<(u64, u64)> {
     (tty != 0).then(|| device_numbers(tty))
 }
 
+/// A regular file's text, at most 4 MiB, opened without following a link
+/// or blocking (the user's own files: a FIFO there must not hang the
+/// session's start); None otherwise.
+fn read_small_file(path: &str) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(4 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Adds the user to the container's /etc/passwd and /etc/group when
 /// missing (sftp-server, `whoami` and prompts need a name for the uid), as
 /// the user: its files are theirs (a kept container's image files belong
@@ -347,7 +404,9 @@ fn name_the_user(session: &Session) {
         ),
     ];
     for (path, field, id, line) in entries {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let Some(text) = read_small_file(path) else {
+            continue;
+        };
         let known = text
             .lines()
             .any(|l| l.split(':').nth(field) == Some(id.to_string().as_str()));

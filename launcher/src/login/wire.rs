@@ -168,6 +168,37 @@ pub fn send<T: Serialize>(conn: BorrowedFd, message: &T, fds: &[RawFd]) -> Resul
     }
 }
 
+/// Reads and drops what the other side has sent so far, without waiting:
+/// a connection closed with unread messages is reset, and the other side
+/// would see that instead of the answer sent before the close.
+pub fn discard_pending(conn: BorrowedFd) {
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    let mut control = nix::cmsg_space!([RawFd; 3]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buffer)];
+        let received = socket::recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        match received {
+            Ok(message) if message.bytes > 0 => {
+                if let Ok(cmsgs) = message.cmsgs() {
+                    for cmsg in cmsgs {
+                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                            for fd in fds {
+                                let _ = nix::unistd::close(fd);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// `receive`, waiting at most `limit` for the message.
 pub fn receive_within<T: for<'de> Deserialize<'de>>(
     conn: BorrowedFd,

@@ -182,6 +182,29 @@ pub fn close_from(first: u32) -> io::Result<()> {
     }
 }
 
+/// Closes every descriptor from 3 upwards but those in `keep`.
+pub fn close_all_but(keep: &[std::os::fd::RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|fd| **fd >= 3)
+        .map(|fd| *fd as u32)
+        .collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > first {
+            // SAFETY: close_range takes plain integers; the caller keeps
+            // only the descriptors it named.
+            let ret = unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0) };
+            if ret == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
 /// Marks every descriptor from `first` upwards close-on-exec, so nothing of
 /// the host leaks into the container's command.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
