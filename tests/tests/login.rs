@@ -682,7 +682,7 @@ fn a_remapped_session_is_root_of_its_own_user_namespace() {
         &site,
         &server,
         0,
-        "id -u; cat /proc/self/uid_map; echo installed > /bin/mine && cat /bin/mine; grep NoNewPrivs /proc/self/status",
+        "id -u; cat /proc/self/uid_map; echo installed > /bin/mine && cat /bin/mine; grep NoNewPrivs /proc/self/status; cat /proc/self/setgroups",
     );
     assert_eq!(code, 0, "{text}\n{}", server.logs());
     let lines: Vec<String> = text
@@ -691,7 +691,13 @@ fn a_remapped_session_is_root_of_its_own_user_namespace() {
         .collect();
     assert_eq!(
         lines,
-        ["0", &format!("0 {uid} 1"), "installed", "NoNewPrivs: 1"],
+        [
+            "0",
+            &format!("0 {uid} 1"),
+            "installed",
+            "NoNewPrivs: 1",
+            "deny"
+        ],
         "{text}"
     );
     // What it installed stays across a restart.

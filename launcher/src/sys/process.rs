@@ -104,8 +104,11 @@ pub fn userns_owned_by(uid: u32, gid: u32) -> io::Result<std::os::fd::OwnedFd> {
     let ready = nix::unistd::read(ready_r.as_raw_fd(), &mut said).map_err(io::Error::from);
     let proc = format!("/proc/{child}");
     let made = match ready {
+        // setgroups denied before the gid map: its root could otherwise
+        // drop a group that denies the user a file ("deny by group").
         Ok(1) if said[0] == b'R' => {
             std::fs::write(format!("{proc}/uid_map"), format!("0 {uid} 1\n"))
+                .and_then(|()| std::fs::write(format!("{proc}/setgroups"), "deny"))
                 .and_then(|()| std::fs::write(format!("{proc}/gid_map"), format!("0 {gid} 1\n")))
                 .and_then(|()| {
                     std::fs::File::open(format!("{proc}/ns/user")).map(std::os::fd::OwnedFd::from)

@@ -73,10 +73,9 @@ fn slurm_remap_root_tasks_have_only_the_configured_bounding_set() {
     let out = cluster.srun(&[
         &image_opt,
         "--container-remap-root",
-        "grep",
-        "-E",
-        "^Cap(Prm|Bnd):",
-        "/proc/self/status",
+        "sh",
+        "-c",
+        "grep -E '^Cap(Prm|Bnd):' /proc/self/status; cat /proc/self/setgroups",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -89,6 +88,8 @@ fn slurm_remap_root_tasks_have_only_the_configured_bounding_set() {
     };
     assert_eq!(value("CapBnd:"), value("CapPrm:"), "{text}");
     assert_ne!(value("CapPrm:"), "0000000000000000", "{text}");
+    // Its root cannot drop the user's groups (one may deny a file).
+    assert_eq!(text.lines().last(), Some("deny"), "{text}");
 }
 
 /// Slurm tasks shared the host's pid namespace: a task could ptrace the
