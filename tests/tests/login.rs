@@ -728,3 +728,51 @@ fn a_fifo_for_passwd_does_not_hang_a_login() {
     );
     assert!(server.stop_container(site.user(0)).status.success());
 }
+
+/// Whoever connects cannot stall the service for others: a socket passed
+/// in a refused connection whose close blocks (it lingers on unsent data)
+/// is closed by a process of its own, and a listed user's login goes on.
+#[test]
+fn a_lingering_socket_passed_in_cannot_stall_the_service() {
+    require_root!();
+    let site = Site::new("");
+    let server = site.start();
+    let script = r#"
+import socket, struct, sys, time
+listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(1)
+sender = socket.socket(); sender.connect(listener.getsockname())
+never_read, _ = listener.accept()
+sender.setblocking(False)
+try:
+    while True:
+        sender.send(b"x" * 65536)
+except BlockingIOError:
+    pass
+sender.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 3600))
+login = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+login.connect(sys.argv[1])
+socket.send_fds(login, [b'{"start":{"command":null,"env":[]}}'], [sender.fileno()])
+sender.close()
+print("passed", flush=True)
+time.sleep(60)
+"#;
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut attacker = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(login_socket(&site.s))
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(attacker.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "passed\n");
+    let (code, text) = ssh(&site, &server, 0, "echo after");
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    assert_eq!((code, text.as_str()), (0, "after\n"), "{}", server.logs());
+}

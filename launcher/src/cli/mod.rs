@@ -4,6 +4,7 @@
 mod containers;
 mod images;
 mod login;
+mod login_service;
 mod progress;
 mod run;
 mod slurm;
@@ -73,7 +74,7 @@ enum Command {
     Login(login::LoginArgs),
     /// The root service `berth login` reaches: starts the users'
     /// containers and sessions (run it as a system service).
-    LoginService(login::LoginServiceArgs),
+    LoginService(login_service::LoginServiceArgs),
     /// Start a Slurm step's container keeper (used by the SPANK plugin).
     #[command(hide = true)]
     SlurmStart(Box<slurm::SlurmStartArgs>),
@@ -144,7 +145,7 @@ pub fn main() -> i32 {
         Command::Stop(args) => containers::stop(&ctx, args),
         Command::Verify(args) => verify::verify(&ctx, args),
         Command::Login(_) => unreachable!("served above"),
-        Command::LoginService(args) => login::login_service(&ctx, args),
+        Command::LoginService(args) => login_service::login_service(&ctx, args),
         Command::SlurmStart(args) => slurm::slurm_start(&ctx, args),
         Command::SlurmJoin(args) => slurm::slurm_join(&ctx, args),
         Command::SlurmSave(args) => slurm::slurm_save(&ctx, args),
