@@ -261,18 +261,7 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
     if !path.is_absolute() {
         return refuse("it must be an absolute path");
     }
-    for ancestor in dir.ancestors() {
-        let meta = std::fs::symlink_metadata(ancestor)?;
-        // (A sticky directory such as /tmp lets no one else rename root's
-        // entries in it.)
-        let others_may_write = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
-        if !meta.is_dir() || meta.uid() != 0 || others_may_write {
-            return refuse(&format!(
-                "{} must be a directory of root's that no one else may write",
-                ancestor.display()
-            ));
-        }
-    }
+    crate::root_dir::only_root_may_change(dir)?;
     // No one but root can change the path from here on (checked above).
     let mut file = std::fs::OpenOptions::new()
         .append(true)

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod login;
 pub mod mounts;
 pub mod process;
+pub mod root_dir;
 pub mod rootfs;
 pub mod seccomp;
 pub mod slurm;

@@ -31,6 +31,8 @@ const MOST_SESSIONS: usize = 1024;
 /// The most refusals being answered at once: the oldest is killed (an
 /// answer nobody reads, or a close that blocks, must not pile up).
 const MOST_REFUSING: usize = 32;
+/// How long a sweep of idle containers may take.
+const SWEEP_AT_MOST: Duration = Duration::from_secs(120);
 /// How long a connection may take to say what it wants.
 pub(super) const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -41,8 +43,8 @@ struct Children {
     serving: HashMap<Pid, u32>,
     /// The processes answering refusals, oldest first.
     refusing: VecDeque<Pid>,
-    /// The process stopping idle containers, while one runs.
-    sweeper: Option<Pid>,
+    /// The process stopping idle containers, while one runs, and since when.
+    sweeper: Option<(Pid, Instant)>,
     /// When each unlisted uid's refusal was last recorded.
     refused_at: HashMap<u32, Instant>,
 }
@@ -74,34 +76,38 @@ pub(crate) fn login_service(ctx: &Context, _args: &LoginServiceArgs) -> Result<i
             }
         }
         // Idle containers are stopped by a process of its own (stopping one
-        // can take seconds): logins are not held up meanwhile.
+        // can take seconds): logins are not held up meanwhile. One stuck
+        // for minutes (a container that will not die) is killed, and the
+        // next sweep tries again.
+        if let Some((pid, since)) = children.sweeper {
+            if since.elapsed() > SWEEP_AT_MOST {
+                tracing::warn!("stopping idle containers took over {SWEEP_AT_MOST:?}: killed");
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
         if last_sweep.elapsed() >= Duration::from_secs(1) && children.sweeper.is_none() {
             last_sweep = Instant::now();
-            children.sweeper = in_child(&listener, || {
+            let sweeper = in_child(&listener, || {
                 container::stop_idle(&ctx.store, &ctx.config, &ctx.config.store.summary_dir)
             });
+            children.sweeper = sweeper.map(|pid| (pid, Instant::now()));
         }
     }
 }
 
-/// The service's socket at `socket`, in a directory of root's alone,
+/// The service's socket at `socket`, in a directory only root may change,
 /// made 0666 (anyone may ask, for themselves only: the peer's uid is the
 /// kernel's) by the umask at bind, never chmod'ed by path.
 fn listen(socket: &std::path::Path) -> Result<OwnedFd> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = socket.parent().unwrap_or(std::path::Path::new("/"));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        bail!(
-            "[login] socket: its directory {} must be root's and writable by root only",
-            dir.display()
-        );
-    }
+    berth::root_dir::only_root_may_change(dir)
+        .with_context(|| format!("[login] socket {}", socket.display()))?;
     let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o111));
     let listening = wire::listen(socket);
     nix::sys::stat::umask(umask);
@@ -114,7 +120,7 @@ impl Children {
         while let Ok(Some((pid, _))) = berth::sys::reap_any_child() {
             self.serving.remove(&pid);
             self.refusing.retain(|p| *p != pid);
-            if self.sweeper == Some(pid) {
+            if self.sweeper.is_some_and(|(sweeper, _)| sweeper == pid) {
                 self.sweeper = None;
             }
         }
