@@ -91,16 +91,20 @@ pub fn start(session: &Session) -> Result<Pid, String> {
             _ => {}
         }
     }
-    // Only a child of this process (the joiner, or the session it left to
-    // this subreaper) is ever waited for or signalled.
-    if let Some(p) = pid.filter(|p| *p != joiner && !is_child(*p)) {
-        let _ = crate::sys::reap_child(joiner, true);
-        return Err(format!("the session's process {p} is not the service's"));
-    }
-    // On a terminal the joining process stays, as the session's relay.
+    // On a terminal the joining process stays, as the session's relay;
+    // otherwise it is reaped first: once it is, the session it left is
+    // this subreaper's child.
     if pid != Some(joiner) || error.is_some() {
         let _ = crate::sys::reap_child(joiner, true);
     }
+    // Only a child of this process (the joiner, or the session it left)
+    // is ever waited for or signalled.
+    let pid = match pid {
+        Some(p) if p != joiner && !is_child(p) => {
+            return Err(format!("the session's process {p} is not the service's"))
+        }
+        pid => pid,
+    };
     if let Some(why) = error {
         if let Some(pid) = pid.filter(|p| *p != joiner) {
             let _ = crate::sys::reap_child(pid, true);
