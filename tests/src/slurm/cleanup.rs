@@ -55,6 +55,7 @@ impl Cluster {
     /// epilog ran (a named container's keeper, its cgroup): the plugin's
     /// own record of each is in the runtime dir.
     fn sweep_containers(&self) {
+        self.sweep_kept_containers();
         let Ok(entries) = std::fs::read_dir(self.runtime_dir.join("slurm")) else {
             return;
         };
@@ -78,6 +79,65 @@ impl Cluster {
             for dir in reply["cgroup_dirs"].as_array().into_iter().flatten() {
                 if let Some(dir) = dir.as_str().filter(|d| d.starts_with("/sys/fs/cgroup/")) {
                     let _ = std::fs::remove_dir(dir);
+                }
+            }
+        }
+    }
+
+    /// Ends the base keepers of this cluster's kept (named) containers
+    /// still running: the last job's epilog stops them, but a test may end
+    /// (and this cluster's daemons go) first. Told apart from other
+    /// clusters' by their berth.toml, named in their command line; their
+    /// cgroups (listed in the store's records) are removed once they are
+    /// gone. The mounts go with their mount namespace.
+    fn sweep_kept_containers(&self) {
+        let Ok(plugstack) = std::fs::read_to_string(self.dir().join("plugstack.conf")) else {
+            return;
+        };
+        let Some(config) = plugstack
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("config="))
+            .map(std::path::PathBuf::from)
+        else {
+            return;
+        };
+        let Some(sandbox) = config.parent() else {
+            return;
+        };
+        let needle = format!("--config-if-present\0{}", config.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("\0slurm-start\0") && cmdline.contains(&needle) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let stores = std::fs::read_dir(sandbox).into_iter().flatten().flatten();
+        for store in stores.filter(|e| e.file_name().to_string_lossy().starts_with("store")) {
+            let users = std::fs::read_dir(store.path().join("containers"));
+            for container in users
+                .into_iter()
+                .flatten()
+                .flatten()
+                .flat_map(|u| std::fs::read_dir(u.path()).into_iter().flatten().flatten())
+            {
+                let Some(record) = std::fs::read(container.path().join("keeper.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                else {
+                    continue;
+                };
+                for dir in record["cgroup_dirs"].as_array().into_iter().flatten() {
+                    if let Some(dir) = dir.as_str().filter(|d| d.starts_with("/sys/fs/cgroup/")) {
+                        let _ = std::fs::remove_dir(dir);
+                    }
                 }
             }
         }
