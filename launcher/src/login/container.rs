@@ -13,7 +13,9 @@ use crate::audit;
 use crate::image::Store;
 use crate::slurm::named::{NamedContainer, NamedContainers, NamedError};
 use crate::slurm::record::KeeperRecord;
-use crate::slurm::step::{image_record, start_built, wait_for, StepError, StepOnNode};
+use crate::slurm::step::{
+    image_record, mount_writable_layer, start_built, wait_for, StepError, StepOnNode,
+};
 use crate::spec::build::{build_spec, build_spec_for_image, BuildContext, Registries};
 use crate::spec::SpecError;
 
@@ -79,14 +81,7 @@ pub fn start_or_join(
     }
     .inspect_err(audit_failed)?;
     let started = (|| {
-        held.prepare_layer()?;
-        let layer = crate::sys::mount_ext4_image(&held.layer_file()).map_err(|source| {
-            StepError::NamedRefused(format!(
-                "cannot mount your container's writable layer ({}): {source}",
-                held.layer_file().display()
-            ))
-        })?;
-        built.spec.disk_layer = Some(std::sync::Arc::new(layer));
+        mount_writable_layer(&held, &mut built)?;
         let node = StepOnNode {
             outlives_job: true,
             container_id: format!("{CONTAINER_NAME}-{uid}"),

@@ -443,14 +443,7 @@ pub fn start_in_named(
             if named.mode == NameMode::NoExec {
                 None
             } else {
-                held.prepare_layer()?;
-                let layer = crate::sys::mount_ext4_image(&held.layer_file()).map_err(|source| {
-                    StepError::NamedRefused(format!(
-                        "cannot mount the writable layer of container {name:?} ({}): {source}",
-                        held.layer_file().display()
-                    ))
-                })?;
-                built.spec.disk_layer = Some(std::sync::Arc::new(layer));
+                mount_writable_layer(&held, &mut built)?;
                 let base = start_built(&built, &base_step)?;
                 held.set_base(&base)?;
                 Some(base)
@@ -474,6 +467,24 @@ pub fn start_in_named(
     held.add_user(named.job, named.step, &view)?;
     write_summary(&containers, named.uid, &ctx.config.store.summary_dir);
     Ok(Some(base.seen_from(&view, named.step)))
+}
+
+/// Readies and mounts `held`'s writable layer (see `prepare_layer`) as
+/// the upper layer of the container `built` will start.
+pub(crate) fn mount_writable_layer(
+    held: &super::named::NamedContainer,
+    built: &mut Built,
+) -> Result<(), StepError> {
+    held.prepare_layer()?;
+    let layer = crate::sys::mount_ext4_image(&held.layer_file()).map_err(|source| {
+        StepError::NamedRefused(format!(
+            "cannot mount the writable layer of container {:?} ({}): {source}",
+            held.name,
+            held.layer_file().display()
+        ))
+    })?;
+    built.spec.disk_layer = Some(std::sync::Arc::new(layer));
+    Ok(())
 }
 
 /// `NAME:remove`: removes the user's container NAME, whose keeper is
